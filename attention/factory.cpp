@@ -1,0 +1,42 @@
+// The registry: one line per variant. Kept as a function-local table (no static registration
+// objects), so nothing depends on link order or static-initialisation order.
+#include "attention/factory.h"
+
+#include <functional>
+#include <utility>
+
+#include "attention/standard/dilated_attention.h"
+#include "runtime/error.h"
+
+namespace ra {
+namespace {
+
+using Creator = std::function<std::shared_ptr<DilatedAttentionBase>(const AttentionSpec&)>;
+
+const std::vector<std::pair<std::string, Creator>>& registry() {
+  static const std::vector<std::pair<std::string, Creator>> table = {
+      {"standard",
+       [](const AttentionSpec& s) { return std::make_shared<DilatedAttention>(s.attention); }},
+  };
+  return table;
+}
+
+}  // namespace
+
+std::vector<std::string> attention_names() {
+  std::vector<std::string> names;
+  for (const auto& entry : registry()) names.push_back(entry.first);
+  return names;
+}
+
+std::shared_ptr<DilatedAttentionBase> make_attention(const std::string& name,
+                                                     const AttentionSpec& spec) {
+  for (const auto& [entry_name, create] : registry()) {
+    if (entry_name == name) return create(spec);
+  }
+  std::string valid;
+  for (const auto& n : attention_names()) valid += (valid.empty() ? "" : ", ") + n;
+  RA_THROW("attention = '", name, "' is not a known attention variant; allowed: ", valid);
+}
+
+}  // namespace ra

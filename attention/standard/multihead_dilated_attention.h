@@ -1,0 +1,49 @@
+// MultiheadDilatedAttention: the LongNet/MAGNETO attention layer around any attention variant.
+// x [B, S, E] -> q, k, v projections -> (optional per-head q/k LayerNorm) -> dilated attention
+// -> (optional sub-LN) -> out_proj. MAGNETO init: xavier normal, gain gamma_init on v and out,
+// 1 on q and k, zero biases.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <memory>
+
+#include "attention/attention.h"
+#include "runtime/config.h"
+
+namespace ra {
+
+class MultiheadDilatedAttentionImpl : public torch::nn::Module {
+ public:
+  // `attention` computes the per-head attention (e.g. make_attention("standard", ...)); its
+  // config should be config.attention. Validates config.
+  MultiheadDilatedAttentionImpl(MultiheadConfig config,
+                                std::shared_ptr<DilatedAttentionBase> attention);
+  // Builds the "standard" variant from config.attention.
+  explicit MultiheadDilatedAttentionImpl(MultiheadConfig config);
+
+  // query, key, value: [B, S, E] -> [B, S, E].
+  at::Tensor forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value);
+  // Self-attention: x [B, S, E] -> [B, S, E].
+  at::Tensor forward(const at::Tensor& x) { return forward(x, x, x); }
+
+  void reset_parameters();  // MAGNETO init
+  const MultiheadConfig& config() const { return config_; }
+  DilatedAttentionBase& attention() { return *attention_; }
+
+  // Registered submodules; the unused ones (by fused_qkv / sub_ln / qk_norm) are null.
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, qkv_proj{nullptr};
+  torch::nn::Linear out_proj{nullptr};
+  torch::nn::LayerNorm sub_ln{nullptr}, q_norm{nullptr}, k_norm{nullptr};
+
+ private:
+  MultiheadConfig config_;
+  std::shared_ptr<DilatedAttentionBase> attention_;
+};
+
+TORCH_MODULE(MultiheadDilatedAttention);
+
+}  // namespace ra

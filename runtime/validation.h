@@ -1,0 +1,36 @@
+// The one validation layer every attention variant calls before it does any work.
+// Each check throws ra::Error naming the argument, the offending value and what is allowed,
+// so a bad flag or a bad tensor fails the same way whichever variant the user picked.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "runtime/config.h"
+
+namespace ra {
+
+// Largest head dim the fused GPU kernels accept (cuDNN / flash attention on sm_90).
+inline constexpr int64_t kMaxFastPathHeadDim = 256;
+
+void validate(const DilatedAttentionConfig& config);
+void validate(const MultiheadConfig& config);
+void validate(const RingConfig& config);
+void validate(const SparseConfig& config);
+
+// S must be a multiple of every clipped segment length min(w_i, S).
+void validate_sequence_length(const DilatedAttentionConfig& config, int64_t seq_len);
+
+// The global sequence is split into world_size equal shards; also checks the segment rule
+// on the global length.
+void validate_sharding(const DilatedAttentionConfig& config, int64_t global_seq_len,
+                       int world_size);
+
+// Head dims the fused kernels accept: a multiple of 8, at most kMaxFastPathHeadDim.
+void validate_fast_path_head_dim(int64_t head_dim);
+
+// q, k, v: [B, S, H, D] (k and v may have fewer heads, H_kv dividing H), one floating dtype,
+// one device; values finite when config.check_finite. Also applies validate_sequence_length.
+void validate_attention_inputs(const DilatedAttentionConfig& config, const at::Tensor& q,
+                               const at::Tensor& k, const at::Tensor& v);
+
+}  // namespace ra
