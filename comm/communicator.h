@@ -1,0 +1,56 @@
+// Communicator: the collective and point-to-point operations the runtime needs over a group of
+// ranks, one interface for two backends: MPI for CPU tensors (CI, tests) and NCCL for CUDA
+// tensors. Every blocking wait has a deadline; on expiry the call throws CommTimeout naming
+// the rank, host, operation and context, and the caller ends the job (MpiContext::abort_job).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+
+#include "runtime/error.h"
+
+namespace ra {
+
+// A wait passed its deadline or a peer failed. Derives from ra::Error.
+class CommTimeout : public Error {
+ public:
+  using Error::Error;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend() const = 0;  // "mpi" or "nccl"
+
+  // Sends `send` to rank `dst` and receives `recv` from rank `src` (ranks of this group),
+  // both at once, so a ring shift cannot deadlock. Tensors contiguous, same dtype.
+  virtual void send_recv(const at::Tensor& send, int dst, at::Tensor& recv, int src) = 0;
+  // In place, sum over ranks.
+  virtual void all_reduce_sum(at::Tensor& tensor) = 0;
+  // output = concatenation of every rank's input along dim 0 (output.size(0) = size * input's).
+  virtual void all_gather(const at::Tensor& input, at::Tensor& output) = 0;
+  // output = this rank's slice (along dim 0) of the sum over ranks of input.
+  virtual void reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) = 0;
+  virtual void broadcast(at::Tensor& tensor, int root) = 0;
+  virtual void barrier() = 0;
+
+  // The ranks with the same color, ordered by key (MPI_Comm_split). Collective over this group.
+  virtual std::shared_ptr<Communicator> split(int color, int key) = 0;
+
+  // Deadline for every blocking wait, and a label ("step 12") that error messages carry.
+  void set_timeout_seconds(double seconds) { timeout_seconds_ = seconds; }
+  double timeout_seconds() const { return timeout_seconds_; }
+  void set_context(std::string context) { context_ = std::move(context); }
+  const std::string& context() const { return context_; }
+
+ protected:
+  double timeout_seconds_ = 300;
+  std::string context_;
+};
+
+}  // namespace ra
