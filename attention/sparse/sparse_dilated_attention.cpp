@@ -8,6 +8,10 @@
 #include "runtime/error.h"
 #include "runtime/validation.h"
 
+#ifdef RA_SPARSE_CUDA_KERNELS
+#include "attention/sparse/cuda/block_sparse_cuda.h"
+#endif
+
 namespace ra {
 
 SparseDilatedAttention::SparseDilatedAttention(DilatedAttentionConfig attention,
@@ -32,6 +36,7 @@ const BlockLayout& SparseDilatedAttention::layout(int64_t global_seq_len) {
     plan_ = std::make_shared<SparseRingPlan>(
         SparseRingPlan::build(layout_, comm_ ? comm_->rank() : 0, world));
     cached_seq_len_ = global_seq_len;
+    device_layout_.reset();
   }
   return layout_;
 }
@@ -39,18 +44,28 @@ const BlockLayout& SparseDilatedAttention::layout(int64_t global_seq_len) {
 AttentionResult SparseDilatedAttention::forward(const at::Tensor& q, const at::Tensor& k,
                                                 const at::Tensor& v) {
   validate_attention_tensors(config_, q, k, v);
-  RA_CHECK(q.device().is_cpu(), "q is on ", q.device(),
-           ": the sparse attention runs on CPU tensors in this build (CUDA kernels: "
-           "attention/sparse/cuda)");
   const int world = comm_ ? comm_->size() : 1;
   layout(q.size(1) * world);
+  const double scale =
+      config_.softmax_scale ? *config_.softmax_scale : 1.0 / std::sqrt(double(q.size(3)));
   *stats_ = SparseCommStats{};
+#ifdef RA_SPARSE_CUDA_KERNELS
+  if (q.is_cuda() && world == 1) {
+    if (!device_layout_ || device_layout_->row_offsets.device() != q.device()) {
+      device_layout_ = std::make_shared<SparseDeviceLayout>(upload_layout(layout_, q.device()));
+    }
+    return block_sparse_attention_cuda(q, k, v, *device_layout_, scale);
+  }
+#endif
+  RA_CHECK(q.device().is_cpu(), "q is on ", q.device(),
+           ": this build runs the sparse attention on CPU tensors, and on single-device CUDA "
+           "float16/bfloat16 tensors when built with a CUDA LibTorch");
   BlockSparseRun run;
   run.plan = plan_;
   run.comm = world > 1 ? comm_ : nullptr;
   run.stats = stats_;
   run.block_size = sparse_.block_size;
-  run.scale = config_.softmax_scale ? *config_.softmax_scale : 1.0 / std::sqrt(double(q.size(3)));
+  run.scale = scale;
   return block_sparse_attention(q, k, v, run);
 }
 

@@ -5,6 +5,8 @@
 // With a communicator of P > 1 ranks, q/k/v are this rank's S/P-token shard and the layout is
 // over the global S = P * shard; key blocks travel only to ranks whose query blocks need them.
 // Unlike the dense dilated variants a pair of tokens counts once however many rules select it.
+// Single-device CUDA fp16/bf16 inputs run the CUDA kernels where the build has them
+// (RA_SPARSE_CUDA_KERNELS); everything else runs the exact torch-op path on CPU.
 #pragma once
 
 #include <memory>
@@ -16,6 +18,7 @@
 namespace ra {
 
 class Communicator;
+struct SparseDeviceLayout;  // attention/sparse/cuda/block_sparse_cuda.h
 
 class SparseDilatedAttention : public DilatedAttentionBase {
  public:
@@ -39,6 +42,7 @@ class SparseDilatedAttention : public DilatedAttentionBase {
   int64_t cached_seq_len_ = 0;
   BlockLayout layout_;
   std::shared_ptr<const SparseRingPlan> plan_;
+  std::shared_ptr<SparseDeviceLayout> device_layout_;  // the layout on the GPU, when used
 };
 
 }  // namespace ra
