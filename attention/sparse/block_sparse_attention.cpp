@@ -72,7 +72,8 @@ at::Tensor keys_from_blocks(const at::Tensor& dkv, int which) {
 // receives hop.recv_blocks from hop.src; both may be empty (then no bytes move).
 at::Tensor exchange_blocks(const BlockSparseRun& run, const SparseHop& hop, const at::Tensor& local,
                            int64_t& bytes_sent) {
-  at::Tensor send = local.index_select(3, at::tensor(hop.send_blocks, at::kLong)).contiguous();
+  at::Tensor send =
+      local.index_select(3, at::tensor(hop.send_blocks, at::kLong).to(local.device())).contiguous();
   std::vector<int64_t> shape = local.sizes().vec();
   shape[3] = static_cast<int64_t>(hop.recv_blocks.size());
   at::Tensor recv = at::empty(shape, local.options());
@@ -149,7 +150,8 @@ class BlockSparseFunction : public torch::autograd::Function<BlockSparseFunction
       for (size_t i = 0; i < back.send_blocks.size(); ++i) back.send_blocks[i] = i;
       back.recv_blocks = hop.send_blocks;
       at::Tensor returned = exchange_blocks(run, back, dkv, bytes);
-      dkv_local.index_add_(3, at::tensor(hop.send_blocks, at::kLong), returned);
+      dkv_local.index_add_(3, at::tensor(hop.send_blocks, at::kLong).to(returned.device()),
+                           returned);
     }
     if (run.stats) run.stats->backward_bytes_sent += bytes;
     at::Tensor dq_bshd = queries_from_blocks(dq, H, b, D).to(q.scalar_type());

@@ -21,7 +21,7 @@ KeyChunk gather_chunk(const at::Tensor& kv, const RowTask& task, size_t first, s
   std::vector<int64_t> slots(task.key_slots.begin() + first,
                              task.key_slots.begin() + first + count);
   KeyChunk chunk;
-  chunk.slots = at::tensor(slots, at::kLong);
+  chunk.slots = at::tensor(slots, at::kLong).to(kv.device());
   const int64_t n = static_cast<int64_t>(count);
   auto gather = [&](int which) {
     at::Tensor blocks = kv[which].index_select(2, chunk.slots);  // [B, Hkv, n, b, D]
@@ -32,7 +32,7 @@ KeyChunk gather_chunk(const at::Tensor& kv, const RowTask& task, size_t first, s
   auto diag = std::find(slots.begin(), slots.end(), task.diagonal_slot);
   if (task.diagonal_slot >= 0 && diag != slots.end()) {
     const int64_t at_block = diag - slots.begin();
-    auto opts = at::TensorOptions().dtype(kv.scalar_type());
+    auto opts = kv.options();
     chunk.bias = at::zeros({rows, n * block_size}, opts);
     // Query row t of the g*b rows is token t mod b of the block.
     at::Tensor upper = at::ones({block_size, block_size}, opts.dtype(at::kBool)).triu(1);

@@ -50,16 +50,17 @@ AttentionResult SparseDilatedAttention::forward(const at::Tensor& q, const at::T
       config_.softmax_scale ? *config_.softmax_scale : 1.0 / std::sqrt(double(q.size(3)));
   *stats_ = SparseCommStats{};
 #ifdef RA_SPARSE_CUDA_KERNELS
-  if (q.is_cuda() && world == 1) {
+  const bool kernel_shape = (q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16) &&
+                            (q.size(3) == 64 || q.size(3) == 128) &&
+                            (sparse_.block_size == 64 || sparse_.block_size == 128);
+  if (q.is_cuda() && world == 1 && kernel_shape) {
     if (!device_layout_ || device_layout_->row_offsets.device() != q.device()) {
       device_layout_ = std::make_shared<SparseDeviceLayout>(upload_layout(layout_, q.device()));
     }
     return block_sparse_attention_cuda(q, k, v, *device_layout_, scale);
   }
 #endif
-  RA_CHECK(q.device().is_cpu(), "q is on ", q.device(),
-           ": this build runs the sparse attention on CPU tensors, and on single-device CUDA "
-           "float16/bfloat16 tensors when built with a CUDA LibTorch");
+  // The exact torch-op path: any device and dtype; the ring form moves blocks through comm_.
   BlockSparseRun run;
   run.plan = plan_;
   run.comm = world > 1 ? comm_ : nullptr;

@@ -8,6 +8,7 @@
 
 #include "attention/factory.h"
 #include "attention/sparse/sparse_dilated_attention.h"
+#include "attention/standard/multihead_dilated_attention.h"
 #include "runtime/error.h"
 #include "tests/support/dense_reference.h"
 #include "tests/support/sparse_cases.h"
@@ -101,6 +102,40 @@ TEST(SparseAttention, RowsLongerThanOneChunkAreOneJointSoftmax) {
     expect_within(compare(s, sparse_test_attention(768, causal), at::kDouble, 1, 768, 1, 1, 8),
                   1e-10);
   }
+}
+
+TEST(SparseAttention, MultiheadWithAFullLayoutEqualsStandardDenseAttention) {
+  // A window covering the whole sequence makes every block active: dense (causal) attention,
+  // which the standard variant computes with one branch (w = S, r = 1).
+  torch::manual_seed(15);
+  MultiheadConfig c;
+  c.embed_dim = 32;
+  c.num_heads = 4;
+  c.attention.segment_lengths = {64};
+  c.attention.dilation_rates = {1};
+  c.attention.causal = true;
+  AttentionSpec spec;
+  spec.attention = c.attention;
+  spec.sparse.block_size = 16;
+  spec.sparse.window = 64;
+  MultiheadDilatedAttention standard(c);
+  MultiheadDilatedAttention sparse(c, make_attention("sparse", spec));
+  standard->to(torch::kDouble);
+  sparse->to(torch::kDouble);
+  auto reference_params = standard->named_parameters();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : sparse->named_parameters()) p.value().copy_(reference_params[p.key()]);
+  }
+  at::Tensor x = torch::randn({2, 64, 32}, torch::kDouble).requires_grad_();
+  at::Tensor grad = torch::randn({2, 64, 32}, torch::kDouble);
+  at::Tensor want = standard->forward(x);
+  at::Tensor got = sparse->forward(x);
+  EXPECT_LT(testing::relative_error(got, want), 1e-10);
+  auto gw = torch::autograd::grad({want}, {x, reference_params["q_proj.weight"]}, {grad});
+  auto gg = torch::autograd::grad({got}, {x, sparse->named_parameters()["q_proj.weight"]}, {grad});
+  EXPECT_LT(testing::relative_error(gg[0], gw[0]), 1e-10);
+  EXPECT_LT(testing::relative_error(gg[1], gw[1]), 1e-10);
 }
 
 TEST(SparseAttention, FactoryAndConfigErrors) {
