@@ -6,10 +6,12 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <iostream>
 
 #include "attention/factory.h"
 #include "attention/sparse/sparse_patterns.h"
@@ -44,8 +46,8 @@ int main(int argc, char** argv) {
   int64_t heads = 16, head_dim = 128, block_size = 128, batch = 1;
   int warmup = 3, iters = 10;
   po::options_description opts("sparse_attention_bench");
-  opts.add_options()("help", "show options")(
-      "seq-len", po::value(&seq_text), "sequence length (K/M suffixes)")(
+  opts.add_options()("help", "show options")("seq-len", po::value(&seq_text),
+                                             "sequence length (K/M suffixes)")(
       "densities", po::value(&densities_text), "target densities in percent, comma-separated")(
       "heads", po::value(&heads), "heads")("head-dim", po::value(&head_dim), "head dim (64/128)")(
       "block-size", po::value(&block_size), "block size (64/128)")(
@@ -82,11 +84,11 @@ int main(int argc, char** argv) {
       },
       warmup, iters);
 
-  std::printf("S=%lld H=%lld D=%lld b=%lld bf16 | dense SDPA: fwd %.2f ms (%.0f TFLOP/s), "
-              "fwd+bwd %.2f ms (%.0f TFLOP/s)\n",
-              (long long)S, (long long)heads, (long long)head_dim, (long long)block_size,
-              dense_fwd, dense_flops / dense_fwd / 1e9, dense_fwdbwd,
-              3.5 * dense_flops / dense_fwdbwd / 1e9);
+  std::printf(
+      "S=%lld H=%lld D=%lld b=%lld bf16 | dense SDPA: fwd %.2f ms (%.0f TFLOP/s), "
+      "fwd+bwd %.2f ms (%.0f TFLOP/s)\n",
+      (long long)S, (long long)heads, (long long)head_dim, (long long)block_size, dense_fwd,
+      dense_flops / dense_fwd / 1e9, dense_fwdbwd, 3.5 * dense_flops / dense_fwdbwd / 1e9);
   std::printf("%9s %9s %11s %10s %13s %10s\n", "target%", "density%", "window", "fwd ms",
               "fwd TFLOP/s", "fwd+bwd TFLOP/s");
   std::ofstream json(json_path);
