@@ -135,6 +135,15 @@ TEST(SparseLayout, RejectsBadInput) {
   EXPECT_NO_THROW(build_block_layout(s, a, 256));
   a.causal = true;
   expect_error([&] { build_block_layout(s, a, 256); }, {"query block 0", "causal"});
+  SparseConfig levels;
+  levels.level_windows = {64, 128};
+  levels.level_strides = {64};
+  expect_error([&] { validate(levels); }, {"level_windows has 2", "level_strides has 1"});
+  levels.level_windows = {0};
+  expect_error([&] { validate(levels); }, {"level_windows[0] = 0"});
+  SparseConfig custom;
+  custom.pattern = SparsePattern::kCustom;
+  expect_error([&] { validate(custom); }, {"custom_block_mask is empty"});
   // Sharding: each rank owns whole blocks.
   expect_error([&] { validate_sparse_sequence(SparseConfig{}, a, 64 * 6, 4); }, {"P = 4"});
 }
