@@ -5,6 +5,7 @@
 #include <functional>
 #include <utility>
 
+#include "attention/sparse/sparse_dilated_attention.h"
 #include "attention/standard/dilated_attention.h"
 #include "runtime/error.h"
 
@@ -17,6 +18,10 @@ const std::vector<std::pair<std::string, Creator>>& registry() {
   static const std::vector<std::pair<std::string, Creator>> table = {
       {"standard",
        [](const AttentionSpec& s) { return std::make_shared<DilatedAttention>(s.attention); }},
+      {"sparse",
+       [](const AttentionSpec& s) {
+         return std::make_shared<SparseDilatedAttention>(s.attention, s.sparse, s.comm);
+       }},
   };
   return table;
 }

@@ -8,6 +8,9 @@ set(RA_EXPORTED_TARGETS ra_options ra_runtime ra_comm ra_attention ringattn)
 if(TARGET ra_attention_kernels)
   list(APPEND RA_EXPORTED_TARGETS ra_attention_kernels)
 endif()
+if(TARGET ra_sparse_kernels)
+  list(APPEND RA_EXPORTED_TARGETS ra_sparse_kernels)
+endif()
 
 install(TARGETS ${RA_EXPORTED_TARGETS}
   EXPORT RingAttentionTargets

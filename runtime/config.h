@@ -72,6 +72,13 @@ struct SparseConfig {
   double sparsity = 0.9;        // target fraction of inactive blocks (adaptive patterns)
   int64_t window = 512;         // local window in tokens
   int64_t global_tokens = 0;    // leading tokens that attend to / are attended by all
+  // hierarchical: levels (window_l, stride_l) in tokens; key block j is active for query
+  // block i when |i - j| * block_size < window_l and |i - j| * block_size is a multiple of
+  // stride_l (a multiple of block_size). Levels are combined (union).
+  std::vector<int64_t> level_windows;
+  std::vector<int64_t> level_strides;
+  // custom: row-major [S/block_size, S/block_size] block mask, nonzero = active (global S).
+  std::vector<uint8_t> custom_block_mask;
 };
 
 // Where this process sits in the job. Discovered from MPI, never set by users.

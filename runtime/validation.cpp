@@ -68,6 +68,51 @@ void validate(const SparseConfig& config) {
   RA_CHECK(config.window > 0, "window = ", config.window, ": must be a positive token count");
   RA_CHECK(config.global_tokens >= 0, "global_tokens = ", config.global_tokens,
            ": must be >= 0");
+  RA_CHECK(config.level_windows.size() == config.level_strides.size(), "level_windows has ",
+           config.level_windows.size(), " values but level_strides has ",
+           config.level_strides.size(), ": give one stride per hierarchical level");
+  for (size_t i = 0; i < config.level_windows.size(); ++i) {
+    RA_CHECK(config.level_windows[i] > 0, "level_windows[", i, "] = ", config.level_windows[i],
+             ": must be a positive token count");
+    RA_CHECK(config.level_strides[i] > 0 && config.level_strides[i] % b == 0, "level_strides[",
+             i, "] = ", config.level_strides[i],
+             ": must be a positive multiple of block_size = ", b);
+  }
+  if (config.pattern == SparsePattern::kHierarchical) {
+    RA_CHECK(!config.level_windows.empty(),
+             "level_windows is empty: the hierarchical pattern needs at least one "
+             "(window, stride) level");
+  }
+  if (config.pattern == SparsePattern::kCustom) {
+    RA_CHECK(!config.custom_block_mask.empty(),
+             "custom_block_mask is empty: the custom pattern needs an (S/block_size)^2 mask");
+  }
+}
+
+void validate_sparse_sequence(const SparseConfig& sparse, const DilatedAttentionConfig& config,
+                              int64_t seq_len, int world_size) {
+  const int64_t b = sparse.block_size;
+  RA_CHECK(world_size > 0, "world size = ", world_size, ": must be positive");
+  RA_CHECK(seq_len > 0 && seq_len % b == 0, "sequence length S = ", seq_len,
+           ": must be a positive multiple of block_size = ", b);
+  RA_CHECK((seq_len / b) % world_size == 0, "sequence length S = ", seq_len,
+           " over P = ", world_size, " ranks: each shard S/P must be a whole number of blocks of ",
+           b, " tokens");
+  if (sparse.pattern == SparsePattern::kDilated) {
+    for (size_t i = 0; i < config.segment_lengths.size(); ++i) {
+      const int64_t w = std::min(config.segment_lengths[i], seq_len);
+      RA_CHECK(w % b == 0 && seq_len % w == 0, "segment_lengths[", i, "] = ",
+               config.segment_lengths[i], " with S = ", seq_len,
+               ": the dilated block pattern needs min(w, S) to be a multiple of block_size = ", b,
+               " and to divide S");
+    }
+  }
+  if (sparse.pattern == SparsePattern::kCustom) {
+    const int64_t nb = seq_len / b;
+    RA_CHECK(static_cast<int64_t>(sparse.custom_block_mask.size()) == nb * nb,
+             "custom_block_mask has ", sparse.custom_block_mask.size(), " entries: S = ", seq_len,
+             " with block_size = ", b, " needs (S/block_size)^2 = ", nb * nb);
+  }
 }
 
 void validate_sequence_length(const DilatedAttentionConfig& config, int64_t seq_len) {
@@ -105,6 +150,12 @@ void validate_fast_path_head_dim(int64_t head_dim) {
 
 void validate_attention_inputs(const DilatedAttentionConfig& config, const at::Tensor& q,
                                const at::Tensor& k, const at::Tensor& v) {
+  validate_attention_tensors(config, q, k, v);
+  validate_sequence_length(config, q.size(1));
+}
+
+void validate_attention_tensors(const DilatedAttentionConfig& config, const at::Tensor& q,
+                                const at::Tensor& k, const at::Tensor& v) {
   const std::pair<const char*, const at::Tensor*> all[] = {{"q", &q}, {"k", &k}, {"v", &v}};
   for (const auto& [name, t] : all) {
     RA_CHECK(t->defined(), name, " is an undefined tensor");
@@ -125,7 +176,6 @@ void validate_attention_inputs(const DilatedAttentionConfig& config, const at::T
            ": batch, seq_len and head_dim must match");
   RA_CHECK(q.size(2) % k.size(2) == 0, "k has ", k.size(2), " heads and q has ", q.size(2),
            ": the number of k/v heads must divide the number of q heads (GQA)");
-  validate_sequence_length(config, q.size(1));
   if (config.check_finite) {
     for (const auto& [name, t] : all) {
       RA_CHECK(at::isfinite(*t).all().item<bool>(), name,

@@ -28,6 +28,17 @@ void validate_sharding(const DilatedAttentionConfig& config, int64_t global_seq_
 // Head dims the fused kernels accept: a multiple of 8, at most kMaxFastPathHeadDim.
 void validate_fast_path_head_dim(int64_t head_dim);
 
+// Block-sparse attention over a global sequence of seq_len tokens split over world_size ranks:
+// S and the shard S/P are multiples of block_size; the `dilated` pattern needs every clipped
+// segment length to be a multiple of block_size; `custom` needs an (S/b)^2 block mask.
+void validate_sparse_sequence(const SparseConfig& sparse, const DilatedAttentionConfig& config,
+                              int64_t seq_len, int world_size = 1);
+
+// The tensor rules of validate_attention_inputs without the segment-length rule (for variants
+// whose sequence rules differ, such as the block-sparse one).
+void validate_attention_tensors(const DilatedAttentionConfig& config, const at::Tensor& q,
+                                const at::Tensor& k, const at::Tensor& v);
+
 // q, k, v: [B, S, H, D] (k and v may have fewer heads, H_kv dividing H), one floating dtype,
 // one device; values finite when config.check_finite. Also applies validate_sequence_length.
 void validate_attention_inputs(const DilatedAttentionConfig& config, const at::Tensor& q,

@@ -43,13 +43,23 @@ at::Tensor branch_count_matrix(const DilatedAttentionConfig& config, int64_t seq
 
 DenseResult dense_dilated_attention(const DilatedAttentionConfig& config, const at::Tensor& q,
                                     const at::Tensor& k, const at::Tensor& v) {
-  const int64_t S = q.size(1), H = q.size(2), D = q.size(3), Hkv = k.size(2);
+  const double scale =
+      config.softmax_scale ? *config.softmax_scale : 1.0 / std::sqrt(double(q.size(3)));
+  DenseResult result = dense_attention_with_counts(
+      branch_count_matrix(config, q.size(1), q.size(2)), q, k, v, scale);
+  if (config.head_mode == HeadMode::kPartition) {
+    result.out = result.out / static_cast<double>(config.segment_lengths.size());
+  }
+  return result;
+}
+
+DenseResult dense_attention_with_counts(const at::Tensor& counts, const at::Tensor& q,
+                                        const at::Tensor& k, const at::Tensor& v, double scale) {
+  const int64_t H = q.size(2), Hkv = k.size(2);
   at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
   // GQA: query head h reads k/v head h / (H / Hkv).
   at::Tensor kv_index = at::arange(H, at::kLong).div(H / Hkv, "floor");
   kd = kd.index_select(2, kv_index), vd = vd.index_select(2, kv_index);
-  const double scale = config.softmax_scale ? *config.softmax_scale : 1.0 / std::sqrt(double(D));
-  at::Tensor counts = branch_count_matrix(config, S, H);              // [H, S, S]
   at::Tensor scores = at::einsum("bshd,bthd->bhst", {qd, kd}) * scale;  // [B, H, S, S]
   at::Tensor allowed = counts.gt(0).unsqueeze(0);
   at::Tensor has_key = allowed.any(-1, /*keepdim=*/true);  // [1, H, S, 1]
@@ -63,9 +73,6 @@ DenseResult dense_dilated_attention(const DilatedAttentionConfig& config, const 
   at::Tensor lse = at::where(has_key.squeeze(-1), at::logsumexp(logits, -1),
                              at::full({}, -std::numeric_limits<double>::infinity(),
                                       logits.options()));
-  if (config.head_mode == HeadMode::kPartition) {
-    out = out / static_cast<double>(config.segment_lengths.size());
-  }
   return {out, lse.permute({0, 2, 1}).detach()};
 }
 

@@ -25,6 +25,11 @@ struct DenseResult {
 DenseResult dense_dilated_attention(const DilatedAttentionConfig& config, const at::Tensor& q,
                                     const at::Tensor& k, const at::Tensor& v);
 
+// The same dense form for any counts: out = softmax(q k^T * scale + log C) v, C: [H or 1, S, S]
+// float64 (0 = masked). No partition scale. Used with 0/1 token masks for block-sparse layouts.
+DenseResult dense_attention_with_counts(const at::Tensor& counts, const at::Tensor& q,
+                                        const at::Tensor& k, const at::Tensor& v, double scale);
+
 // ||a - b||_F / ||b||_F in float64; +inf if either has a NaN.
 double relative_error(const at::Tensor& a, const at::Tensor& b);
 

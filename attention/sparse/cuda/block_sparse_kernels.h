@@ -1,0 +1,51 @@
+// CUDA kernels of exact block-sparse attention (sm_90, tensor cores through WMMA): forward with
+// LSE, and backward (dQ by query block over the CSR layout, dK/dV by key block over the CSC
+// layout, so no atomics). They visit only active blocks and never form an [S, S] mask. Raw
+// pointers, element strides and a stream; no LibTorch, so they build wherever nvcc is.
+// Same math as attention/sparse/block_sparse_ops.h (the CPU path the GPU tests compare with).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace ra::cuda {
+
+enum class SparseDType { kFloat16, kBFloat16 };
+
+// Tensors [B, S, H, D] with the head dim contiguous: strides in elements for batch, token, head.
+struct TensorStrides {
+  int64_t batch = 0, token = 0, head = 0;
+};
+
+struct BlockSparseShape {
+  int batch = 0, seq_len = 0, heads = 0, kv_heads = 0, head_dim = 0;  // head_dim 64 or 128
+  int block_size = 64;                                                // 64 or 128
+  TensorStrides q, k, v, out;  // dq, dk, dv, dout use the strides of q, k, v, out
+};
+
+// The BlockLayout in device memory (int32): CSR by query block and CSC by key block.
+struct DeviceBlockLayout {
+  const int* row_offsets = nullptr;  // [S/b + 1]
+  const int* col_indices = nullptr;
+  const int* col_offsets = nullptr;  // [S/b + 1]
+  const int* row_indices = nullptr;
+  bool causal = false;
+};
+
+// Shape rules the kernels need; returns nullptr when supported, else what is wrong.
+const char* block_sparse_unsupported(const BlockSparseShape& shape);
+
+// out: [B, S, H, D]; lse: [B, S, H] float32, contiguous.
+cudaError_t block_sparse_forward(SparseDType dtype, const void* q, const void* k, const void* v,
+                                 void* out, float* lse, const BlockSparseShape& shape,
+                                 const DeviceBlockLayout& layout, float scale, cudaStream_t stream);
+
+// delta: [B, S, H] float32 workspace. dq/dk/dv have q/k/v's strides and are overwritten.
+cudaError_t block_sparse_backward(SparseDType dtype, const void* q, const void* k, const void* v,
+                                  const void* out, const void* dout, const float* lse, float* delta,
+                                  void* dq, void* dk, void* dv, const BlockSparseShape& shape,
+                                  const DeviceBlockLayout& layout, float scale,
+                                  cudaStream_t stream);
+
+}  // namespace ra::cuda
