@@ -46,10 +46,11 @@ DenseResult dense_dilated_attention(const DilatedAttentionConfig& config, const 
   const int64_t S = q.size(1), H = q.size(2), D = q.size(3), Hkv = k.size(2);
   at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
   // GQA: query head h reads k/v head h / (H / Hkv).
-  at::Tensor kv_index = at::arange(H, at::kLong).div(H / Hkv, "floor");
+  at::Tensor kv_index = at::arange(H, q.options().dtype(at::kLong)).div(H / Hkv, "floor");
   kd = kd.index_select(2, kv_index), vd = vd.index_select(2, kv_index);
   const double scale = config.softmax_scale ? *config.softmax_scale : 1.0 / std::sqrt(double(D));
-  at::Tensor counts = branch_count_matrix(config, S, H);              // [H, S, S]
+  // [H, S, S], on the inputs' device (GPU tests run this reference on the GPU).
+  at::Tensor counts = branch_count_matrix(config, S, H).to(q.device());
   at::Tensor scores = at::einsum("bshd,bthd->bhst", {qd, kd}) * scale;  // [B, H, S, S]
   at::Tensor allowed = counts.gt(0).unsqueeze(0);
   at::Tensor has_key = allowed.any(-1, /*keepdim=*/true);  // [1, H, S, 1]
