@@ -31,6 +31,7 @@ using FusedKernel = compat::FusedOp;
 std::atomic<int> g_layout{static_cast<int>(FusedInputLayout::kAuto)};
 std::atomic<bool> g_strided_view_rejected[2] = {false, false};  // per FusedKernel, kAuto only
 std::atomic<bool> g_cudnn_rejected{false};          // backend=auto: cuDNN refused a shape
+std::atomic<int64_t> g_backward_chunk_bytes{0};     // 0: the default budget
 
 cuda::ScalarKind scalar_kind(at::ScalarType type) {
   switch (type) {
@@ -83,16 +84,28 @@ std::vector<GroupRows> plan_groups(const DilationPlan& plan, int64_t B, int64_t 
   return groups;
 }
 
-// Rate 1, offset 0, every head in order: the group's rows are all of [B, S, H, *].
+// Rate 1, offset 0, every head in order, every segment: the rows are all of [B, S, H, *].
 bool covers_everything(const cuda::KeptRows& g) {
   return g.rate == 1 && g.offset == 0 && g.head_start == 0 && g.head_step == 1 &&
-         g.head_count == g.num_heads && g.kept == g.segment;
+         g.head_count == g.num_heads && g.kept == g.segment && g.n_begin == 0 &&
+         g.size_n() == g.total_n();
+}
+
+// Segment rows per backward chunk: each chunk's gradient temporaries (dq, dk, dv of the
+// group, plus the rescaled out/grad_out in partition mode) stay near max(64 MiB, |q| / 32)
+// bytes each, or set_fused_backward_chunk_bytes's value.
+int64_t backward_chunk_n(const cuda::KeptRows& g, const at::Tensor& q) {
+  const int64_t forced = g_backward_chunk_bytes.load();
+  const int64_t budget =
+      forced > 0 ? forced : std::max<int64_t>(int64_t(64) << 20, int64_t(q.nbytes()) / 32);
+  const int64_t bytes_per_n = int64_t(g.head_count) * g.kept * q.size(3) * q.element_size();
+  return std::max<int64_t>(1, budget / std::max<int64_t>(1, bytes_per_n));
 }
 
 // The group's kept rows of t [B, S, H, D] as a strided view [N, h, L, D] (no copy).
 at::Tensor kept_rows_view(const at::Tensor& t, const cuda::KeptRows& g) {
-  const int64_t N = int64_t(g.batch) * g.num_segments();
-  at::Tensor v = t.view({N, g.segment, t.size(2), t.size(3)});  // [N, w', H, D]
+  at::Tensor v = t.view({g.total_n(), g.segment, t.size(2), t.size(3)})  // [N, w', H, D]
+                     .narrow(0, g.n_begin, g.size_n());
   v = v.slice(1, g.offset, g.offset + int64_t(g.kept - 1) * g.rate + 1, g.rate)
           .slice(2, g.head_start, g.head_start + int64_t(g.head_count - 1) * g.head_step + 1,
                  g.head_step);                                   // [N, L, h, D]
@@ -101,9 +114,8 @@ at::Tensor kept_rows_view(const at::Tensor& t, const cuda::KeptRows& g) {
 
 // The same rows gathered into a contiguous [N, h, L, D] tensor by the gather kernel.
 at::Tensor gather_kept_rows(const at::Tensor& t, const cuda::KeptRows& g) {
-  const int64_t N = int64_t(g.batch) * g.num_segments();
   const int64_t D = t.dim() == 4 ? t.size(3) : 1;
-  at::Tensor dst = at::empty({N, g.head_count, g.kept, D}, t.options());
+  at::Tensor dst = at::empty({g.size_n(), g.head_count, g.kept, D}, t.options());
   cuda::launch_gather_kept_rows(g, token_tensor(t), row_tensor(dst), D,
                                 scalar_kind(t.scalar_type()),
                                 at::cuda::getCurrentCUDAStream().stream());
@@ -286,39 +298,50 @@ class FusedDilatedAttentionFunction
       if (g.kept == 0) continue;
       // The merged lse in this group's layout, contiguous, shaped as the kernel's forward
       // returned it: [N, h, L] (flash) or [N, h, L, 1] (cuDNN).
-      at::Tensor lse_g = gather_kept_rows(lse_rows_src, g);
-      if (lse_dim == 3) lse_g = lse_g.squeeze(-1);
-      compat::FusedAttentionGrads grads_g = with_layout(s.kernel, [&](bool view) {
-        auto rows = [&](const at::Tensor& t) {
-          return view ? kept_rows_view(t, g) : gather_kept_rows(t, g);
-        };
-        at::Tensor out_g = rows(out), grad_out_g = rows(grad_out);
-        if (out_scale != 1.0) {
-          out_g = out_g * (1.0 / out_scale);
-          grad_out_g = grad_out_g * out_scale;
-        }
-        const compat::FusedAttentionForward merged{out_g, lse_g, seed, offset};
-        return compat::fused_attention_backward(s.kernel, grad_out_g, rows(q), rows(k), rows(v),
-                                                merged, s.config.causal, scale);
-      });
-      at::Tensor parts[3] = {std::get<0>(grads_g), std::get<1>(grads_g), std::get<2>(grads_g)};
-      at::Tensor* accs[3] = {&dq, &dk, &dv};
-      for (int i = 0; i < 3; ++i) {
-        at::Tensor part = parts[i];  // [N, h, L, D]
-        if (!accs[i]->defined()) {
-          at::Tensor full = part.transpose(1, 2);  // [N, L, h, D] = [B * S / w', w', H, D]
-          if (covers_everything(g) && full.is_contiguous()) {
-            *accs[i] = full.view({B, S, H, D});
-            continue;
+      at::Tensor lse_group = gather_kept_rows(lse_rows_src, g);
+      if (lse_dim == 3) lse_group = lse_group.squeeze(-1);
+      // The group whose gradients become dq/dk/dv runs whole; the others in chunks of
+      // segment rows, which bounds the temporaries at no cost in kernel efficiency.
+      const bool adopt = covers_everything(g) && !dq.defined();
+      const int64_t step = adopt ? g.total_n() : backward_chunk_n(g, q);
+      for (int64_t n0 = 0; n0 < g.total_n(); n0 += step) {
+        cuda::KeptRows c = g;
+        c.n_begin = n0;
+        c.n_count = std::min(step, g.total_n() - n0);
+        const at::Tensor lse_c = lse_group.narrow(0, n0, c.n_count);
+        compat::FusedAttentionGrads grads_c = with_layout(s.kernel, [&](bool view) {
+          auto rows = [&](const at::Tensor& t) {
+            return view ? kept_rows_view(t, c) : gather_kept_rows(t, c);
+          };
+          at::Tensor out_c = rows(out), grad_out_c = rows(grad_out);
+          if (out_scale != 1.0) {
+            out_c = out_c * (1.0 / out_scale);
+            grad_out_c = grad_out_c * out_scale;
           }
-          *accs[i] = at::zeros({B, S, H, D}, q.options());
+          const compat::FusedAttentionForward merged{out_c, lse_c, seed, offset};
+          return compat::fused_attention_backward(s.kernel, grad_out_c, rows(q), rows(k),
+                                                  rows(v), merged, s.config.causal, scale);
+        });
+        at::Tensor parts[3] = {std::get<0>(grads_c), std::get<1>(grads_c),
+                               std::get<2>(grads_c)};
+        at::Tensor* accs[3] = {&dq, &dk, &dv};
+        for (int i = 0; i < 3; ++i) {
+          at::Tensor part = parts[i];  // [n, h, L, D]
+          if (!accs[i]->defined()) {
+            at::Tensor full = part.transpose(1, 2);  // [N, L, h, D] = [B * S / w', w', H, D]
+            if (covers_everything(c) && full.is_contiguous()) {
+              *accs[i] = full.view({B, S, H, D});
+              continue;
+            }
+            *accs[i] = at::zeros({B, S, H, D}, q.options());
+          }
+          if (part.stride(3) != 1 || part.stride(0) % 8 || part.stride(1) % 8 ||
+              part.stride(2) % 8 || reinterpret_cast<uintptr_t>(part.data_ptr()) % 16) {
+            part = part.contiguous();
+          }
+          cuda::launch_scatter_add_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D,
+                                             kind, stream);
         }
-        if (part.stride(3) != 1 || part.stride(0) % 8 || part.stride(1) % 8 ||
-            part.stride(2) % 8 || reinterpret_cast<uintptr_t>(part.data_ptr()) % 16) {
-          part = part.contiguous();
-        }
-        cuda::launch_scatter_add_kept_rows(g, row_tensor(part), token_tensor(*accs[i]), D, kind,
-                                           stream);
       }
     }
     for (at::Tensor* acc : {&dq, &dk, &dv}) {
@@ -341,6 +364,8 @@ FusedKernel choose_kernel(AttentionBackend backend, int64_t head_dim) {
 }
 
 }  // namespace
+
+void set_fused_backward_chunk_bytes(int64_t bytes) { g_backward_chunk_bytes = bytes; }
 
 void set_fused_input_layout(FusedInputLayout layout) {
   g_layout = static_cast<int>(layout);

@@ -14,6 +14,11 @@ namespace ra {
 enum class FusedInputLayout { kAuto, kStridedView, kGathered };
 void set_fused_input_layout(FusedInputLayout layout);  // process-wide; for benchmarks
 
+// The backward runs each branch head group in chunks of segment rows whose gradient
+// temporaries stay near this many bytes; 0 (default): max(64 MiB, |q| / 32). Process-wide;
+// tests set it small to run the chunked path on small inputs.
+void set_fused_backward_chunk_bytes(int64_t bytes);
+
 // q: [B, S, H, D]; k, v: [B, S, H_kv, D]; CUDA fp16/bf16, validated by
 // validate_attention_inputs. config.backend picks the kernel: cudnn, flash, or auto (cuDNN for
 // D <= 128, else flash; flash also when cuDNN rejects a shape). No dropout. Returns out

@@ -7,8 +7,9 @@
 
 namespace ra::cuda {
 
-// dst[n, j, l, :] = src[n / nseg, (n % nseg) * w' + o + l * r, head_start + j * head_step, :]
-// for n < B * nseg, j < head_count, l < kept. row_elems = D. Any element type (copied as bytes).
+// dst[n, j, l, :] = src[m / nseg, (m % nseg) * w' + o + l * r, head_start + j * head_step, :]
+// with m = n_begin + n, for n < size_n, j < head_count, l < kept. row_elems = D. Any element
+// type (copied as bytes).
 void launch_gather_kept_rows(const KeptRows& rows, const TokenTensor& src, const RowTensor& dst,
                              int64_t row_elems, ScalarKind kind, cudaStream_t stream);
 

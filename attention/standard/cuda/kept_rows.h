@@ -21,9 +21,14 @@ struct KeptRows {
   int32_t segment = 0, rate = 1, offset = 0;         // w', r, o
   int32_t head_start = 0, head_step = 1, head_count = 0;
   int32_t kept = 0;                                   // L = ceil((w' - o) / r)
+  // A range of the N = B * S / w' segment-batch rows (the backward works in such chunks to
+  // bound its temporaries); n_count < 0: from n_begin to the end.
+  int64_t n_begin = 0, n_count = -1;
 
   int32_t num_segments() const { return seq_len / segment; }
-  int64_t num_rows() const { return int64_t(batch) * num_segments() * head_count * kept; }
+  int64_t total_n() const { return int64_t(batch) * num_segments(); }
+  int64_t size_n() const { return n_count < 0 ? total_n() - n_begin : n_count; }
+  int64_t num_rows() const { return size_n() * head_count * kept; }
 };
 
 // A [B, S, H, D] tensor: element strides of its first three dims; D is contiguous.
@@ -32,7 +37,8 @@ struct TokenTensor {
   int64_t stride_b = 0, stride_s = 0, stride_h = 0;
 };
 
-// A [N, h, L, D] tensor (one group's kept rows): element strides; D is contiguous.
+// A [N, h, L, D] tensor (one group's kept rows, or the n range of them that a KeptRows
+// names): element strides; D is contiguous.
 struct RowTensor {
   void* data = nullptr;
   int64_t stride_n = 0, stride_h = 0, stride_l = 0;
