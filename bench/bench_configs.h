@@ -17,7 +17,8 @@ struct BenchConfig {
 };
 
 inline BenchConfig bench_config(const std::string& name) {
-  if (name == "longnet-base") return {name, 12, 64, {2048, 4096, 8192, 16384, 32768}, {1, 2, 4, 6, 12}};
+  if (name == "longnet-base")
+    return {name, 12, 64, {2048, 4096, 8192, 16384, 32768}, {1, 2, 4, 6, 12}};
   if (name == "wide") return {name, 16, 128, {4096, 16384, 65536}, {1, 4, 16}};
   RA_THROW("--configs: '", name, "' is not a benchmark config; use longnet-base or wide");
 }

@@ -4,10 +4,10 @@
 // TFLOP/s (DilationPlan::forward_flops, x3.5 for fwd+bwd), peak GiB of the caching allocator
 // for one step (inputs included). bench/run_bench.py drives it next to the Python baselines.
 #include <ATen/cuda/CUDAContext.h>
-#include <boost/program_options.hpp>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <cuda_runtime_api.h>
 #include <torch/torch.h>
+#include <boost/program_options.hpp>
 
 #include <algorithm>
 #include <fstream>
@@ -53,8 +53,8 @@ std::string to_json(const Row& r, const std::string& device, const std::string& 
   os << "{\"impl\":\"ringattn\",\"config\":\"" << r.config << "\",\"S\":" << r.seq_len
      << ",\"causal\":" << (r.causal ? "true" : "false") << ",\"head_mode\":\"" << r.head_mode
      << "\",\"pass\":\"" << r.pass << "\",\"ms\":" << r.ms << ",\"tflops\":" << r.tflops
-     << ",\"peak_gib\":" << r.peak << ",\"status\":\"" << r.status << "\",\"backend\":\""
-     << backend << "\",\"layout\":\"" << layout << "\",\"device\":\"" << device << "\"}";
+     << ",\"peak_gib\":" << r.peak << ",\"status\":\"" << r.status << "\",\"backend\":\"" << backend
+     << "\",\"layout\":\"" << layout << "\",\"device\":\"" << device << "\"}";
   return os.str();
 }
 
@@ -120,18 +120,17 @@ int main(int argc, char** argv) {
     std::string configs, seq_lens, causal_list, head_modes, passes, backend, layout, json_path;
     int warmup = 0, reps = 0;
     po::options_description opts("bench_dilated_attention options");
-    opts.add_options()
-      ("help,h", "print this help")
-      ("configs", po::value(&configs)->default_value("longnet-base,wide"), "longnet-base,wide")
-      ("seq-lens", po::value(&seq_lens)->default_value("64K,256K,1M"), "tokens, K/M suffixes")
-      ("causal", po::value(&causal_list)->default_value("0,1"), "0 and/or 1")
-      ("head-modes", po::value(&head_modes)->default_value("all,partition"), "all,partition")
-      ("passes", po::value(&passes)->default_value("fwd,fwdbwd"), "fwd,fwdbwd")
-      ("backend", po::value(&backend)->default_value("auto"), "auto | cudnn | flash")
-      ("layout", po::value(&layout)->default_value("auto"), "auto | strided | gathered")
-      ("warmup", po::value(&warmup)->default_value(2), "untimed steps first")
-      ("reps", po::value(&reps)->default_value(5), "timed steps (median reported)")
-      ("json", po::value(&json_path)->default_value(""), "append JSON lines here too");
+    opts.add_options()("help,h", "print this help")(
+        "configs", po::value(&configs)->default_value("longnet-base,wide"), "longnet-base,wide")(
+        "seq-lens", po::value(&seq_lens)->default_value("64K,256K,1M"), "tokens, K/M suffixes")(
+        "causal", po::value(&causal_list)->default_value("0,1"), "0 and/or 1")(
+        "head-modes", po::value(&head_modes)->default_value("all,partition"), "all,partition")(
+        "passes", po::value(&passes)->default_value("fwd,fwdbwd"), "fwd,fwdbwd")(
+        "backend", po::value(&backend)->default_value("auto"), "auto | cudnn | flash")(
+        "layout", po::value(&layout)->default_value("auto"), "auto | strided | gathered")(
+        "warmup", po::value(&warmup)->default_value(2), "untimed steps first")(
+        "reps", po::value(&reps)->default_value(5), "timed steps (median reported)")(
+        "json", po::value(&json_path)->default_value(""), "append JSON lines here too");
     po::variables_map vm;
     po::store(po::parse_command_line(argc, argv, opts), vm);
     if (vm.count("help")) {
@@ -143,8 +142,8 @@ int main(int argc, char** argv) {
     RA_CHECK(reps > 0 && warmup >= 0, "--reps = ", reps, ", --warmup = ", warmup,
              ": need reps > 0 and warmup >= 0");
     const ra::AttentionBackend attention_backend = ra::parse_backend(backend, "--backend");
-    RA_CHECK(layout == "auto" || layout == "strided" || layout == "gathered", "--layout = ",
-             layout, ": use auto, strided or gathered");
+    RA_CHECK(layout == "auto" || layout == "strided" || layout == "gathered", "--layout = ", layout,
+             ": use auto, strided or gathered");
     ra::set_fused_input_layout(layout == "strided"    ? ra::FusedInputLayout::kStridedView
                                : layout == "gathered" ? ra::FusedInputLayout::kGathered
                                                       : ra::FusedInputLayout::kAuto);

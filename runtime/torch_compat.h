@@ -44,14 +44,14 @@ inline FusedAttentionForward fused_attention_forward(FusedOp op, const at::Tenso
 inline FusedAttentionGrads fused_attention_backward(FusedOp op, const at::Tensor& grad_out,
                                                     const at::Tensor& q, const at::Tensor& k,
                                                     const at::Tensor& v,
-                                                    const FusedAttentionForward& saved,
-                                                    bool causal, double scale) {
+                                                    const FusedAttentionForward& saved, bool causal,
+                                                    double scale) {
   const int64_t max_q = q.size(2), max_k = k.size(2);
   if (op == FusedOp::kCudnn) {
     return at::_scaled_dot_product_cudnn_attention_backward(
         grad_out, q, k, v, saved.out, saved.lse, saved.philox_seed, saved.philox_offset,
-        /*attn_bias=*/at::Tensor(), /*cum_seq_q=*/at::Tensor(), /*cum_seq_k=*/at::Tensor(),
-        max_q, max_k, /*dropout_p=*/0.0, causal, scale);
+        /*attn_bias=*/at::Tensor(), /*cum_seq_q=*/at::Tensor(), /*cum_seq_k=*/at::Tensor(), max_q,
+        max_k, /*dropout_p=*/0.0, causal, scale);
   }
   return at::_scaled_dot_product_flash_attention_backward(
       grad_out, q, k, v, saved.out, saved.lse, /*cum_seq_q=*/at::Tensor(),

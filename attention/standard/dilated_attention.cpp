@@ -17,7 +17,8 @@ AttentionResult DilatedAttention::forward(const at::Tensor& q, const at::Tensor&
                                           const at::Tensor& v) {
   validate_attention_inputs(config_, q, k, v);
   const AttentionBackend backend = config_.backend;
-  const bool fused_kernel = backend == AttentionBackend::kCudnn || backend == AttentionBackend::kFlash;
+  const bool fused_kernel =
+      backend == AttentionBackend::kCudnn || backend == AttentionBackend::kFlash;
 #ifdef RA_HAS_FUSED_ATTENTION
   // fp16/bf16 on CUDA: fused kernels. fp32/fp64 on CUDA fall back to the reference (exact,
   // slower); dropout is not in the fused path, so it also takes the reference.
@@ -27,15 +28,13 @@ AttentionResult DilatedAttention::forward(const at::Tensor& q, const at::Tensor&
   const int64_t head_dim = q.size(3);
   const bool head_dim_ok = head_dim % 8 == 0 && head_dim <= kMaxFastPathHeadDim;
   if (fused_kernel && q.is_cuda() && half) validate_fast_path_head_dim(head_dim);
-  if (backend != AttentionBackend::kReference && q.is_cuda() && half && !dropout &&
-      head_dim_ok) {
+  if (backend != AttentionBackend::kReference && q.is_cuda() && half && !dropout && head_dim_ok) {
     return fused_dilated_attention(config_, q, k, v);
   }
   if (fused_kernel && (!q.is_cuda() || (half && dropout))) {
-    RA_THROW_HINT("use backend=auto or backend=reference",
-                  "backend = ", to_string(backend), ": the fused kernels need CUDA inputs and "
-                  "no dropout (got ", q.device(), ", dropout ", dropout ? config_.dropout : 0.0,
-                  ")");
+    RA_THROW_HINT("use backend=auto or backend=reference", "backend = ", to_string(backend),
+                  ": the fused kernels need CUDA inputs and no dropout (got ", q.device(),
+                  ", dropout ", dropout ? config_.dropout : 0.0, ")");
   }
 #else
   if (fused_kernel) {

@@ -30,8 +30,8 @@ using FusedKernel = compat::FusedOp;
 
 std::atomic<int> g_layout{static_cast<int>(FusedInputLayout::kAuto)};
 std::atomic<bool> g_strided_view_rejected[2] = {false, false};  // per FusedKernel, kAuto only
-std::atomic<bool> g_cudnn_rejected{false};          // backend=auto: cuDNN refused a shape
-std::atomic<int64_t> g_backward_chunk_bytes{0};     // 0: the default budget
+std::atomic<bool> g_cudnn_rejected{false};       // backend=auto: cuDNN refused a shape
+std::atomic<int64_t> g_backward_chunk_bytes{0};  // 0: the default budget
 
 cuda::ScalarKind scalar_kind(at::ScalarType type) {
   switch (type) {
@@ -108,8 +108,8 @@ at::Tensor kept_rows_view(const at::Tensor& t, const cuda::KeptRows& g) {
                      .narrow(0, g.n_begin, g.size_n());
   v = v.slice(1, g.offset, g.offset + int64_t(g.kept - 1) * g.rate + 1, g.rate)
           .slice(2, g.head_start, g.head_start + int64_t(g.head_count - 1) * g.head_step + 1,
-                 g.head_step);                                   // [N, L, h, D]
-  return v.transpose(1, 2);                                       // [N, h, L, D]
+                 g.head_step);  // [N, L, h, D]
+  return v.transpose(1, 2);     // [N, h, L, D]
 }
 
 // The same rows gathered into a contiguous [N, h, L, D] tensor by the gather kernel.
@@ -210,8 +210,8 @@ AttentionResult fused_forward(const FusedSettings& s, const at::Tensor& q, const
       auto rows = [&](const at::Tensor& t) {
         return view ? kept_rows_view(t, g) : gather_kept_rows(t, g);
       };
-      return compat::fused_attention_forward(s.kernel, rows(q), rows(k), rows(v),
-                                             s.config.causal, scale);
+      return compat::fused_attention_forward(s.kernel, rows(q), rows(k), rows(v), s.config.causal,
+                                             scale);
     });
     at::Tensor out = f.out;  // [N, h, L, D]
     if (out.stride(3) != 1 || out.stride(0) % 8 || out.stride(1) % 8 || out.stride(2) % 8 ||
@@ -222,7 +222,7 @@ AttentionResult fused_forward(const FusedSettings& s, const at::Tensor& q, const
     RA_CHECK(lse.scalar_type() == at::kFloat && lse.size(2) == g.kept,
              "fused kernel returned lse of shape ", f.lse.sizes(), " and dtype ",
              f.lse.scalar_type(), "; expected [N, h, L(, 1)] float32 with L = ", g.kept);
-    merge_groups[gi] = {out.data_ptr(), out.stride(0), out.stride(1), out.stride(2),
+    merge_groups[gi] = {out.data_ptr(),        out.stride(0), out.stride(1), out.stride(2),
                         lse.data_ptr<float>(), lse.stride(0), lse.stride(1), lse.stride(2)};
     keep_alive.push_back(out);
     keep_alive.push_back(lse);
@@ -269,8 +269,7 @@ class FusedDilatedAttentionFunction
                                                  torch::autograd::variable_list grads) {
     const FusedSettings s = load_settings(ctx);
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3],
-                     &lse = saved[4];
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
     const at::Tensor seed = ctx->saved_data["philox_seed"].toTensor();
     const at::Tensor offset = ctx->saved_data["philox_offset"].toTensor();
     const int64_t lse_dim = ctx->saved_data["lse_dim"].toInt();
@@ -289,9 +288,8 @@ class FusedDilatedAttentionFunction
     std::vector<GroupRows> groups = plan_groups(plan, B, S, H, partition);
     // A group with rate 1 and every head (head_mode all) covers every row: its gradients, laid
     // out like [B, S, H, D], become dq/dk/dv, and the other groups add into them in place.
-    std::stable_partition(groups.begin(), groups.end(), [&](const GroupRows& gr) {
-      return covers_everything(gr.rows);
-    });
+    std::stable_partition(groups.begin(), groups.end(),
+                          [&](const GroupRows& gr) { return covers_everything(gr.rows); });
     at::Tensor dq, dk, dv;  // [B, S, H, D], input dtype
     for (const GroupRows& group : groups) {
       const cuda::KeptRows& g = group.rows;
@@ -319,11 +317,10 @@ class FusedDilatedAttentionFunction
             grad_out_c = grad_out_c * out_scale;
           }
           const compat::FusedAttentionForward merged{out_c, lse_c, seed, offset};
-          return compat::fused_attention_backward(s.kernel, grad_out_c, rows(q), rows(k),
-                                                  rows(v), merged, s.config.causal, scale);
+          return compat::fused_attention_backward(s.kernel, grad_out_c, rows(q), rows(k), rows(v),
+                                                  merged, s.config.causal, scale);
         });
-        at::Tensor parts[3] = {std::get<0>(grads_c), std::get<1>(grads_c),
-                               std::get<2>(grads_c)};
+        at::Tensor parts[3] = {std::get<0>(grads_c), std::get<1>(grads_c), std::get<2>(grads_c)};
         at::Tensor* accs[3] = {&dq, &dk, &dv};
         for (int i = 0; i < 3; ++i) {
           at::Tensor part = parts[i];  // [n, h, L, D]
@@ -339,8 +336,8 @@ class FusedDilatedAttentionFunction
               part.stride(2) % 8 || reinterpret_cast<uintptr_t>(part.data_ptr()) % 16) {
             part = part.contiguous();
           }
-          cuda::launch_scatter_add_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D,
-                                             kind, stream);
+          cuda::launch_scatter_add_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
+                                             stream);
         }
       }
     }
@@ -391,9 +388,9 @@ AttentionResult fused_dilated_attention(const DilatedAttentionConfig& config, co
     r = FusedDilatedAttentionFunction::apply(qc, kc, vc, settings);
   } catch (const c10::Error& e) {
     if (config.backend != AttentionBackend::kAuto || settings.kernel != FusedKernel::kCudnn) {
-      RA_THROW_HINT("try backend=auto, or backend=reference for this shape",
-                    "fused ", to_string(config.backend), " attention failed for q ", q.sizes(),
-                    " ", q.scalar_type(), ": ", e.what_without_backtrace());
+      RA_THROW_HINT("try backend=auto, or backend=reference for this shape", "fused ",
+                    to_string(config.backend), " attention failed for q ", q.sizes(), " ",
+                    q.scalar_type(), ": ", e.what_without_backtrace());
     }
     g_cudnn_rejected = true;  // auto: cuDNN refused this build/shape; flash from now on
     settings.kernel = FusedKernel::kFlash;

@@ -17,9 +17,9 @@
 namespace ra {
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                                              \
-  if (!torch::cuda::is_available()) {                                                   \
-    GTEST_SKIP() << "no CUDA GPU on this machine: the fused-path tests need one";       \
+#define SKIP_WITHOUT_GPU()                                                        \
+  if (!torch::cuda::is_available()) {                                             \
+    GTEST_SKIP() << "no CUDA GPU on this machine: the fused-path tests need one"; \
   }
 
 // Fills the caching allocator with NaN blocks and frees them, so the next allocations
@@ -161,8 +161,7 @@ TEST_P(FusedVsDenseFloat64, OutLseAndGradients) {
 INSTANTIATE_TEST_SUITE_P(
     Grid, FusedVsDenseFloat64,
     ::testing::Combine(::testing::Values(0, 1, 2),
-                       ::testing::Values(torch::kBFloat16, torch::kHalf),
-                       ::testing::Bool(),
+                       ::testing::Values(torch::kBFloat16, torch::kHalf), ::testing::Bool(),
                        ::testing::Values(HeadMode::kAll, HeadMode::kPartition),
                        ::testing::Values(AttentionBackend::kCudnn, AttentionBackend::kFlash)));
 
@@ -179,18 +178,16 @@ TEST_P(FusedVsReferenceLong, OutLseAndGradients) {
   SKIP_WITHOUT_GPU();
   const auto [index, dtype, causal, mode] = GetParam();
   const Geometry& g = kLong[index];
-  SCOPED_TRACE(describe_case(g, dtype, causal, mode, AttentionBackend::kAuto,
-                             FusedInputLayout::kAuto));
+  SCOPED_TRACE(
+      describe_case(g, dtype, causal, mode, AttentionBackend::kAuto, FusedInputLayout::kAuto));
   run_and_compare(make_config(g, causal, mode, AttentionBackend::kAuto), g, dtype,
                   /*dense_float64=*/false);
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, FusedVsReferenceLong,
-                         ::testing::Combine(::testing::Values(0, 1),
-                                            ::testing::Values(torch::kBFloat16, torch::kHalf),
-                                            ::testing::Bool(),
-                                            ::testing::Values(HeadMode::kAll,
-                                                              HeadMode::kPartition)));
+INSTANTIATE_TEST_SUITE_P(
+    Grid, FusedVsReferenceLong,
+    ::testing::Combine(::testing::Values(0, 1), ::testing::Values(torch::kBFloat16, torch::kHalf),
+                       ::testing::Bool(), ::testing::Values(HeadMode::kAll, HeadMode::kPartition)));
 
 // GQA through the fused path, fp32 fallback, and the errors users can hit.
 TEST(FusedPathBehaviour, GroupedQueryAttentionMatchesDense) {

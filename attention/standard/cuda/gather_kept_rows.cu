@@ -11,10 +11,10 @@ namespace ra::cuda {
 namespace {
 
 template <typename Word>
-__global__ void gather_kept_rows_kernel(KeptRows rows, const char* __restrict__ src,
-                                        int64_t src_sb, int64_t src_ss, int64_t src_sh,
-                                        char* __restrict__ dst, int64_t dst_sn, int64_t dst_sh,
-                                        int64_t dst_sl, int words_per_row, int64_t total) {
+__global__ void gather_kept_rows_kernel(KeptRows rows, const char* __restrict__ src, int64_t src_sb,
+                                        int64_t src_ss, int64_t src_sh, char* __restrict__ dst,
+                                        int64_t dst_sn, int64_t dst_sh, int64_t dst_sl,
+                                        int words_per_row, int64_t total) {
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
        t += int64_t(gridDim.x) * blockDim.x) {
     const int word = int(t % words_per_row);

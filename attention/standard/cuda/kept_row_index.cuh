@@ -8,8 +8,8 @@
 namespace ra::cuda {
 
 struct KeptRowPlace {
-  int64_t n;   // segment-batch index in the [n_size, h, L, *] rows tensor (from n_begin)
-  int j, l;    // head within the group, kept row within the segment
+  int64_t n;        // segment-batch index in the [n_size, h, L, *] rows tensor (from n_begin)
+  int j, l;         // head within the group, kept row within the segment
   int64_t b, s, h;  // batch, token and head in [B, S, H, *]
 };
 

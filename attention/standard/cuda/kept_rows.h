@@ -18,9 +18,9 @@ inline int scalar_bytes(ScalarKind kind) { return kind == ScalarKind::kFloat ? 4
 // Geometry of one branch head group inside a [B, S, H, *] tensor.
 struct KeptRows {
   int32_t batch = 0, seq_len = 0, num_heads = 0;
-  int32_t segment = 0, rate = 1, offset = 0;         // w', r, o
+  int32_t segment = 0, rate = 1, offset = 0;  // w', r, o
   int32_t head_start = 0, head_step = 1, head_count = 0;
-  int32_t kept = 0;                                   // L = ceil((w' - o) / r)
+  int32_t kept = 0;  // L = ceil((w' - o) / r)
   // A range of the N = B * S / w' segment-batch rows (the backward works in such chunks to
   // bound its temporaries); n_count < 0: from n_begin to the end.
   int64_t n_begin = 0, n_count = -1;

@@ -73,10 +73,10 @@ __global__ void merge_branches_kernel(const MergeBranch* __restrict__ branches, 
 
 }  // namespace
 
-void launch_merge_branches(const MergeBranch* branches, int num_branches,
-                           const MergeGroup* groups, int batch, int seq_len, int num_heads,
-                           int head_dim, ScalarKind kind, float out_scale,
-                           const TokenTensor& out, float* lse, cudaStream_t stream) {
+void launch_merge_branches(const MergeBranch* branches, int num_branches, const MergeGroup* groups,
+                           int batch, int seq_len, int num_heads, int head_dim, ScalarKind kind,
+                           float out_scale, const TokenTensor& out, float* lse,
+                           cudaStream_t stream) {
   RA_CHECK(head_dim % 8 == 0, "head_dim = ", head_dim, ": the merge kernel needs a multiple of 8");
   RA_CHECK(aligned16(out.data) && out.stride_b % 8 == 0 && out.stride_s % 8 == 0 &&
                out.stride_h % 8 == 0,
@@ -88,14 +88,14 @@ void launch_merge_branches(const MergeBranch* branches, int num_branches,
   const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 1 << 20);
   switch (kind) {
     case ScalarKind::kHalf:
-      merge_branches_kernel<__half><<<blocks, threads, 0, stream>>>(
-          branches, num_branches, groups, seq_len, num_heads, chunks_per_row, total, out_scale,
-          out, lse);
+      merge_branches_kernel<__half>
+          <<<blocks, threads, 0, stream>>>(branches, num_branches, groups, seq_len, num_heads,
+                                           chunks_per_row, total, out_scale, out, lse);
       break;
     case ScalarKind::kBFloat16:
-      merge_branches_kernel<__nv_bfloat16><<<blocks, threads, 0, stream>>>(
-          branches, num_branches, groups, seq_len, num_heads, chunks_per_row, total, out_scale,
-          out, lse);
+      merge_branches_kernel<__nv_bfloat16>
+          <<<blocks, threads, 0, stream>>>(branches, num_branches, groups, seq_len, num_heads,
+                                           chunks_per_row, total, out_scale, out, lse);
       break;
     default:
       RA_THROW("merge_branches: output must be fp16 or bf16");

@@ -15,9 +15,13 @@ __device__ inline float to_float(__nv_bfloat16 x) { return __bfloat162float(x); 
 template <typename T>
 __device__ inline T from_float(float x);
 template <>
-__device__ inline __half from_float<__half>(float x) { return __float2half_rn(x); }
+__device__ inline __half from_float<__half>(float x) {
+  return __float2half_rn(x);
+}
 template <>
-__device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+__device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
 
 template <typename T>
 __device__ inline void load8(const T* src, float (&dst)[8]) {
