@@ -58,13 +58,15 @@ DenseResult dense_attention_with_counts(const at::Tensor& counts, const at::Tens
   const int64_t H = q.size(2), Hkv = k.size(2);
   at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
   // GQA: query head h reads k/v head h / (H / Hkv).
-  at::Tensor kv_index = at::arange(H, at::kLong).div(H / Hkv, "floor");
+  at::Tensor kv_index = at::arange(H, q.options().dtype(at::kLong)).div(H / Hkv, "floor");
   kd = kd.index_select(2, kv_index), vd = vd.index_select(2, kv_index);
   at::Tensor scores = at::einsum("bshd,bthd->bhst", {qd, kd}) * scale;  // [B, H, S, S]
-  at::Tensor allowed = counts.gt(0).unsqueeze(0);
+  // [H, S, S] on the inputs' device (GPU tests run this reference on the GPU).
+  at::Tensor counts_here = counts.to(q.device());
+  at::Tensor allowed = counts_here.gt(0).unsqueeze(0);
   at::Tensor has_key = allowed.any(-1, /*keepdim=*/true);  // [1, H, S, 1]
   // Rows without keys: fill with 0 so softmax stays finite, then zero their output.
-  at::Tensor logits = at::where(allowed, scores + at::log(counts.clamp_min(1)).unsqueeze(0),
+  at::Tensor logits = at::where(allowed, scores + at::log(counts_here.clamp_min(1)).unsqueeze(0),
                                 at::full({}, -std::numeric_limits<double>::infinity(),
                                          scores.options()));
   logits = at::where(has_key, logits, at::zeros_like(logits));

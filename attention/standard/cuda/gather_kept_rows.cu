@@ -1,0 +1,74 @@
+// One thread per (kept row, vector of the row): the row's bytes move as 16-, 4- or 2-byte
+// words, the widest that the pointers, strides and row size allow.
+#include "attention/standard/cuda/gather_kept_rows.h"
+
+#include <algorithm>
+
+#include "attention/standard/cuda/kept_row_index.cuh"
+#include "runtime/cuda_check.h"
+
+namespace ra::cuda {
+namespace {
+
+template <typename Word>
+__global__ void gather_kept_rows_kernel(KeptRows rows, const char* __restrict__ src, int64_t src_sb,
+                                        int64_t src_ss, int64_t src_sh, char* __restrict__ dst,
+                                        int64_t dst_sn, int64_t dst_sh, int64_t dst_sl,
+                                        int words_per_row, int64_t total) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    const int word = int(t % words_per_row);
+    const KeptRowPlace p = locate_kept_row(rows, t / words_per_row);
+    // Strides are in bytes here.
+    const Word* from =
+        reinterpret_cast<const Word*>(src + p.b * src_sb + p.s * src_ss + p.h * src_sh);
+    Word* to = reinterpret_cast<Word*>(dst + p.n * dst_sn + p.j * dst_sh + p.l * dst_sl);
+    to[word] = from[word];
+  }
+}
+
+template <typename Word>
+void launch_words(const KeptRows& rows, const TokenTensor& src, const RowTensor& dst,
+                  int64_t row_bytes, int64_t elem_bytes, cudaStream_t stream) {
+  const int words_per_row = int(row_bytes / sizeof(Word));
+  const int64_t total = rows.num_rows() * words_per_row;
+  if (total == 0) return;
+  const int threads = 256;
+  const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 1 << 20);
+  gather_kept_rows_kernel<Word><<<blocks, threads, 0, stream>>>(
+      rows, static_cast<const char*>(src.data), src.stride_b * elem_bytes,
+      src.stride_s * elem_bytes, src.stride_h * elem_bytes, static_cast<char*>(dst.data),
+      dst.stride_n * elem_bytes, dst.stride_h * elem_bytes, dst.stride_l * elem_bytes,
+      words_per_row, total);
+  RA_CUDA_CHECK_LAUNCH();
+}
+
+bool allows_word(const TokenTensor& src, const RowTensor& dst, int64_t row_bytes,
+                 int64_t elem_bytes, int64_t word) {
+  auto ok = [&](int64_t bytes) { return bytes % word == 0; };
+  return ok(row_bytes) && ok(reinterpret_cast<uintptr_t>(src.data)) &&
+         ok(reinterpret_cast<uintptr_t>(dst.data)) && ok(src.stride_b * elem_bytes) &&
+         ok(src.stride_s * elem_bytes) && ok(src.stride_h * elem_bytes) &&
+         ok(dst.stride_n * elem_bytes) && ok(dst.stride_h * elem_bytes) &&
+         ok(dst.stride_l * elem_bytes);
+}
+
+}  // namespace
+
+void launch_gather_kept_rows(const KeptRows& rows, const TokenTensor& src, const RowTensor& dst,
+                             int64_t row_elems, ScalarKind kind, cudaStream_t stream) {
+  RA_CHECK(rows.segment > 0 && rows.rate > 0 && rows.seq_len % rows.segment == 0,
+           "gather_kept_rows: segment = ", rows.segment, ", rate = ", rows.rate,
+           ", seq_len = ", rows.seq_len, ": need segment > 0 dividing seq_len and rate > 0");
+  const int64_t elem_bytes = scalar_bytes(kind);
+  const int64_t row_bytes = row_elems * elem_bytes;
+  if (allows_word(src, dst, row_bytes, elem_bytes, 16)) {
+    launch_words<uint4>(rows, src, dst, row_bytes, elem_bytes, stream);
+  } else if (allows_word(src, dst, row_bytes, elem_bytes, 4)) {
+    launch_words<uint32_t>(rows, src, dst, row_bytes, elem_bytes, stream);
+  } else {
+    launch_words<uint16_t>(rows, src, dst, row_bytes, elem_bytes, stream);
+  }
+}
+
+}  // namespace ra::cuda

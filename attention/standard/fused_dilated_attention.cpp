@@ -1,0 +1,402 @@
+// Fused dilated attention on one GPU. Forward: per branch head group, fused attention over the
+// group's kept rows ([N = B * S / w', h, L, D]), then launch_merge_branches writes out and lse
+// for all tokens in one fp32 pass. Backward: the merged output is one joint softmax over the
+// union of every branch's keys, so each group's fused backward, given the MERGED out and lse in
+// that group's layout, returns exactly that group's share of dq, dk, dv; the shares are added
+// in place into dq, dk, dv by launch_scatter_add_kept_rows (groups of a branch are disjoint),
+// and a rate-1 all-heads group's gradients become dq, dk, dv outright (no copy, no zero fill).
+#include "attention/standard/fused_dilated_attention.h"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "attention/standard/cuda/gather_kept_rows.h"
+#include "attention/standard/cuda/merge_branches.h"
+#include "attention/standard/cuda/scatter_add_kept_rows.h"
+#include "attention/standard/dilation_plan.h"
+#include "attention/standard/reference_attention.h"
+#include "runtime/error.h"
+#include "runtime/torch_compat.h"
+
+namespace ra {
+namespace {
+
+using FusedKernel = compat::FusedOp;
+
+std::atomic<int> g_layout{static_cast<int>(FusedInputLayout::kAuto)};
+std::atomic<bool> g_strided_view_rejected[2] = {false, false};  // per FusedKernel, kAuto only
+std::atomic<bool> g_cudnn_rejected{false};       // backend=auto: cuDNN refused a shape
+std::atomic<int64_t> g_backward_chunk_bytes{0};  // 0: the default budget
+
+cuda::ScalarKind scalar_kind(at::ScalarType type) {
+  switch (type) {
+    case at::kHalf:
+      return cuda::ScalarKind::kHalf;
+    case at::kBFloat16:
+      return cuda::ScalarKind::kBFloat16;
+    case at::kFloat:
+      return cuda::ScalarKind::kFloat;
+    default:
+      RA_THROW("dtype = ", type, ": the fused path takes float16 or bfloat16");
+  }
+}
+
+// t: [B, S, H, D] or [B, S, H] (then D = 1).
+cuda::TokenTensor token_tensor(const at::Tensor& t) {
+  return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+// t: [N, h, L, D] or [N, h, L] or [N, h, L, 1].
+cuda::RowTensor row_tensor(const at::Tensor& t) {
+  return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+// One branch head group of the plan, with its place in the branch list.
+struct GroupRows {
+  int branch = 0;
+  cuda::KeptRows rows;
+};
+
+std::vector<GroupRows> plan_groups(const DilationPlan& plan, int64_t B, int64_t S, int64_t H,
+                                   bool partition) {
+  std::vector<GroupRows> groups;
+  for (const BranchPlan& branch : plan.branches) {
+    for (const HeadGroup& group : branch.groups) {
+      cuda::KeptRows r;
+      r.batch = int32_t(B);
+      r.seq_len = int32_t(S);
+      r.num_heads = int32_t(H);
+      r.segment = int32_t(branch.segment);
+      r.rate = int32_t(branch.rate);
+      r.offset = int32_t(group.offset);
+      r.head_start = int32_t(group.heads.front());
+      r.head_step = partition ? 1 : int32_t(branch.rate);
+      r.head_count = int32_t(group.heads.size());
+      r.kept = int32_t(branch.kept_per_segment(group.offset));
+      groups.push_back({branch.index, r});
+    }
+  }
+  return groups;
+}
+
+// Rate 1, offset 0, every head in order, every segment: the rows are all of [B, S, H, *].
+bool covers_everything(const cuda::KeptRows& g) {
+  return g.rate == 1 && g.offset == 0 && g.head_start == 0 && g.head_step == 1 &&
+         g.head_count == g.num_heads && g.kept == g.segment && g.n_begin == 0 &&
+         g.size_n() == g.total_n();
+}
+
+// Segment rows per backward chunk: each chunk's gradient temporaries (dq, dk, dv of the
+// group, plus the rescaled out/grad_out in partition mode) stay near max(64 MiB, |q| / 32)
+// bytes each, or set_fused_backward_chunk_bytes's value.
+int64_t backward_chunk_n(const cuda::KeptRows& g, const at::Tensor& q) {
+  const int64_t forced = g_backward_chunk_bytes.load();
+  const int64_t budget =
+      forced > 0 ? forced : std::max<int64_t>(int64_t(64) << 20, int64_t(q.nbytes()) / 32);
+  const int64_t bytes_per_n = int64_t(g.head_count) * g.kept * q.size(3) * q.element_size();
+  return std::max<int64_t>(1, budget / std::max<int64_t>(1, bytes_per_n));
+}
+
+// The group's kept rows of t [B, S, H, D] as a strided view [N, h, L, D] (no copy).
+at::Tensor kept_rows_view(const at::Tensor& t, const cuda::KeptRows& g) {
+  at::Tensor v = t.view({g.total_n(), g.segment, t.size(2), t.size(3)})  // [N, w', H, D]
+                     .narrow(0, g.n_begin, g.size_n());
+  v = v.slice(1, g.offset, g.offset + int64_t(g.kept - 1) * g.rate + 1, g.rate)
+          .slice(2, g.head_start, g.head_start + int64_t(g.head_count - 1) * g.head_step + 1,
+                 g.head_step);  // [N, L, h, D]
+  return v.transpose(1, 2);     // [N, h, L, D]
+}
+
+// The same rows gathered into a contiguous [N, h, L, D] tensor by the gather kernel.
+at::Tensor gather_kept_rows(const at::Tensor& t, const cuda::KeptRows& g) {
+  const int64_t D = t.dim() == 4 ? t.size(3) : 1;
+  at::Tensor dst = at::empty({g.size_n(), g.head_count, g.kept, D}, t.options());
+  cuda::launch_gather_kept_rows(g, token_tensor(t), row_tensor(dst), D,
+                                scalar_kind(t.scalar_type()),
+                                at::cuda::getCurrentCUDAStream().stream());
+  return dst;
+}
+
+// Runs fn(use_view); with layout kAuto, a kernel error on the strided view retries gathered
+// and remembers that choice for this kernel.
+template <typename Fn>
+auto with_layout(FusedKernel kernel, Fn&& fn) {
+  const auto layout = static_cast<FusedInputLayout>(g_layout.load());
+  std::atomic<bool>& rejected = g_strided_view_rejected[static_cast<int>(kernel)];
+  if (layout != FusedInputLayout::kAuto || rejected.load()) {
+    return fn(layout != FusedInputLayout::kGathered && !rejected.load());
+  }
+  try {
+    return fn(true);
+  } catch (const c10::Error&) {
+    rejected = true;
+    return fn(false);
+  }
+}
+
+// Settings that travel from forward to backward through the autograd context.
+struct FusedSettings {
+  DilatedAttentionConfig config;
+  FusedKernel kernel = FusedKernel::kCudnn;
+};
+
+void save_settings(torch::autograd::AutogradContext* ctx, const FusedSettings& s) {
+  ctx->saved_data["segments"] = s.config.segment_lengths;
+  ctx->saved_data["rates"] = s.config.dilation_rates;
+  ctx->saved_data["causal"] = s.config.causal;
+  ctx->saved_data["partition"] = s.config.head_mode == HeadMode::kPartition;
+  ctx->saved_data["scale"] = s.config.softmax_scale ? *s.config.softmax_scale : -1.0;
+  ctx->saved_data["kernel"] = static_cast<int64_t>(s.kernel);
+}
+
+FusedSettings load_settings(torch::autograd::AutogradContext* ctx) {
+  FusedSettings s;
+  s.config.segment_lengths = ctx->saved_data["segments"].toIntVector();
+  s.config.dilation_rates = ctx->saved_data["rates"].toIntVector();
+  s.config.causal = ctx->saved_data["causal"].toBool();
+  s.config.head_mode =
+      ctx->saved_data["partition"].toBool() ? HeadMode::kPartition : HeadMode::kAll;
+  const double scale = ctx->saved_data["scale"].toDouble();
+  if (scale > 0) s.config.softmax_scale = scale;
+  s.kernel = static_cast<FusedKernel>(ctx->saved_data["kernel"].toInt());
+  return s;
+}
+
+template <typename T>
+at::Tensor to_device(const std::vector<T>& items, const at::Device& device) {
+  at::Tensor host = at::empty({int64_t(items.size() * sizeof(T))}, at::kByte).pin_memory();
+  std::memcpy(host.data_ptr(), items.data(), items.size() * sizeof(T));
+  return host.to(device, /*non_blocking=*/true);
+}
+
+// Forward of every group, then the merge. q, k, v: [B, S, H, D] contiguous, same heads.
+// philox_seed/offset and lse_dim (3 or 4) record what the kernel's backward will expect.
+AttentionResult fused_forward(const FusedSettings& s, const at::Tensor& q, const at::Tensor& k,
+                              const at::Tensor& v, at::Tensor& philox_seed,
+                              at::Tensor& philox_offset, int64_t& lse_dim) {
+  const int64_t B = q.size(0), S = q.size(1), H = q.size(2), D = q.size(3);
+  const bool partition = s.config.head_mode == HeadMode::kPartition;
+  const DilationPlan plan = DilationPlan::build(s.config, S, H);
+  const double scale = softmax_scale(s.config, D);
+  const std::vector<GroupRows> groups = plan_groups(plan, B, S, H, partition);
+
+  std::vector<at::Tensor> keep_alive;  // group outputs until the merge has read them
+  std::vector<cuda::MergeGroup> merge_groups(groups.size());
+  std::vector<cuda::MergeBranch> merge_branches(plan.branches.size());
+  for (size_t i = 0, first = 0; i < plan.branches.size(); ++i) {
+    const BranchPlan& b = plan.branches[i];
+    cuda::MergeBranch& mb = merge_branches[i];
+    mb.segment = int32_t(b.segment);
+    mb.rate = int32_t(b.rate);
+    mb.partition = partition ? 1 : 0;
+    mb.first_group = int32_t(first);
+    if (partition && !b.groups.empty()) {
+      mb.head_start = int32_t(b.groups[0].heads.front());
+      mb.head_count = int32_t(b.groups[0].heads.size());
+      mb.offset = int32_t(b.groups[0].offset);
+    }
+    first += b.groups.size();
+  }
+
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    const cuda::KeptRows& g = groups[gi].rows;
+    if (g.kept == 0) continue;  // offset >= w': the group keeps nothing; the merge skips it
+    compat::FusedAttentionForward f = with_layout(s.kernel, [&](bool view) {
+      auto rows = [&](const at::Tensor& t) {
+        return view ? kept_rows_view(t, g) : gather_kept_rows(t, g);
+      };
+      return compat::fused_attention_forward(s.kernel, rows(q), rows(k), rows(v), s.config.causal,
+                                             scale);
+    });
+    at::Tensor out = f.out;  // [N, h, L, D]
+    if (out.stride(3) != 1 || out.stride(0) % 8 || out.stride(1) % 8 || out.stride(2) % 8 ||
+        reinterpret_cast<uintptr_t>(out.data_ptr()) % 16) {
+      out = out.contiguous();
+    }
+    at::Tensor lse = f.lse.dim() == 4 ? f.lse.select(3, 0) : f.lse;  // [N, h, L] fp32
+    RA_CHECK(lse.scalar_type() == at::kFloat && lse.size(2) == g.kept,
+             "fused kernel returned lse of shape ", f.lse.sizes(), " and dtype ",
+             f.lse.scalar_type(), "; expected [N, h, L(, 1)] float32 with L = ", g.kept);
+    merge_groups[gi] = {out.data_ptr(),        out.stride(0), out.stride(1), out.stride(2),
+                        lse.data_ptr<float>(), lse.stride(0), lse.stride(1), lse.stride(2)};
+    keep_alive.push_back(out);
+    keep_alive.push_back(lse);
+    if (!philox_seed.defined()) {
+      lse_dim = f.lse.dim();
+      philox_seed = f.philox_seed;
+      philox_offset = f.philox_offset;
+    }
+  }
+
+  at::Tensor out = at::empty({B, S, H, D}, q.options());
+  at::Tensor lse = at::empty({B, S, H}, q.options().dtype(at::kFloat));
+  at::Tensor branches_dev = to_device(merge_branches, q.device());
+  at::Tensor groups_dev = to_device(merge_groups, q.device());
+  cuda::launch_merge_branches(
+      reinterpret_cast<const cuda::MergeBranch*>(branches_dev.data_ptr()),
+      int(merge_branches.size()), reinterpret_cast<const cuda::MergeGroup*>(groups_dev.data_ptr()),
+      int(B), int(S), int(H), int(D), scalar_kind(q.scalar_type()), float(plan.output_scale),
+      token_tensor(out), lse.data_ptr<float>(), at::cuda::getCurrentCUDAStream().stream());
+  return {out, lse};
+}
+
+class FusedDilatedAttentionFunction
+    : public torch::autograd::Function<FusedDilatedAttentionFunction> {
+ public:
+  // q, k, v: [B, S, H, D] contiguous CUDA fp16/bf16. Returns {out [B, S, H, D] (partition
+  // 1/G scale applied), lse [B, S, H] fp32 of the unscaled merge (not differentiable)}.
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& q, const at::Tensor& k,
+                                                const at::Tensor& v, FusedSettings settings) {
+    at::Tensor seed, offset;
+    int64_t lse_dim = 3;
+    AttentionResult r = fused_forward(settings, q, k, v, seed, offset, lse_dim);
+    ctx->saved_data["lse_dim"] = lse_dim;
+    save_settings(ctx, settings);
+    ctx->saved_data["philox_seed"] = seed;
+    ctx->saved_data["philox_offset"] = offset;
+    ctx->save_for_backward({q, k, v, r.out, r.lse});
+    ctx->mark_non_differentiable({r.lse});
+    return {r.out, r.lse};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const FusedSettings s = load_settings(ctx);
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
+    const at::Tensor seed = ctx->saved_data["philox_seed"].toTensor();
+    const at::Tensor offset = ctx->saved_data["philox_offset"].toTensor();
+    const int64_t lse_dim = ctx->saved_data["lse_dim"].toInt();
+    const int64_t B = q.size(0), S = q.size(1), H = q.size(2), D = q.size(3);
+    const bool partition = s.config.head_mode == HeadMode::kPartition;
+    const DilationPlan plan = DilationPlan::build(s.config, S, H);
+    const double scale = softmax_scale(s.config, D);
+    at::Tensor grad_out = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(out);
+
+    // Partition mode: out holds s * merge (s = 1/G). Each group's kernel needs its own output
+    // and gradient: merge = out / s and d(merge) = s * grad_out, made per group (small).
+    const double out_scale = plan.output_scale;
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+    const cuda::ScalarKind kind = scalar_kind(q.scalar_type());
+    at::Tensor lse_rows_src = lse.unsqueeze(-1);  // [B, S, H, 1]
+    std::vector<GroupRows> groups = plan_groups(plan, B, S, H, partition);
+    // A group with rate 1 and every head (head_mode all) covers every row: its gradients, laid
+    // out like [B, S, H, D], become dq/dk/dv, and the other groups add into them in place.
+    std::stable_partition(groups.begin(), groups.end(),
+                          [&](const GroupRows& gr) { return covers_everything(gr.rows); });
+    at::Tensor dq, dk, dv;  // [B, S, H, D], input dtype
+    for (const GroupRows& group : groups) {
+      const cuda::KeptRows& g = group.rows;
+      if (g.kept == 0) continue;
+      // The merged lse in this group's layout, contiguous, shaped as the kernel's forward
+      // returned it: [N, h, L] (flash) or [N, h, L, 1] (cuDNN).
+      at::Tensor lse_group = gather_kept_rows(lse_rows_src, g);
+      if (lse_dim == 3) lse_group = lse_group.squeeze(-1);
+      // The group whose gradients become dq/dk/dv runs whole; the others in chunks of
+      // segment rows, which bounds the temporaries at no cost in kernel efficiency.
+      const bool adopt = covers_everything(g) && !dq.defined();
+      const int64_t step = adopt ? g.total_n() : backward_chunk_n(g, q);
+      for (int64_t n0 = 0; n0 < g.total_n(); n0 += step) {
+        cuda::KeptRows c = g;
+        c.n_begin = n0;
+        c.n_count = std::min(step, g.total_n() - n0);
+        const at::Tensor lse_c = lse_group.narrow(0, n0, c.n_count);
+        compat::FusedAttentionGrads grads_c = with_layout(s.kernel, [&](bool view) {
+          auto rows = [&](const at::Tensor& t) {
+            return view ? kept_rows_view(t, c) : gather_kept_rows(t, c);
+          };
+          at::Tensor out_c = rows(out), grad_out_c = rows(grad_out);
+          if (out_scale != 1.0) {
+            out_c = out_c * (1.0 / out_scale);
+            grad_out_c = grad_out_c * out_scale;
+          }
+          const compat::FusedAttentionForward merged{out_c, lse_c, seed, offset};
+          return compat::fused_attention_backward(s.kernel, grad_out_c, rows(q), rows(k), rows(v),
+                                                  merged, s.config.causal, scale);
+        });
+        at::Tensor parts[3] = {std::get<0>(grads_c), std::get<1>(grads_c), std::get<2>(grads_c)};
+        at::Tensor* accs[3] = {&dq, &dk, &dv};
+        for (int i = 0; i < 3; ++i) {
+          at::Tensor part = parts[i];  // [n, h, L, D]
+          if (!accs[i]->defined()) {
+            at::Tensor full = part.transpose(1, 2);  // [N, L, h, D] = [B * S / w', w', H, D]
+            if (covers_everything(c) && full.is_contiguous()) {
+              *accs[i] = full.view({B, S, H, D});
+              continue;
+            }
+            *accs[i] = at::zeros({B, S, H, D}, q.options());
+          }
+          if (part.stride(3) != 1 || part.stride(0) % 8 || part.stride(1) % 8 ||
+              part.stride(2) % 8 || reinterpret_cast<uintptr_t>(part.data_ptr()) % 16) {
+            part = part.contiguous();
+          }
+          cuda::launch_scatter_add_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
+                                             stream);
+        }
+      }
+    }
+    for (at::Tensor* acc : {&dq, &dk, &dv}) {
+      if (!acc->defined()) *acc = at::zeros({B, S, H, D}, q.options());  // no group kept rows
+    }
+    return {dq, dk, dv, at::Tensor()};
+  }
+};
+
+FusedKernel choose_kernel(AttentionBackend backend, int64_t head_dim) {
+  switch (backend) {
+    case AttentionBackend::kCudnn:
+      return FusedKernel::kCudnn;
+    case AttentionBackend::kFlash:
+      return FusedKernel::kFlash;
+    default:
+      return head_dim <= 128 && !g_cudnn_rejected.load() ? FusedKernel::kCudnn
+                                                         : FusedKernel::kFlash;
+  }
+}
+
+}  // namespace
+
+void set_fused_backward_chunk_bytes(int64_t bytes) { g_backward_chunk_bytes = bytes; }
+
+void set_fused_input_layout(FusedInputLayout layout) {
+  g_layout = static_cast<int>(layout);
+  for (auto& rejected : g_strided_view_rejected) rejected = false;
+}
+
+AttentionResult fused_dilated_attention(const DilatedAttentionConfig& config, const at::Tensor& q,
+                                        const at::Tensor& k, const at::Tensor& v) {
+  RA_CHECK(q.is_cuda() && (q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16),
+           "q: device ", q.device(), ", dtype ", q.scalar_type(),
+           ": the fused path takes CUDA float16 or bfloat16 tensors");
+  const c10::cuda::CUDAGuard guard(q.device());
+  const int64_t H = q.size(2), heads_per_kv = H / k.size(2);
+  // GQA: the fused groups pick heads with a stride, so k/v are expanded to H heads here and
+  // autograd sums the expanded gradients back.
+  auto expand = [&](const at::Tensor& t) {
+    return (heads_per_kv == 1 ? t : t.repeat_interleave(heads_per_kv, 2)).contiguous();
+  };
+  FusedSettings settings{config, choose_kernel(config.backend, q.size(3))};
+  const at::Tensor qc = q.contiguous(), kc = expand(k), vc = expand(v);
+  torch::autograd::variable_list r;
+  try {
+    r = FusedDilatedAttentionFunction::apply(qc, kc, vc, settings);
+  } catch (const c10::Error& e) {
+    if (config.backend != AttentionBackend::kAuto || settings.kernel != FusedKernel::kCudnn) {
+      RA_THROW_HINT("try backend=auto, or backend=reference for this shape", "fused ",
+                    to_string(config.backend), " attention failed for q ", q.sizes(), " ",
+                    q.scalar_type(), ": ", e.what_without_backtrace());
+    }
+    g_cudnn_rejected = true;  // auto: cuDNN refused this build/shape; flash from now on
+    settings.kernel = FusedKernel::kFlash;
+    r = FusedDilatedAttentionFunction::apply(qc, kc, vc, settings);
+  }
+  return {r[0], r[1]};
+}
+
+}  // namespace ra
