@@ -3,13 +3,14 @@
 # deadline + margin (never hangs: a hard `timeout` guards it) and that the output names the
 # rank, host, operation and step (stall) or the rank that died (exit).
 #   run_fault_test.sh <mpiexec> <ranks> <fault_probe> <stall|exit> <ring|allgather> <deadline>
+#                     [cpu|cuda]
 set -u
-mpiexec=$1 ranks=$2 probe=$3 mode=$4 strategy=$5 deadline=$6
+mpiexec=$1 ranks=$2 probe=$3 mode=$4 strategy=$5 deadline=$6 device=${7:-cpu}
 margin=30
 log=$(mktemp)
 start=$(date +%s%N)
 timeout --kill-after=5 $((deadline * 30)) \
-  "$mpiexec" -n "$ranks" "$probe" "$mode" "$strategy" "$deadline" >"$log" 2>&1
+  "$mpiexec" -n "$ranks" "$probe" "$mode" "$strategy" "$deadline" "$device" >"$log" 2>&1
 rc=$?
 elapsed=$(( ($(date +%s%N) - start) / 1000000000 ))
 cat "$log"

@@ -2,7 +2,9 @@
 // rank's output and dq/dk/dv equal its shard of the float64 dense reference computed on the
 // whole sequence (every rank rebuilds the same full input from a shared seed). Branch lists
 // mix local branches, branches spanning 2 ranks and all ranks, rates that do not divide the
-// segment, head groups that keep nothing; causal and not; both head modes; GQA; zigzag.
+// segment, head groups that keep nothing; causal and not; both head modes; GQA; zigzag;
+// bfloat16. Built twice: for CPU tensors over MPI (label mpi) and, with RA_TEST_ON_CUDA, for
+// CUDA tensors over NCCL, one GPU per rank (tests/gpu, label gpu; skips without GPUs).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -13,8 +15,13 @@
 #include "attention/factory.h"
 #include "attention/ring/ring_dilated_attention.h"
 #include "attention/ring/zigzag_layout.h"
-#include "comm/mpi_communicator.h"
+#include "comm/mpi_context.h"
+#include "comm/world_communicator.h"
 #include "tests/support/dense_reference.h"
+
+#if defined(RA_TEST_ON_CUDA)
+#include <torch/cuda.h>
+#endif
 
 namespace ra {
 namespace {
@@ -23,8 +30,34 @@ using testing::dense_dilated_attention;
 using testing::relative_error;
 using testing::tolerance_for;
 
+#if defined(RA_TEST_ON_CUDA)
+constexpr auto kDevice = at::kCUDA;
+#else
+constexpr auto kDevice = at::kCPU;
+#endif
+
+// Why this job cannot run the tests here (empty: it can): fewer GPUs than ranks on the node.
+std::string skip_reason() {
+  if (kDevice == at::kCPU) return "";
+  static const std::string reason = [] {
+    MpiContext mpi(nullptr, nullptr);  // MPI is already started: only reads the layout
+    const int64_t gpus = torch::cuda::device_count();
+    return gpus >= mpi.layout().local_size
+               ? std::string()
+               : "needs one GPU per rank: " + std::to_string(mpi.layout().local_size) +
+                     " ranks on this node, " + std::to_string(gpus) + " GPUs";
+  }();
+  return reason;
+}
+
+#define SKIP_WITHOUT_DEVICE() \
+  if (!skip_reason().empty()) GTEST_SKIP() << skip_reason()
+
 std::shared_ptr<Communicator> world() {
-  static auto comm = std::make_shared<MpiCommunicator>(MPI_COMM_WORLD, 60);
+  static std::shared_ptr<Communicator> comm = [] {
+    MpiContext mpi(nullptr, nullptr);
+    return make_world_communicator(mpi, kDevice, 60);
+  }();
   return comm;
 }
 
@@ -89,11 +122,12 @@ Outcome compare(const std::string& variant, const DilatedAttentionConfig& config
 
   AttentionSpec spec{config, ring, {}, world()};
   auto attention = make_attention(variant, spec);
-  at::Tensor qs = shard(in.q).detach().requires_grad_();
-  at::Tensor ks = shard(in.k).detach().requires_grad_();
-  at::Tensor vs = shard(in.v).detach().requires_grad_();
+  at::Tensor qs = shard(in.q).to(kDevice).detach().requires_grad_();
+  at::Tensor ks = shard(in.k).to(kDevice).detach().requires_grad_();
+  at::Tensor vs = shard(in.v).to(kDevice).detach().requires_grad_();
   AttentionResult got = attention->forward(qs, ks, vs);
-  at::Tensor dout = shard(in.dout).to(got.out.scalar_type());
+  got.lse = got.lse.cpu();
+  at::Tensor dout = shard(in.dout).to(kDevice, got.out.scalar_type());
   auto grads = torch::autograd::grad({got.out}, {qs, ks, vs}, {dout});
 
   Outcome o;
@@ -125,6 +159,7 @@ at::Tensor plain_shard(const at::Tensor& full) {
 class RingDilatedAttentionTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat64) {
+  SKIP_WITHOUT_DEVICE();
   const std::string variant = GetParam();
   const int P = world()->size();
   const int64_t S = kShard * P, H = 6;
@@ -146,6 +181,7 @@ TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat64) {
 }
 
 TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat32AndGqa) {
+  SKIP_WITHOUT_DEVICE();
   const std::string variant = GetParam();
   const int P = world()->size();
   const int64_t S = kShard * P, H = 4;
@@ -160,7 +196,24 @@ TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat32AndGqa) {
   }
 }
 
+TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceBFloat16) {
+  SKIP_WITHOUT_DEVICE();
+  const std::string variant = GetParam();
+  const int P = world()->size();
+  const int64_t S = kShard * P, H = 4;
+  const Inputs in = make_inputs(S, H, H, torch::kBFloat16);
+  for (const Case& c : {cases(P)[1], cases(P)[3]}) {
+    DilatedAttentionConfig config;
+    config.segment_lengths = c.segments;
+    config.dilation_rates = c.rates;
+    config.causal = true;
+    expect_within(compare(variant, config, ring_config(), in, plain_shard),
+                  tolerance_for(torch::kBFloat16), variant + " bfloat16 " + describe(config));
+  }
+}
+
 TEST_P(RingDilatedAttentionTest, ZigzagDenseCausalEqualsReference) {
+  SKIP_WITHOUT_DEVICE();
   const std::string variant = GetParam();
   const int P = world()->size(), p = world()->rank();
   const int64_t S = kShard * P;
@@ -176,6 +229,7 @@ TEST_P(RingDilatedAttentionTest, ZigzagDenseCausalEqualsReference) {
 }
 
 TEST_P(RingDilatedAttentionTest, LocalBranchesDoNotCommunicateAndBuffersAreReused) {
+  SKIP_WITHOUT_DEVICE();
   const int P = world()->size();
   const int64_t S = kShard * P;
   const Inputs in = make_inputs(S, 4, 4, torch::kDouble);
@@ -183,8 +237,10 @@ TEST_P(RingDilatedAttentionTest, LocalBranchesDoNotCommunicateAndBuffersAreReuse
   local.segment_lengths = {kShard / 2, kShard};
   local.dilation_rates = {1, 2};
   RingDilatedAttention only_local(local, ring_config(), world());
-  at::Tensor q = plain_shard(in.q).requires_grad_();
-  only_local.forward(q, plain_shard(in.k), plain_shard(in.v)).out.sum().backward();
+  at::Tensor q = plain_shard(in.q).to(kDevice).requires_grad_();
+  only_local.forward(q, plain_shard(in.k).to(kDevice), plain_shard(in.v).to(kDevice))
+      .out.sum()
+      .backward();
   EXPECT_EQ(only_local.buffer_counters().transfers, 0);
   EXPECT_EQ(only_local.buffer_counters().bytes_sent, 0);
 
@@ -194,7 +250,8 @@ TEST_P(RingDilatedAttentionTest, LocalBranchesDoNotCommunicateAndBuffersAreReuse
   global.dilation_rates = {2};
   RingDilatedAttention spanning(global, ring_config(), world());
   for (int step = 0; step < 2; ++step) {
-    spanning.forward(plain_shard(in.q), plain_shard(in.k), plain_shard(in.v));
+    spanning.forward(plain_shard(in.q).to(kDevice), plain_shard(in.k).to(kDevice),
+                     plain_shard(in.v).to(kDevice));
   }
   const auto counters = spanning.buffer_counters();
   EXPECT_GT(counters.bytes_sent, 0);
@@ -203,6 +260,7 @@ TEST_P(RingDilatedAttentionTest, LocalBranchesDoNotCommunicateAndBuffersAreReuse
 }
 
 TEST_P(RingDilatedAttentionTest, RejectsBadLayouts) {
+  SKIP_WITHOUT_DEVICE();
   const int P = world()->size();
   DilatedAttentionConfig dilated;
   dilated.segment_lengths = {kShard * P};
@@ -211,7 +269,7 @@ TEST_P(RingDilatedAttentionTest, RejectsBadLayouts) {
   const RingConfig zigzag = ring_config(/*zigzag=*/true);
   AttentionSpec spec{dilated, zigzag, {}, world()};
   auto attention = make_attention(GetParam(), spec);
-  at::Tensor x = torch::randn({1, kShard, 2, 8}, torch::kDouble);
+  at::Tensor x = torch::randn({1, kShard, 2, 8}, torch::kDouble).to(kDevice);
   try {
     attention->forward(x, x, x);
     ADD_FAILURE() << "zigzag with a dilated config must be rejected";
@@ -231,7 +289,7 @@ TEST_P(RingDilatedAttentionTest, RejectsBadLayouts) {
     odd.segment_lengths = {kShard + kShard / 2};
     odd.dilation_rates = {1};
     AttentionSpec odd_spec{odd, ring_config(), {}, world()};
-    at::Tensor y = torch::randn({1, kShard, 2, 8}, torch::kDouble);
+    at::Tensor y = torch::randn({1, kShard, 2, 8}, torch::kDouble).to(kDevice);
     if ((kShard * P) % (kShard + kShard / 2) == 0) {
       EXPECT_THROW(make_attention(GetParam(), odd_spec)->forward(y, y, y), Error);
     }
