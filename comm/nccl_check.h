@@ -29,15 +29,14 @@ inline const char* nccl_hint(ncclResult_t result) {
 
 }  // namespace ra::detail
 
-#define RA_NCCL_CHECK(expr)                                                                    \
-  do {                                                                                         \
-    ncclResult_t ra_nccl_res_ = (expr);                                                        \
-    if (ra_nccl_res_ != ncclSuccess && ra_nccl_res_ != ncclInProgress) {                       \
-      ::ra::detail::throw_error(                                                               \
-          __FILE__, __LINE__,                                                                  \
-          ::ra::detail::concat("NCCL call `", #expr, "` failed: ",                             \
-                               ncclGetErrorString(ra_nccl_res_), " (", ncclGetLastError(nullptr), \
-                               ")"),                                                           \
-          ::ra::detail::nccl_hint(ra_nccl_res_));                                              \
-    }                                                                                          \
+#define RA_NCCL_CHECK(expr)                                                                  \
+  do {                                                                                       \
+    ncclResult_t ra_nccl_res_ = (expr);                                                      \
+    if (ra_nccl_res_ != ncclSuccess && ra_nccl_res_ != ncclInProgress) {                     \
+      ::ra::detail::throw_error(__FILE__, __LINE__,                                          \
+                                ::ra::detail::concat("NCCL call `", #expr, "` failed: ",     \
+                                                     ncclGetErrorString(ra_nccl_res_), " (", \
+                                                     ncclGetLastError(nullptr), ")"),        \
+                                ::ra::detail::nccl_hint(ra_nccl_res_));                      \
+    }                                                                                        \
   } while (0)

@@ -44,7 +44,19 @@ NcclComm::NcclComm(MPI_Comm mpi_comm, int device, double timeout_seconds)
   RA_CUDA_CHECK(cudaSetDevice(device_));
   ncclUniqueId id;
   if (rank_ == 0) RA_NCCL_CHECK(ncclGetUniqueId(&id));
-  RA_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, mpi_comm));
+  // Non-blocking broadcast polled under the deadline: a rank that never starts must not hang
+  // the others at start-up.
+  MPI_Request request;
+  RA_MPI_CHECK(MPI_Ibcast(&id, sizeof(id), MPI_BYTE, 0, mpi_comm, &request));
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds_);
+  for (int done = 0; !done;) {
+    RA_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    if (!done && Clock::now() > deadline) {
+      fail("unique id broadcast",
+           detail::concat("did not complete within ", timeout_seconds_, " s"));
+    }
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   ncclConfig_t config = non_blocking_config();
   RA_NCCL_CHECK(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config));
   wait_ready("init");
@@ -52,7 +64,10 @@ NcclComm::NcclComm(MPI_Comm mpi_comm, int device, double timeout_seconds)
 }
 
 NcclComm::NcclComm(ncclComm_t comm, int device, double timeout_seconds, std::string context)
-    : comm_(comm), device_(device), timeout_seconds_(timeout_seconds), context_(std::move(context)) {
+    : comm_(comm),
+      device_(device),
+      timeout_seconds_(timeout_seconds),
+      context_(std::move(context)) {
   wait_ready("split");
   RA_NCCL_CHECK(ncclCommUserRank(comm_, &rank_));
   RA_NCCL_CHECK(ncclCommCount(comm_, &size_));
@@ -107,7 +122,8 @@ void NcclComm::wait_ready(const char* operation) {
     ncclResult_t state = ncclSuccess;
     RA_NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
     if (state == ncclSuccess) return;
-    if (state != ncclInProgress) fail(operation, detail::concat("failed: ", ncclGetErrorString(state)));
+    if (state != ncclInProgress)
+      fail(operation, detail::concat("failed: ", ncclGetErrorString(state)));
     if (Clock::now() > deadline) {
       fail(operation, detail::concat("did not complete within ", timeout_seconds_, " s"));
     }
@@ -138,7 +154,8 @@ void NcclComm::wait(cudaEvent_t done, const char* operation) {
 template <typename Enqueue>
 void NcclComm::launch(cudaStream_t compute, cudaEvent_t done, const char* operation,
                       Enqueue enqueue) {
-  RA_CHECK(!aborted_, "NCCL ", operation, ": the communicator was aborted after an earlier "
+  RA_CHECK(!aborted_, "NCCL ", operation,
+           ": the communicator was aborted after an earlier "
            "failure; end the job");
   RA_CUDA_CHECK(cudaEventRecord(compute_ready_, compute));
   RA_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, compute_ready_, 0));
@@ -182,9 +199,8 @@ void NcclComm::reduce_scatter_sum(const void* input, void* output, size_t count_
 
 void NcclComm::broadcast(void* data, size_t count, ncclDataType_t type, int root,
                          cudaStream_t compute, cudaEvent_t done) {
-  launch(compute, done, "broadcast", [&] {
-    RA_NCCL_CHECK(ncclBroadcast(data, data, count, type, root, comm_, comm_stream_));
-  });
+  launch(compute, done, "broadcast",
+         [&] { RA_NCCL_CHECK(ncclBroadcast(data, data, count, type, root, comm_, comm_stream_)); });
 }
 
 std::unique_ptr<NcclComm> NcclComm::split(int color, int key) {

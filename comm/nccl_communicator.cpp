@@ -16,29 +16,36 @@ namespace {
 
 ncclDataType_t nccl_type(const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kDouble: return ncclFloat64;
-    case at::kFloat: return ncclFloat32;
-    case at::kHalf: return ncclFloat16;
-    case at::kBFloat16: return ncclBfloat16;
-    case at::kLong: return ncclInt64;
-    case at::kInt: return ncclInt32;
+    case at::kDouble:
+      return ncclFloat64;
+    case at::kFloat:
+      return ncclFloat32;
+    case at::kHalf:
+      return ncclFloat16;
+    case at::kBFloat16:
+      return ncclBfloat16;
+    case at::kLong:
+      return ncclInt64;
+    case at::kInt:
+      return ncclInt32;
     case at::kByte:
-    case at::kBool: return ncclUint8;
-    default: RA_THROW("NCCL backend: unsupported dtype ", t.scalar_type());
+    case at::kBool:
+      return ncclUint8;
+    default:
+      RA_THROW("NCCL backend: unsupported dtype ", t.scalar_type());
   }
 }
 
 void check_cuda_contiguous(const at::Tensor& t, const char* what, int device) {
-  RA_CHECK(t.device().is_cuda() && t.device().index() == device, "NCCL backend: ", what,
-           " is on ", t.device(), ": expected cuda:", device, " (use MPI for CPU tensors)");
+  RA_CHECK(t.device().is_cuda() && t.device().index() == device, "NCCL backend: ", what, " is on ",
+           t.device(), ": expected cuda:", device, " (use MPI for CPU tensors)");
   RA_CHECK(t.is_contiguous(), "NCCL backend: ", what, " must be contiguous");
 }
 
 // The transfer's "done" event: the compute stream waits on it; destroyed after the wait.
 class NcclPendingTransfer : public PendingTransfer {
  public:
-  NcclPendingTransfer(NcclComm* core, cudaEvent_t done, cudaStream_t compute,
-                      const char* operation)
+  NcclPendingTransfer(NcclComm* core, cudaEvent_t done, cudaStream_t compute, const char* operation)
       : core_(core), done_(done), compute_(compute), operation_(operation) {}
   ~NcclPendingTransfer() override {
     if (!finished_ && std::uncaught_exceptions() == 0) {
@@ -97,9 +104,9 @@ void NcclCommunicator::finish(cudaEvent_t done, const char* operation) {
   NcclPendingTransfer(nccl_.get(), done, compute_stream(), operation).wait();
 }
 
-std::unique_ptr<PendingTransfer> NcclCommunicator::start_send_recv(const at::Tensor& send,
-                                                                   int dst, at::Tensor& recv,
-                                                                   int src, int /*tag*/) {
+std::unique_ptr<PendingTransfer> NcclCommunicator::start_send_recv(const at::Tensor& send, int dst,
+                                                                   at::Tensor& recv, int src,
+                                                                   int /*tag*/) {
   check_cuda_contiguous(send, "send tensor", nccl_->device());
   check_cuda_contiguous(recv, "recv tensor", nccl_->device());
   RA_CHECK(send.scalar_type() == recv.scalar_type(), "send_recv: dtypes differ");
@@ -139,8 +146,8 @@ void NcclCommunicator::reduce_scatter_sum(const at::Tensor& input, at::Tensor& o
   RA_CHECK(input.numel() == output.numel() * size(), "reduce_scatter: input has ", input.numel(),
            " elements, expected ", output.numel() * size());
   cudaEvent_t done = prepare();
-  nccl_->reduce_scatter_sum(input.data_ptr(), output.data_ptr(), output.numel(),
-                            nccl_type(input), compute_stream(), done);
+  nccl_->reduce_scatter_sum(input.data_ptr(), output.data_ptr(), output.numel(), nccl_type(input),
+                            compute_stream(), done);
   finish(done, "reduce_scatter");
 }
 

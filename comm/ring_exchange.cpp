@@ -9,14 +9,13 @@ RingExchange::RingExchange(std::shared_ptr<Communicator> comm) : comm_(std::move
   RA_CHECK(comm_ != nullptr, "RingExchange: communicator is null");
 }
 
-at::Tensor RingExchange::buffer(int slot, at::IntArrayRef shape,
-                                const at::TensorOptions& options) {
+at::Tensor RingExchange::buffer(int slot, at::IntArrayRef shape, const at::TensorOptions& options) {
   RA_CHECK(slot >= 0, "RingExchange: slot = ", slot, ": must be >= 0");
   if (slots_.size() <= static_cast<size_t>(slot)) slots_.resize(slot + 1);
   int64_t numel = 1;
   for (int64_t s : shape) numel *= s;
-  const int64_t bytes = numel * static_cast<int64_t>(c10::elementSize(
-                                    c10::typeMetaToScalarType(options.dtype())));
+  const int64_t bytes =
+      numel * static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
   at::Tensor& storage = slots_[slot];
   if (!storage.defined() || storage.numel() < bytes || storage.device() != options.device()) {
     if (storage.defined()) counters_.bytes_reserved -= storage.numel();

@@ -9,14 +9,12 @@
 
 namespace ra {
 
-std::shared_ptr<Communicator> make_world_communicator(const MpiContext& mpi,
-                                                      at::DeviceType device,
+std::shared_ptr<Communicator> make_world_communicator(const MpiContext& mpi, at::DeviceType device,
                                                       double timeout_seconds) {
   if (device == at::kCPU) return std::make_shared<MpiCommunicator>(mpi.world(), timeout_seconds);
   RA_CHECK(device == at::kCUDA, "device = ", device, ": allowed cpu (MPI) or cuda (NCCL)");
 #if defined(RA_HAVE_NCCL)
-  const int gpu =
-      NcclComm::device_for_local_rank(mpi.layout().local_rank, mpi.layout().local_size);
+  const int gpu = NcclComm::device_for_local_rank(mpi.layout().local_rank, mpi.layout().local_size);
   return std::make_shared<NcclCommunicator>(mpi.world(), gpu, timeout_seconds);
 #else
   RA_THROW_HINT("install NCCL (or use the PyTorch wheel's) and reconfigure with CMake",

@@ -14,8 +14,7 @@ namespace ra {
 
 // Collective over MPI_COMM_WORLD. For CUDA, selects and sets the GPU of this rank (an error if
 // the node has more ranks than GPUs) and needs a build with NCCL.
-std::shared_ptr<Communicator> make_world_communicator(const MpiContext& mpi,
-                                                      at::DeviceType device,
+std::shared_ptr<Communicator> make_world_communicator(const MpiContext& mpi, at::DeviceType device,
                                                       double timeout_seconds = 300);
 
 }  // namespace ra

@@ -29,11 +29,9 @@ at::Tensor gather_members(const ShardTask& task, RingExchange& group, const at::
 
 }  // namespace
 
-std::vector<PartialAttention> AllGatherSpanning::forward(const ShardTask& task,
-                                                         RingExchange& group,
-                                                         const at::Tensor& q,
-                                                         const at::Tensor& kv, double scale,
-                                                         bool causal) {
+std::vector<PartialAttention> AllGatherSpanning::forward(const ShardTask& task, RingExchange& group,
+                                                         const at::Tensor& q, const at::Tensor& kv,
+                                                         double scale, bool causal) {
   at::Tensor gathered = gather_members(task, group, kv);
   std::vector<PartialAttention> acc(task.my_chunks().size());
   for (int i = 0; i < task.group_size; ++i) {
@@ -53,8 +51,8 @@ at::Tensor AllGatherSpanning::backward(const ShardTask& task, RingExchange& grou
   for (int i = 0; i < task.group_size; ++i) {
     at::Tensor member_grad = grads[i].narrow(3, 0, task.kept_of(i));
     attend_member_backward(q, out, lse, dout, task.my_chunks(),
-                           gathered[i].narrow(3, 0, task.kept_of(i)), task.member_chunks[i],
-                           scale, causal, dq, member_grad);
+                           gathered[i].narrow(3, 0, task.kept_of(i)), task.member_chunks[i], scale,
+                           causal, dq, member_grad);
   }
   at::Tensor mine = at::empty(grads.sizes().slice(1), grads.options());
   group.comm().reduce_scatter_sum(grads, mine);

@@ -69,9 +69,9 @@ void attend_member(const at::Tensor& q, const std::vector<KeptChunk>& q_chunks,
       BlockMask mask;
       if (!chunk_pair_mask(q_chunks[a], kv_chunks[b], causal, &mask)) continue;
       const int64_t kb = packed_start(kv_chunks, b), nk = kv_chunks[b].count;
-      BlockForward f = block_attention_forward(q.narrow(2, qa, q_chunks[a].count),
-                                               kv[0].narrow(2, kb, nk), kv[1].narrow(2, kb, nk),
-                                               scale, mask);
+      BlockForward f =
+          block_attention_forward(q.narrow(2, qa, q_chunks[a].count), kv[0].narrow(2, kb, nk),
+                                  kv[1].narrow(2, kb, nk), scale, mask);
       acc[a] = merge_partials(acc[a], {f.out, f.lse});
     }
   }

@@ -60,10 +60,10 @@ at::Tensor RingSpanning::backward(const ShardTask& task, RingExchange& group, co
       incoming = kv_buffer(group, hop % kKvSlots, kv, task.kept_of(member_at_hop(task, hop + 1)));
       group.start(held, incoming, kKvStream);
     }
-    at::Tensor partial = at::zeros({2, kv.size(1), kv.size(2), task.kept_of(source), kv.size(4)},
-                                   grad_options);
-    attend_member_backward(q, out, lse, dout, task.my_chunks(), held,
-                           task.member_chunks[source], scale, causal, dq, partial);
+    at::Tensor partial =
+        at::zeros({2, kv.size(1), kv.size(2), task.kept_of(source), kv.size(4)}, grad_options);
+    attend_member_backward(q, out, lse, dout, task.my_chunks(), held, task.member_chunks[source],
+                           scale, causal, dq, partial);
     // The accumulator for `source` arrives from the previous rank (it held it one hop ago).
     if (hop > 0) group.wait(kGradStream);
     at::Tensor grad_out = group.buffer(kGradSendSlot, partial.sizes(), grad_options);
@@ -74,8 +74,8 @@ at::Tensor RingSpanning::backward(const ShardTask& task, RingExchange& group, co
     }
     // After the last hop this returns every accumulator to its owner.
     const int64_t kept_in = task.kept_of(member_at_hop(task, hop + 1));
-    grad_in = group.buffer(kGradRecvSlot, {2, kv.size(1), kv.size(2), kept_in, kv.size(4)},
-                           grad_options);
+    grad_in =
+        group.buffer(kGradRecvSlot, {2, kv.size(1), kv.size(2), kept_in, kv.size(4)}, grad_options);
     group.start(grad_out, grad_in, kGradStream);
     if (hop + 1 < m) {
       group.wait(kKvStream);

@@ -28,12 +28,10 @@ int64_t ShardTask::kept_of(int i) const {
   return total;
 }
 
-KeptChunk kept_in_chunk(int64_t id, int64_t chunk_start, int64_t chunk_length,
-                        int64_t local_base, int64_t offset, int64_t rate,
-                        int64_t kept_per_segment) {
+KeptChunk kept_in_chunk(int64_t id, int64_t chunk_start, int64_t chunk_length, int64_t local_base,
+                        int64_t offset, int64_t rate, int64_t kept_per_segment) {
   KeptChunk chunk{id, 0, 0};
-  const int64_t t_first =
-      offset >= chunk_start ? 0 : (chunk_start - offset + rate - 1) / rate;
+  const int64_t t_first = offset >= chunk_start ? 0 : (chunk_start - offset + rate - 1) / rate;
   const int64_t chunk_end = chunk_start + chunk_length;  // exclusive
   if (t_first >= kept_per_segment || offset + t_first * rate >= chunk_end) return chunk;
   const int64_t t_last = std::min(kept_per_segment - 1, (chunk_end - 1 - offset) / rate);
@@ -68,14 +66,12 @@ std::vector<ShardTask> plan_shard_tasks(const DilationPlan& plan, int64_t shard_
           if (zigzag) {
             const int64_t half = shard_length / 2;
             task.member_chunks[i] = {
-                kept_in_chunk(i, i * half, half, 0, task.offset, task.rate,
-                              task.kept_per_segment),
+                kept_in_chunk(i, i * half, half, 0, task.offset, task.rate, task.kept_per_segment),
                 kept_in_chunk(2 * m - 1 - i, (2 * m - 1 - i) * half, half, half, task.offset,
                               task.rate, task.kept_per_segment)};
           } else {
             task.member_chunks[i] = {kept_in_chunk(i, i * shard_length, shard_length, 0,
-                                                   task.offset, task.rate,
-                                                   task.kept_per_segment)};
+                                                   task.offset, task.rate, task.kept_per_segment)};
           }
         }
       }

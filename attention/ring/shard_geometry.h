@@ -50,9 +50,8 @@ struct ShardTask {
 // The kept positions of segment-relative range [chunk_start, chunk_start + chunk_length),
 // keeping offset + t * rate for t < kept_per_segment; local_base is where the range starts
 // in the shard. count = 0 when none is kept there.
-KeptChunk kept_in_chunk(int64_t id, int64_t chunk_start, int64_t chunk_length,
-                        int64_t local_base, int64_t offset, int64_t rate,
-                        int64_t kept_per_segment);
+KeptChunk kept_in_chunk(int64_t id, int64_t chunk_start, int64_t chunk_length, int64_t local_base,
+                        int64_t offset, int64_t rate, int64_t kept_per_segment);
 
 // Tasks of this rank for a plan built on the global length: shard = S / world_size tokens,
 // `zigzag` = the balanced layout (rank p holds chunks p and 2P-1-p of 2P; only for one dense

@@ -44,8 +44,8 @@ void merge_into(at::Tensor out_view, at::Tensor lse_view, const at::Tensor& out_
 
 // K/V of this rank's chunks stacked: [2, B, h, n, D] in the input dtype (what travels).
 at::Tensor pack_kv(const at::Tensor& k, const at::Tensor& v, const ShardTask& task) {
-  return at::stack({gather_chunks(k, task, task.my_chunks()),
-                    gather_chunks(v, task, task.my_chunks())})
+  return at::stack(
+             {gather_chunks(k, task, task.my_chunks()), gather_chunks(v, task, task.my_chunks())})
       .contiguous();
 }
 
@@ -54,8 +54,8 @@ struct ForwardState {
   at::Tensor lse;  // [B, S_local, H] compute dtype
 };
 
-ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q,
-                         const at::Tensor& k, const at::Tensor& v) {
+ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, const at::Tensor& k,
+                         const at::Tensor& v) {
   const auto compute = block_compute_dtype(q.scalar_type());
   ForwardState s{at::zeros(q.sizes(), q.options().dtype(compute)),
                  at::full({q.size(0), q.size(1), q.size(2)},
@@ -65,10 +65,9 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q,
   for (const ShardTask& task : plan.tasks) {
     if (task.local) {
       at::Tensor out_view = local_view(s.out, task);
-      BlockForward f = block_attention_forward(to_blocks(local_view(q, task)),
-                                               to_blocks(local_view(k, task)),
-                                               to_blocks(local_view(v, task)), plan.scale,
-                                               diagonal);
+      BlockForward f =
+          block_attention_forward(to_blocks(local_view(q, task)), to_blocks(local_view(k, task)),
+                                  to_blocks(local_view(v, task)), plan.scale, diagonal);
       merge_into(out_view, local_view(lse4, task).squeeze(-1), from_blocks(f.out, out_view),
                  from_blocks(f.lse.unsqueeze(-1), local_view(lse4, task)).squeeze(-1));
       continue;
@@ -142,7 +141,8 @@ class ShardedDilatedAttentionBackward : public torch::autograd::Node {
   std::string name() const override { return "ShardedDilatedAttentionBackward"; }
 
   torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
-    RA_CHECK(q_.defined(), "sharded dilated attention: backward called twice; pass "
+    RA_CHECK(q_.defined(),
+             "sharded dilated attention: backward called twice; pass "
              "retain_graph=true to backward through this graph again");
     at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(fwd_.out);
     at::NoGradGuard no_grad;
@@ -150,9 +150,7 @@ class ShardedDilatedAttentionBackward : public torch::autograd::Node {
     return {g.dq.to(q_.scalar_type()), g.dk.to(k_.scalar_type()), g.dv.to(v_.scalar_type())};
   }
 
-  void release_variables() override {
-    q_.reset(), k_.reset(), v_.reset(), fwd_ = {};
-  }
+  void release_variables() override { q_.reset(), k_.reset(), v_.reset(), fwd_ = {}; }
 
  private:
   std::shared_ptr<const ShardedAttentionPlan> plan_;
@@ -175,8 +173,7 @@ AttentionResult sharded_dilated_attention(std::shared_ptr<const ShardedAttention
   at::Tensor out = fwd.out.mul(plan->output_scale).to(q.scalar_type());
   if (q.requires_grad() || k.requires_grad() || v.requires_grad()) {
     auto node = std::shared_ptr<ShardedDilatedAttentionBackward>(
-        new ShardedDilatedAttentionBackward(plan, qd, kd, vd, fwd),
-        torch::autograd::deleteNode);
+        new ShardedDilatedAttentionBackward(plan, qd, kd, vd, fwd), torch::autograd::deleteNode);
     node->set_next_edges(torch::autograd::collect_next_edges(q, k, v));
     torch::autograd::set_history(out, node);
   }

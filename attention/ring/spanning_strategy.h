@@ -28,9 +28,8 @@ class SpanningStrategy {
   // out, lse, dout: the merged output, LSE and output gradient of q's rows (compute dtype).
   // Adds dQ into dq [B, h, n_me, D]; returns this rank's dK/dV [2, B, h, n_me, D].
   virtual at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
-                              const at::Tensor& out, const at::Tensor& lse,
-                              const at::Tensor& dout, const at::Tensor& kv, double scale,
-                              bool causal, at::Tensor& dq) = 0;
+                              const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
+                              const at::Tensor& kv, double scale, bool causal, at::Tensor& dq) = 0;
 };
 
 class RingSpanning : public SpanningStrategy {

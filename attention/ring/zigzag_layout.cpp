@@ -12,9 +12,9 @@ namespace {
 
 int64_t chunk_length(const at::Tensor& t, int world_size) {
   RA_CHECK(world_size > 0, "world size = ", world_size, ": must be positive");
-  RA_CHECK(t.dim() >= 2 && t.size(1) % (2 * world_size) == 0, "sequence length = ",
-           t.dim() >= 2 ? t.size(1) : 0, ": the zigzag layout needs a multiple of 2P = ",
-           2 * world_size);
+  RA_CHECK(t.dim() >= 2 && t.size(1) % (2 * world_size) == 0,
+           "sequence length = ", t.dim() >= 2 ? t.size(1) : 0,
+           ": the zigzag layout needs a multiple of 2P = ", 2 * world_size);
   return t.size(1) / (2 * world_size);
 }
 

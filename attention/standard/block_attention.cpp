@@ -19,8 +19,7 @@ void check_block(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   RA_CHECK(k.sizes() == v.sizes(), "block attention: k ", k.sizes(), " and v ", v.sizes(),
            " must have the same shape");
   RA_CHECK(q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3),
-           "block attention: q ", q.sizes(), " and k ", k.sizes(),
-           " must agree on N, H and D");
+           "block attention: q ", q.sizes(), " and k ", k.sizes(), " must agree on N, H and D");
   RA_CHECK(mask == BlockMask::kNone || q.size(2) == k.size(2),
            "block attention: a causal diagonal block needs Lq == Lk; got ", q.size(2), " and ",
            k.size(2));
@@ -37,8 +36,8 @@ at::ScalarType block_compute_dtype(at::ScalarType input) {
   return input == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-BlockForward block_attention_forward(const at::Tensor& q, const at::Tensor& k,
-                                     const at::Tensor& v, double scale, BlockMask mask) {
+BlockForward block_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     double scale, BlockMask mask) {
   check_block(q, k, v, mask);
   const auto compute = block_compute_dtype(q.scalar_type());
   at::Tensor qc = q.to(compute), kc = k.to(compute), vc = v.to(compute);
@@ -46,15 +45,15 @@ BlockForward block_attention_forward(const at::Tensor& q, const at::Tensor& k,
   if (mask == BlockMask::kCausalDiagonal) {
     scores = scores.masked_fill(future_mask(q.size(2), k.size(2), scores), kMinusInf);
   }
-  at::Tensor lse = at::logsumexp(scores, -1);                   // [N, H, Lq]
-  at::Tensor probs = at::exp(scores - lse.unsqueeze(-1));       // [N, H, Lq, Lk]
+  at::Tensor lse = at::logsumexp(scores, -1);              // [N, H, Lq]
+  at::Tensor probs = at::exp(scores - lse.unsqueeze(-1));  // [N, H, Lq, Lk]
   return {at::matmul(probs, vc), lse};
 }
 
 BlockGradients block_attention_backward(const at::Tensor& q, const at::Tensor& k,
                                         const at::Tensor& v, const at::Tensor& out,
-                                        const at::Tensor& lse, const at::Tensor& dout,
-                                        double scale, BlockMask mask) {
+                                        const at::Tensor& lse, const at::Tensor& dout, double scale,
+                                        BlockMask mask) {
   check_block(q, k, v, mask);
   const auto compute = block_compute_dtype(q.scalar_type());
   at::Tensor qc = q.to(compute), kc = k.to(compute), vc = v.to(compute);
@@ -67,12 +66,12 @@ BlockGradients block_attention_backward(const at::Tensor& q, const at::Tensor& k
   if (mask == BlockMask::kCausalDiagonal) {
     probs = probs.masked_fill(future_mask(q.size(2), k.size(2), probs), 0.0);
   }
-  at::Tensor delta = (doc * oc).sum(-1, /*keepdim=*/true);          // [N, H, Lq, 1]
-  at::Tensor dv = at::matmul(probs.transpose(-1, -2), doc);         // [N, H, Lk, D]
-  at::Tensor dp = at::matmul(doc, vc.transpose(-1, -2));            // [N, H, Lq, Lk]
+  at::Tensor delta = (doc * oc).sum(-1, /*keepdim=*/true);   // [N, H, Lq, 1]
+  at::Tensor dv = at::matmul(probs.transpose(-1, -2), doc);  // [N, H, Lk, D]
+  at::Tensor dp = at::matmul(doc, vc.transpose(-1, -2));     // [N, H, Lq, Lk]
   at::Tensor ds = probs * (dp - delta);
-  at::Tensor dq = at::matmul(ds, kc) * scale;                       // [N, H, Lq, D]
-  at::Tensor dk = at::matmul(ds.transpose(-1, -2), qc) * scale;     // [N, H, Lk, D]
+  at::Tensor dq = at::matmul(ds, kc) * scale;                    // [N, H, Lq, D]
+  at::Tensor dk = at::matmul(ds.transpose(-1, -2), qc) * scale;  // [N, H, Lk, D]
   return {dq, dk, dv};
 }
 

@@ -30,8 +30,8 @@ struct BlockGradients {
 at::ScalarType block_compute_dtype(at::ScalarType input);
 
 // q: [N, H, Lq, D]; k, v: [N, H, Lk, D]; any floating dtype, one device. Lq, Lk > 0.
-BlockForward block_attention_forward(const at::Tensor& q, const at::Tensor& k,
-                                     const at::Tensor& v, double scale, BlockMask mask);
+BlockForward block_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     double scale, BlockMask mask);
 
 // Gradients of this block's pairs for a loss whose gradient w.r.t. the merged output is dout:
 // Delta = rowsum(dout * out), P = exp(q k^T scale - lse), dV = P^T dout, dP = dout V^T,
@@ -40,7 +40,7 @@ BlockForward block_attention_forward(const at::Tensor& q, const at::Tensor& k,
 // attended; dout: [N, H, Lq, D]. Rows with lse = -inf contribute nothing.
 BlockGradients block_attention_backward(const at::Tensor& q, const at::Tensor& k,
                                         const at::Tensor& v, const at::Tensor& out,
-                                        const at::Tensor& lse, const at::Tensor& dout,
-                                        double scale, BlockMask mask);
+                                        const at::Tensor& lse, const at::Tensor& dout, double scale,
+                                        BlockMask mask);
 
 }  // namespace ra

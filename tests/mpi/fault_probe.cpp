@@ -20,8 +20,9 @@
 int main(int argc, char** argv) {
   ra::MpiContext mpi(&argc, &argv);
   if (argc < 4) {
-    std::fprintf(stderr, "usage: fault_probe <stall|exit|none> <ring|allgather> <deadline s> "
-                         "[cpu|cuda]\n");
+    std::fprintf(stderr,
+                 "usage: fault_probe <stall|exit|none> <ring|allgather> <deadline s> "
+                 "[cpu|cuda]\n");
     return 2;
   }
   const std::string mode = argv[1], strategy = argv[2];
@@ -44,7 +45,8 @@ int main(int argc, char** argv) {
       at::Tensor q = torch::randn({1, shard, 4, 16}).to(device).requires_grad_();
       at::Tensor out = attention->forward(q, q, q).out;
       if (step == 1 && mpi.rank() == victim) {
-        if (mode == "stall") std::this_thread::sleep_for(std::chrono::duration<double>(deadline * 30));
+        if (mode == "stall")
+          std::this_thread::sleep_for(std::chrono::duration<double>(deadline * 30));
         if (mode == "exit") {
           std::fprintf(stderr, "fault_probe: rank %d exits mid-step %d on purpose\n", mpi.rank(),
                        step);

@@ -172,8 +172,8 @@ TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat64) {
         config.dilation_rates = c.rates;
         config.causal = causal;
         config.head_mode = mode;
-        const std::string what = variant + " P=" + std::to_string(P) + " " + c.name + " " +
-                                 describe(config);
+        const std::string what =
+            variant + " P=" + std::to_string(P) + " " + c.name + " " + describe(config);
         expect_within(compare(variant, config, ring_config(), in, plain_shard), 1e-10, what);
       }
     }
@@ -223,9 +223,9 @@ TEST_P(RingDilatedAttentionTest, ZigzagDenseCausalEqualsReference) {
   config.dilation_rates = {1};
   config.causal = true;
   const RingConfig ring = ring_config(/*zigzag=*/true);
-  expect_within(
-      compare(variant, config, ring, in, [&](const at::Tensor& t) { return zigzag_shard(t, p, P); }),
-      1e-10, variant + " zigzag");
+  expect_within(compare(variant, config, ring, in,
+                        [&](const at::Tensor& t) { return zigzag_shard(t, p, P); }),
+                1e-10, variant + " zigzag");
 }
 
 TEST_P(RingDilatedAttentionTest, LocalBranchesDoNotCommunicateAndBuffersAreReused) {

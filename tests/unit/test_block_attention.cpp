@@ -51,9 +51,9 @@ TEST_P(BlockAttentionTest, OneBlockMatchesAutogradBothMasks) {
     const double tol = tolerance_for(dtype);
     EXPECT_LT(relative_error(got.out, want.out), tol);
     EXPECT_LT(relative_error(got.lse, want.lse), tol);
-    BlockGradients g = block_attention_backward(q.detach().to(dtype), k.detach().to(dtype),
-                                                v.detach().to(dtype), got.out, got.lse,
-                                                dout.to(dtype), 0.4, mask);
+    BlockGradients g =
+        block_attention_backward(q.detach().to(dtype), k.detach().to(dtype), v.detach().to(dtype),
+                                 got.out, got.lse, dout.to(dtype), 0.4, mask);
     EXPECT_LT(relative_error(g.dq, grads[0]), tol);
     EXPECT_LT(relative_error(g.dk, grads[1]), tol);
     EXPECT_LT(relative_error(g.dv, grads[2]), tol);
@@ -72,26 +72,26 @@ TEST_P(BlockAttentionTest, TwoBlocksMergedEqualJointSoftmax) {
   at::Tensor v = torch::randn({N, H, 2 * L, D}, opts).requires_grad_();
   at::Tensor dout = torch::randn({N, H, L, D}, opts);
   // Keys 0..L-1: an earlier chunk (all attended); keys L..2L-1: the same chunk (causal).
-  at::Tensor allowed = torch::cat({torch::ones({L, L}, torch::kBool),
-                                   torch::ones({L, L}, torch::kBool).tril()}, 1);
+  at::Tensor allowed =
+      torch::cat({torch::ones({L, L}, torch::kBool), torch::ones({L, L}, torch::kBool).tril()}, 1);
   Dense want = dense(q, k, v, 0.5, allowed);
   auto grads = torch::autograd::grad({want.out}, {q, k, v}, {dout});
 
   at::Tensor qd = q.detach().to(dtype), kd = k.detach().to(dtype), vd = v.detach().to(dtype);
-  BlockForward a = block_attention_forward(qd, kd.narrow(2, 0, L), vd.narrow(2, 0, L), 0.5,
-                                           BlockMask::kNone);
+  BlockForward a =
+      block_attention_forward(qd, kd.narrow(2, 0, L), vd.narrow(2, 0, L), 0.5, BlockMask::kNone);
   BlockForward b = block_attention_forward(qd, kd.narrow(2, L, L), vd.narrow(2, L, L), 0.5,
                                            BlockMask::kCausalDiagonal);
   PartialAttention merged = merge_partials({a.out, a.lse}, {b.out, b.lse});
   const double tol = tolerance_for(dtype);
   EXPECT_LT(relative_error(merged.out, want.out), tol);
   EXPECT_LT(relative_error(merged.lse, want.lse), tol);
-  BlockGradients ga = block_attention_backward(qd, kd.narrow(2, 0, L), vd.narrow(2, 0, L),
-                                               merged.out, merged.lse, dout.to(dtype), 0.5,
-                                               BlockMask::kNone);
-  BlockGradients gb = block_attention_backward(qd, kd.narrow(2, L, L), vd.narrow(2, L, L),
-                                               merged.out, merged.lse, dout.to(dtype), 0.5,
-                                               BlockMask::kCausalDiagonal);
+  BlockGradients ga =
+      block_attention_backward(qd, kd.narrow(2, 0, L), vd.narrow(2, 0, L), merged.out, merged.lse,
+                               dout.to(dtype), 0.5, BlockMask::kNone);
+  BlockGradients gb =
+      block_attention_backward(qd, kd.narrow(2, L, L), vd.narrow(2, L, L), merged.out, merged.lse,
+                               dout.to(dtype), 0.5, BlockMask::kCausalDiagonal);
   EXPECT_LT(relative_error(ga.dq + gb.dq, grads[0]), tol);
   EXPECT_LT(relative_error(torch::cat({ga.dk, gb.dk}, 2), grads[1]), tol);
   EXPECT_LT(relative_error(torch::cat({ga.dv, gb.dv}, 2), grads[2]), tol);
