@@ -19,7 +19,7 @@ RingDilatedAttention::RingDilatedAttention(DilatedAttentionConfig config, RingCo
            "': the communicator is null; sequence-parallel attention needs one "
            "(AttentionSpec::comm)");
   comm_->set_timeout_seconds(ring_.timeout_seconds);
-  groups_ = std::make_shared<SegmentGroups>(comm_);
+  groups_ = SegmentGroups::shared(comm_);
   strategy_ = make_spanning_strategy(ring_.strategy);
 }
 

@@ -28,7 +28,8 @@ class RingDilatedAttention : public DilatedAttentionBase {
   std::string name() const override { return to_string(ring_.strategy); }
 
   const RingConfig& ring_config() const { return ring_; }
-  // Ring buffer counters (bytes reserved, reuse hits, bytes sent) since construction.
+  // Ring buffer counters (bytes reserved, reuse hits, bytes sent) of the buffers this module
+  // shares with every other ring attention on the same communicator (the other layers).
   RingExchange::Counters buffer_counters() const { return groups_->counters(); }
 
  private:

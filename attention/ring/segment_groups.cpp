@@ -2,10 +2,26 @@
 // index is rank % m. The whole world is used as is.
 #include "attention/ring/segment_groups.h"
 
+#include <mutex>
+
 namespace ra {
 
 SegmentGroups::SegmentGroups(std::shared_ptr<Communicator> world) : world_(std::move(world)) {
   RA_CHECK(world_ != nullptr, "SegmentGroups: communicator is null");
+}
+
+std::shared_ptr<SegmentGroups> SegmentGroups::shared(const std::shared_ptr<Communicator>& world) {
+  RA_CHECK(world != nullptr, "SegmentGroups: communicator is null");
+  static std::mutex mutex;
+  static std::map<const Communicator*, std::weak_ptr<SegmentGroups>> registry;
+  std::lock_guard<std::mutex> lock(mutex);
+  // A live entry keeps its communicator alive, so an address match is the same communicator.
+  std::shared_ptr<SegmentGroups> groups = registry[world.get()].lock();
+  if (!groups) {
+    groups = std::make_shared<SegmentGroups>(world);
+    registry[world.get()] = groups;
+  }
+  return groups;
 }
 
 RingExchange& SegmentGroups::group(int m) {

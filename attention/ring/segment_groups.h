@@ -17,6 +17,10 @@ class SegmentGroups {
  public:
   explicit SegmentGroups(std::shared_ptr<Communicator> world);
 
+  // The one SegmentGroups of `world` in this process (made on first use, kept while any
+  // user holds it), so every layer reuses the same sub-communicators and ring buffers.
+  static std::shared_ptr<SegmentGroups> shared(const std::shared_ptr<Communicator>& world);
+
   Communicator& world() { return *world_; }
   // The ring of this rank's group of m ranks (m divides the world size).
   RingExchange& group(int m);
