@@ -18,7 +18,6 @@ RingDilatedAttention::RingDilatedAttention(DilatedAttentionConfig config, RingCo
   RA_CHECK(comm_ != nullptr, "attention = '", to_string(ring_.strategy),
            "': the communicator is null; sequence-parallel attention needs one "
            "(AttentionSpec::comm)");
-  comm_->set_timeout_seconds(ring_.timeout_seconds);
   groups_ = SegmentGroups::shared(comm_);
   strategy_ = make_spanning_strategy(ring_.strategy);
 }
@@ -45,6 +44,7 @@ AttentionResult RingDilatedAttention::forward(const at::Tensor& q, const at::Ten
   plan->scale = softmax_scale(config_, q.size(3));
   plan->output_scale = dilation.output_scale;
   plan->causal = config_.causal;
+  groups_->set_timeout_seconds(ring_.timeout_seconds);  // the groups are shared by all layers
   plan->groups = groups_;
   plan->strategy = strategy_;
   return sharded_dilated_attention(plan, q, k_full, v_full);

@@ -18,7 +18,8 @@ namespace ra {
 
 class RingDilatedAttention : public DilatedAttentionBase {
  public:
-  // Validates both configs; applies ring.timeout_seconds to `comm` (every blocking wait).
+  // Validates both configs. Each forward applies ring.timeout_seconds to `comm` and its
+  // segment-group communicators (every blocking wait).
   RingDilatedAttention(DilatedAttentionConfig config, RingConfig ring,
                        std::shared_ptr<Communicator> comm);
 

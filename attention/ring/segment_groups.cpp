@@ -35,6 +35,11 @@ RingExchange& SegmentGroups::group(int m) {
   return *it->second;
 }
 
+void SegmentGroups::set_timeout_seconds(double seconds) {
+  world_->set_timeout_seconds(seconds);
+  for (auto& [m, ring] : groups_) ring->comm().set_timeout_seconds(seconds);
+}
+
 RingExchange::Counters SegmentGroups::counters() const {
   RingExchange::Counters total;
   for (const auto& [m, ring] : groups_) {

@@ -24,6 +24,8 @@ class SegmentGroups {
   Communicator& world() { return *world_; }
   // The ring of this rank's group of m ranks (m divides the world size).
   RingExchange& group(int m);
+  // Applies a deadline to the world and every group communicator made so far.
+  void set_timeout_seconds(double seconds);
   // Ring buffer counters summed over the groups.
   RingExchange::Counters counters() const;
 
