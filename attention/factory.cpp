@@ -5,12 +5,23 @@
 #include <functional>
 #include <utility>
 
+#include "attention/ring/ring_dilated_attention.h"
 #include "attention/sparse/sparse_dilated_attention.h"
 #include "attention/standard/dilated_attention.h"
 #include "runtime/error.h"
 
 namespace ra {
 namespace {
+
+// The sequence-parallel variants: the factory name picks the strategy.
+std::shared_ptr<DilatedAttentionBase> make_sequence_parallel(const AttentionSpec& s,
+                                                             RingStrategy strategy) {
+  RA_CHECK(s.comm != nullptr, "attention = '", to_string(strategy),
+           "' needs a communicator: set AttentionSpec::comm (e.g. the world communicator)");
+  RingConfig ring = s.ring;
+  ring.strategy = strategy;
+  return std::make_shared<RingDilatedAttention>(s.attention, ring, s.comm);
+}
 
 using Creator = std::function<std::shared_ptr<DilatedAttentionBase>(const AttentionSpec&)>;
 
@@ -22,6 +33,9 @@ const std::vector<std::pair<std::string, Creator>>& registry() {
        [](const AttentionSpec& s) {
          return std::make_shared<SparseDilatedAttention>(s.attention, s.sparse, s.comm);
        }},
+      {"ring", [](const AttentionSpec& s) { return make_sequence_parallel(s, RingStrategy::kRing); }},
+      {"allgather",
+       [](const AttentionSpec& s) { return make_sequence_parallel(s, RingStrategy::kAllGather); }},
   };
   return table;
 }

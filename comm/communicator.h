@@ -19,6 +19,16 @@ class CommTimeout : public Error {
   using Error::Error;
 };
 
+// A send/receive in flight (Communicator::start_send_recv). wait() blocks until both sides are
+// done, under the communicator's deadline (CommTimeout on expiry); for GPU backends it also
+// orders the caller's compute stream after the transfer. The destructor of an unfinished
+// transfer waits for it, so buffers are never released while a peer still writes to them.
+class PendingTransfer {
+ public:
+  virtual ~PendingTransfer() = default;
+  virtual void wait() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -30,6 +40,13 @@ class Communicator {
   // Sends `send` to rank `dst` and receives `recv` from rank `src` (ranks of this group),
   // both at once, so a ring shift cannot deadlock. Tensors contiguous, same dtype.
   virtual void send_recv(const at::Tensor& send, int dst, at::Tensor& recv, int src) = 0;
+  // The same, started without waiting, so the caller computes while the data moves. `send`
+  // must stay unchanged and `recv` untouched until wait(). Transfers between one pair of ranks
+  // match in the order they are started; `tag` separates interleaved streams (MPI tags; NCCL
+  // orders them by issue). The default runs send_recv at once and returns a finished handle.
+  virtual std::unique_ptr<PendingTransfer> start_send_recv(const at::Tensor& send, int dst,
+                                                           at::Tensor& recv, int src,
+                                                           int tag = 0);
   // In place, sum over ranks.
   virtual void all_reduce_sum(at::Tensor& tensor) = 0;
   // output = concatenation of every rank's input along dim 0 (output.size(0) = size * input's).

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <exception>
 #include <thread>
 
 #include "comm/mpi_check.h"
@@ -90,6 +91,46 @@ void MpiCommunicator::send_recv(const at::Tensor& send, int dst, at::Tensor& rec
   RA_MPI_CHECK(MPI_Isend(send.data_ptr(), static_cast<int>(send.numel()), mpi_type(send, false),
                          dst, 0, comm_, &req[1]));
   wait_all(req, 2, "send_recv");
+}
+
+// Irecv + Isend in flight; wait() polls them under the deadline.
+class MpiPendingTransfer : public PendingTransfer {
+ public:
+  explicit MpiPendingTransfer(MpiCommunicator* comm) : comm_(comm) {}
+  ~MpiPendingTransfer() override {
+    // While an exception unwinds (the job is ending) do not wait a second deadline.
+    if (!done_ && std::uncaught_exceptions() == 0) {
+      try {
+        wait();
+      } catch (...) {
+        // A destructor cannot throw; the failure was or will be reported by an explicit wait.
+      }
+    }
+  }
+  void wait() override {
+    if (done_) return;
+    done_ = true;
+    comm_->wait_all(requests, 2, "send_recv");
+  }
+  MPI_Request requests[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+
+ private:
+  MpiCommunicator* comm_;
+  bool done_ = false;
+};
+
+std::unique_ptr<PendingTransfer> MpiCommunicator::start_send_recv(const at::Tensor& send, int dst,
+                                                                  at::Tensor& recv, int src,
+                                                                  int tag) {
+  check_cpu_contiguous(send, "send tensor");
+  check_cpu_contiguous(recv, "recv tensor");
+  RA_CHECK(send.scalar_type() == recv.scalar_type(), "send_recv: dtypes differ");
+  auto pending = std::make_unique<MpiPendingTransfer>(this);
+  RA_MPI_CHECK(MPI_Irecv(recv.data_ptr(), static_cast<int>(recv.numel()), mpi_type(recv, false),
+                         src, tag, comm_, &pending->requests[0]));
+  RA_MPI_CHECK(MPI_Isend(send.data_ptr(), static_cast<int>(send.numel()), mpi_type(send, false),
+                         dst, tag, comm_, &pending->requests[1]));
+  return pending;
 }
 
 void MpiCommunicator::all_reduce_sum(at::Tensor& tensor) {

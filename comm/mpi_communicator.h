@@ -20,6 +20,9 @@ class MpiCommunicator : public Communicator {
   std::string backend() const override { return "mpi"; }
 
   void send_recv(const at::Tensor& send, int dst, at::Tensor& recv, int src) override;
+  std::unique_ptr<PendingTransfer> start_send_recv(const at::Tensor& send, int dst,
+                                                   at::Tensor& recv, int src,
+                                                   int tag = 0) override;
   void all_reduce_sum(at::Tensor& tensor) override;
   void all_gather(const at::Tensor& input, at::Tensor& output) override;
   void reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) override;
@@ -30,6 +33,7 @@ class MpiCommunicator : public Communicator {
   MPI_Comm handle() const { return comm_; }
 
  private:
+  friend class MpiPendingTransfer;
   // Polls the requests until all complete or the deadline passes (then throws CommTimeout).
   void wait_all(MPI_Request* requests, int count, const char* operation);
 

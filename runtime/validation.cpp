@@ -142,6 +142,19 @@ void validate_sharding(const DilatedAttentionConfig& config, int64_t global_seq_
   }
 }
 
+void validate_ring_layout(const DilatedAttentionConfig& config, const RingConfig& ring,
+                          int64_t global_seq_len, int world_size) {
+  if (!ring.zigzag) return;
+  const bool dense_causal = config.segment_lengths.size() == 1 &&
+                            config.segment_lengths[0] >= global_seq_len &&
+                            config.dilation_rates[0] == 1 && config.causal;
+  RA_CHECK(dense_causal, "zigzag = true with ", describe(config), " and S = ", global_seq_len,
+           ": the zigzag layout is only for dense causal attention (one branch with "
+           "w >= S, r = 1, causal); use zigzag = false");
+  RA_CHECK(global_seq_len % (2 * world_size) == 0, "sequence length S = ", global_seq_len,
+           ": the zigzag layout needs a multiple of 2P = ", 2 * world_size);
+}
+
 void validate_fast_path_head_dim(int64_t head_dim) {
   RA_CHECK(head_dim % 8 == 0 && head_dim > 0 && head_dim <= kMaxFastPathHeadDim,
            "head_dim = ", head_dim, ": the fused GPU kernels need a multiple of 8 up to ",

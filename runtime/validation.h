@@ -25,6 +25,11 @@ void validate_sequence_length(const DilatedAttentionConfig& config, int64_t seq_
 void validate_sharding(const DilatedAttentionConfig& config, int64_t global_seq_len,
                        int world_size);
 
+// The layout of a sharded sequence: RingConfig::zigzag only for dense causal attention (one
+// branch, w >= S, r = 1) with S a multiple of 2 * world_size.
+void validate_ring_layout(const DilatedAttentionConfig& config, const RingConfig& ring,
+                          int64_t global_seq_len, int world_size);
+
 // Head dims the fused kernels accept: a multiple of 8, at most kMaxFastPathHeadDim.
 void validate_fast_path_head_dim(int64_t head_dim);
 

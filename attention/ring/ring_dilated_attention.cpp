@@ -1,0 +1,53 @@
+// RingDilatedAttention::forward: validate the sharding, plan this rank's tasks, run the
+// sharded autograd operation.
+#include "attention/ring/ring_dilated_attention.h"
+
+#include <ATen/ATen.h>
+
+#include "attention/ring/sharded_dilated_attention.h"
+#include "attention/standard/dilation_plan.h"
+#include "attention/standard/reference_attention.h"
+#include "runtime/validation.h"
+
+namespace ra {
+
+RingDilatedAttention::RingDilatedAttention(DilatedAttentionConfig config, RingConfig ring,
+                                           std::shared_ptr<Communicator> comm)
+    : DilatedAttentionBase(std::move(config)), ring_(ring), comm_(std::move(comm)) {
+  validate(ring_);
+  RA_CHECK(comm_ != nullptr, "attention = '", to_string(ring_.strategy),
+           "': the communicator is null; sequence-parallel attention needs one "
+           "(AttentionSpec::comm)");
+  groups_ = SegmentGroups::shared(comm_);
+  strategy_ = make_spanning_strategy(ring_.strategy);
+}
+
+AttentionResult RingDilatedAttention::forward(const at::Tensor& q, const at::Tensor& k,
+                                              const at::Tensor& v) {
+  validate_attention_inputs(config_, q, k, v);
+  const int world = comm_->size();
+  const int64_t shard = q.size(1), seq_len = shard * world;
+  validate_sharding(config_, seq_len, world);
+  validate_ring_layout(config_, ring_, seq_len, world);
+  RA_CHECK(!(training_ && config_.dropout > 0), "dropout = ", config_.dropout, ": attention = '",
+           name(), "' does not implement attention dropout yet; use dropout = 0");
+  const int64_t heads = q.size(2);
+  // GQA: every query head reads its k/v head (autograd sums the copies back).
+  at::Tensor k_full = k, v_full = v;
+  if (k.size(2) != heads) {
+    k_full = k.repeat_interleave(heads / k.size(2), 2);
+    v_full = v.repeat_interleave(heads / k.size(2), 2);
+  }
+  const DilationPlan dilation = DilationPlan::build(config_, seq_len, heads);
+  auto plan = std::make_shared<ShardedAttentionPlan>();
+  plan->tasks = plan_shard_tasks(dilation, shard, world, comm_->rank(), ring_.zigzag);
+  plan->scale = softmax_scale(config_, q.size(3));
+  plan->output_scale = dilation.output_scale;
+  plan->causal = config_.causal;
+  groups_->set_timeout_seconds(ring_.timeout_seconds);  // the groups are shared by all layers
+  plan->groups = groups_;
+  plan->strategy = strategy_;
+  return sharded_dilated_attention(plan, q, k_full, v_full);
+}
+
+}  // namespace ra

@@ -1,0 +1,89 @@
+// RingSpanning: m - 1 hops of K/V around the segment group, each overlapped with the blocks of
+// the K/V already held. Backward: K/V hop again (prefetched), and a dK/dV accumulator follows
+// each K/V block, one hop behind, plus a final hop that returns it to its owner.
+#include <ATen/ATen.h>
+
+#include "attention/ring/spanning_strategy.h"
+
+namespace ra {
+namespace {
+
+// Ring buffer slots: K/V double buffer, dK/dV send and receive. Streams: K/V and dK/dV.
+constexpr int kKvSlots = 2, kGradSendSlot = 2, kGradRecvSlot = 3;
+constexpr int kKvStream = 0, kGradStream = 1;
+
+int member_at_hop(const ShardTask& task, int hop) {
+  const int m = task.group_size;
+  return ((task.member - hop) % m + m) % m;  // whose K/V this rank holds after `hop` hops
+}
+
+at::Tensor kv_buffer(RingExchange& group, int slot, const at::Tensor& like, int64_t kept) {
+  return group.buffer(slot, {2, like.size(1), like.size(2), kept, like.size(4)}, like.options());
+}
+
+}  // namespace
+
+std::vector<PartialAttention> RingSpanning::forward(const ShardTask& task, RingExchange& group,
+                                                    const at::Tensor& q, const at::Tensor& kv,
+                                                    double scale, bool causal) {
+  const int m = task.group_size;
+  std::vector<PartialAttention> acc(task.my_chunks().size());
+  at::Tensor held = kv;  // [2, B, h, n, D]
+  for (int hop = 0; hop < m; ++hop) {
+    at::Tensor incoming;
+    if (hop + 1 < m) {
+      const int64_t kept = task.kept_of(member_at_hop(task, hop + 1));
+      incoming = kv_buffer(group, hop % kKvSlots, kv, kept);
+      group.start(held, incoming, kKvStream);
+    }
+    attend_member(q, task.my_chunks(), held, task.member_chunks[member_at_hop(task, hop)], scale,
+                  causal, acc);
+    if (hop + 1 < m) {
+      group.wait(kKvStream);
+      held = incoming;
+    }
+  }
+  return acc;
+}
+
+at::Tensor RingSpanning::backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                                  const at::Tensor& out, const at::Tensor& lse,
+                                  const at::Tensor& dout, const at::Tensor& kv, double scale,
+                                  bool causal, at::Tensor& dq) {
+  const int m = task.group_size;
+  const auto grad_options = q.options().dtype(dq.scalar_type());
+  at::Tensor held = kv, grad_in;
+  for (int hop = 0; hop < m; ++hop) {
+    const int source = member_at_hop(task, hop);
+    at::Tensor incoming;
+    if (hop + 1 < m) {
+      incoming = kv_buffer(group, hop % kKvSlots, kv, task.kept_of(member_at_hop(task, hop + 1)));
+      group.start(held, incoming, kKvStream);
+    }
+    at::Tensor partial =
+        at::zeros({2, kv.size(1), kv.size(2), task.kept_of(source), kv.size(4)}, grad_options);
+    attend_member_backward(q, out, lse, dout, task.my_chunks(), held, task.member_chunks[source],
+                           scale, causal, dq, partial);
+    // The accumulator for `source` arrives from the previous rank (it held it one hop ago).
+    if (hop > 0) group.wait(kGradStream);
+    at::Tensor grad_out = group.buffer(kGradSendSlot, partial.sizes(), grad_options);
+    if (hop > 0) {
+      at::add_out(grad_out, grad_in, partial);
+    } else {
+      grad_out.copy_(partial);
+    }
+    // After the last hop this returns every accumulator to its owner.
+    const int64_t kept_in = task.kept_of(member_at_hop(task, hop + 1));
+    grad_in =
+        group.buffer(kGradRecvSlot, {2, kv.size(1), kv.size(2), kept_in, kv.size(4)}, grad_options);
+    group.start(grad_out, grad_in, kGradStream);
+    if (hop + 1 < m) {
+      group.wait(kKvStream);
+      held = incoming;
+    }
+  }
+  group.wait(kGradStream);
+  return grad_in.clone();  // the slot is reused by the next task
+}
+
+}  // namespace ra

@@ -1,0 +1,84 @@
+// Shard geometry: the first kept index inside a chunk is the first t with
+// offset + t * rate >= chunk_start, which need not be the chunk start when the rate does not
+// divide the shard length, and the chunk may keep nothing (offset beyond the kept range).
+#include "attention/ring/shard_geometry.h"
+
+#include <algorithm>
+
+#include "runtime/error.h"
+
+namespace ra {
+namespace {
+
+HeadRange head_range(const HeadGroup& group) {
+  const auto& h = group.heads;
+  RA_CHECK(!h.empty(), "shard geometry: empty head group");
+  const int64_t step = h.size() > 1 ? h[1] - h[0] : 1;
+  for (size_t i = 1; i < h.size(); ++i) {
+    RA_CHECK(h[i] - h[i - 1] == step, "shard geometry: head group is not a strided range");
+  }
+  return {h.front(), h.back() + 1, step};
+}
+
+}  // namespace
+
+int64_t ShardTask::kept_of(int i) const {
+  int64_t total = 0;
+  for (const KeptChunk& c : member_chunks[i]) total += c.count;
+  return total;
+}
+
+KeptChunk kept_in_chunk(int64_t id, int64_t chunk_start, int64_t chunk_length, int64_t local_base,
+                        int64_t offset, int64_t rate, int64_t kept_per_segment) {
+  KeptChunk chunk{id, 0, 0};
+  const int64_t t_first = offset >= chunk_start ? 0 : (chunk_start - offset + rate - 1) / rate;
+  const int64_t chunk_end = chunk_start + chunk_length;  // exclusive
+  if (t_first >= kept_per_segment || offset + t_first * rate >= chunk_end) return chunk;
+  const int64_t t_last = std::min(kept_per_segment - 1, (chunk_end - 1 - offset) / rate);
+  chunk.first = local_base + offset + t_first * rate - chunk_start;
+  chunk.count = t_last - t_first + 1;
+  return chunk;
+}
+
+std::vector<ShardTask> plan_shard_tasks(const DilationPlan& plan, int64_t shard_length,
+                                        int world_size, int rank, bool zigzag) {
+  std::vector<ShardTask> tasks;
+  for (const BranchPlan& branch : plan.branches) {
+    for (const HeadGroup& group : branch.groups) {
+      ShardTask task;
+      task.branch = branch.index;
+      task.rate = branch.rate;
+      task.offset = group.offset;
+      task.heads = head_range(group);
+      task.kept_per_segment = branch.kept_per_segment(group.offset);
+      if (task.kept_per_segment == 0) continue;  // this head group keeps nothing
+      if (!zigzag && branch.segment <= shard_length) {
+        task.local = true;
+        task.segment_length = branch.segment;
+        task.local_segments = shard_length / branch.segment;
+      } else {
+        task.local = false;
+        const int m = zigzag ? world_size : static_cast<int>(branch.segment / shard_length);
+        task.group_size = m;
+        task.member = rank % m;
+        task.member_chunks.resize(m);
+        for (int i = 0; i < m; ++i) {
+          if (zigzag) {
+            const int64_t half = shard_length / 2;
+            task.member_chunks[i] = {
+                kept_in_chunk(i, i * half, half, 0, task.offset, task.rate, task.kept_per_segment),
+                kept_in_chunk(2 * m - 1 - i, (2 * m - 1 - i) * half, half, half, task.offset,
+                              task.rate, task.kept_per_segment)};
+          } else {
+            task.member_chunks[i] = {kept_in_chunk(i, i * shard_length, shard_length, 0,
+                                                   task.offset, task.rate, task.kept_per_segment)};
+          }
+        }
+      }
+      tasks.push_back(std::move(task));
+    }
+  }
+  return tasks;
+}
+
+}  // namespace ra

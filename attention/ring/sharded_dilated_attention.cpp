@@ -1,0 +1,183 @@
+// Sharded dilated attention: task loops for forward and backward, and the autograd node that
+// connects them (a torch::autograd::Node, so it can hold the plan and the communicators).
+#include "attention/ring/sharded_dilated_attention.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+
+#include <limits>
+
+#include "attention/standard/block_attention.h"
+
+namespace ra {
+namespace {
+
+// x: [B, S_local, H, X] -> the kept rows of a local task, [B, segments, L, h, X] (a view).
+at::Tensor local_view(const at::Tensor& x, const ShardTask& t) {
+  const int64_t stop = t.offset + (t.kept_per_segment - 1) * t.rate + 1;
+  return x.view({x.size(0), t.local_segments, t.segment_length, x.size(2), x.size(3)})
+      .slice(2, t.offset, stop, t.rate)
+      .slice(3, t.heads.start, t.heads.stop, t.heads.step);
+}
+
+// [B, segments, L, h, X] <-> block layout [B * segments, h, L, X].
+at::Tensor to_blocks(const at::Tensor& view) {
+  return view.permute({0, 1, 3, 2, 4})
+      .reshape({view.size(0) * view.size(1), view.size(3), view.size(2), view.size(4)});
+}
+at::Tensor from_blocks(const at::Tensor& blocks, const at::Tensor& view) {
+  return blocks.view({view.size(0), view.size(1), view.size(3), view.size(2), view.size(4)})
+      .permute({0, 1, 3, 2, 4});
+}
+
+// lse [B, S_local, H] seen as [B, S_local, H, 1], so the row views above apply to it too.
+at::Tensor with_unit_dim(const at::Tensor& lse) { return lse.unsqueeze(-1); }
+
+// Merges (out_t, lse_t) into the accumulator views, in place.
+void merge_into(at::Tensor out_view, at::Tensor lse_view, const at::Tensor& out_t,
+                const at::Tensor& lse_t) {
+  PartialAttention merged = merge_partials({out_view, lse_view}, {out_t, lse_t});
+  out_view.copy_(merged.out);
+  lse_view.copy_(merged.lse);
+}
+
+// K/V of this rank's chunks stacked: [2, B, h, n, D] in the input dtype (what travels).
+at::Tensor pack_kv(const at::Tensor& k, const at::Tensor& v, const ShardTask& task) {
+  return at::stack(
+             {gather_chunks(k, task, task.my_chunks()), gather_chunks(v, task, task.my_chunks())})
+      .contiguous();
+}
+
+struct ForwardState {
+  at::Tensor out;  // [B, S_local, H, D] compute dtype, merged, before output_scale
+  at::Tensor lse;  // [B, S_local, H] compute dtype
+};
+
+ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, const at::Tensor& k,
+                         const at::Tensor& v) {
+  const auto compute = block_compute_dtype(q.scalar_type());
+  ForwardState s{at::zeros(q.sizes(), q.options().dtype(compute)),
+                 at::full({q.size(0), q.size(1), q.size(2)},
+                          -std::numeric_limits<double>::infinity(), q.options().dtype(compute))};
+  at::Tensor lse4 = with_unit_dim(s.lse);
+  const BlockMask diagonal = plan.causal ? BlockMask::kCausalDiagonal : BlockMask::kNone;
+  for (const ShardTask& task : plan.tasks) {
+    if (task.local) {
+      at::Tensor out_view = local_view(s.out, task);
+      BlockForward f =
+          block_attention_forward(to_blocks(local_view(q, task)), to_blocks(local_view(k, task)),
+                                  to_blocks(local_view(v, task)), plan.scale, diagonal);
+      merge_into(out_view, local_view(lse4, task).squeeze(-1), from_blocks(f.out, out_view),
+                 from_blocks(f.lse.unsqueeze(-1), local_view(lse4, task)).squeeze(-1));
+      continue;
+    }
+    at::Tensor q_packed = gather_chunks(q, task, task.my_chunks());  // [B, h, n, D]
+    std::vector<PartialAttention> parts =
+        plan.strategy->forward(task, plan.groups->group(task.group_size), q_packed,
+                               pack_kv(k, v, task), plan.scale, plan.causal);
+    for (size_t c = 0; c < parts.size(); ++c) {
+      const KeptChunk& chunk = task.my_chunks()[c];
+      if (chunk.count == 0 || !parts[c].out.defined()) continue;
+      merge_into(chunk_view(s.out, task, chunk), chunk_view(lse4, task, chunk).squeeze(-1),
+                 parts[c].out.permute({0, 2, 1, 3}), parts[c].lse.permute({0, 2, 1}));
+    }
+  }
+  return s;
+}
+
+struct InputGradients {
+  at::Tensor dq, dk, dv;  // [B, S_local, H, D] compute dtype
+};
+
+InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& q,
+                            const at::Tensor& k, const at::Tensor& v, const ForwardState& fwd,
+                            const at::Tensor& dout) {
+  const auto compute = fwd.out.scalar_type();
+  at::Tensor dmerged = (dout.to(compute) * plan.output_scale).contiguous();  // [B, S, H, D]
+  InputGradients g{at::zeros(fwd.out.sizes(), fwd.out.options()),
+                   at::zeros(fwd.out.sizes(), fwd.out.options()),
+                   at::zeros(fwd.out.sizes(), fwd.out.options())};
+  at::Tensor lse4 = with_unit_dim(fwd.lse);
+  const BlockMask diagonal = plan.causal ? BlockMask::kCausalDiagonal : BlockMask::kNone;
+  for (const ShardTask& task : plan.tasks) {
+    if (task.local) {
+      at::Tensor view = local_view(g.dq, task);
+      BlockGradients b = block_attention_backward(
+          to_blocks(local_view(q, task)), to_blocks(local_view(k, task)),
+          to_blocks(local_view(v, task)), to_blocks(local_view(fwd.out, task)),
+          to_blocks(local_view(lse4, task)).squeeze(-1), to_blocks(local_view(dmerged, task)),
+          plan.scale, diagonal);
+      view.add_(from_blocks(b.dq, view));
+      local_view(g.dk, task).add_(from_blocks(b.dk, view));
+      local_view(g.dv, task).add_(from_blocks(b.dv, view));
+      continue;
+    }
+    const auto& mine = task.my_chunks();
+    at::Tensor q_packed = gather_chunks(q, task, mine);
+    at::Tensor dq_packed = at::zeros(q_packed.sizes(), q_packed.options().dtype(compute));
+    at::Tensor dkv = plan.strategy->backward(
+        task, plan.groups->group(task.group_size), q_packed, gather_chunks(fwd.out, task, mine),
+        gather_chunks(lse4, task, mine).squeeze(-1), gather_chunks(dmerged, task, mine),
+        pack_kv(k, v, task), plan.scale, plan.causal, dq_packed);
+    for (size_t c = 0; c < mine.size(); ++c) {
+      if (mine[c].count == 0) continue;
+      const int64_t start = packed_start(mine, c), n = mine[c].count;
+      chunk_view(g.dq, task, mine[c]).add_(dq_packed.narrow(2, start, n).permute({0, 2, 1, 3}));
+      chunk_view(g.dk, task, mine[c]).add_(dkv[0].narrow(2, start, n).permute({0, 2, 1, 3}));
+      chunk_view(g.dv, task, mine[c]).add_(dkv[1].narrow(2, start, n).permute({0, 2, 1, 3}));
+    }
+  }
+  return g;
+}
+
+// The backward node of sharded_dilated_attention: one gradient input (d out), three outputs.
+class ShardedDilatedAttentionBackward : public torch::autograd::Node {
+ public:
+  ShardedDilatedAttentionBackward(std::shared_ptr<const ShardedAttentionPlan> plan, at::Tensor q,
+                                  at::Tensor k, at::Tensor v, ForwardState fwd)
+      : plan_(std::move(plan)), q_(q), k_(k), v_(v), fwd_(std::move(fwd)) {}
+
+  std::string name() const override { return "ShardedDilatedAttentionBackward"; }
+
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+    RA_CHECK(q_.defined(),
+             "sharded dilated attention: backward called twice; pass "
+             "retain_graph=true to backward through this graph again");
+    at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(fwd_.out);
+    at::NoGradGuard no_grad;
+    InputGradients g = run_backward(*plan_, q_, k_, v_, fwd_, dout);
+    return {g.dq.to(q_.scalar_type()), g.dk.to(k_.scalar_type()), g.dv.to(v_.scalar_type())};
+  }
+
+  void release_variables() override { q_.reset(), k_.reset(), v_.reset(), fwd_ = {}; }
+
+ private:
+  std::shared_ptr<const ShardedAttentionPlan> plan_;
+  at::Tensor q_, k_, v_;
+  ForwardState fwd_;
+};
+
+}  // namespace
+
+AttentionResult sharded_dilated_attention(std::shared_ptr<const ShardedAttentionPlan> plan,
+                                          const at::Tensor& q, const at::Tensor& k,
+                                          const at::Tensor& v) {
+  at::Tensor qd = q.detach().contiguous(), kd = k.detach().contiguous(),
+             vd = v.detach().contiguous();
+  ForwardState fwd;
+  {
+    at::NoGradGuard no_grad;
+    fwd = run_forward(*plan, qd, kd, vd);
+  }
+  at::Tensor out = fwd.out.mul(plan->output_scale).to(q.scalar_type());
+  if (q.requires_grad() || k.requires_grad() || v.requires_grad()) {
+    auto node = std::shared_ptr<ShardedDilatedAttentionBackward>(
+        new ShardedDilatedAttentionBackward(plan, qd, kd, vd, fwd), torch::autograd::deleteNode);
+    node->set_next_edges(torch::autograd::collect_next_edges(q, k, v));
+    torch::autograd::set_history(out, node);
+  }
+  return {out, fwd.lse};
+}
+
+}  // namespace ra

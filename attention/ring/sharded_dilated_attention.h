@@ -1,0 +1,38 @@
+// The whole multi-branch dilated attention of one rank's shard as ONE autograd operation.
+// Forward: every (branch, head group) task gives (out_i, lse_i) for its kept rows — local
+// tasks directly, spanning tasks through the ring or all-gather strategy — merged by LSE.
+// Backward: every (query chunk, key chunk) pair's flash backward with the MERGED out and lse.
+// This is exact: the merged output is one softmax over the union of all branches' keys (with
+// multiplicity), so no per-branch normalisation and no gradient through lse is needed.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <vector>
+
+#include "attention/attention.h"
+#include "attention/ring/segment_groups.h"
+#include "attention/ring/shard_geometry.h"
+#include "attention/ring/spanning_strategy.h"
+
+namespace ra {
+
+// What one call needs besides the tensors; shared with the backward node.
+struct ShardedAttentionPlan {
+  std::vector<ShardTask> tasks;
+  double scale = 1.0;
+  double output_scale = 1.0;  // 1/G in head_mode=partition
+  bool causal = false;
+  std::shared_ptr<SegmentGroups> groups;
+  std::shared_ptr<SpanningStrategy> strategy;
+};
+
+// q, k, v: [B, S_local, H, D] this rank's shard (k, v with all H heads). Returns out
+// [B, S_local, H, D] (input dtype, differentiable w.r.t. q, k, v) and lse [B, S_local, H]
+// (float32, float64 for float64 inputs).
+AttentionResult sharded_dilated_attention(std::shared_ptr<const ShardedAttentionPlan> plan,
+                                          const at::Tensor& q, const at::Tensor& k,
+                                          const at::Tensor& v);
+
+}  // namespace ra

@@ -1,0 +1,57 @@
+// How the K/V chunks of a segment that spans several ranks reach each query chunk, and how
+// their gradients return: RingSpanning (K/V hop around the segment group, dK/dV travel with
+// them and return to their owners) or AllGatherSpanning (LongNet: all-gather K/V, backward
+// reduce-scatter). Both see packed tensors (chunk_attention.h) and the group's RingExchange.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <vector>
+
+#include "attention/ring/chunk_attention.h"
+#include "comm/ring_exchange.h"
+#include "runtime/config.h"
+
+namespace ra {
+
+class SpanningStrategy {
+ public:
+  virtual ~SpanningStrategy() = default;
+
+  // q: [B, h, n_me, D] this rank's kept queries; kv: [2, B, h, n_me, D] its kept K/V (input
+  // dtype: that is what travels). Returns one partial result per chunk of this rank.
+  virtual std::vector<PartialAttention> forward(const ShardTask& task, RingExchange& group,
+                                                const at::Tensor& q, const at::Tensor& kv,
+                                                double scale, bool causal) = 0;
+
+  // out, lse, dout: the merged output, LSE and output gradient of q's rows (compute dtype).
+  // Adds dQ into dq [B, h, n_me, D]; returns this rank's dK/dV [2, B, h, n_me, D].
+  virtual at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                              const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
+                              const at::Tensor& kv, double scale, bool causal, at::Tensor& dq) = 0;
+};
+
+class RingSpanning : public SpanningStrategy {
+ public:
+  std::vector<PartialAttention> forward(const ShardTask& task, RingExchange& group,
+                                        const at::Tensor& q, const at::Tensor& kv, double scale,
+                                        bool causal) override;
+  at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                      const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
+                      const at::Tensor& kv, double scale, bool causal, at::Tensor& dq) override;
+};
+
+class AllGatherSpanning : public SpanningStrategy {
+ public:
+  std::vector<PartialAttention> forward(const ShardTask& task, RingExchange& group,
+                                        const at::Tensor& q, const at::Tensor& kv, double scale,
+                                        bool causal) override;
+  at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                      const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
+                      const at::Tensor& kv, double scale, bool causal, at::Tensor& dq) override;
+};
+
+std::unique_ptr<SpanningStrategy> make_spanning_strategy(RingStrategy kind);
+
+}  // namespace ra

@@ -1,0 +1,46 @@
+// The block-attention primitive every sharded / blocked path is built from: dense softmax
+// attention of one query block against one key block, returning the output and its
+// log-sum-exp, and the flash-attention backward that takes the *merged* output and LSE of all
+// blocks a query row attended (so blocks need no normalisation of their own).
+// One entry point per direction, so the GPU build can dispatch them to fused kernels.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace ra {
+
+// Which (query, key) pairs of a block are attended.
+enum class BlockMask {
+  kNone,            // every pair
+  kCausalDiagonal,  // same positions on both sides (Lq == Lk): key index <= query index
+};
+
+struct BlockForward {
+  at::Tensor out;  // [N, H, Lq, D] in the compute dtype (float32, float64 for float64 inputs)
+  at::Tensor lse;  // [N, H, Lq] in the compute dtype
+};
+
+struct BlockGradients {
+  at::Tensor dq;  // [N, H, Lq, D] compute dtype
+  at::Tensor dk;  // [N, H, Lk, D] compute dtype
+  at::Tensor dv;  // [N, H, Lk, D] compute dtype
+};
+
+// float64 for float64 inputs, else float32.
+at::ScalarType block_compute_dtype(at::ScalarType input);
+
+// q: [N, H, Lq, D]; k, v: [N, H, Lk, D]; any floating dtype, one device. Lq, Lk > 0.
+BlockForward block_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     double scale, BlockMask mask);
+
+// Gradients of this block's pairs for a loss whose gradient w.r.t. the merged output is dout:
+// Delta = rowsum(dout * out), P = exp(q k^T scale - lse), dV = P^T dout, dP = dout V^T,
+// dS = P (dP - Delta), dQ = dS K scale, dK = dS^T Q scale.
+// out: [N, H, Lq, D] and lse: [N, H, Lq] are the merged results over every block the rows
+// attended; dout: [N, H, Lq, D]. Rows with lse = -inf contribute nothing.
+BlockGradients block_attention_backward(const at::Tensor& q, const at::Tensor& k,
+                                        const at::Tensor& v, const at::Tensor& out,
+                                        const at::Tensor& lse, const at::Tensor& dout, double scale,
+                                        BlockMask mask);
+
+}  // namespace ra

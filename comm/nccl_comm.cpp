@@ -1,0 +1,214 @@
+// NcclComm: non-blocking NCCL communicators driven from the host with deadlines.
+#include "comm/nccl_comm.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "comm/mpi_check.h"
+#include "comm/nccl_check.h"
+#include "runtime/cuda_check.h"
+
+namespace ra {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string host_name() {
+  char name[256] = {0};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
+ncclConfig_t non_blocking_config() {
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;  // calls return ncclInProgress; we poll with a deadline instead of hanging
+  return config;
+}
+
+}  // namespace
+
+int NcclComm::device_for_local_rank(int local_rank, int local_size) {
+  int devices = 0;
+  RA_CUDA_CHECK(cudaGetDeviceCount(&devices));
+  RA_CHECK(local_size <= devices, "ranks on this node = ", local_size, " but it has ", devices,
+           " GPUs: run at most one rank per GPU (mpirun -n <GPUs per node> per node)");
+  return local_rank;
+}
+
+NcclComm::NcclComm(MPI_Comm mpi_comm, int device, double timeout_seconds)
+    : device_(device), timeout_seconds_(timeout_seconds) {
+  RA_MPI_CHECK(MPI_Comm_rank(mpi_comm, &rank_));
+  RA_MPI_CHECK(MPI_Comm_size(mpi_comm, &size_));
+  RA_CUDA_CHECK(cudaSetDevice(device_));
+  ncclUniqueId id;
+  if (rank_ == 0) RA_NCCL_CHECK(ncclGetUniqueId(&id));
+  // Non-blocking broadcast polled under the deadline: a rank that never starts must not hang
+  // the others at start-up.
+  MPI_Request request;
+  RA_MPI_CHECK(MPI_Ibcast(&id, sizeof(id), MPI_BYTE, 0, mpi_comm, &request));
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds_);
+  for (int done = 0; !done;) {
+    RA_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    if (!done && Clock::now() > deadline) {
+      fail("unique id broadcast",
+           detail::concat("did not complete within ", timeout_seconds_, " s"));
+    }
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ncclConfig_t config = non_blocking_config();
+  RA_NCCL_CHECK(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config));
+  wait_ready("init");
+  make_stream();
+}
+
+NcclComm::NcclComm(ncclComm_t comm, int device, double timeout_seconds, std::string context)
+    : comm_(comm),
+      device_(device),
+      timeout_seconds_(timeout_seconds),
+      context_(std::move(context)) {
+  wait_ready("split");
+  RA_NCCL_CHECK(ncclCommUserRank(comm_, &rank_));
+  RA_NCCL_CHECK(ncclCommCount(comm_, &size_));
+  make_stream();
+}
+
+void NcclComm::make_stream() {
+  RA_CUDA_CHECK(cudaSetDevice(device_));
+  RA_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
+  RA_CUDA_CHECK(cudaEventCreateWithFlags(&compute_ready_, cudaEventDisableTiming));
+}
+
+NcclComm::~NcclComm() {
+  if (comm_ != nullptr && !aborted_) {
+    // Finalize flushes pending work; a failed peer must not hang the destructor, so abort then.
+    const ncclResult_t finalize = ncclCommFinalize(comm_);
+    if (finalize == ncclSuccess || finalize == ncclInProgress) {
+      const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds_);
+      ncclResult_t state = ncclInProgress;
+      while (state == ncclInProgress && Clock::now() < deadline) {
+        ncclCommGetAsyncError(comm_, &state);
+      }
+      if (state == ncclSuccess) {
+        ncclCommDestroy(comm_);
+      } else {
+        ncclCommAbort(comm_);
+      }
+    } else {
+      ncclCommAbort(comm_);
+    }
+  }
+  if (compute_ready_) cudaEventDestroy(compute_ready_);
+  if (comm_stream_) cudaStreamDestroy(comm_stream_);
+}
+
+void NcclComm::fail(const char* operation, const std::string& why) {
+  if (comm_ != nullptr && !aborted_) {
+    ncclCommAbort(comm_);  // unblocks kernels waiting for the dead peer
+    aborted_ = true;
+  }
+  throw CommTimeout(detail::concat("rank ", rank_, " of ", size_, " on host ", host_name(),
+                                   " (GPU ", device_, "): NCCL ", operation, " ", why,
+                                   context_.empty() ? "" : " (" + context_ + ")"),
+                    "a peer rank is stuck or dead; look for its own error above. Raise the "
+                    "deadline with --comm-timeout if the step is just slow",
+                    __FILE__, __LINE__);
+}
+
+void NcclComm::wait_ready(const char* operation) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds_);
+  while (true) {
+    ncclResult_t state = ncclSuccess;
+    RA_NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
+    if (state == ncclSuccess) return;
+    if (state != ncclInProgress)
+      fail(operation, detail::concat("failed: ", ncclGetErrorString(state)));
+    if (Clock::now() > deadline) {
+      fail(operation, detail::concat("did not complete within ", timeout_seconds_, " s"));
+    }
+    std::this_thread::yield();
+  }
+}
+
+void NcclComm::wait(cudaEvent_t done, const char* operation) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds_);
+  auto pause = std::chrono::microseconds(1);
+  while (true) {
+    const cudaError_t status = cudaEventQuery(done);
+    if (status == cudaSuccess) return;
+    if (status != cudaErrorNotReady) RA_CUDA_CHECK(status);
+    ncclResult_t state = ncclSuccess;
+    RA_NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
+    if (state != ncclSuccess && state != ncclInProgress) {
+      fail(operation, detail::concat("failed: ", ncclGetErrorString(state)));
+    }
+    if (Clock::now() > deadline) {
+      fail(operation, detail::concat("did not complete within ", timeout_seconds_, " s"));
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(200));
+  }
+}
+
+template <typename Enqueue>
+void NcclComm::launch(cudaStream_t compute, cudaEvent_t done, const char* operation,
+                      Enqueue enqueue) {
+  RA_CHECK(!aborted_, "NCCL ", operation,
+           ": the communicator was aborted after an earlier "
+           "failure; end the job");
+  RA_CUDA_CHECK(cudaEventRecord(compute_ready_, compute));
+  RA_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, compute_ready_, 0));
+  RA_NCCL_CHECK(ncclGroupStart());
+  enqueue();
+  RA_NCCL_CHECK(ncclGroupEnd());
+  wait_ready(operation);  // enqueued (non-blocking comms may still be launching)
+  RA_CUDA_CHECK(cudaEventRecord(done, comm_stream_));
+}
+
+void NcclComm::send_recv(const void* send, size_t send_count, int dst, void* recv,
+                         size_t recv_count, int src, ncclDataType_t type, cudaStream_t compute,
+                         cudaEvent_t done) {
+  launch(compute, done, "send_recv", [&] {
+    RA_NCCL_CHECK(ncclSend(send, send_count, type, dst, comm_, comm_stream_));
+    RA_NCCL_CHECK(ncclRecv(recv, recv_count, type, src, comm_, comm_stream_));
+  });
+}
+
+void NcclComm::all_reduce_sum(void* data, size_t count, ncclDataType_t type, cudaStream_t compute,
+                              cudaEvent_t done) {
+  launch(compute, done, "all_reduce", [&] {
+    RA_NCCL_CHECK(ncclAllReduce(data, data, count, type, ncclSum, comm_, comm_stream_));
+  });
+}
+
+void NcclComm::all_gather(const void* input, void* output, size_t count_per_rank,
+                          ncclDataType_t type, cudaStream_t compute, cudaEvent_t done) {
+  launch(compute, done, "all_gather", [&] {
+    RA_NCCL_CHECK(ncclAllGather(input, output, count_per_rank, type, comm_, comm_stream_));
+  });
+}
+
+void NcclComm::reduce_scatter_sum(const void* input, void* output, size_t count_per_rank,
+                                  ncclDataType_t type, cudaStream_t compute, cudaEvent_t done) {
+  launch(compute, done, "reduce_scatter", [&] {
+    RA_NCCL_CHECK(
+        ncclReduceScatter(input, output, count_per_rank, type, ncclSum, comm_, comm_stream_));
+  });
+}
+
+void NcclComm::broadcast(void* data, size_t count, ncclDataType_t type, int root,
+                         cudaStream_t compute, cudaEvent_t done) {
+  launch(compute, done, "broadcast",
+         [&] { RA_NCCL_CHECK(ncclBroadcast(data, data, count, type, root, comm_, comm_stream_)); });
+}
+
+std::unique_ptr<NcclComm> NcclComm::split(int color, int key) {
+  ncclConfig_t config = non_blocking_config();
+  ncclComm_t sub = nullptr;
+  RA_NCCL_CHECK(ncclCommSplit(comm_, color, key, &sub, &config));
+  wait_ready("split");
+  return std::unique_ptr<NcclComm>(new NcclComm(sub, device_, timeout_seconds_, context_));
+}
+
+}  // namespace ra

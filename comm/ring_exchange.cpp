@@ -1,0 +1,50 @@
+// RingExchange: byte buffers per slot, reinterpreted as the requested dtype and shape.
+#include "comm/ring_exchange.h"
+
+#include <ATen/ATen.h>
+
+namespace ra {
+
+RingExchange::RingExchange(std::shared_ptr<Communicator> comm) : comm_(std::move(comm)) {
+  RA_CHECK(comm_ != nullptr, "RingExchange: communicator is null");
+}
+
+at::Tensor RingExchange::buffer(int slot, at::IntArrayRef shape, const at::TensorOptions& options) {
+  RA_CHECK(slot >= 0, "RingExchange: slot = ", slot, ": must be >= 0");
+  if (slots_.size() <= static_cast<size_t>(slot)) slots_.resize(slot + 1);
+  int64_t numel = 1;
+  for (int64_t s : shape) numel *= s;
+  const int64_t bytes =
+      numel * static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
+  at::Tensor& storage = slots_[slot];
+  if (!storage.defined() || storage.numel() < bytes || storage.device() != options.device()) {
+    if (storage.defined()) counters_.bytes_reserved -= storage.numel();
+    // Round up so small growth does not reallocate every call.
+    const int64_t capacity = std::max<int64_t>(bytes + bytes / 4, 256);
+    storage = at::empty({capacity}, options.dtype(at::kByte));
+    counters_.bytes_reserved += capacity;
+    ++counters_.allocations;
+  } else {
+    ++counters_.reuse_hits;
+  }
+  return storage.narrow(0, 0, bytes).view(c10::typeMetaToScalarType(options.dtype())).view(shape);
+}
+
+void RingExchange::start(const at::Tensor& send, at::Tensor& recv, int stream) {
+  RA_CHECK(stream >= 0, "RingExchange: stream = ", stream, ": must be >= 0");
+  if (in_flight_.size() <= static_cast<size_t>(stream)) in_flight_.resize(stream + 1);
+  RA_CHECK(!in_flight_[stream], "RingExchange: stream ", stream,
+           " already has a transfer in flight; wait() for it first");
+  in_flight_[stream] = comm_->start_send_recv(send, next(), recv, prev(), stream);
+  counters_.bytes_sent += send.numel() * static_cast<int64_t>(send.element_size());
+  ++counters_.transfers;
+}
+
+void RingExchange::wait(int stream) {
+  RA_CHECK(static_cast<size_t>(stream) < in_flight_.size() && in_flight_[stream],
+           "RingExchange: nothing in flight on stream ", stream);
+  auto pending = std::move(in_flight_[stream]);
+  pending->wait();
+}
+
+}  // namespace ra

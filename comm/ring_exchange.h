@@ -1,0 +1,55 @@
+// RingExchange: send a block to the next rank of a ring and receive one from the previous,
+// over buffers preallocated once and reused across calls, layers and steps (the "memory
+// pool" of DESIGN.md), so the compute of block t overlaps the transfer of block t+1:
+//   at::Tensor incoming = ring.buffer(slot, shape, options);
+//   ring.start(current, incoming);  compute(current);  ring.wait();  current = incoming;
+// Works over any Communicator (MPI for CPU tensors, NCCL for CUDA tensors).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <vector>
+
+#include "comm/communicator.h"
+
+namespace ra {
+
+class RingExchange {
+ public:
+  struct Counters {
+    int64_t bytes_reserved = 0;  // total capacity of the buffers
+    int64_t allocations = 0;     // times a buffer had to grow
+    int64_t reuse_hits = 0;      // buffer requests served without allocating
+    int64_t bytes_sent = 0;
+    int64_t transfers = 0;
+  };
+
+  explicit RingExchange(std::shared_ptr<Communicator> comm);
+
+  int rank() const { return comm_->rank(); }
+  int size() const { return comm_->size(); }
+  int next() const { return (comm_->rank() + 1) % comm_->size(); }
+  int prev() const { return (comm_->rank() + comm_->size() - 1) % comm_->size(); }
+  Communicator& comm() { return *comm_; }
+
+  // A contiguous tensor of `shape` over preallocated buffer `slot` (grown when too small).
+  // Its contents are whatever the slot last held. A slot's tensor stays valid until the
+  // next buffer() call for the same slot.
+  at::Tensor buffer(int slot, at::IntArrayRef shape, const at::TensorOptions& options);
+
+  // Starts sending `send` to next() and receiving `recv` from prev(); `stream` separates
+  // interleaved exchanges (e.g. K/V and dK/dV in backward). One transfer per stream in flight.
+  void start(const at::Tensor& send, at::Tensor& recv, int stream = 0);
+  void wait(int stream = 0);
+
+  const Counters& counters() const { return counters_; }
+
+ private:
+  std::shared_ptr<Communicator> comm_;
+  std::vector<at::Tensor> slots_;  // byte buffers
+  std::vector<std::unique_ptr<PendingTransfer>> in_flight_;
+  Counters counters_;
+};
+
+}  // namespace ra

@@ -1,0 +1,307 @@
+// Sequence-parallel dilated attention ("ring" and "allgather") on every rank of the job: each
+// rank's output and dq/dk/dv equal its shard of the float64 dense reference computed on the
+// whole sequence (every rank rebuilds the same full input from a shared seed). Branch lists
+// mix local branches, branches spanning 2 ranks and all ranks, rates that do not divide the
+// segment, head groups that keep nothing; causal and not; both head modes; GQA; zigzag;
+// bfloat16. Built twice: for CPU tensors over MPI (label mpi) and, with RA_TEST_ON_CUDA, for
+// CUDA tensors over NCCL, one GPU per rank (tests/gpu, label gpu; skips without GPUs).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attention/factory.h"
+#include "attention/ring/ring_dilated_attention.h"
+#include "attention/ring/zigzag_layout.h"
+#include "comm/mpi_context.h"
+#include "comm/world_communicator.h"
+#include "tests/support/dense_reference.h"
+
+#if defined(RA_TEST_ON_CUDA)
+#include <torch/cuda.h>
+#endif
+
+namespace ra {
+namespace {
+
+using testing::dense_dilated_attention;
+using testing::relative_error;
+using testing::tolerance_for;
+
+#if defined(RA_TEST_ON_CUDA)
+constexpr auto kDevice = at::kCUDA;
+#else
+constexpr auto kDevice = at::kCPU;
+#endif
+
+// Why this job cannot run the tests here (empty: it can): fewer GPUs than ranks on the node.
+std::string skip_reason() {
+  if (kDevice == at::kCPU) return "";
+  static const std::string reason = [] {
+    MpiContext mpi(nullptr, nullptr);  // MPI is already started: only reads the layout
+    const int64_t gpus = torch::cuda::device_count();
+    return gpus >= mpi.layout().local_size
+               ? std::string()
+               : "needs one GPU per rank: " + std::to_string(mpi.layout().local_size) +
+                     " ranks on this node, " + std::to_string(gpus) + " GPUs";
+  }();
+  return reason;
+}
+
+#define SKIP_WITHOUT_DEVICE() \
+  if (!skip_reason().empty()) GTEST_SKIP() << skip_reason()
+
+std::shared_ptr<Communicator> world() {
+  static std::shared_ptr<Communicator> comm = [] {
+    MpiContext mpi(nullptr, nullptr);
+    return make_world_communicator(mpi, kDevice, 60);
+  }();
+  return comm;
+}
+
+constexpr int64_t kShard = 16;  // tokens per rank; S = 16 P
+
+// A short deadline, so a rank that fails with an exception makes the others fail fast
+// instead of waiting the default minutes.
+RingConfig ring_config(bool zigzag = false) {
+  RingConfig ring;
+  ring.zigzag = zigzag;
+  ring.timeout_seconds = 20;
+  return ring;
+}
+
+struct Case {
+  std::string name;
+  std::vector<int64_t> segments, rates;
+};
+
+// Branch lists for P ranks: local (w < S/P), spanning 2 ranks (P even), spanning all ranks.
+std::vector<Case> cases(int P) {
+  const int64_t S = kShard * P;
+  const int64_t pair = P % 2 == 0 ? 2 * kShard : kShard;
+  return {
+      {"local_and_global", {kShard / 2, S}, {1, 2}},
+      // w=4 r=6: head offsets 4, 5 keep nothing; r=3 and r=5 divide neither w nor S/P.
+      {"mixed_rates", {4, pair, S}, {6, 3, 5}},
+      {"sparse_global", {kShard / 4, S}, {2, 20}},  // r=20 > S/P: some ranks keep nothing
+      {"dense", {S}, {1}},
+  };
+}
+
+struct Inputs {
+  at::Tensor q, k, v, dout;  // full sequence [B, S, H, D]
+};
+
+Inputs make_inputs(int64_t S, int64_t H, int64_t Hkv, at::ScalarType dtype) {
+  torch::manual_seed(1234);  // the same on every rank
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  const int64_t B = 2, D = 8;
+  Inputs in{torch::randn({B, S, H, D}, opts), torch::randn({B, S, Hkv, D}, opts),
+            torch::randn({B, S, Hkv, D}, opts), torch::randn({B, S, H, D}, opts)};
+  in.q = in.q.to(dtype), in.k = in.k.to(dtype), in.v = in.v.to(dtype);
+  return in;
+}
+
+struct Outcome {
+  double out = 0, dq = 0, dk = 0, dv = 0, lse = 0;
+};
+
+// Runs the variant on this rank's shard and compares with the shard of the dense reference.
+// `shard` maps a full [B, S, ...] tensor to this rank's part (plain or zigzag).
+template <typename ShardFn>
+Outcome compare(const std::string& variant, const DilatedAttentionConfig& config,
+                const RingConfig& ring, const Inputs& in, ShardFn shard) {
+  // Reference on the full sequence, float64 with autograd.
+  at::Tensor q = in.q.to(torch::kDouble).requires_grad_();
+  at::Tensor k = in.k.to(torch::kDouble).requires_grad_();
+  at::Tensor v = in.v.to(torch::kDouble).requires_grad_();
+  auto want = dense_dilated_attention(config, q, k, v);
+  auto want_grads = torch::autograd::grad({want.out}, {q, k, v}, {in.dout});
+
+  AttentionSpec spec{config, ring, {}, world()};
+  auto attention = make_attention(variant, spec);
+  at::Tensor qs = shard(in.q).to(kDevice).detach().requires_grad_();
+  at::Tensor ks = shard(in.k).to(kDevice).detach().requires_grad_();
+  at::Tensor vs = shard(in.v).to(kDevice).detach().requires_grad_();
+  AttentionResult got = attention->forward(qs, ks, vs);
+  got.lse = got.lse.cpu();
+  at::Tensor dout = shard(in.dout).to(kDevice, got.out.scalar_type());
+  auto grads = torch::autograd::grad({got.out}, {qs, ks, vs}, {dout});
+
+  Outcome o;
+  o.out = relative_error(got.out, shard(want.out));
+  o.dq = relative_error(grads[0], shard(want_grads[0]));
+  o.dk = relative_error(grads[1], shard(want_grads[1]));
+  o.dv = relative_error(grads[2], shard(want_grads[2]));
+  // LSE where a key was attended (elsewhere both are -inf).
+  at::Tensor want_lse = shard(want.lse), finite = torch::isfinite(want_lse);
+  EXPECT_TRUE(torch::equal(finite, torch::isfinite(got.lse))) << "lse -inf pattern differs";
+  o.lse = relative_error(got.lse.masked_select(finite), want_lse.masked_select(finite));
+  return o;
+}
+
+void expect_within(const Outcome& o, double tol, const std::string& what) {
+  EXPECT_LT(o.out, tol) << what << " out";
+  EXPECT_LT(o.lse, tol) << what << " lse";
+  EXPECT_LT(o.dq, tol) << what << " dq";
+  EXPECT_LT(o.dk, tol) << what << " dk";
+  EXPECT_LT(o.dv, tol) << what << " dv";
+}
+
+at::Tensor plain_shard(const at::Tensor& full) {
+  const int P = world()->size(), p = world()->rank();
+  const int64_t shard = full.size(1) / P;
+  return full.narrow(1, p * shard, shard);
+}
+
+class RingDilatedAttentionTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat64) {
+  SKIP_WITHOUT_DEVICE();
+  const std::string variant = GetParam();
+  const int P = world()->size();
+  const int64_t S = kShard * P, H = 6;
+  const Inputs in = make_inputs(S, H, H, torch::kDouble);
+  for (const Case& c : cases(P)) {
+    for (bool causal : {false, true}) {
+      for (HeadMode mode : {HeadMode::kAll, HeadMode::kPartition}) {
+        DilatedAttentionConfig config;
+        config.segment_lengths = c.segments;
+        config.dilation_rates = c.rates;
+        config.causal = causal;
+        config.head_mode = mode;
+        const std::string what =
+            variant + " P=" + std::to_string(P) + " " + c.name + " " + describe(config);
+        expect_within(compare(variant, config, ring_config(), in, plain_shard), 1e-10, what);
+      }
+    }
+  }
+}
+
+TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat32AndGqa) {
+  SKIP_WITHOUT_DEVICE();
+  const std::string variant = GetParam();
+  const int P = world()->size();
+  const int64_t S = kShard * P, H = 4;
+  const Inputs in = make_inputs(S, H, /*Hkv=*/2, torch::kFloat);
+  DilatedAttentionConfig config;
+  config.segment_lengths = cases(P)[1].segments;
+  config.dilation_rates = cases(P)[1].rates;
+  for (bool causal : {false, true}) {
+    config.causal = causal;
+    expect_within(compare(variant, config, ring_config(), in, plain_shard),
+                  tolerance_for(torch::kFloat), variant + " float32 GQA " + describe(config));
+  }
+}
+
+TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceBFloat16) {
+  SKIP_WITHOUT_DEVICE();
+  const std::string variant = GetParam();
+  const int P = world()->size();
+  const int64_t S = kShard * P, H = 4;
+  const Inputs in = make_inputs(S, H, H, torch::kBFloat16);
+  for (const Case& c : {cases(P)[1], cases(P)[3]}) {
+    DilatedAttentionConfig config;
+    config.segment_lengths = c.segments;
+    config.dilation_rates = c.rates;
+    config.causal = true;
+    expect_within(compare(variant, config, ring_config(), in, plain_shard),
+                  tolerance_for(torch::kBFloat16), variant + " bfloat16 " + describe(config));
+  }
+}
+
+TEST_P(RingDilatedAttentionTest, ZigzagDenseCausalEqualsReference) {
+  SKIP_WITHOUT_DEVICE();
+  const std::string variant = GetParam();
+  const int P = world()->size(), p = world()->rank();
+  const int64_t S = kShard * P;
+  const Inputs in = make_inputs(S, 3, 3, torch::kDouble);
+  DilatedAttentionConfig config;
+  config.segment_lengths = {S};
+  config.dilation_rates = {1};
+  config.causal = true;
+  const RingConfig ring = ring_config(/*zigzag=*/true);
+  expect_within(compare(variant, config, ring, in,
+                        [&](const at::Tensor& t) { return zigzag_shard(t, p, P); }),
+                1e-10, variant + " zigzag");
+}
+
+TEST_P(RingDilatedAttentionTest, LocalBranchesDoNotCommunicateAndBuffersAreShared) {
+  SKIP_WITHOUT_DEVICE();
+  const int P = world()->size();
+  const int64_t S = kShard * P;
+  const Inputs in = make_inputs(S, 4, 4, torch::kDouble);
+  auto shard = [&](const at::Tensor& t) { return plain_shard(t).to(kDevice); };
+  DilatedAttentionConfig local;
+  local.segment_lengths = {kShard / 2, kShard};
+  local.dilation_rates = {1, 2};
+  RingDilatedAttention only_local(local, ring_config(), world());
+  const auto before = only_local.buffer_counters();
+  at::Tensor q = shard(in.q).requires_grad_();
+  only_local.forward(q, shard(in.k), shard(in.v)).out.sum().backward();
+  EXPECT_EQ(only_local.buffer_counters().transfers, before.transfers);
+  EXPECT_EQ(only_local.buffer_counters().bytes_sent, before.bytes_sent);
+
+  if (P < 2 || GetParam() != "ring") return;
+  // Two "layers" on one communicator share the ring buffers: after the first layer's step the
+  // second one allocates nothing.
+  DilatedAttentionConfig global;
+  global.segment_lengths = {S};
+  global.dilation_rates = {2};
+  RingDilatedAttention layer1(global, ring_config(), world()),
+      layer2(global, ring_config(), world());
+  layer1.forward(shard(in.q), shard(in.k), shard(in.v));
+  const auto after_first = layer1.buffer_counters();
+  layer2.forward(shard(in.q), shard(in.k), shard(in.v));
+  const auto after_second = layer2.buffer_counters();
+  EXPECT_GT(after_second.bytes_sent, after_first.bytes_sent);
+  EXPECT_EQ(after_second.allocations, after_first.allocations);
+  EXPECT_GT(after_second.reuse_hits, after_first.reuse_hits);
+  EXPECT_GT(after_second.bytes_reserved, 0);
+}
+
+TEST_P(RingDilatedAttentionTest, RejectsBadLayouts) {
+  SKIP_WITHOUT_DEVICE();
+  const int P = world()->size();
+  DilatedAttentionConfig dilated;
+  dilated.segment_lengths = {kShard * P};
+  dilated.dilation_rates = {2};
+  dilated.causal = true;
+  const RingConfig zigzag = ring_config(/*zigzag=*/true);
+  AttentionSpec spec{dilated, zigzag, {}, world()};
+  auto attention = make_attention(GetParam(), spec);
+  at::Tensor x = torch::randn({1, kShard, 2, 8}, torch::kDouble).to(kDevice);
+  try {
+    attention->forward(x, x, x);
+    ADD_FAILURE() << "zigzag with a dilated config must be rejected";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("zigzag"), std::string::npos) << e.what();
+  }
+  AttentionSpec no_comm{dilated, ring_config(), {}, nullptr};
+  try {
+    make_attention(GetParam(), no_comm);
+    ADD_FAILURE() << "a null communicator must be rejected";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(GetParam()), std::string::npos) << e.what();
+  }
+  if (P > 1) {
+    // A segment that neither divides the shard nor is a multiple of it.
+    DilatedAttentionConfig odd;
+    odd.segment_lengths = {kShard + kShard / 2};
+    odd.dilation_rates = {1};
+    AttentionSpec odd_spec{odd, ring_config(), {}, world()};
+    at::Tensor y = torch::randn({1, kShard, 2, 8}, torch::kDouble).to(kDevice);
+    if ((kShard * P) % (kShard + kShard / 2) == 0) {
+      EXPECT_THROW(make_attention(GetParam(), odd_spec)->forward(y, y, y), Error);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Strategies, RingDilatedAttentionTest,
+                         ::testing::Values(std::string("ring"), std::string("allgather")),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace ra
