@@ -18,6 +18,7 @@
 #include "attention/standard/dilation_plan.h"
 #include "attention/standard/fused_dilated_attention.h"
 #include "bench/bench_configs.h"
+#include "bench/gpu_timing.h"
 #include "runtime/cli_values.h"
 #include "runtime/cuda_check.h"
 #include "runtime/error.h"
@@ -35,10 +36,6 @@ std::vector<std::string> split(const std::string& text) {
   return parts;
 }
 
-double peak_gib() {
-  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
-  return double(stats.allocated_bytes[0].peak) / double(1ull << 30);  // 0: aggregate pool
-}
 
 struct Row {
   std::string config, head_mode, pass, status = "ok";
@@ -87,29 +84,11 @@ Row run_one(const ra::bench::BenchConfig& bc, int64_t S, bool causal, ra::HeadMo
       attention.forward(q, k, v);
     }
   };
-  for (int i = 0; i < warmup; ++i) step();
   torch::cuda::synchronize();
-  c10::cuda::CUDACachingAllocator::resetPeakStats(c10::cuda::current_device());
-  std::vector<float> times;
-  cudaEvent_t start, stop;
-  RA_CUDA_CHECK(cudaEventCreate(&start));
-  RA_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < reps; ++i) {
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
-    RA_CUDA_CHECK(cudaEventRecord(start, stream));
-    step();
-    RA_CUDA_CHECK(cudaEventRecord(stop, stream));
-    RA_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    RA_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms);
-  }
-  RA_CUDA_CHECK(cudaEventDestroy(start));
-  RA_CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(times.begin(), times.end());
-  row.ms = times[times.size() / 2];
+  ra::bench::reset_peak();
+  row.ms = ra::bench::median_step_ms(step, warmup, reps);
   row.tflops = flops / (row.ms * 1e-3) / 1e12;
-  row.peak = peak_gib();
+  row.peak = ra::bench::peak_gib();
   return row;
 }
 

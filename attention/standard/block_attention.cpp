@@ -1,5 +1,7 @@
-// Block attention with torch ops (any device): scores in the compute dtype, masked, exact
-// logsumexp; the backward recomputes the probabilities from the merged LSE (flash identity).
+// Block attention. CUDA fp16/bf16 blocks with a head dim the fused kernels take go to ATen's
+// cuDNN (flash as the fallback) attention with LSE and its backward fed the merged out/lse
+// (builds with a CUDA LibTorch); everything else uses torch ops: scores in the compute dtype,
+// masked, exact logsumexp, and a backward that recomputes the probabilities from the merged LSE.
 #include "attention/standard/block_attention.h"
 
 #include <ATen/ATen.h>
@@ -7,6 +9,11 @@
 #include <limits>
 
 #include "runtime/error.h"
+#ifdef RA_HAS_FUSED_ATTENTION
+#include <atomic>
+
+#include "runtime/torch_compat.h"
+#endif
 
 namespace ra {
 namespace {
@@ -30,6 +37,67 @@ at::Tensor future_mask(int64_t lq, int64_t lk, const at::Tensor& like) {
   return at::ones({lq, lk}, like.options().dtype(at::kBool)).triu(1);
 }
 
+#ifdef RA_HAS_FUSED_ATTENTION
+std::atomic<bool> g_cudnn_rejected{false};  // cuDNN refused a block shape once: flash from then on
+
+bool fused_eligible(const at::Tensor& q) {
+  const int64_t d = q.size(3);
+  return q.is_cuda() && (q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16) &&
+         d % 8 == 0 && d <= 256;
+}
+
+compat::FusedOp fused_op(int64_t head_dim) {
+  return head_dim <= 128 && !g_cudnn_rejected.load() ? compat::FusedOp::kCudnn
+                                                     : compat::FusedOp::kFlash;
+}
+
+// Runs fn(op) with cuDNN first; if cuDNN rejects the shape, remembers that and uses flash.
+template <typename Fn>
+auto with_fused_op(int64_t head_dim, Fn&& fn) {
+  const compat::FusedOp op = fused_op(head_dim);
+  try {
+    return fn(op);
+  } catch (const c10::Error&) {
+    if (op != compat::FusedOp::kCudnn) throw;
+    g_cudnn_rejected = true;
+    return fn(compat::FusedOp::kFlash);
+  }
+}
+
+BlockForward fused_block_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 double scale, BlockMask mask) {
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  compat::FusedAttentionForward f = with_fused_op(q.size(3), [&](compat::FusedOp op) {
+    return compat::fused_attention_forward(op, qc, kc, vc, mask == BlockMask::kCausalDiagonal,
+                                           scale);
+  });
+  at::Tensor lse = f.lse.dim() == 4 ? f.lse.select(3, 0) : f.lse;  // [N, H, Lq] fp32
+  return {f.out.to(at::kFloat), lse};
+}
+
+BlockGradients fused_block_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    const at::Tensor& out, const at::Tensor& lse,
+                                    const at::Tensor& dout, double scale, BlockMask mask) {
+  const auto dtype = q.scalar_type();
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  // out and dout in the input dtype with identical (contiguous) strides, as the kernels expect.
+  const at::Tensor oc = out.to(dtype).contiguous(), doc = dout.to(dtype).contiguous();
+  // lse = -inf (row attended nothing anywhere) -> +inf, so P = exp(s - lse) = 0, not NaN.
+  at::Tensor lse_safe = at::where(at::isfinite(lse), lse.to(at::kFloat),
+                                  at::full({}, std::numeric_limits<float>::infinity(),
+                                           lse.options().dtype(at::kFloat)));
+  const at::Tensor philox = at::zeros({1}, q.options().dtype(at::kLong));  // no dropout
+  compat::FusedAttentionGrads g = with_fused_op(q.size(3), [&](compat::FusedOp op) {
+    at::Tensor lse_k = op == compat::FusedOp::kCudnn ? lse_safe.unsqueeze(-1) : lse_safe;
+    compat::FusedAttentionForward saved{oc, lse_k.contiguous(), philox, philox};
+    return compat::fused_attention_backward(op, doc, qc, kc, vc, saved,
+                                            mask == BlockMask::kCausalDiagonal, scale);
+  });
+  return {std::get<0>(g).to(at::kFloat), std::get<1>(g).to(at::kFloat),
+          std::get<2>(g).to(at::kFloat)};
+}
+#endif
+
 }  // namespace
 
 at::ScalarType block_compute_dtype(at::ScalarType input) {
@@ -39,6 +107,9 @@ at::ScalarType block_compute_dtype(at::ScalarType input) {
 BlockForward block_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      double scale, BlockMask mask) {
   check_block(q, k, v, mask);
+#ifdef RA_HAS_FUSED_ATTENTION
+  if (fused_eligible(q)) return fused_block_forward(q, k, v, scale, mask);
+#endif
   const auto compute = block_compute_dtype(q.scalar_type());
   at::Tensor qc = q.to(compute), kc = k.to(compute), vc = v.to(compute);
   at::Tensor scores = at::matmul(qc, kc.transpose(-1, -2)) * scale;  // [N, H, Lq, Lk]
@@ -55,6 +126,9 @@ BlockGradients block_attention_backward(const at::Tensor& q, const at::Tensor& k
                                         const at::Tensor& lse, const at::Tensor& dout, double scale,
                                         BlockMask mask) {
   check_block(q, k, v, mask);
+#ifdef RA_HAS_FUSED_ATTENTION
+  if (fused_eligible(q)) return fused_block_backward(q, k, v, out, lse, dout, scale, mask);
+#endif
   const auto compute = block_compute_dtype(q.scalar_type());
   at::Tensor qc = q.to(compute), kc = k.to(compute), vc = v.to(compute);
   at::Tensor oc = out.to(compute), doc = dout.to(compute), lc = lse.to(compute);

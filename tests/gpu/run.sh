@@ -15,27 +15,14 @@ BUILD="${BUILD_DIR:-build-gpu}"
 mkdir -p "$OUT"
 start=$(date +%s)
 
-prefix=/tmp/ra_deps
-mkdir -p "$prefix"
-for deb in .deps/boost/*.deb .deps/json/*.deb; do dpkg -x "$deb" "$prefix"; done
-torch_prefix="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
-nccl_root="$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null || true)"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
-  "cudnn", torch.backends.cudnn.version())' | tee -a "$OUT/device.txt"
-
-cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$torch_prefix;$prefix/usr" -DBoost_USE_STATIC_LIBS=ON \
-  -DRA_CUDA_ARCHITECTURES=90 ${nccl_root:+-DNCCL_ROOT="$nccl_root"} > "$OUT/configure.log" 2>&1 \
-  || { tail -40 "$OUT/configure.log"; exit 1; }
-grep "ringattn:" "$OUT/configure.log"
+source "$ROOT/tests/gpu/configure_gpu_build.sh"
 cmake --build "$BUILD" -j "$(nproc)" --target ra_gpu_tests bench_dilated_attention \
   > "$OUT/build.log" 2>&1 || { grep -E "error|Error" -A5 "$OUT/build.log" | head -80; exit 1; }
 echo "build done in $(( $(date +%s) - start )) s"
 
 test_status=0
 if [[ "${SKIP_TESTS:-0}" != 1 ]]; then
-  ctest --test-dir "$BUILD" -L gpu --output-on-failure -j 3 --timeout 400 \
+  ctest --test-dir "$BUILD" -L gpu -E "gpu_ring|gpu_fault|gpu_sparse" --output-on-failure -j 3 --timeout 400 \
     > "$OUT/ctest.log" 2>&1 || test_status=$?
   # Failures in full, then the summary.
   grep -E "Failure|Expected|Which is|error|FAILED|rel|trace" "$OUT/ctest.log" | head -60 || true

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# On a multi-GPU machine (one MPI rank per GPU): builds the multi-GPU targets, runs the
+# multi-rank GPU tests (ring/allgather equality over NCCL, fault tests, sparse kernels), the
+# sequence-parallel benchmarks (dense causal ring vs PyTorch context_parallel, dilated configs
+# with weak scaling and the local-copy overlap check) and a ring_train run, then prints a table.
+#   STAGES="tests bench train" bash tests/gpu/run_multi_gpu.sh
+# Logs and JSON go to $OUT (default /tmp/ra_gpu_multi).
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 PYTHONUNBUFFERED=1
+OUT="${OUT:-/tmp/ra_gpu_multi}"
+BUILD="${BUILD_DIR:-build-gpu}"
+STAGES="${STAGES:-tests bench train}"
+mkdir -p "$OUT"
+start=$(date +%s)
+elapsed() { echo "[$(( $(date +%s) - start )) s] $*"; }
+GPUS=$(nvidia-smi -L | wc -l)
+MPIRUN=(mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST
+        -x NVSHMEM_DISABLE_NVLS)
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+
+source "$ROOT/tests/gpu/configure_gpu_build.sh"
+targets="ra_gpu_ring_attention_tests ra_fault_probe ra_gpu_sparse_tests bench_ring_attention"
+[ -f "$ROOT/launch/ring_train.cpp" ] && targets="$targets ring_train"
+cmake --build "$BUILD" -j "$(nproc)" --target $targets > "$OUT/build.log" 2>&1 \
+  || { grep -E "error|Error" -A5 "$OUT/build.log" | head -80; exit 1; }
+elapsed "build done ($GPUS GPUs)"
+
+if [[ " $STAGES " == *" tests "* ]]; then
+  timeout 300 ctest --test-dir "$BUILD" -R "gpu_ring|gpu_fault|gpu_sparse" --output-on-failure \
+    --timeout 200 > "$OUT/ctest.log" 2>&1
+  grep -E "Failure|Expected|Which is|error:|FAILED|rank [0-9]+\]" "$OUT/ctest.log" | head -40
+  grep -E "tests passed|tests failed|Test +#" "$OUT/ctest.log"
+  elapsed "tests done"
+fi
+
+bench() {  # bench <ranks> <args...>
+  local n=$1; shift
+  timeout 120 "${MPIRUN[@]}" -n "$n" "$BUILD/bench/bench_ring_attention" --json "$RESULTS" "$@" \
+    >> "$OUT/bench.log" 2>&1 || echo "bench failed: -n $n $*" | tee -a "$OUT/bench.log"
+}
+if [[ " $STAGES " == *" bench "* ]]; then
+  for S in 128K 512K; do
+    bench "$GPUS" --config dense-causal --seq-len $S --zigzag
+    timeout 150 torchrun --nproc-per-node "$GPUS" bench/context_parallel_baseline.py \
+      --seq-len $(( ${S%K} * 1024 )) --heads 16 --head-dim 128 --backend cudnn \
+      --json "$OUT/cp_$S.json" >> "$OUT/bench.log" 2>&1 || echo "context_parallel failed at $S" | tee -a "$OUT/bench.log"
+    [ -f "$OUT/cp_$S.json" ] && python3 -c "import json,sys; [print(json.dumps(r)) for r in json.load(open('$OUT/cp_$S.json'))]" >> "$RESULTS"
+  done
+  for cfg in longnet-base wide; do
+    bench "$GPUS" --config $cfg --seq-len 1M
+    bench "$GPUS" --config $cfg --seq-len 1M --local-copy
+    bench 1 --config $cfg --seq-len $(( 1024 / GPUS ))K
+  done
+  elapsed "bench done"
+fi
+
+if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
+  timeout 240 "${MPIRUN[@]}" -n "$GPUS" "$BUILD/launch/ring_train" ${TRAIN_ARGS:---seq-len 1M \
+    --layers 12 --embed-dim 768 --heads 12 --attention ring --steps 6 --log-every 1 \
+    --segment-lengths 2048,4096,8192,16384,32768 --dilation-rates 1,2,4,6,12} \
+    --metrics-file "$OUT/train_metrics.jsonl" > "$OUT/train.log" 2>&1 || echo "ring_train exit $?"
+  tail -12 "$OUT/train.log"
+  elapsed "train done"
+fi
+
+echo "## results ($(head -1 "$OUT/device.txt"))"
+python3 - "$RESULTS" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print("| impl | config | GPUs | S | ms fwd+bwd | TFLOP/s/GPU | tokens/s | peak GiB |")
+print("|---|---|---|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['impl']} | {r.get('config', 'dense-causal')} | {r['gpus']} | {r['seq_len']} | "
+          f"{r['fwd_bwd_ms']:.1f} | {r['tflops_per_gpu']:.1f} | {r['tokens_per_s']:.3g} | "
+          f"{r['peak_gib']:.1f} |")
+PY
