@@ -47,8 +47,8 @@ if [[ " $STAGES " == *" bench "* ]]; then
     bench "$GPUS" --config dense-causal --seq-len $S --zigzag
     timeout 150 torchrun --nproc-per-node "$GPUS" bench/context_parallel_baseline.py \
       --seq-len $(( ${S%K} * 1024 )) --heads 16 --head-dim 128 --backend cudnn \
-      --json "$OUT/cp_$S.json" >> "$OUT/bench.log" 2>&1 || echo "context_parallel failed at $S" | tee -a "$OUT/bench.log"
-    [ -f "$OUT/cp_$S.json" ] && python3 -c "import json,sys; [print(json.dumps(r)) for r in json.load(open('$OUT/cp_$S.json'))]" >> "$RESULTS"
+      --json "/tmp/cp_$S.json" >> "$OUT/bench.log" 2>&1 || echo "context_parallel failed at $S" | tee -a "$OUT/bench.log"
+    [ -f "/tmp/cp_$S.json" ] && python3 -c "import json,sys; [print(json.dumps(r)) for r in json.load(open('/tmp/cp_$S.json'))]" >> "$RESULTS"
   done
   for cfg in longnet-base wide; do
     bench "$GPUS" --config $cfg --seq-len 1M
