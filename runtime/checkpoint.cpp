@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "runtime/error.h"
+#include "runtime/gradient_sync.h"
 
 namespace ra {
 namespace fs = std::filesystem;
@@ -30,12 +31,16 @@ std::string rank_file(int rank) {
   return os.str();
 }
 
-// Rank 0's success flag, broadcast so every rank throws when rank 0 failed a file operation.
-void agree(Communicator& comm, bool ok, const std::string& what) {
-  at::Tensor flag = at::full({1}, ok ? 0.0 : 1.0, at::kDouble);
-  comm.all_reduce_sum(flag);
-  RA_CHECK(flag.item<double>() == 0.0, "checkpoint: ", what, " failed on ",
-           int(flag.item<double>()), " rank(s)");
+// Every rank throws when any rank failed a file operation (the flag lives on the model's
+// device: NCCL reduces only CUDA tensors).
+void agree(Communicator& comm, const c10::Device& device, bool ok, const std::string& what) {
+  const double failed = sum_over_ranks({ok ? 0.0 : 1.0}, comm, device)[0];
+  RA_CHECK(failed == 0.0, "checkpoint: ", what, " failed on ", int(failed), " rank(s)");
+}
+
+c10::Device device_of(torch::nn::Module& model) {
+  auto params = model.parameters();
+  return params.empty() ? c10::Device(c10::kCPU) : params.front().device();
 }
 
 }  // namespace
@@ -55,6 +60,7 @@ std::string save_checkpoint(const std::string& save_dir, int64_t step, Communica
                             const std::string& config_text) {
   const fs::path final_dir = fs::path(save_dir) / step_name(step);
   const fs::path tmp_dir = fs::path(save_dir) / (step_name(step) + ".tmp");
+  const c10::Device device = device_of(model);
   std::string error;
   if (comm.rank() == 0) {
     try {
@@ -65,7 +71,8 @@ std::string save_checkpoint(const std::string& save_dir, int64_t step, Communica
       error = e.what();
     }
   }
-  agree(comm, error.empty(), "creating " + tmp_dir.string() + (error.empty() ? "" : ": " + error));
+  agree(comm, device, error.empty(),
+        "creating " + tmp_dir.string() + (error.empty() ? "" : ": " + error));
 
   bool ok = true;
   try {
@@ -80,7 +87,7 @@ std::string save_checkpoint(const std::string& save_dir, int64_t step, Communica
     std::fprintf(stderr, "rank %d: writing checkpoint file failed: %s\n", comm.rank(), e.what());
     ok = false;
   }
-  agree(comm, ok, "writing the rank files in " + tmp_dir.string());
+  agree(comm, device, ok, "writing the rank files in " + tmp_dir.string());
 
   if (comm.rank() == 0) {
     try {
@@ -104,7 +111,7 @@ std::string save_checkpoint(const std::string& save_dir, int64_t step, Communica
       error = e.what();
     }
   }
-  agree(comm, error.empty(),
+  agree(comm, device, error.empty(),
         "publishing " + final_dir.string() + (error.empty() ? "" : ": " + error));
   return final_dir.string();
 }

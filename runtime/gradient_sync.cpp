@@ -44,4 +44,12 @@ void all_reduce_gradients(const std::vector<at::Tensor>& params, Communicator& c
   reduce_bucket(bucket, comm);
 }
 
+std::vector<double> sum_over_ranks(const std::vector<double>& values, Communicator& comm,
+                                   const c10::Device& device) {
+  at::Tensor t = at::tensor(values, at::kDouble).to(device);  // [n]
+  if (comm.size() > 1) comm.all_reduce_sum(t);
+  t = t.to(at::kCPU);
+  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+}
+
 }  // namespace ra

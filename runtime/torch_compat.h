@@ -35,8 +35,8 @@ inline double peak_memory_gib(const at::Device& device) {
 #if RA_TORCH_HAS_CUDA
   if (device.is_cuda()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
-    return double(stats.allocated_bytes[aggregate].peak) / double(1ull << 30);
+    // Index 0 is StatType::AGGREGATE (all pools); the enum moved namespaces across 2.x.
+    return double(stats.allocated_bytes[0].peak) / double(1ull << 30);
   }
 #endif
   struct rusage usage {};

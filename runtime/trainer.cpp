@@ -154,15 +154,15 @@ void Trainer::maybe_resume() {
   std::string dir = config_.resume;
   if (config_.resume == "auto") {
     // Rank 0 decides, everyone follows (a file system may show ranks different listings).
-    at::Tensor step = at::full({1}, -1, at::kLong);
+    double latest_step = 0;  // rank 0's answer; the others contribute 0 to the sum
     if (comm.rank() == 0) {
       if (auto latest = find_latest_checkpoint(config_.save_dir, comm.size())) {
-        step.fill_(checkpoint_step(*latest));
+        latest_step = double(checkpoint_step(*latest));
       }
     }
-    comm.broadcast(step, 0);
-    if (step.item<int64_t>() < 0) return;  // nothing to resume: a fresh start
-    dir = checkpoint_directory(config_.save_dir, step.item<int64_t>());
+    latest_step = sum_over_ranks({latest_step}, comm, runtime_.device)[0];
+    if (latest_step < 1) return;  // nothing to resume: a fresh start
+    dir = checkpoint_directory(config_.save_dir, int64_t(latest_step));
   }
   const int64_t step = load_checkpoint(dir, comm.rank(), comm.size(), *model_, *optimizer_);
   start_step_ = step + 1;
@@ -177,9 +177,9 @@ StepMetrics Trainer::train_step(int64_t step) {
   Batch batch = data_->batch(step);
   at::Tensor tokens = batch.tokens.to(runtime_.device);    // [B, S/P]
   at::Tensor targets = batch.targets.to(runtime_.device);  // [B, S/P], -1 = ignored
-  at::Tensor count = (batch.targets >= 0).sum().to(at::kDouble).reshape({1});
-  comm.all_reduce_sum(count);
-  const double global_count = std::max(1.0, count.item<double>());
+  const double local_count = (batch.targets >= 0).sum().item<double>();
+  const double global_count =
+      std::max(1.0, sum_over_ranks({local_count}, comm, runtime_.device)[0]);
 
   optimizer_->zero_grad();
   at::Tensor loss_sum, hidden;
@@ -201,8 +201,7 @@ StepMetrics Trainer::train_step(int64_t step) {
   optimizer_->step();
 
   // Logged values, summed over ranks: loss sum, correct, scored.
-  at::Tensor stats = at::zeros({3}, at::kDouble);
-  stats[0] = loss_sum.detach().to(at::kCPU).to(at::kDouble).item<double>();
+  std::vector<double> stats = {loss_sum.detach().item<double>(), 0, 0};
   if (data_->reports_accuracy()) {
     torch::NoGradGuard no_grad;
     at::Tensor mask = targets >= 0;
@@ -210,14 +209,14 @@ StepMetrics Trainer::train_step(int64_t step) {
     stats[1] = (predicted == targets.index({mask})).sum().item<double>();
     stats[2] = mask.sum().item<double>();
   }
-  comm.all_reduce_sum(stats);
+  stats = sum_over_ranks(stats, comm, runtime_.device);
   synchronize(runtime_.device);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 
   StepMetrics m;
   m.step = step;
-  m.loss = stats[0].item<double>() / global_count;
+  m.loss = stats[0] / global_count;
   m.grad_norm = grad_norm;
   m.lr = lr;
   m.step_ms = ms;
@@ -227,9 +226,7 @@ StepMetrics Trainer::train_step(int64_t step) {
   m.tflops_per_gpu = model_flops_per_step_ / comm.size() / (ms / 1e3) / 1e12;
   if (const double peak = peak_flops_per_gpu(); peak > 0) m.mfu = m.tflops_per_gpu * 1e12 / peak;
   m.peak_memory_gib = compat::peak_memory_gib(runtime_.device);
-  if (data_->reports_accuracy() && stats[2].item<double>() > 0) {
-    m.accuracy = stats[1].item<double>() / stats[2].item<double>();
-  }
+  if (data_->reports_accuracy() && stats[2] > 0) m.accuracy = stats[1] / stats[2];
   return m;
 }
 
@@ -237,7 +234,7 @@ EvalResult Trainer::evaluate(int64_t batches) {
   Communicator& comm = *runtime_.world;
   model_->eval();
   torch::NoGradGuard no_grad;
-  at::Tensor stats = at::zeros({3}, at::kDouble);  // loss sum, correct, scored
+  std::vector<double> stats = {0, 0, 0};  // loss sum, correct, scored
   for (int64_t i = 1; i <= batches; ++i) {
     comm.set_context("eval batch " + std::to_string(i));
     Batch batch = data_->batch(kEvalStepBase + i);
@@ -245,18 +242,18 @@ EvalResult Trainer::evaluate(int64_t batches) {
                targets = batch.targets.to(runtime_.device);
     Bf16Scope bf16(bf16_);
     at::Tensor hidden = model_->hidden_states(tokens, layout_.first_position());
-    stats[0] += model_->loss_sum(hidden, targets).to(at::kCPU).item<double>();
+    stats[0] += model_->loss_sum(hidden, targets).item<double>();
     at::Tensor mask = targets >= 0;
     at::Tensor predicted = model_->logits(hidden.index({mask})).argmax(-1);
     stats[1] += (predicted == targets.index({mask})).sum().item<double>();
     stats[2] += mask.sum().item<double>();
   }
-  comm.all_reduce_sum(stats);
+  stats = sum_over_ranks(stats, comm, runtime_.device);
   model_->train();
   EvalResult result;
-  const double scored = std::max(1.0, stats[2].item<double>());
-  result.loss = stats[0].item<double>() / scored;
-  if (data_->reports_accuracy()) result.accuracy = stats[1].item<double>() / scored;
+  const double scored = std::max(1.0, stats[2]);
+  result.loss = stats[0] / scored;
+  if (data_->reports_accuracy()) result.accuracy = stats[1] / scored;
   return result;
 }
 
