@@ -27,6 +27,7 @@ struct RawFlags {  // flags parsed by ra's own parsers (K/M/G counts, lists, nam
   bool causal = false;
 };
 
+// clang-format off: one option per line reads better than the formatter's chained layout.
 po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::string& config_file) {
   po::options_description model("Model and attention");
   model.add_options()(
@@ -79,8 +80,11 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "save every N steps (and at the end); 0 = only at the end")(
       "resume", po::value(&c.resume)->default_value(c.resume)->implicit_value("auto"),
       "none | auto (newest complete checkpoint in --save-dir; fresh start if none) | a "
-      "checkpoint directory")("log-every", po::value(&c.log_every)->default_value(c.log_every),
-                              "log every N steps")(
+      "checkpoint directory")(
+      "stop-after", po::value(&c.stop_after)->default_value(c.stop_after),
+      "train at most N steps in this job, then save (with --save-dir) and exit; rerun with "
+      "--resume to continue (time-limited jobs); 0 = no limit")(
+      "log-every", po::value(&c.log_every)->default_value(c.log_every), "log every N steps")(
       "metrics-file", po::value(&c.metrics_file)->default_value(""),
       "JSON-lines file for the logged metrics (rank 0 writes it)")(
       "eval-batches", po::value(&c.eval_batches)->default_value(c.eval_batches),
@@ -96,6 +100,7 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
   all.add(model).add(optim).add(io);
   return all;
 }
+// clang-format on
 
 // Parses argv (and --config); returns false when --help was printed.
 bool parse(int argc, char** argv, ra::TrainConfig& c, bool print_help) {

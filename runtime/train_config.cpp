@@ -63,6 +63,7 @@ void validate_train_config(const TrainConfig& c, int world_size) {
   RA_CHECK(c.resume != "auto" || !c.save_dir.empty(),
            "--resume = auto: needs --save-dir (the newest complete checkpoint there is loaded)");
   RA_CHECK(c.log_every > 0, "--log-every = ", c.log_every, ": must be positive");
+  RA_CHECK(c.stop_after >= 0, "--stop-after = ", c.stop_after, ": must be >= 0 (0 = no limit)");
   RA_CHECK(c.eval_batches >= 0, "--eval-batches = ", c.eval_batches, ": must be >= 0");
   RA_CHECK(c.threads >= 0, "--threads = ", c.threads, ": must be >= 0 (0 = default)");
   RA_CHECK(c.timeout_seconds > 0, "--timeout = ", c.timeout_seconds, ": must be positive");
@@ -102,8 +103,8 @@ std::string describe(const TrainConfig& c) {
      << "  save-every = " << c.save_every << "  resume = " << c.resume
      << "\n  log-every = " << c.log_every
      << "  metrics-file = " << (c.metrics_file.empty() ? "(none)" : c.metrics_file)
-     << "  eval-batches = " << c.eval_batches << "  threads = " << c.threads
-     << "  timeout = " << c.timeout_seconds << " s";
+     << "  eval-batches = " << c.eval_batches << "  stop-after = " << c.stop_after
+     << "  threads = " << c.threads << "  timeout = " << c.timeout_seconds << " s";
   return os.str();
 }
 

@@ -42,6 +42,8 @@ struct TrainConfig {
   int64_t log_every = 1;
   std::string metrics_file;
   int64_t eval_batches = 0;  // batches scored after training (synthetic tasks)
+  int64_t stop_after = 0;    // train at most this many steps in this job, then save and exit
+                             // (time-limited jobs resume with --resume auto); 0 = no limit
   int threads = 0;           // intra-op CPU threads per rank; 0 = LibTorch's default
   double timeout_seconds = 300;
 };

@@ -266,15 +266,22 @@ void Trainer::save(int64_t step) {
 std::optional<EvalResult> Trainer::run() {
   const std::string memory_label = runtime_.device.is_cuda() ? "mem" : "RSS";
   compat::reset_peak_memory(runtime_.device);
-  for (int64_t step = start_step_; step <= config_.steps; ++step) {
+  const int64_t last_step = config_.stop_after > 0
+                                ? std::min(config_.steps, start_step_ + config_.stop_after - 1)
+                                : config_.steps;
+  for (int64_t step = start_step_; step <= last_step; ++step) {
     StepMetrics m = train_step(step);
-    const bool log_now = step % config_.log_every == 0 || step == config_.steps;
+    const bool log_now = step % config_.log_every == 0 || step == last_step;
     if (metrics_ && log_now) metrics_->write(m);
     if (log_ && log_now) *log_ << MetricsLog::format(m, memory_label) << std::endl;
     const bool save_now =
         !config_.save_dir.empty() &&
-        ((config_.save_every > 0 && step % config_.save_every == 0) || step == config_.steps);
+        ((config_.save_every > 0 && step % config_.save_every == 0) || step == last_step);
     if (save_now) save(step);
+  }
+  if (last_step < config_.steps) {
+    if (log_) *log_ << "stopping after step " << last_step << " (--stop-after)" << std::endl;
+    return std::nullopt;
   }
   if (config_.eval_batches == 0) return std::nullopt;
   EvalResult eval = evaluate(config_.eval_batches);

@@ -34,8 +34,9 @@ class Trainer {
   // config, the world layout and the step lines.
   Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* log);
 
-  // Trains from start_step() to config.steps, saving and logging as configured; then, when
-  // config.eval_batches > 0, evaluates. Returns the eval result (if any).
+  // Trains from start_step() to config.steps (or config.stop_after steps), saving and logging
+  // as configured; then, when training is complete and config.eval_batches > 0, evaluates.
+  // Returns the eval result (if any).
   std::optional<EvalResult> run();
 
   // One optimisation step on the batch of `step` (1-based). Collective.
