@@ -139,6 +139,7 @@ int main(int argc, char** argv) {
     // size, so it fails identically on every rank: print once, exit without MPI_Abort.
     ra::TrainConfig config;
     if (!parse(argc, argv, config, rank0)) return 0;
+    ra::validate_train_config(config, mpi.size());  // before touching devices
     ra::DistributedRuntime runtime =
         ra::setup_distributed(mpi, config.device, config.timeout_seconds);
     trainer = std::make_unique<ra::Trainer>(config, runtime, rank0 ? &std::cout : nullptr);
