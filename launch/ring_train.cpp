@@ -2,7 +2,8 @@
 //   mpirun -n 8 ring_train --seq-len 1M --attention ring --causal --data tokens.bin
 // Command-line and --config parsing only; the work is ra::Trainer (runtime/trainer.h).
 // A configuration error is detected on every rank before any work and printed once by rank 0;
-// every rank then exits with status 2. A failure during training ends the job (MPI_Abort).
+// every rank then exits with status 2. A later failure (files, devices, communication) is
+// printed by the rank that hit it and ends the job (MPI_Abort, status 2).
 #include <boost/program_options.hpp>
 
 #include <cstdio>
@@ -133,16 +134,12 @@ bool parse(int argc, char** argv, ra::TrainConfig& c, bool print_help) {
 int main(int argc, char** argv) {
   ra::MpiContext mpi(&argc, &argv);
   const bool rank0 = mpi.rank() == 0;
-  std::unique_ptr<ra::Trainer> trainer;
+  ra::TrainConfig config;
   try {
-    // Everything up to a constructed Trainer is a pure function of the flags and the world
-    // size, so it fails identically on every rank: print once, exit without MPI_Abort.
-    ra::TrainConfig config;
+    // Parsing and validation are pure functions of the flags and the world size, so they fail
+    // identically on every rank: rank 0 prints, every rank exits with status 2, no MPI_Abort.
     if (!parse(argc, argv, config, rank0)) return 0;
-    ra::validate_train_config(config, mpi.size());  // before touching devices
-    ra::DistributedRuntime runtime =
-        ra::setup_distributed(mpi, config.device, config.timeout_seconds);
-    trainer = std::make_unique<ra::Trainer>(config, runtime, rank0 ? &std::cout : nullptr);
+    ra::validate_train_config(config, mpi.size());  // before touching devices or files
   } catch (const po::error& e) {
     if (rank0) std::fprintf(stderr, "ring_train: error: %s (see ring_train --help)\n", e.what());
     return kConfigErrorExit;
@@ -150,11 +147,17 @@ int main(int argc, char** argv) {
     if (rank0) std::fprintf(stderr, "ring_train: error: %s\n", e.what());
     return kConfigErrorExit;
   }
+  // From here a failure may hit some ranks only (a file, a device, a peer): the failing rank
+  // prints and ends the whole job, so no rank waits for it.
   try {
-    trainer->run();
+    ra::DistributedRuntime runtime =
+        ra::setup_distributed(mpi, config.device, config.timeout_seconds);
+    ra::Trainer trainer(config, runtime, rank0 ? &std::cout : nullptr);
+    trainer.run();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ring_train (rank %d): error: %s\n", mpi.rank(), e.what());
-    ra::MpiContext::abort_job(1);
+    std::fflush(stderr);
+    ra::MpiContext::abort_job(kConfigErrorExit);
   }
   return 0;
 }
