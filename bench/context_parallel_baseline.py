@@ -45,13 +45,16 @@ def main():
     for S in args.seq_len:
         torch.manual_seed(0)
         shape = (args.batch, args.heads, S, args.head_dim)
-        q, k, v = (torch.randn(shape, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-                   for _ in range(3))
+        # context_parallel shards the buffers in place, which autograd forbids on leaves that
+        # require grad: shard first, then ask for gradients of the local shards.
+        q, k, v = (torch.randn(shape, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         dout = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
         times = []
         with sdpa_kernel(BACKENDS[args.backend]):
             with context_parallel(mesh, buffers=[q, k, v, dout], buffer_seq_dims=[2, 2, 2, 2],
                                   no_restore_buffers={q, k, v, dout}):
+                for t in (q, k, v):
+                    t.requires_grad_()
                 for i in range(args.warmup + args.reps):
                     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                     dist.barrier()

@@ -4,7 +4,7 @@
 include(CMakePackageConfigHelpers)
 
 set(RA_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/RingAttention)
-set(RA_EXPORTED_TARGETS ra_options ra_runtime ra_comm ra_attention ringattn)
+set(RA_EXPORTED_TARGETS ra_options ra_runtime ra_comm ra_attention ra_train ringattn)
 if(TARGET ra_attention_kernels)
   list(APPEND RA_EXPORTED_TARGETS ra_attention_kernels)
 endif()

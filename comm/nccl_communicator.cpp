@@ -7,7 +7,7 @@
 
 #include "runtime/cuda_check.h"
 
-#if defined(RA_TORCH_HAS_CUDA)
+#if RA_TORCH_HAS_CUDA
 #include <c10/cuda/CUDAStream.h>
 #endif
 
@@ -84,7 +84,7 @@ NcclCommunicator::NcclCommunicator(std::unique_ptr<NcclComm> nccl) : nccl_(std::
 NcclCommunicator::~NcclCommunicator() = default;
 
 cudaStream_t NcclCommunicator::compute_stream() const {
-#if defined(RA_TORCH_HAS_CUDA)
+#if RA_TORCH_HAS_CUDA
   return c10::cuda::getCurrentCUDAStream(nccl_->device()).stream();
 #else
   return cudaStreamLegacy;

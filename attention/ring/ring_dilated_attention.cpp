@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include "attention/ring/sharded_dilated_attention.h"
 #include "attention/standard/dilation_plan.h"
 #include "attention/standard/reference_attention.h"
@@ -13,7 +15,10 @@ namespace ra {
 
 RingDilatedAttention::RingDilatedAttention(DilatedAttentionConfig config, RingConfig ring,
                                            std::shared_ptr<Communicator> comm)
-    : DilatedAttentionBase(std::move(config)), ring_(ring), comm_(std::move(comm)) {
+    : DilatedAttentionBase(std::move(config)),
+      ring_(ring),
+      comm_(std::move(comm)),
+      local_(config_) {
   validate(ring_);
   RA_CHECK(comm_ != nullptr, "attention = '", to_string(ring_.strategy),
            "': the communicator is null; sequence-parallel attention needs one "
@@ -39,6 +44,15 @@ AttentionResult RingDilatedAttention::forward(const at::Tensor& q, const at::Ten
     v_full = v.repeat_interleave(heads / k.size(2), 2);
   }
   const DilationPlan dilation = DilationPlan::build(config_, seq_len, heads);
+  // Every segment inside one shard (and the shard a whole number of segments, validated above):
+  // the attention is shard-local, exactly the single-device computation on this shard, so the
+  // single-device path (fused kernels on GPU) does it with no communication at all.
+  const bool all_local = std::all_of(dilation.branches.begin(), dilation.branches.end(),
+                                     [&](const BranchPlan& b) { return b.segment <= shard; });
+  if (all_local && !ring_.zigzag) {
+    local_.train(training_);
+    return local_.forward(q, k, v);
+  }
   auto plan = std::make_shared<ShardedAttentionPlan>();
   plan->tasks = plan_shard_tasks(dilation, shard, world, comm_->rank(), ring_.zigzag);
   plan->scale = softmax_scale(config_, q.size(3));

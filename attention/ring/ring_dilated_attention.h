@@ -11,6 +11,7 @@
 #include "attention/attention.h"
 #include "attention/ring/segment_groups.h"
 #include "attention/ring/spanning_strategy.h"
+#include "attention/standard/dilated_attention.h"
 #include "comm/communicator.h"
 #include "runtime/config.h"
 
@@ -38,6 +39,7 @@ class RingDilatedAttention : public DilatedAttentionBase {
   std::shared_ptr<Communicator> comm_;
   std::shared_ptr<SegmentGroups> groups_;
   std::shared_ptr<SpanningStrategy> strategy_;
+  DilatedAttention local_;  // for configs whose segments all fit in a shard
 };
 
 }  // namespace ra

@@ -70,7 +70,8 @@ void MultiheadDilatedAttentionImpl::reset_parameters() {
 }
 
 at::Tensor MultiheadDilatedAttentionImpl::forward(const at::Tensor& query, const at::Tensor& key,
-                                                  const at::Tensor& value) {
+                                                  const at::Tensor& value,
+                                                  int64_t first_position) {
   const int64_t E = config_.embed_dim, H = config_.num_heads, D = E / H;
   for (const auto& [name, t] : {std::pair{"query", &query}, {"key", &key}, {"value", &value}}) {
     std::ostringstream shape;
@@ -91,6 +92,10 @@ at::Tensor MultiheadDilatedAttentionImpl::forward(const at::Tensor& query, const
   auto heads = [&](const at::Tensor& t) { return t.reshape({t.size(0), t.size(1), H, D}); };
   q = heads(q), k = heads(k), v = heads(v);  // [B, S, H, D]
   if (config_.qk_norm) q = q_norm->forward(q), k = k_norm->forward(k);
+  if (position_encoding_) {
+    q = position_encoding_->encode_query(q, first_position);
+    k = position_encoding_->encode_key(k, first_position);
+  }
   attention_->train(is_training());
   at::Tensor attn = attention_->forward(q, k, v).out;  // [B, S, H, D]
   attn = attn.reshape({attn.size(0), attn.size(1), E});

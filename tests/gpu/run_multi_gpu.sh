@@ -43,6 +43,7 @@ bench() {  # bench <ranks> <args...>
     >> "$OUT/bench.log" 2>&1 || echo "bench failed: -n $n $*" | tee -a "$OUT/bench.log"
 }
 if [[ " $STAGES " == *" bench "* ]]; then
+  # Dense causal ring (zigzag) side by side with PyTorch's context_parallel, same S and GPUs.
   for S in 128K 512K; do
     bench "$GPUS" --config dense-causal --seq-len $S --zigzag
     timeout 150 torchrun --nproc-per-node "$GPUS" bench/context_parallel_baseline.py \
@@ -50,20 +51,32 @@ if [[ " $STAGES " == *" bench "* ]]; then
       --json "/tmp/cp_$S.json" >> "$OUT/bench.log" 2>&1 || echo "context_parallel failed at $S" | tee -a "$OUT/bench.log"
     [ -f "/tmp/cp_$S.json" ] && python3 -c "import json,sys; [print(json.dumps(r)) for r in json.load(open('/tmp/cp_$S.json'))]" >> "$RESULTS"
   done
+  # Exposed communication: the same runs with every transfer replaced by a local copy.
+  bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --local-copy
+  bench "$GPUS" --config wide --seq-len 128K
+  bench "$GPUS" --config wide --seq-len 128K --local-copy
+  # Dilated configs: P GPUs at S against one GPU at S/P (weak scaling).
   for cfg in longnet-base wide; do
     bench "$GPUS" --config $cfg --seq-len 1M
-    bench "$GPUS" --config $cfg --seq-len 1M --local-copy
     bench 1 --config $cfg --seq-len $(( 1024 / GPUS ))K
+    bench "$GPUS" --config $cfg --seq-len 4M
+    bench 1 --config $cfg --seq-len $(( 4096 / GPUS ))K
   done
   elapsed "bench done"
 fi
 
 if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
-  timeout 240 "${MPIRUN[@]}" -n "$GPUS" "$BUILD/launch/ring_train" ${TRAIN_ARGS:---seq-len 1M \
-    --layers 12 --embed-dim 768 --heads 12 --attention ring --steps 6 --log-every 1 \
-    --segment-lengths 2048,4096,8192,16384,32768 --dilation-rates 1,2,4,6,12} \
-    --metrics-file "$OUT/train_metrics.jsonl" > "$OUT/train.log" 2>&1 || echo "ring_train exit $?"
-  tail -12 "$OUT/train.log"
+  # LongNet-base (12 layers, 768 dim, 12 heads) at growing --seq-len on all GPUs.
+  for S in ${TRAIN_SEQ_LENS:-1M 4M 8M}; do
+    steps=$([ "$S" = 1M ] && echo 6 || echo 3)
+    timeout 200 "${MPIRUN[@]}" -n "$GPUS" "$BUILD/launch/ring_train" --seq-len $S \
+      --layers 12 --embed-dim 768 --heads 12 --ffn-dim 3072 --attention ring --steps $steps \
+      --log-every 1 --segment-lengths 2048,4096,8192,16384,32768 --dilation-rates 1,2,4,6,12 \
+      --causal --checkpointing on --data synthetic:kv --metrics-file "$OUT/train_metrics.jsonl" \
+      >> "$OUT/train.log" 2>&1 || echo "ring_train --seq-len $S exit $?" | tee -a "$OUT/train.log"
+    grep -E "^step|error|Error|out of memory" "$OUT/train.log" | tail -4
+    elapsed "train $S done"
+  done
   elapsed "train done"
 fi
 

@@ -1,0 +1,41 @@
+// Training checkpoints that are either complete or invisible.
+// save_checkpoint: rank 0 creates <dir>/step_<k>.tmp, every rank writes rank_<r>.pt (model and
+// optimizer state), then rank 0 writes manifest.json last and renames the directory to
+// <dir>/step_<k>. A crash at any point leaves at most a *.tmp directory, which the loader
+// ignores. find_latest_checkpoint only returns directories with a manifest that matches the
+// world size and names rank files that all exist.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "comm/communicator.h"
+
+namespace ra {
+
+// <save_dir>/step_<9-digit step>, and the step of such a directory.
+std::string checkpoint_directory(const std::string& save_dir, int64_t step);
+int64_t checkpoint_step(const std::string& dir);
+
+// Collective over comm. Returns the final directory. `config_text` is stored in the manifest.
+std::string save_checkpoint(const std::string& save_dir, int64_t step, Communicator& comm,
+                            torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                            const std::string& config_text);
+
+// The newest complete checkpoint directory under save_dir for world_size ranks, if any. Local
+// (no communication); callers agree by broadcasting rank 0's answer.
+std::optional<std::string> find_latest_checkpoint(const std::string& save_dir, int world_size);
+
+// Whether `dir` is a complete checkpoint for world_size ranks; why not in *reason.
+bool is_complete_checkpoint(const std::string& dir, int world_size, std::string* reason = nullptr);
+
+// Loads this rank's file of a complete checkpoint; returns its step. Throws (naming the
+// directory) when it is incomplete or written for another world size.
+int64_t load_checkpoint(const std::string& dir, int rank, int world_size, torch::nn::Module& model,
+                        torch::optim::Optimizer& optimizer);
+
+}  // namespace ra

@@ -1,0 +1,150 @@
+// LongNetLM: blocks, MAGNETO init, per-block checkpointing and the chunked LM loss.
+#include "runtime/model.h"
+
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/init.h>
+
+#include <cmath>
+
+#include "runtime/block_checkpoint.h"
+#include "runtime/error.h"
+#include "runtime/validation.h"
+
+namespace ra {
+
+void validate(const ModelConfig& c) {
+  RA_CHECK(c.vocab_size > 0, "vocab_size = ", c.vocab_size, ": must be positive");
+  RA_CHECK(c.num_layers > 0, "--layers = ", c.num_layers, ": must be positive");
+  RA_CHECK(c.embed_dim > 0, "--embed-dim = ", c.embed_dim, ": must be positive");
+  RA_CHECK(c.num_heads > 0 && c.embed_dim % c.num_heads == 0, "--heads = ", c.num_heads,
+           ": must be positive and divide --embed-dim = ", c.embed_dim);
+  RA_CHECK((c.embed_dim / c.num_heads) % 2 == 0,
+           "--embed-dim / --heads = ", c.embed_dim / c.num_heads,
+           ": the head dim must be even (rotary embedding)");
+  RA_CHECK(c.ffn_dim > 0, "--ffn-dim = ", c.ffn_dim, ": must be positive");
+  RA_CHECK(c.loss_chunk_tokens > 0, "loss_chunk_tokens = ", c.loss_chunk_tokens,
+           ": must be positive");
+  validate(c.attention);
+}
+
+double magneto_decoder_gamma(int64_t num_layers) {
+  return std::sqrt(std::log(2.0 * double(num_layers)));
+}
+
+namespace {
+
+torch::nn::LayerNorm make_norm(int64_t dim, double eps) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps));
+}
+
+}  // namespace
+
+DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& c,
+                                   std::shared_ptr<DilatedAttentionBase> attention,
+                                   std::shared_ptr<const PositionEncoding> position_encoding) {
+  const double gamma = magneto_decoder_gamma(c.num_layers);
+  MultiheadConfig mh;
+  mh.embed_dim = c.embed_dim;
+  mh.num_heads = c.num_heads;
+  mh.sub_ln = true;
+  mh.layer_norm_eps = c.layer_norm_eps;
+  mh.gamma_init = gamma;
+  mh.attention = c.attention;
+  attn_ln = register_module("attn_ln", make_norm(c.embed_dim, c.layer_norm_eps));
+  attn = register_module("attn", MultiheadDilatedAttention(mh, std::move(attention)));
+  attn->set_position_encoding(std::move(position_encoding));
+  ffn_ln = register_module("ffn_ln", make_norm(c.embed_dim, c.layer_norm_eps));
+  fc1 = register_module("fc1", torch::nn::Linear(c.embed_dim, c.ffn_dim));
+  ffn_sub_ln = register_module("ffn_sub_ln", make_norm(c.ffn_dim, c.layer_norm_eps));
+  fc2 = register_module("fc2", torch::nn::Linear(c.ffn_dim, c.embed_dim));
+  torch::NoGradGuard no_grad;
+  for (auto* linear : {&fc1, &fc2}) {
+    torch::nn::init::xavier_normal_((*linear)->weight, gamma);
+    (*linear)->bias.zero_();
+  }
+}
+
+at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, int64_t first_position) {
+  at::Tensor h = x + attn->forward(attn_ln->forward(x), first_position);
+  at::Tensor f = torch::nn::functional::gelu(fc1->forward(ffn_ln->forward(h)));
+  return h + fc2->forward(ffn_sub_ln->forward(f));
+}
+
+LongNetLMImpl::LongNetLMImpl(ModelConfig config, const AttentionMaker& make_attention)
+    : config_(std::move(config)) {
+  validate(config_);
+  const int64_t E = config_.embed_dim;
+  auto rope = std::make_shared<RotaryEmbedding>(E / config_.num_heads, config_.rope_base);
+  embed = register_module("embed", torch::nn::Embedding(config_.vocab_size, E));
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    block_list_.push_back(DecoderBlock(config_, make_attention(), rope));
+    blocks->push_back(block_list_.back());
+  }
+  final_ln = register_module("final_ln", make_norm(E, config_.layer_norm_eps));
+  lm_head = register_module(
+      "lm_head", torch::nn::Linear(torch::nn::LinearOptions(E, config_.vocab_size).bias(false)));
+  torch::NoGradGuard no_grad;
+  torch::nn::init::normal_(embed->weight, 0.0, std::pow(double(E), -0.5));
+  torch::nn::init::normal_(lm_head->weight, 0.0, std::pow(double(E), -0.5));
+}
+
+at::Tensor LongNetLMImpl::hidden_states(const at::Tensor& tokens, int64_t first_position) {
+  RA_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong,
+           "tokens must be [batch, seq_len] int64, got ", tokens.sizes(), " ", tokens.dtype());
+  at::Tensor x = embed->forward(tokens);  // [B, S, E]
+  for (auto& block : block_list_) {
+    if (config_.checkpointing && is_training()) {
+      auto fn = [block, first_position](const at::Tensor& in) mutable {
+        return block->forward(in, first_position);
+      };
+      x = checkpoint_block(fn, x, block->parameters());
+    } else {
+      x = block->forward(x, first_position);
+    }
+  }
+  return final_ln->forward(x);
+}
+
+at::Tensor LongNetLMImpl::loss_sum(const at::Tensor& hidden, const at::Tensor& targets) {
+  RA_CHECK(hidden.dim() == 3 && targets.dim() == 2 && hidden.size(0) == targets.size(0) &&
+               hidden.size(1) == targets.size(1),
+           "loss_sum: hidden [B, S, E] and targets [B, S] disagree: ", hidden.sizes(), " vs ",
+           targets.sizes());
+  const int64_t S = hidden.size(1), chunk = config_.loss_chunk_tokens;
+  // The loss is at least fp32 (bf16 logits are upcast), float64 stays float64 (tests).
+  const auto loss_dtype = at::promote_types(hidden.scalar_type(), at::kFloat);
+  at::Tensor total = at::zeros({}, hidden.options().dtype(loss_dtype));
+  for (int64_t start = 0; start < S; start += chunk) {
+    const int64_t len = std::min(chunk, S - start);
+    at::Tensor chunk_targets = targets.narrow(1, start, len).reshape({-1});  // [B * len]
+    if (!(chunk_targets >= 0).any().item<bool>()) continue;
+    auto chunk_loss = [this, chunk_targets, loss_dtype](const at::Tensor& h) {
+      at::Tensor logits = lm_head->forward(h).reshape({chunk_targets.size(0), -1}).to(loss_dtype);
+      return torch::nn::functional::cross_entropy(
+          logits, chunk_targets,
+          torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1).reduction(torch::kSum));
+    };
+    at::Tensor h = hidden.narrow(1, start, len);  // [B, len, E]
+    total = total + (config_.checkpointing && is_training()
+                         ? checkpoint_block(chunk_loss, h, lm_head->parameters())
+                         : chunk_loss(h));
+  }
+  // A shard with nothing to score still needs a backward pass through the whole model:
+  // sequence-parallel attention runs collectives in backward that every rank must join.
+  if (!total.requires_grad() && hidden.requires_grad()) total = total + hidden.sum() * 0;
+  return total;
+}
+
+int64_t LongNetLMImpl::matmul_parameter_count() {
+  int64_t n = lm_head->weight.numel();
+  for (auto& block : block_list_) {
+    for (const auto& p : block->parameters()) {
+      if (p.dim() == 2) n += p.numel();
+    }
+  }
+  return n;
+}
+
+}  // namespace ra

@@ -1,0 +1,90 @@
+// LongNetLM: the LongNet-style decoder-only language model ring_train trains.
+// token embedding -> N x DecoderBlock -> final LayerNorm -> LM head (no bias), where a block is
+//   x + MultiheadDilatedAttention(LN(x))   (sub-LN, RoPE at the global token index)
+//   x + fc2(LN(gelu(fc1(LN(x)))))          (MAGNETO FFN with its sub-LN)
+// Everything except attention is token-local, so a rank holding tokens [first, first + S/P)
+// computes exactly its slice of what one device would (attention decides the rest).
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <functional>
+#include <memory>
+
+#include "attention/attention.h"
+#include "attention/standard/multihead_dilated_attention.h"
+#include "runtime/config.h"
+#include "runtime/rotary_embedding.h"
+
+namespace ra {
+
+struct ModelConfig {
+  int64_t vocab_size = 0;
+  int64_t num_layers = 0;
+  int64_t embed_dim = 0;
+  int64_t num_heads = 0;
+  int64_t ffn_dim = 0;
+  DilatedAttentionConfig attention;
+  double rope_base = 10000.0;
+  double layer_norm_eps = 1e-5;
+  bool checkpointing = false;        // recompute each block (and the loss chunks) in backward
+  int64_t loss_chunk_tokens = 4096;  // LM head + cross-entropy on this many tokens at a time
+};
+
+void validate(const ModelConfig& config);
+
+// MAGNETO's init gain for a decoder-only model of N layers: gamma = sqrt(log(2N)) (Wang et al.
+// 2022, "Foundation Transformers", arXiv:2210.06423, Sec. 2.2; TorchScale's Decoder scales
+// v_proj, out_proj, fc1 and fc2 by it when subln is on).
+double magneto_decoder_gamma(int64_t num_layers);
+
+// Creates the attention of one layer (e.g. make_attention(name, spec) with the communicator).
+using AttentionMaker = std::function<std::shared_ptr<DilatedAttentionBase>()>;
+
+class DecoderBlockImpl : public torch::nn::Module {
+ public:
+  DecoderBlockImpl(const ModelConfig& config, std::shared_ptr<DilatedAttentionBase> attention,
+                   std::shared_ptr<const PositionEncoding> position_encoding);
+  // x: [B, S, E] -> [B, S, E]; token 0 of x is global token first_position.
+  at::Tensor forward(const at::Tensor& x, int64_t first_position);
+
+  torch::nn::LayerNorm attn_ln{nullptr}, ffn_ln{nullptr}, ffn_sub_ln{nullptr};
+  MultiheadDilatedAttention attn{nullptr};
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(DecoderBlock);
+
+class LongNetLMImpl : public torch::nn::Module {
+ public:
+  LongNetLMImpl(ModelConfig config, const AttentionMaker& make_attention);
+
+  // tokens: [B, S] int64 -> final hidden states [B, S, E] (after the final LayerNorm).
+  at::Tensor hidden_states(const at::Tensor& tokens, int64_t first_position);
+  // Sum of cross-entropy over the positions with target >= 0 (targets [B, S] int64, -1 =
+  // ignored), computed chunk by chunk so [B, S, V] logits never exist at once. Returns a
+  // 0-dim tensor, float32 (float64 for a float64 model).
+  at::Tensor loss_sum(const at::Tensor& hidden, const at::Tensor& targets);
+  // hidden: [..., E] -> logits [..., V].
+  at::Tensor logits(const at::Tensor& hidden) { return lm_head->forward(hidden); }
+
+  const ModelConfig& config() const { return config_; }
+  // Parameters that do matmul work per token (blocks + LM head), for the 6*N*T FLOP count.
+  int64_t matmul_parameter_count();
+
+  torch::nn::Embedding embed{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+  torch::nn::LayerNorm final_ln{nullptr};
+  torch::nn::Linear lm_head{nullptr};
+
+ private:
+  ModelConfig config_;
+  std::vector<DecoderBlock> block_list_;
+};
+TORCH_MODULE(LongNetLM);
+
+}  // namespace ra

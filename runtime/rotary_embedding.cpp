@@ -1,0 +1,45 @@
+// RoPE with float64 angles and a one-entry table cache (see rotary_embedding.h).
+#include "runtime/rotary_embedding.h"
+
+#include "runtime/error.h"
+
+namespace ra {
+
+RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double base) : head_dim_(head_dim), base_(base) {
+  RA_CHECK(head_dim > 0 && head_dim % 2 == 0, "head_dim = ", head_dim,
+           ": rotary position embedding needs an even head dim");
+  RA_CHECK(base > 1.0, "rope base = ", base, ": must be > 1");
+}
+
+const RotaryEmbedding::Table& RotaryEmbedding::table(int64_t first_position, int64_t length,
+                                                     const at::TensorOptions& options) const {
+  if (cache_.first == first_position && cache_.length == length &&
+      cache_.cos.device() == options.device() && cache_.cos.dtype() == options.dtype()) {
+    return cache_;
+  }
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  auto positions = at::arange(first_position, first_position + length, f64);              // [S]
+  auto inv_freq = at::pow(base_, -at::arange(0, head_dim_, 2, f64) / double(head_dim_));  // [D/2]
+  auto angles = at::outer(positions, inv_freq).view({1, length, 1, head_dim_ / 2});
+  cache_.cos = angles.cos().to(options);
+  cache_.sin = angles.sin().to(options);
+  cache_.first = first_position;
+  cache_.length = length;
+  return cache_;
+}
+
+at::Tensor RotaryEmbedding::rotate(const at::Tensor& x, int64_t first_position) const {
+  RA_CHECK(x.dim() == 4 && x.size(3) == head_dim_, "rotary input must be [B, S, H, D = ", head_dim_,
+           "], got ", x.sizes());
+  RA_CHECK(first_position >= 0, "first_position = ", first_position, ": must be >= 0");
+  at::Tensor cos, sin;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Table& t = table(first_position, x.size(1), x.options());
+    cos = t.cos, sin = t.sin;
+  }
+  auto halves = x.chunk(2, -1);  // x1, x2: [B, S, H, D/2]
+  return at::cat({halves[0] * cos - halves[1] * sin, halves[1] * cos + halves[0] * sin}, -1);
+}
+
+}  // namespace ra

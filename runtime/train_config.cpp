@@ -1,0 +1,111 @@
+// Validation and printing of TrainConfig (see train_config.h).
+#include "runtime/train_config.h"
+
+#include <sstream>
+
+#include "attention/factory.h"
+#include "runtime/error.h"
+#include "runtime/validation.h"
+
+namespace ra {
+namespace {
+
+std::string list(const std::vector<int64_t>& v) {
+  std::string s;
+  for (auto x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s;
+}
+
+}  // namespace
+
+bool checkpointing_enabled(const TrainConfig& c) {
+  return c.checkpointing == "on" ||
+         (c.checkpointing == "auto" && c.seq_len >= kAutoCheckpointingSeqLen);
+}
+
+int64_t resolved_ffn_dim(const TrainConfig& c) {
+  return c.ffn_dim > 0 ? c.ffn_dim : 4 * c.embed_dim;
+}
+
+void validate_train_config(const TrainConfig& c, int world_size) {
+  RA_CHECK(c.seq_len > 0, "--seq-len = ", c.seq_len, ": must be positive");
+  RA_CHECK(c.batch_size > 0, "--batch-size = ", c.batch_size, ": must be positive");
+  RA_CHECK(c.layers > 0, "--layers = ", c.layers, ": must be positive");
+  RA_CHECK(c.embed_dim > 0, "--embed-dim = ", c.embed_dim, ": must be positive");
+  RA_CHECK(c.heads > 0 && c.embed_dim % c.heads == 0, "--heads = ", c.heads,
+           ": must be positive and divide --embed-dim = ", c.embed_dim);
+  RA_CHECK((c.embed_dim / c.heads) % 2 == 0, "--embed-dim / --heads = ", c.embed_dim / c.heads,
+           ": the head dim must be even (rotary position embedding)");
+  RA_CHECK(c.ffn_dim >= 0, "--ffn-dim = ", c.ffn_dim, ": must be >= 0 (0 = 4 x --embed-dim)");
+  std::string variants;
+  bool known_variant = false;
+  for (const auto& name : attention_names()) {
+    variants += (variants.empty() ? "" : ", ") + name;
+    known_variant = known_variant || name == c.attention_variant;
+  }
+  RA_CHECK(known_variant, "--attention = '", c.attention_variant, "': allowed: ", variants);
+  RA_CHECK(c.checkpointing == "auto" || c.checkpointing == "on" || c.checkpointing == "off",
+           "--checkpointing = '", c.checkpointing, "': allowed: auto, on, off");
+  RA_CHECK(c.dtype == "auto" || c.dtype == "fp32" || c.dtype == "bf16", "--dtype = '", c.dtype,
+           "': allowed: auto (bf16 on GPU, fp32 on CPU), fp32, bf16");
+  RA_CHECK(c.device == "auto" || c.device == "cpu" || c.device == "cuda", "--device = '", c.device,
+           "': allowed: auto, cpu, cuda");
+  RA_CHECK(c.steps > 0, "--steps = ", c.steps, ": must be positive");
+  RA_CHECK(c.lr > 0, "--lr = ", c.lr, ": must be positive");
+  RA_CHECK(c.min_lr_ratio >= 0 && c.min_lr_ratio <= 1, "--min-lr-ratio = ", c.min_lr_ratio,
+           ": must be in [0, 1]");
+  RA_CHECK(c.warmup >= 0, "--warmup = ", c.warmup, ": must be >= 0");
+  RA_CHECK(c.weight_decay >= 0, "--weight-decay = ", c.weight_decay, ": must be >= 0");
+  RA_CHECK(c.clip >= 0, "--clip = ", c.clip, ": must be >= 0 (0 = no clipping)");
+  RA_CHECK(c.save_every >= 0, "--save-every = ", c.save_every, ": must be >= 0");
+  RA_CHECK(c.save_every == 0 || !c.save_dir.empty(), "--save-every = ", c.save_every,
+           ": needs --save-dir");
+  RA_CHECK(c.resume != "auto" || !c.save_dir.empty(),
+           "--resume = auto: needs --save-dir (the newest complete checkpoint there is loaded)");
+  RA_CHECK(c.log_every > 0, "--log-every = ", c.log_every, ": must be positive");
+  RA_CHECK(c.stop_after >= 0, "--stop-after = ", c.stop_after, ": must be >= 0 (0 = no limit)");
+  RA_CHECK(c.eval_batches >= 0, "--eval-batches = ", c.eval_batches, ": must be >= 0");
+  RA_CHECK(c.threads >= 0, "--threads = ", c.threads, ": must be >= 0 (0 = default)");
+  RA_CHECK(c.timeout_seconds > 0, "--timeout = ", c.timeout_seconds, ": must be positive");
+  RA_CHECK(c.loss_chunk_tokens > 0, "--loss-chunk = ", c.loss_chunk_tokens, ": must be positive");
+  RA_CHECK(c.data.rfind("synthetic", 0) == 0 || c.attention.causal, "--data = '", c.data,
+           "': language modelling on a token file needs --causal "
+           "(without it every position sees the token it predicts)");
+  try {
+    validate(c.attention);
+  } catch (const Error& e) {
+    RA_THROW("--segment-lengths / --dilation-rates / --head-mode: ", e.message());
+  }
+  try {
+    validate_sharding(c.attention, c.seq_len, world_size);
+  } catch (const Error& e) {
+    RA_THROW("--seq-len = ", c.seq_len, " with ", world_size, " rank(s): ", e.message());
+  }
+}
+
+std::string describe(const TrainConfig& c) {
+  std::ostringstream os;
+  os << "  seq-len = " << c.seq_len << "  batch-size = " << c.batch_size << "  steps = " << c.steps
+     << "\n  model: layers = " << c.layers << "  embed-dim = " << c.embed_dim
+     << "  heads = " << c.heads << "  ffn-dim = " << resolved_ffn_dim(c)
+     << "\n  attention = " << c.attention_variant
+     << "  segment-lengths = " << list(c.attention.segment_lengths)
+     << "  dilation-rates = " << list(c.attention.dilation_rates)
+     << "  head-mode = " << to_string(c.attention.head_mode)
+     << "  causal = " << (c.attention.causal ? "yes" : "no")
+     << "\n  checkpointing = " << c.checkpointing << " ("
+     << (checkpointing_enabled(c) ? "on" : "off") << ")  dtype = " << c.dtype
+     << "  device = " << c.device << "  loss-chunk = " << c.loss_chunk_tokens
+     << "\n  optimizer: AdamW lr = " << c.lr << "  min-lr-ratio = " << c.min_lr_ratio
+     << "  warmup = " << c.warmup << "  weight-decay = " << c.weight_decay << "  betas = ("
+     << c.beta1 << ", " << c.beta2 << ")  clip = " << c.clip << "  seed = " << c.seed
+     << "\n  data = " << c.data << "  save-dir = " << (c.save_dir.empty() ? "(none)" : c.save_dir)
+     << "  save-every = " << c.save_every << "  resume = " << c.resume
+     << "\n  log-every = " << c.log_every
+     << "  metrics-file = " << (c.metrics_file.empty() ? "(none)" : c.metrics_file)
+     << "  eval-batches = " << c.eval_batches << "  stop-after = " << c.stop_after
+     << "  threads = " << c.threads << "  timeout = " << c.timeout_seconds << " s";
+  return os.str();
+}
+
+}  // namespace ra

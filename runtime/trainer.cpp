@@ -1,0 +1,304 @@
+// The training loop (see trainer.h).
+#include "runtime/trainer.h"
+
+#include <torch/cuda.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "attention/factory.h"
+#include "attention/standard/dilation_plan.h"
+#include "runtime/checkpoint.h"
+#include "runtime/error.h"
+#include "runtime/gradient_sync.h"
+#include "runtime/torch_compat.h"
+
+namespace ra {
+namespace {
+
+// First index of the steps evaluate() uses: far past any training step, so never trained on.
+constexpr int64_t kEvalStepBase = int64_t(1) << 40;
+
+// Enables bf16 autocast for its scope (CUDA only; see torch_compat.h).
+class Bf16Scope {
+ public:
+  explicit Bf16Scope(bool on) : on_(on) {
+    if (on_) compat::set_cuda_bf16_autocast(true);
+  }
+  ~Bf16Scope() {
+    if (on_) compat::set_cuda_bf16_autocast(false);
+  }
+
+ private:
+  bool on_;
+};
+
+void synchronize(const at::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* log)
+    : config_(std::move(config)), runtime_(std::move(runtime)), log_(log) {
+  Communicator& comm = *runtime_.world;
+  validate_train_config(config_, comm.size());
+  const bool cuda = runtime_.device.is_cuda();
+  bf16_ = config_.dtype == "bf16" || (config_.dtype == "auto" && cuda);
+  RA_CHECK(!bf16_ || cuda,
+           "--dtype = bf16: bf16 compute (with fp32 master weights) needs a "
+           "CUDA device; on CPU use --dtype fp32");
+  if (config_.threads > 0) torch::set_num_threads(config_.threads);
+  comm.set_timeout_seconds(config_.timeout_seconds);
+
+  layout_ = {config_.batch_size, config_.seq_len, comm.rank(), comm.size()};
+  data_ = make_training_data(config_.data, layout_, config_.seed);
+
+  ModelConfig mc;
+  mc.vocab_size = data_->vocab_size();
+  mc.num_layers = config_.layers;
+  mc.embed_dim = config_.embed_dim;
+  mc.num_heads = config_.heads;
+  mc.ffn_dim = resolved_ffn_dim(config_);
+  mc.attention = config_.attention;
+  mc.checkpointing = checkpointing_enabled(config_);
+  mc.loss_chunk_tokens = config_.loss_chunk_tokens;
+  AttentionSpec spec;
+  spec.attention = config_.attention;
+  spec.ring.timeout_seconds = config_.timeout_seconds;
+  spec.comm = runtime_.world;
+  const std::string variant = config_.attention_variant;
+  // Same seed on every rank -> same initial weights; the broadcast below makes sure.
+  torch::manual_seed(config_.seed);
+  model_ = LongNetLM(mc, [&] { return make_attention(variant, spec); });
+  model_->to(runtime_.device);  // fp32 master weights
+  model_->train();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model_->parameters()) comm.broadcast(p, 0);
+  }
+
+  // Weight decay on matrices only (not on biases and LayerNorm gains).
+  std::vector<at::Tensor> decay, no_decay;
+  for (auto& p : model_->parameters()) {
+    params_.push_back(p);
+    (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  }
+  auto options = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(config_.lr)
+                                                            .betas({config_.beta1, config_.beta2})
+                                                            .weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, options(config_.weight_decay));
+  groups.emplace_back(no_decay, options(0.0));
+  optimizer_ =
+      std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(config_.lr));
+  schedule_ = {config_.lr, config_.warmup, config_.steps, config_.min_lr_ratio};
+
+  const int64_t head_dim = config_.embed_dim / config_.heads;
+  const double attention_fwd =
+      DilationPlan::build(config_.attention, config_.seq_len, config_.heads)
+          .forward_flops(config_.batch_size, config_.seq_len, head_dim, config_.attention.causal);
+  model_flops_per_step_ = 6.0 * double(model_->matmul_parameter_count()) *
+                              double(config_.batch_size * config_.seq_len) +
+                          3.5 * attention_fwd * double(config_.layers);
+
+  maybe_resume();
+  if (comm.rank() == 0)
+    metrics_ = std::make_unique<MetricsLog>(config_.metrics_file, start_step_ > 1);
+  print_header();
+}
+
+double Trainer::peak_flops_per_gpu() const {
+  if (!runtime_.device.is_cuda()) return 0;
+  const std::string name = compat::device_name(runtime_.device);
+  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos)
+    return 989e12;
+  if (name.find("A100") != std::string::npos) return 312e12;
+  return 0;
+}
+
+void Trainer::print_header() {
+  if (!log_) return;
+  const auto& L = runtime_.layout;
+  const double peak = peak_flops_per_gpu();
+  std::ostream& os = *log_;
+  os << "ring_train: resolved config\n" << describe(config_) << "\n";
+  os << "world: " << L.world_size << " rank(s) on " << L.world_size / std::max(1, L.local_size)
+     << " node(s) x " << L.local_size << " per node; device "
+     << compat::device_name(runtime_.device) << " (" << runtime_.device << "), communicator "
+     << runtime_.world->backend() << "\n";
+  os << "sequence: " << config_.seq_len << " tokens = " << L.world_size << " shards of "
+     << layout_.shard_len() << "; rank r holds tokens [r*" << layout_.shard_len() << ", (r+1)*"
+     << layout_.shard_len() << ")\n";
+  os << "data: " << data_->describe() << "\n";
+  int64_t n_params = 0;
+  for (const auto& p : params_) n_params += p.numel();
+  os << "model: " << n_params << " parameters, compute " << (bf16_ ? "bf16 (fp32 master)" : "fp32")
+     << ", checkpointing " << (model_->config().checkpointing ? "on" : "off") << "\n";
+  os << "MFU peak: ";
+  if (peak > 0)
+    os << peak / 1e12 << " TFLOP/s bf16 dense per GPU\n";
+  else
+    os << "n/a (" << (runtime_.device.is_cuda() ? "unknown card" : "CPU") << ")\n";
+  if (start_step_ > 1) os << "resumed: continuing at step " << start_step_ << "\n";
+  os.flush();
+}
+
+void Trainer::maybe_resume() {
+  if (config_.resume == "none" || config_.resume.empty()) return;
+  Communicator& comm = *runtime_.world;
+  std::string dir = config_.resume;
+  if (config_.resume == "auto") {
+    // Rank 0 decides, everyone follows (a file system may show ranks different listings).
+    double latest_step = 0;  // rank 0's answer; the others contribute 0 to the sum
+    if (comm.rank() == 0) {
+      if (auto latest = find_latest_checkpoint(config_.save_dir, comm.size())) {
+        latest_step = double(checkpoint_step(*latest));
+      }
+    }
+    latest_step = sum_over_ranks({latest_step}, comm, runtime_.device)[0];
+    if (latest_step < 1) return;  // nothing to resume: a fresh start
+    dir = checkpoint_directory(config_.save_dir, int64_t(latest_step));
+  }
+  const int64_t step = load_checkpoint(dir, comm.rank(), comm.size(), *model_, *optimizer_);
+  start_step_ = step + 1;
+}
+
+StepMetrics Trainer::train_step(int64_t step) {
+  Communicator& comm = *runtime_.world;
+  comm.set_context("step " + std::to_string(step));
+  synchronize(runtime_.device);
+  const auto start = std::chrono::steady_clock::now();
+
+  Batch batch = data_->batch(step);
+  at::Tensor tokens = batch.tokens.to(runtime_.device);    // [B, S/P]
+  at::Tensor targets = batch.targets.to(runtime_.device);  // [B, S/P], -1 = ignored
+  const double local_count = (batch.targets >= 0).sum().item<double>();
+  const double global_count =
+      std::max(1.0, sum_over_ranks({local_count}, comm, runtime_.device)[0]);
+
+  optimizer_->zero_grad();
+  at::Tensor loss_sum, hidden;
+  {
+    Bf16Scope bf16(bf16_);
+    hidden = model_->hidden_states(tokens, layout_.first_position());  // [B, S/P, E]
+    loss_sum = model_->loss_sum(hidden, targets);
+  }
+  (loss_sum / global_count).backward();
+  all_reduce_gradients(params_, comm);
+  const double grad_norm =
+      config_.clip > 0
+          ? torch::nn::utils::clip_grad_norm_(params_, config_.clip)
+          : torch::nn::utils::clip_grad_norm_(params_, std::numeric_limits<double>::infinity());
+  const double lr = schedule_.at(step);
+  for (auto& group : optimizer_->param_groups()) {
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  }
+  optimizer_->step();
+
+  // Logged values, summed over ranks: loss sum, correct, scored.
+  std::vector<double> stats = {loss_sum.detach().item<double>(), 0, 0};
+  if (data_->reports_accuracy()) {
+    torch::NoGradGuard no_grad;
+    at::Tensor mask = targets >= 0;
+    at::Tensor predicted = model_->logits(hidden.detach().index({mask})).argmax(-1);  // [n]
+    stats[1] = (predicted == targets.index({mask})).sum().item<double>();
+    stats[2] = mask.sum().item<double>();
+  }
+  stats = sum_over_ranks(stats, comm, runtime_.device);
+  synchronize(runtime_.device);
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+
+  StepMetrics m;
+  m.step = step;
+  m.loss = stats[0] / global_count;
+  m.grad_norm = grad_norm;
+  m.lr = lr;
+  m.step_ms = ms;
+  const double step_tokens = double(config_.batch_size * config_.seq_len);
+  m.tokens_per_s = step_tokens / (ms / 1e3);
+  m.tokens_per_s_per_gpu = m.tokens_per_s / comm.size();
+  m.tflops_per_gpu = model_flops_per_step_ / comm.size() / (ms / 1e3) / 1e12;
+  if (const double peak = peak_flops_per_gpu(); peak > 0) m.mfu = m.tflops_per_gpu * 1e12 / peak;
+  m.peak_memory_gib = compat::peak_memory_gib(runtime_.device);
+  if (data_->reports_accuracy() && stats[2] > 0) m.accuracy = stats[1] / stats[2];
+  return m;
+}
+
+EvalResult Trainer::evaluate(int64_t batches) {
+  Communicator& comm = *runtime_.world;
+  model_->eval();
+  torch::NoGradGuard no_grad;
+  std::vector<double> stats = {0, 0, 0};  // loss sum, correct, scored
+  for (int64_t i = 1; i <= batches; ++i) {
+    comm.set_context("eval batch " + std::to_string(i));
+    Batch batch = data_->batch(kEvalStepBase + i);
+    at::Tensor tokens = batch.tokens.to(runtime_.device),
+               targets = batch.targets.to(runtime_.device);
+    Bf16Scope bf16(bf16_);
+    at::Tensor hidden = model_->hidden_states(tokens, layout_.first_position());
+    stats[0] += model_->loss_sum(hidden, targets).item<double>();
+    at::Tensor mask = targets >= 0;
+    at::Tensor predicted = model_->logits(hidden.index({mask})).argmax(-1);
+    stats[1] += (predicted == targets.index({mask})).sum().item<double>();
+    stats[2] += mask.sum().item<double>();
+  }
+  stats = sum_over_ranks(stats, comm, runtime_.device);
+  model_->train();
+  EvalResult result;
+  const double scored = std::max(1.0, stats[2]);
+  result.loss = stats[0] / scored;
+  if (data_->reports_accuracy()) result.accuracy = stats[1] / scored;
+  return result;
+}
+
+void Trainer::save(int64_t step) {
+  const std::string dir = save_checkpoint(config_.save_dir, step, *runtime_.world, *model_,
+                                          *optimizer_, describe(config_));
+  if (log_) *log_ << "saved checkpoint " << dir << std::endl;
+}
+
+std::optional<EvalResult> Trainer::run() {
+  const std::string memory_label = runtime_.device.is_cuda() ? "mem" : "RSS";
+  compat::reset_peak_memory(runtime_.device);
+  const int64_t last_step = config_.stop_after > 0
+                                ? std::min(config_.steps, start_step_ + config_.stop_after - 1)
+                                : config_.steps;
+  for (int64_t step = start_step_; step <= last_step; ++step) {
+    StepMetrics m = train_step(step);
+    const bool log_now = step % config_.log_every == 0 || step == last_step;
+    if (metrics_ && log_now) metrics_->write(m);
+    if (log_ && log_now) *log_ << MetricsLog::format(m, memory_label) << std::endl;
+    const bool save_now =
+        !config_.save_dir.empty() &&
+        ((config_.save_every > 0 && step % config_.save_every == 0) || step == last_step);
+    if (save_now) save(step);
+  }
+  if (last_step < config_.steps) {
+    if (log_) *log_ << "stopping after step " << last_step << " (--stop-after)" << std::endl;
+    return std::nullopt;
+  }
+  if (config_.eval_batches == 0) return std::nullopt;
+  EvalResult eval = evaluate(config_.eval_batches);
+  nlohmann::json j;
+  j["event"] = "eval";
+  j["batches"] = config_.eval_batches;
+  j["loss"] = eval.loss;
+  if (eval.accuracy) j["accuracy"] = *eval.accuracy;
+  if (metrics_) metrics_->write_json_line(j.dump());
+  if (log_) {
+    char line[160];
+    std::snprintf(line, sizeof line, "eval: %ld batches | loss %.4f | accuracy %s",
+                  long(config_.eval_batches), eval.loss,
+                  eval.accuracy ? std::to_string(*eval.accuracy).c_str() : "n/a");
+    *log_ << line << std::endl;
+  }
+  return eval;
+}
+
+}  // namespace ra

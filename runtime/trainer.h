@@ -1,0 +1,74 @@
+// Trainer: one sequence-parallel training run. Every rank holds the same model and S/P tokens
+// of every sequence; a step is forward (attention through the chosen variant, everything else
+// token-local) -> loss = local sum / global count -> backward -> gradient all-reduce ->
+// clip -> AdamW with warmup + cosine. Rank 0 logs; checkpoints are collective.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <torch/optim/adamw.h>
+
+#include "runtime/distributed_setup.h"
+#include "runtime/lr_schedule.h"
+#include "runtime/metrics_log.h"
+#include "runtime/model.h"
+#include "runtime/train_config.h"
+#include "runtime/training_data.h"
+
+namespace ra {
+
+struct EvalResult {
+  double loss = 0;
+  std::optional<double> accuracy;  // when the data reports accuracy
+};
+
+class Trainer {
+ public:
+  // Validates the config (throws ra::Error naming the flag), builds data, model and optimizer,
+  // and resumes when config.resume asks for it. `log` (rank 0's stdout, or null) gets the
+  // config, the world layout and the step lines.
+  Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* log);
+
+  // Trains from start_step() to config.steps (or config.stop_after steps), saving and logging
+  // as configured; then, when training is complete and config.eval_batches > 0, evaluates.
+  // Returns the eval result (if any).
+  std::optional<EvalResult> run();
+
+  // One optimisation step on the batch of `step` (1-based). Collective.
+  StepMetrics train_step(int64_t step);
+  // Scores `batches` batches that training never sees. Collective.
+  EvalResult evaluate(int64_t batches);
+  void save(int64_t step);
+
+  int64_t start_step() const { return start_step_; }
+  LongNetLM& model() { return model_; }
+  const TrainConfig& config() const { return config_; }
+  // Model FLOPs of one step over all ranks (6 * matmul params * tokens + attention), no recompute.
+  double model_flops_per_step() const { return model_flops_per_step_; }
+
+ private:
+  void print_header();
+  void maybe_resume();
+  double peak_flops_per_gpu() const;  // bf16 dense peak of the card, 0 when unknown / CPU
+
+  TrainConfig config_;
+  DistributedRuntime runtime_;
+  std::ostream* log_;
+  ShardLayout layout_;
+  std::unique_ptr<TrainingData> data_;
+  LongNetLM model_{nullptr};
+  std::vector<at::Tensor> params_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  LrSchedule schedule_;
+  std::unique_ptr<MetricsLog> metrics_;
+  bool bf16_ = false;
+  int64_t start_step_ = 1;
+  double model_flops_per_step_ = 0;
+};
+
+}  // namespace ra
