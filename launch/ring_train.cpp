@@ -48,8 +48,8 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "head-mode", po::value(&raw.head_mode)->default_value("all"),
       "all (paper: every head uses every branch) | partition (heads split per branch)")(
       "attention", po::value(&c.attention_variant)->default_value(c.attention_variant),
-      "attention variant: standard (each rank attends within its own shard only) | ring | "
-      "allgather (sequence-parallel, where built) | sparse (where built)")(
+      "attention variant: ring | allgather (sequence-parallel: exact at any number of ranks) | "
+      "standard (each rank attends within its own shard only) | sparse (where built)")(
       "causal", po::value(&raw.causal)->default_value(false)->implicit_value(true),
       "causal masking (required for token-file language modelling)")(
       "checkpointing", po::value(&c.checkpointing)->default_value(c.checkpointing),

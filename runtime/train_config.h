@@ -20,7 +20,7 @@ struct TrainConfig {
   int64_t heads = 12;
   int64_t ffn_dim = 0;  // 0 -> 4 * embed_dim
   DilatedAttentionConfig attention;
-  std::string attention_variant = "standard";
+  std::string attention_variant = "ring";  // exact at any world size; "standard" is shard-local
   std::string checkpointing = "auto";  // auto | on | off
   std::string dtype = "auto";          // auto | fp32 | bf16
   std::string device = "auto";         // auto | cpu | cuda
