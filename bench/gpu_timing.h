@@ -3,24 +3,20 @@
 #pragma once
 
 #include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "runtime/cuda_check.h"
+#include "runtime/torch_compat.h"
 
 namespace ra::bench {
 
-inline double peak_gib() {
-  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
-  return double(stats.allocated_bytes[0].peak) / double(1ull << 30);  // 0: aggregate pool
-}
-
-inline void reset_peak() {
-  c10::cuda::CUDACachingAllocator::resetPeakStats(c10::cuda::current_device());
-}
+inline at::Device current_cuda_device() { return at::Device(at::kCUDA, c10::cuda::current_device()); }
+inline double peak_gib() { return compat::peak_memory_gib(current_cuda_device()); }
+inline void reset_peak() { compat::reset_peak_memory(current_cuda_device()); }
 
 // Runs step() warmup times, then reps times between CUDA events on the current stream; returns
 // the median in ms. `before_each` runs outside the timed region (e.g. an MPI barrier).

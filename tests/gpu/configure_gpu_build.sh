@@ -2,6 +2,7 @@
 # Sourced by the GPU run scripts: unpacks the carried Boost/json .debs (.deps/, see
 # docs/BUILDING.md) into /tmp/ra_deps, records the device, and configures $BUILD against the
 # PyTorch wheel's LibTorch and NCCL. Expects ROOT, OUT and BUILD set; logs go to $OUT.
+shopt -s nullglob  # no carried .debs: Boost and nlohmann-json are installed system-wide
 prefix=/tmp/ra_deps
 mkdir -p "$prefix"
 for deb in "$ROOT"/.deps/boost/*.deb "$ROOT"/.deps/json/*.deb; do dpkg -x "$deb" "$prefix"; done

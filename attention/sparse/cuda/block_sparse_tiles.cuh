@@ -10,24 +10,15 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "attention/standard/cuda/vector_io.cuh"
+
 namespace ra::cuda::detail {
 
 constexpr int kTile = 64;  // query rows per CTA tile and keys per inner step
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 
-__device__ inline float to_float(__half x) { return __half2float(x); }
-__device__ inline float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T>
-__device__ inline T from_float(float x);
-template <>
-__device__ inline __half from_float<__half>(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
+// to_float / from_float: attention/standard/cuda/vector_io.cuh (ra::cuda).
 
 __device__ inline float warp_max(float x) {
   for (int o = 16; o > 0; o /= 2) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
