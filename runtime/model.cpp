@@ -23,6 +23,8 @@ void validate(const ModelConfig& c) {
            "--embed-dim / --heads = ", c.embed_dim / c.num_heads,
            ": the head dim must be even (rotary embedding)");
   RA_CHECK(c.ffn_dim > 0, "--ffn-dim = ", c.ffn_dim, ": must be positive");
+  RA_CHECK(c.ffn_chunk_tokens >= 0, "ffn_chunk_tokens = ", c.ffn_chunk_tokens,
+           ": must be >= 0 (0 = no chunking)");
   RA_CHECK(c.loss_chunk_tokens > 0, "loss_chunk_tokens = ", c.loss_chunk_tokens,
            ": must be positive");
   validate(c.attention);
@@ -42,7 +44,8 @@ torch::nn::LayerNorm make_norm(int64_t dim, double eps) {
 
 DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& c,
                                    std::shared_ptr<DilatedAttentionBase> attention,
-                                   std::shared_ptr<const PositionEncoding> position_encoding) {
+                                   std::shared_ptr<const PositionEncoding> position_encoding)
+    : ffn_chunk_tokens_(c.checkpointing ? c.ffn_chunk_tokens : 0) {
   const double gamma = magneto_decoder_gamma(c.num_layers);
   MultiheadConfig mh;
   mh.embed_dim = c.embed_dim;
@@ -65,10 +68,27 @@ DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& c,
   }
 }
 
+at::Tensor DecoderBlockImpl::ffn(const at::Tensor& h) {
+  at::Tensor f = torch::nn::functional::gelu(fc1->forward(ffn_ln->forward(h)));
+  return fc2->forward(ffn_sub_ln->forward(f));
+}
+
 at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, int64_t first_position) {
   at::Tensor h = x + attn->forward(attn_ln->forward(x), first_position);
-  at::Tensor f = torch::nn::functional::gelu(fc1->forward(ffn_ln->forward(h)));
-  return h + fc2->forward(ffn_sub_ln->forward(f));
+  const int64_t tokens = h.size(1), chunk = ffn_chunk_tokens_;
+  if (!is_training() || chunk <= 0 || tokens <= chunk) return h + ffn(h);
+  std::vector<at::Tensor> params;
+  auto add_params = [&](const torch::nn::Module& m) {
+    for (const auto& p : m.parameters()) params.push_back(p);
+  };
+  add_params(*ffn_ln), add_params(*fc1), add_params(*ffn_sub_ln), add_params(*fc2);
+  std::vector<at::Tensor> parts;
+  for (int64_t start = 0; start < tokens; start += chunk) {
+    const at::Tensor piece = h.narrow(1, start, std::min(chunk, tokens - start));
+    parts.push_back(checkpoint_block([this](const at::Tensor& in) { return ffn(in); }, piece,
+                                     params));
+  }
+  return h + at::cat(parts, 1);
 }
 
 LongNetLMImpl::LongNetLMImpl(ModelConfig config, const AttentionMaker& make_attention)

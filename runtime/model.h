@@ -34,6 +34,10 @@ struct ModelConfig {
   double layer_norm_eps = 1e-5;
   bool checkpointing = false;        // recompute each block (and the loss chunks) in backward
   int64_t loss_chunk_tokens = 4096;  // LM head + cross-entropy on this many tokens at a time
+  // With checkpointing, each block's FFN runs on this many tokens at a time, each chunk itself
+  // checkpointed, so a block's recompute never holds the [S/P, ffn_dim] activations of the
+  // whole shard (they dominate memory past 1M tokens per rank). 0 = one piece.
+  int64_t ffn_chunk_tokens = 65536;
 };
 
 void validate(const ModelConfig& config);
@@ -52,10 +56,15 @@ class DecoderBlockImpl : public torch::nn::Module {
                    std::shared_ptr<const PositionEncoding> position_encoding);
   // x: [B, S, E] -> [B, S, E]; token 0 of x is global token first_position.
   at::Tensor forward(const at::Tensor& x, int64_t first_position);
+  // h: [B, S, E] -> fc2(sub_ln(gelu(fc1(ln(h))))), token-local.
+  at::Tensor ffn(const at::Tensor& h);
 
   torch::nn::LayerNorm attn_ln{nullptr}, ffn_ln{nullptr}, ffn_sub_ln{nullptr};
   MultiheadDilatedAttention attn{nullptr};
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+
+ private:
+  int64_t ffn_chunk_tokens_ = 0;  // > 0: chunked, checkpointed FFN in training
 };
 TORCH_MODULE(DecoderBlock);
 

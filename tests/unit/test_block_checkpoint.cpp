@@ -23,6 +23,7 @@ ModelConfig tiny_model(bool checkpointing) {
   c.attention.causal = true;
   c.checkpointing = checkpointing;
   c.loss_chunk_tokens = 12;  // several chunks, the last one partial
+  c.ffn_chunk_tokens = 12;   // the checkpointed FFN runs in chunks too (ignored without)
   return c;
 }
 
