@@ -25,6 +25,7 @@ constexpr int kConfigErrorExit = 2;
 
 struct RawFlags {  // flags parsed by ra's own parsers (K/M/G counts, lists, names)
   std::string seq_len, segment_lengths, dilation_rates, head_mode;
+  std::string sparse_pattern, sparse_level_windows, sparse_level_strides;
   bool causal = false;
 };
 
@@ -59,6 +60,22 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "device", po::value(&c.device)->default_value(c.device), "auto | cpu | cuda")(
       "loss-chunk", po::value(&c.loss_chunk_tokens)->default_value(c.loss_chunk_tokens),
       "tokens per LM-head + cross-entropy chunk (bounds logits memory)");
+  po::options_description sparse("Block-sparse attention (--attention sparse)");
+  sparse.add_options()(
+      "sparse-pattern", po::value(&raw.sparse_pattern)->default_value("local_window"),
+      "local_window | dilated (blocks from --segment-lengths/--dilation-rates) | global_local | "
+      "hierarchical")(
+      "sparse-block-size", po::value(&c.sparse.block_size)->default_value(c.sparse.block_size),
+      "tokens per block: 16, 32, 64 or 128 (the CUDA kernels take 64 or 128)")(
+      "sparse-window", po::value(&c.sparse.window)->default_value(c.sparse.window),
+      "local window in tokens (local_window, global_local)")(
+      "sparse-global-tokens",
+      po::value(&c.sparse.global_tokens)->default_value(c.sparse.global_tokens),
+      "leading tokens that attend to and are attended by all (global_local)")(
+      "sparse-level-windows", po::value(&raw.sparse_level_windows)->default_value(""),
+      "hierarchical: window of each level in tokens, comma-separated")(
+      "sparse-level-strides", po::value(&raw.sparse_level_strides)->default_value(""),
+      "hierarchical: stride of each level in tokens (multiples of the block size)");
   po::options_description optim("Optimisation");
   optim.add_options()("steps", po::value(&c.steps)->default_value(c.steps), "optimisation steps")(
       "lr", po::value(&c.lr)->default_value(c.lr), "peak learning rate (AdamW)")(
@@ -98,7 +115,7 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
   all.add_options()("help,h", "print this help and exit")(
       "config", po::value(&config_file)->default_value(""),
       "file of key = value lines with the same keys as the flags; flags override it");
-  all.add(model).add(optim).add(io);
+  all.add(model).add(sparse).add(optim).add(io);
   return all;
 }
 // clang-format on
@@ -126,6 +143,13 @@ bool parse(int argc, char** argv, ra::TrainConfig& c, bool print_help) {
   c.attention.dilation_rates = ra::parse_int_list(raw.dilation_rates, "--dilation-rates");
   c.attention.head_mode = ra::parse_head_mode(raw.head_mode, "--head-mode");
   c.attention.causal = raw.causal;
+  c.sparse.pattern = ra::parse_sparse_pattern(raw.sparse_pattern, "--sparse-pattern");
+  if (!raw.sparse_level_windows.empty()) {
+    c.sparse.level_windows = ra::parse_int_list(raw.sparse_level_windows, "--sparse-level-windows");
+  }
+  if (!raw.sparse_level_strides.empty()) {
+    c.sparse.level_strides = ra::parse_int_list(raw.sparse_level_strides, "--sparse-level-strides");
+  }
   return true;
 }
 

@@ -44,6 +44,15 @@ void validate_train_config(const TrainConfig& c, int world_size) {
     known_variant = known_variant || name == c.attention_variant;
   }
   RA_CHECK(known_variant, "--attention = '", c.attention_variant, "': allowed: ", variants);
+  if (c.attention_variant == "sparse") {
+    try {
+      validate(c.sparse);
+    } catch (const Error& e) {  // the shared rule, reported with the flags that set it
+      RA_THROW("--attention sparse: ", e.message(),
+               " (set by --sparse-block-size, --sparse-window, --sparse-global-tokens, "
+               "--sparse-level-windows, --sparse-level-strides)");
+    }
+  }
   RA_CHECK(c.checkpointing == "auto" || c.checkpointing == "on" || c.checkpointing == "off",
            "--checkpointing = '", c.checkpointing, "': allowed: auto, on, off");
   RA_CHECK(c.dtype == "auto" || c.dtype == "fp32" || c.dtype == "bf16", "--dtype = '", c.dtype,
@@ -92,7 +101,13 @@ std::string describe(const TrainConfig& c) {
      << "  segment-lengths = " << list(c.attention.segment_lengths)
      << "  dilation-rates = " << list(c.attention.dilation_rates)
      << "  head-mode = " << to_string(c.attention.head_mode)
-     << "  causal = " << (c.attention.causal ? "yes" : "no")
+     << "  causal = " << (c.attention.causal ? "yes" : "no");
+  if (c.attention_variant == "sparse") {
+    os << "\n  sparse: pattern = " << to_string(c.sparse.pattern)
+       << "  block-size = " << c.sparse.block_size << "  window = " << c.sparse.window
+       << "  global-tokens = " << c.sparse.global_tokens;
+  }
+  os
      << "\n  checkpointing = " << c.checkpointing << " ("
      << (checkpointing_enabled(c) ? "on" : "off") << ")  dtype = " << c.dtype
      << "  device = " << c.device << "  loss-chunk = " << c.loss_chunk_tokens

@@ -21,6 +21,7 @@ struct TrainConfig {
   int64_t ffn_dim = 0;  // 0 -> 4 * embed_dim
   DilatedAttentionConfig attention;
   std::string attention_variant = "ring";  // exact at any world size; "standard" is shard-local
+  SparseConfig sparse;                     // --attention sparse: the block pattern
   std::string checkpointing = "auto";  // auto | on | off
   std::string dtype = "auto";          // auto | fp32 | bf16
   std::string device = "auto";         // auto | cpu | cuda

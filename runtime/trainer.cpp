@@ -67,6 +67,7 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
   mc.loss_chunk_tokens = config_.loss_chunk_tokens;
   AttentionSpec spec;
   spec.attention = config_.attention;
+  spec.sparse = config_.sparse;
   spec.ring.timeout_seconds = config_.timeout_seconds;
   spec.comm = runtime_.world;
   const std::string variant = config_.attention_variant;
