@@ -33,7 +33,8 @@ const std::vector<std::pair<std::string, Creator>>& registry() {
        [](const AttentionSpec& s) {
          return std::make_shared<SparseDilatedAttention>(s.attention, s.sparse, s.comm);
        }},
-      {"ring", [](const AttentionSpec& s) { return make_sequence_parallel(s, RingStrategy::kRing); }},
+      {"ring",
+       [](const AttentionSpec& s) { return make_sequence_parallel(s, RingStrategy::kRing); }},
       {"allgather",
        [](const AttentionSpec& s) { return make_sequence_parallel(s, RingStrategy::kAllGather); }},
   };

@@ -36,7 +36,6 @@ std::vector<std::string> split(const std::string& text) {
   return parts;
 }
 
-
 struct Row {
   std::string config, head_mode, pass, status = "ok";
   int64_t seq_len = 0;

@@ -5,8 +5,8 @@
 //   mpirun -n 4 bench_ring_attention --config longnet-base --seq-len 1M [--local-copy]
 // --local-copy replaces every transfer by a local copy of the same bytes (exposed-comm check).
 #include <ATen/cuda/CUDAContext.h>
-#include <boost/program_options.hpp>
 #include <torch/torch.h>
+#include <boost/program_options.hpp>
 
 #include <cstdio>
 #include <fstream>

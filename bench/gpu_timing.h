@@ -14,7 +14,9 @@
 
 namespace ra::bench {
 
-inline at::Device current_cuda_device() { return at::Device(at::kCUDA, c10::cuda::current_device()); }
+inline at::Device current_cuda_device() {
+  return at::Device(at::kCUDA, c10::cuda::current_device());
+}
 inline double peak_gib() { return compat::peak_memory_gib(current_cuda_device()); }
 inline void reset_peak() { compat::reset_peak_memory(current_cuda_device()); }
 

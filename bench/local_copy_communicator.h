@@ -21,7 +21,8 @@ class LocalCopyCommunicator : public Communicator {
   std::string backend() const override { return "local-copy"; }
 
   void send_recv(const at::Tensor& send, int, at::Tensor& recv, int) override {
-    recv.view(-1).narrow(0, 0, std::min(send.numel(), recv.numel()))
+    recv.view(-1)
+        .narrow(0, 0, std::min(send.numel(), recv.numel()))
         .copy_(send.reshape(-1).narrow(0, 0, std::min(send.numel(), recv.numel())));
   }
   void all_reduce_sum(at::Tensor&) override {}

@@ -45,8 +45,7 @@ class Communicator {
   // match in the order they are started; `tag` separates interleaved streams (MPI tags; NCCL
   // orders them by issue). The default runs send_recv at once and returns a finished handle.
   virtual std::unique_ptr<PendingTransfer> start_send_recv(const at::Tensor& send, int dst,
-                                                           at::Tensor& recv, int src,
-                                                           int tag = 0);
+                                                           at::Tensor& recv, int src, int tag = 0);
   // In place, sum over ranks.
   virtual void all_reduce_sum(at::Tensor& tensor) = 0;
   // output = concatenation of every rank's input along dim 0 (output.size(0) = size * input's).

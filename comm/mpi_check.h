@@ -17,13 +17,13 @@ inline std::string mpi_error_string(int code) {
 
 }  // namespace ra::detail
 
-#define RA_MPI_CHECK(expr)                                                                    \
-  do {                                                                                        \
-    int ra_mpi_err_ = (expr);                                                                 \
-    if (ra_mpi_err_ != MPI_SUCCESS) {                                                         \
-      ::ra::detail::throw_error(__FILE__, __LINE__,                                           \
-                                ::ra::detail::concat("MPI call `", #expr, "` failed: ",       \
+#define RA_MPI_CHECK(expr)                                                                         \
+  do {                                                                                             \
+    int ra_mpi_err_ = (expr);                                                                      \
+    if (ra_mpi_err_ != MPI_SUCCESS) {                                                              \
+      ::ra::detail::throw_error(__FILE__, __LINE__,                                                \
+                                ::ra::detail::concat("MPI call `", #expr, "` failed: ",            \
                                                      ::ra::detail::mpi_error_string(ra_mpi_err_)), \
-                                "check that every rank runs the same command and is alive");  \
-    }                                                                                         \
+                                "check that every rank runs the same command and is alive");       \
+    }                                                                                              \
   } while (0)

@@ -16,18 +16,24 @@ namespace {
 // MPI type for moving (and, where noted, reducing) a tensor's elements.
 MPI_Datatype mpi_type(const at::Tensor& t, bool reduce) {
   switch (t.scalar_type()) {
-    case at::kDouble: return MPI_DOUBLE;
-    case at::kFloat: return MPI_FLOAT;
-    case at::kLong: return MPI_INT64_T;
-    case at::kInt: return MPI_INT32_T;
+    case at::kDouble:
+      return MPI_DOUBLE;
+    case at::kFloat:
+      return MPI_FLOAT;
+    case at::kLong:
+      return MPI_INT64_T;
+    case at::kInt:
+      return MPI_INT32_T;
     case at::kHalf:
     case at::kBFloat16:
       RA_CHECK(!reduce, "MPI backend: cannot reduce ", t.scalar_type(),
                " tensors; reduce in float32 (CPU tensors are float32/float64)");
       return MPI_UINT16_T;
     case at::kByte:
-    case at::kBool: return MPI_UINT8_T;
-    default: RA_THROW("MPI backend: unsupported dtype ", t.scalar_type());
+    case at::kBool:
+      return MPI_UINT8_T;
+    default:
+      RA_THROW("MPI backend: unsupported dtype ", t.scalar_type());
   }
 }
 
@@ -147,10 +153,9 @@ void MpiCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
   RA_CHECK(output.numel() == input.numel() * size_, "all_gather: output has ", output.numel(),
            " elements, expected ", input.numel() * size_);
   MPI_Request req;
-  RA_MPI_CHECK(MPI_Iallgather(input.data_ptr(), static_cast<int>(input.numel()),
-                              mpi_type(input, false), output.data_ptr(),
-                              static_cast<int>(input.numel()), mpi_type(output, false), comm_,
-                              &req));
+  RA_MPI_CHECK(MPI_Iallgather(
+      input.data_ptr(), static_cast<int>(input.numel()), mpi_type(input, false), output.data_ptr(),
+      static_cast<int>(input.numel()), mpi_type(output, false), comm_, &req));
   wait_all(&req, 1, "all_gather");
 }
 

@@ -29,7 +29,8 @@ struct RawFlags {  // flags parsed by ra's own parsers (K/M/G counts, lists, nam
   bool causal = false;
 };
 
-// clang-format off: one option per line reads better than the formatter's chained layout.
+// One option per line reads better than the formatter's chained layout.
+// clang-format off
 po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::string& config_file) {
   po::options_description model("Model and attention");
   model.add_options()(

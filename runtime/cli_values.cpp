@@ -17,10 +17,14 @@ int64_t parse_token_count(const std::string& text, const std::string& flag) {
   int64_t value = std::stoll(text.substr(0, digits));
   const std::string suffix = text.substr(digits);
   int shift = 0;
-  if (suffix == "K" || suffix == "k") shift = 10;
-  else if (suffix == "M" || suffix == "m") shift = 20;
-  else if (suffix == "G" || suffix == "g") shift = 30;
-  else RA_CHECK(suffix.empty(), flag, " = '", text, "': expected ", allowed);
+  if (suffix == "K" || suffix == "k")
+    shift = 10;
+  else if (suffix == "M" || suffix == "m")
+    shift = 20;
+  else if (suffix == "G" || suffix == "g")
+    shift = 30;
+  else
+    RA_CHECK(suffix.empty(), flag, " = '", text, "': expected ", allowed);
   RA_CHECK(value > 0, flag, " = '", text, "': expected ", allowed);
   RA_CHECK(value <= (std::numeric_limits<int64_t>::max() >> shift), flag, " = '", text,
            "': too large");

@@ -23,10 +23,14 @@ std::string to_string(HeadMode mode) { return mode == HeadMode::kAll ? "all" : "
 
 std::string to_string(AttentionBackend backend) {
   switch (backend) {
-    case AttentionBackend::kAuto: return "auto";
-    case AttentionBackend::kReference: return "reference";
-    case AttentionBackend::kCudnn: return "cudnn";
-    case AttentionBackend::kFlash: return "flash";
+    case AttentionBackend::kAuto:
+      return "auto";
+    case AttentionBackend::kReference:
+      return "reference";
+    case AttentionBackend::kCudnn:
+      return "cudnn";
+    case AttentionBackend::kFlash:
+      return "flash";
   }
   return "?";
 }
@@ -37,11 +41,16 @@ std::string to_string(RingStrategy strategy) {
 
 std::string to_string(SparsePattern pattern) {
   switch (pattern) {
-    case SparsePattern::kLocalWindow: return "local_window";
-    case SparsePattern::kDilated: return "dilated";
-    case SparsePattern::kGlobalLocal: return "global_local";
-    case SparsePattern::kHierarchical: return "hierarchical";
-    case SparsePattern::kCustom: return "custom";
+    case SparsePattern::kLocalWindow:
+      return "local_window";
+    case SparsePattern::kDilated:
+      return "dilated";
+    case SparsePattern::kGlobalLocal:
+      return "global_local";
+    case SparsePattern::kHierarchical:
+      return "hierarchical";
+    case SparsePattern::kCustom:
+      return "custom";
   }
   return "?";
 }
@@ -57,7 +66,8 @@ AttentionBackend parse_backend(const std::string& text, const std::string& arg) 
                  AttentionBackend::kFlash}) {
     if (text == to_string(b)) return b;
   }
-  RA_THROW(arg, " = '", text, "' is not an attention backend; allowed: auto, reference, cudnn, flash");
+  RA_THROW(arg, " = '", text,
+           "' is not an attention backend; allowed: auto, reference, cudnn, flash");
 }
 
 RingStrategy parse_ring_strategy(const std::string& text, const std::string& arg) {

@@ -42,11 +42,11 @@ struct MultiheadConfig {
   int64_t embed_dim = 0;
   int64_t num_heads = 0;
   bool bias = true;
-  bool fused_qkv = false;     // one [3E, E] projection instead of three [E, E]
-  bool sub_ln = true;         // LayerNorm on the attention output before out_proj (MAGNETO)
+  bool fused_qkv = false;  // one [3E, E] projection instead of three [E, E]
+  bool sub_ln = true;      // LayerNorm on the attention output before out_proj (MAGNETO)
   double layer_norm_eps = 1e-5;
-  double gamma_init = 1.0;    // xavier gain for v_proj and out_proj
-  bool qk_norm = false;       // LayerNorm on q and k per head
+  double gamma_init = 1.0;  // xavier gain for v_proj and out_proj
+  bool qk_norm = false;     // LayerNorm on q and k per head
   DilatedAttentionConfig attention;
 };
 
@@ -58,8 +58,8 @@ enum class RingStrategy {
 
 struct RingConfig {
   RingStrategy strategy = RingStrategy::kRing;
-  bool zigzag = false;          // balanced layout for dense causal attention (w = S, r = 1)
-  bool checkpointing = false;   // recompute the forward ring in backward instead of storing
+  bool zigzag = false;           // balanced layout for dense causal attention (w = S, r = 1)
+  bool checkpointing = false;    // recompute the forward ring in backward instead of storing
   double timeout_seconds = 300;  // deadline for every blocking communication wait
 };
 
@@ -68,10 +68,10 @@ enum class SparsePattern { kLocalWindow, kDilated, kGlobalLocal, kHierarchical, 
 
 struct SparseConfig {
   SparsePattern pattern = SparsePattern::kLocalWindow;
-  int64_t block_size = 64;      // tokens per query/key block: 64 or 128
-  double sparsity = 0.9;        // target fraction of inactive blocks (adaptive patterns)
-  int64_t window = 512;         // local window in tokens
-  int64_t global_tokens = 0;    // leading tokens that attend to / are attended by all
+  int64_t block_size = 64;    // tokens per query/key block: 64 or 128
+  double sparsity = 0.9;      // target fraction of inactive blocks (adaptive patterns)
+  int64_t window = 512;       // local window in tokens
+  int64_t global_tokens = 0;  // leading tokens that attend to / are attended by all
   // hierarchical: levels (window_l, stride_l) in tokens; key block j is active for query
   // block i when |i - j| * block_size < window_l and |i - j| * block_size is a multiple of
   // stride_l (a multiple of block_size). Levels are combined (union).

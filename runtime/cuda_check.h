@@ -27,16 +27,16 @@ inline const char* cuda_hint(cudaError_t err) {
 
 }  // namespace ra::detail
 
-#define RA_CUDA_CHECK(expr)                                                                   \
-  do {                                                                                        \
-    cudaError_t ra_cuda_err_ = (expr);                                                        \
-    if (ra_cuda_err_ != cudaSuccess) {                                                        \
-      ::ra::detail::throw_error(                                                              \
-          __FILE__, __LINE__,                                                                 \
+#define RA_CUDA_CHECK(expr)                                                                        \
+  do {                                                                                             \
+    cudaError_t ra_cuda_err_ = (expr);                                                             \
+    if (ra_cuda_err_ != cudaSuccess) {                                                             \
+      ::ra::detail::throw_error(                                                                   \
+          __FILE__, __LINE__,                                                                      \
           ::ra::detail::concat("CUDA call `", #expr, "` failed: ", cudaGetErrorName(ra_cuda_err_), \
-                               " (", cudaGetErrorString(ra_cuda_err_), ")"),                  \
-          ::ra::detail::cuda_hint(ra_cuda_err_));                                             \
-    }                                                                                         \
+                               " (", cudaGetErrorString(ra_cuda_err_), ")"),                       \
+          ::ra::detail::cuda_hint(ra_cuda_err_));                                                  \
+    }                                                                                              \
   } while (0)
 
 #define RA_CUDA_CHECK_LAUNCH() RA_CUDA_CHECK(cudaGetLastError())

@@ -41,15 +41,16 @@ std::string concat(Args&&... args) {
 }  // namespace ra
 
 // RA_CHECK(cond, parts...): throws ra::Error("parts...") when cond is false.
-#define RA_CHECK(cond, ...)                                                         \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
+#define RA_CHECK(cond, ...)                                                             \
+  do {                                                                                  \
+    if (!(cond)) {                                                                      \
       ::ra::detail::throw_error(__FILE__, __LINE__, ::ra::detail::concat(__VA_ARGS__)); \
-    }                                                                               \
+    }                                                                                   \
   } while (0)
 
 // RA_THROW(parts...): unconditional ra::Error.
-#define RA_THROW(...) ::ra::detail::throw_error(__FILE__, __LINE__, ::ra::detail::concat(__VA_ARGS__))
+#define RA_THROW(...) \
+  ::ra::detail::throw_error(__FILE__, __LINE__, ::ra::detail::concat(__VA_ARGS__))
 
 // RA_THROW_HINT(hint, parts...): ra::Error with a hint on what to do about it.
 #define RA_THROW_HINT(hint, ...) \

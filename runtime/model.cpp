@@ -85,8 +85,8 @@ at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, int64_t first_position
   std::vector<at::Tensor> parts;
   for (int64_t start = 0; start < tokens; start += chunk) {
     const at::Tensor piece = h.narrow(1, start, std::min(chunk, tokens - start));
-    parts.push_back(checkpoint_block([this](const at::Tensor& in) { return ffn(in); }, piece,
-                                     params));
+    parts.push_back(
+        checkpoint_block([this](const at::Tensor& in) { return ffn(in); }, piece, params));
   }
   return h + at::cat(parts, 1);
 }

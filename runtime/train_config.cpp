@@ -107,8 +107,7 @@ std::string describe(const TrainConfig& c) {
        << "  block-size = " << c.sparse.block_size << "  window = " << c.sparse.window
        << "  global-tokens = " << c.sparse.global_tokens;
   }
-  os
-     << "\n  checkpointing = " << c.checkpointing << " ("
+  os << "\n  checkpointing = " << c.checkpointing << " ("
      << (checkpointing_enabled(c) ? "on" : "off") << ")  dtype = " << c.dtype
      << "  device = " << c.device << "  loss-chunk = " << c.loss_chunk_tokens
      << "\n  optimizer: AdamW lr = " << c.lr << "  min-lr-ratio = " << c.min_lr_ratio

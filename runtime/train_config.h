@@ -22,9 +22,9 @@ struct TrainConfig {
   DilatedAttentionConfig attention;
   std::string attention_variant = "ring";  // exact at any world size; "standard" is shard-local
   SparseConfig sparse;                     // --attention sparse: the block pattern
-  std::string checkpointing = "auto";  // auto | on | off
-  std::string dtype = "auto";          // auto | fp32 | bf16
-  std::string device = "auto";         // auto | cpu | cuda
+  std::string checkpointing = "auto";      // auto | on | off
+  std::string dtype = "auto";              // auto | fp32 | bf16
+  std::string device = "auto";             // auto | cpu | cuda
   int64_t loss_chunk_tokens = 4096;
   // Optimisation
   int64_t steps = 100;

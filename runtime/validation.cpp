@@ -29,8 +29,8 @@ void check_positive_list(const std::vector<int64_t>& values, const char* name) {
 void validate(const DilatedAttentionConfig& config) {
   check_positive_list(config.segment_lengths, "segment_lengths");
   check_positive_list(config.dilation_rates, "dilation_rates");
-  RA_CHECK(config.segment_lengths.size() == config.dilation_rates.size(),
-           "segment_lengths has ", config.segment_lengths.size(), " values but dilation_rates has ",
+  RA_CHECK(config.segment_lengths.size() == config.dilation_rates.size(), "segment_lengths has ",
+           config.segment_lengths.size(), " values but dilation_rates has ",
            config.dilation_rates.size(), ": give one dilation rate per segment length");
   RA_CHECK(config.dropout >= 0.0 && config.dropout < 1.0, "dropout = ", config.dropout,
            ": must be in [0, 1)");
@@ -49,8 +49,8 @@ void validate(const MultiheadConfig& config) {
            ": head_dim = embed_dim / num_heads must be an integer");
   RA_CHECK(config.layer_norm_eps > 0 && std::isfinite(config.layer_norm_eps),
            "layer_norm_eps = ", config.layer_norm_eps, ": must be a finite positive number");
-  RA_CHECK(config.gamma_init > 0 && std::isfinite(config.gamma_init), "gamma_init = ",
-           config.gamma_init, ": must be a finite positive number");
+  RA_CHECK(config.gamma_init > 0 && std::isfinite(config.gamma_init),
+           "gamma_init = ", config.gamma_init, ": must be a finite positive number");
   validate(config.attention);
 }
 
@@ -66,17 +66,15 @@ void validate(const SparseConfig& config) {
   RA_CHECK(config.sparsity >= 0.0 && config.sparsity < 1.0, "sparsity = ", config.sparsity,
            ": must be in [0, 1)");
   RA_CHECK(config.window > 0, "window = ", config.window, ": must be a positive token count");
-  RA_CHECK(config.global_tokens >= 0, "global_tokens = ", config.global_tokens,
-           ": must be >= 0");
+  RA_CHECK(config.global_tokens >= 0, "global_tokens = ", config.global_tokens, ": must be >= 0");
   RA_CHECK(config.level_windows.size() == config.level_strides.size(), "level_windows has ",
            config.level_windows.size(), " values but level_strides has ",
            config.level_strides.size(), ": give one stride per hierarchical level");
   for (size_t i = 0; i < config.level_windows.size(); ++i) {
     RA_CHECK(config.level_windows[i] > 0, "level_windows[", i, "] = ", config.level_windows[i],
              ": must be a positive token count");
-    RA_CHECK(config.level_strides[i] > 0 && config.level_strides[i] % b == 0, "level_strides[",
-             i, "] = ", config.level_strides[i],
-             ": must be a positive multiple of block_size = ", b);
+    RA_CHECK(config.level_strides[i] > 0 && config.level_strides[i] % b == 0, "level_strides[", i,
+             "] = ", config.level_strides[i], ": must be a positive multiple of block_size = ", b);
   }
   if (config.pattern == SparsePattern::kHierarchical) {
     RA_CHECK(!config.level_windows.empty(),
@@ -101,8 +99,8 @@ void validate_sparse_sequence(const SparseConfig& sparse, const DilatedAttention
   if (sparse.pattern == SparsePattern::kDilated) {
     for (size_t i = 0; i < config.segment_lengths.size(); ++i) {
       const int64_t w = std::min(config.segment_lengths[i], seq_len);
-      RA_CHECK(w % b == 0 && seq_len % w == 0, "segment_lengths[", i, "] = ",
-               config.segment_lengths[i], " with S = ", seq_len,
+      RA_CHECK(w % b == 0 && seq_len % w == 0, "segment_lengths[", i,
+               "] = ", config.segment_lengths[i], " with S = ", seq_len,
                ": the dilated block pattern needs min(w, S) to be a multiple of block_size = ", b,
                " and to divide S");
     }
@@ -136,8 +134,8 @@ void validate_sharding(const DilatedAttentionConfig& config, int64_t global_seq_
   for (size_t i = 0; i < config.segment_lengths.size(); ++i) {
     const int64_t w = std::min(config.segment_lengths[i], global_seq_len);
     // A segment either fits in a shard (local) or spans a whole number of shards.
-    RA_CHECK(w <= shard ? shard % w == 0 : w % shard == 0, "segment_lengths[", i, "] = ",
-             config.segment_lengths[i], " and the shard length S/P = ", shard,
+    RA_CHECK(w <= shard ? shard % w == 0 : w % shard == 0, "segment_lengths[", i,
+             "] = ", config.segment_lengths[i], " and the shard length S/P = ", shard,
              ": a segment must divide the shard or be a multiple of it");
   }
 }

@@ -83,9 +83,9 @@ BlockGradients fused_block_backward(const at::Tensor& q, const at::Tensor& k, co
   // out and dout in the input dtype with identical (contiguous) strides, as the kernels expect.
   const at::Tensor oc = out.to(dtype).contiguous(), doc = dout.to(dtype).contiguous();
   // lse = -inf (row attended nothing anywhere) -> +inf, so P = exp(s - lse) = 0, not NaN.
-  at::Tensor lse_safe = at::where(at::isfinite(lse), lse.to(at::kFloat),
-                                  at::full({}, std::numeric_limits<float>::infinity(),
-                                           lse.options().dtype(at::kFloat)));
+  at::Tensor lse_safe = at::where(
+      at::isfinite(lse), lse.to(at::kFloat),
+      at::full({}, std::numeric_limits<float>::infinity(), lse.options().dtype(at::kFloat)));
   const at::Tensor philox = at::zeros({1}, q.options().dtype(at::kLong));  // no dropout
   compat::FusedAttentionGrads g = with_fused_op(q.size(3), [&](compat::FusedOp op) {
     at::Tensor lse_k = op == compat::FusedOp::kCudnn ? lse_safe.unsqueeze(-1) : lse_safe;

@@ -38,8 +38,7 @@ AttentionResult DilatedAttention::forward(const at::Tensor& q, const at::Tensor&
   }
 #else
   if (fused_kernel) {
-    RA_THROW_HINT("use backend=auto or backend=reference",
-                  "backend = ", to_string(backend),
+    RA_THROW_HINT("use backend=auto or backend=reference", "backend = ", to_string(backend),
                   ": this build has no fused GPU attention path (it needs a CUDA build of "
                   "LibTorch >= 2.1 and CUDA inputs)");
   }

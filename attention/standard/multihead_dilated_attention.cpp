@@ -20,7 +20,9 @@ torch::nn::LayerNorm make_norm(int64_t dim, double eps) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps));
 }
 
-void xavier(const at::Tensor& weight, double gain) { torch::nn::init::xavier_normal_(weight, gain); }
+void xavier(const at::Tensor& weight, double gain) {
+  torch::nn::init::xavier_normal_(weight, gain);
+}
 
 }  // namespace
 
@@ -70,8 +72,7 @@ void MultiheadDilatedAttentionImpl::reset_parameters() {
 }
 
 at::Tensor MultiheadDilatedAttentionImpl::forward(const at::Tensor& query, const at::Tensor& key,
-                                                  const at::Tensor& value,
-                                                  int64_t first_position) {
+                                                  const at::Tensor& value, int64_t first_position) {
   const int64_t E = config_.embed_dim, H = config_.num_heads, D = E / H;
   for (const auto& [name, t] : {std::pair{"query", &query}, {"key", &key}, {"value", &value}}) {
     std::ostringstream shape;

@@ -16,8 +16,8 @@ double softmax_scale(const DilatedAttentionConfig& config, int64_t head_dim) {
 }
 
 BranchAttention reference_branch_attention(const BranchPlan& branch, const at::Tensor& q,
-                                           const at::Tensor& k, const at::Tensor& v,
-                                           double scale, bool causal, double dropout_p) {
+                                           const at::Tensor& k, const at::Tensor& v, double scale,
+                                           bool causal, double dropout_p) {
   const int64_t B = q.size(0), S = q.size(1), H = q.size(2), D = q.size(3);
   const int64_t heads_per_kv = H / k.size(2);
   const int64_t w = branch.segment, nseg = branch.num_segments, r = branch.rate;
@@ -67,8 +67,8 @@ AttentionResult dilated_attention_reference(const DilatedAttentionConfig& config
   const double dropout_p = training ? config.dropout : 0.0;
   std::vector<at::Tensor> outs, lses;
   for (const BranchPlan& branch : plan.branches) {
-    BranchAttention b = reference_branch_attention(branch, qc, kc, vc, scale, config.causal,
-                                                   dropout_p);
+    BranchAttention b =
+        reference_branch_attention(branch, qc, kc, vc, scale, config.causal, dropout_p);
     outs.push_back(b.out);
     lses.push_back(b.lse);
   }

@@ -18,8 +18,8 @@ struct BranchAttention {
   at::Tensor lse;
 };
 BranchAttention reference_branch_attention(const BranchPlan& branch, const at::Tensor& q,
-                                           const at::Tensor& k, const at::Tensor& v,
-                                           double scale, bool causal, double dropout_p);
+                                           const at::Tensor& k, const at::Tensor& v, double scale,
+                                           bool causal, double dropout_p);
 
 // The whole dilated attention (all branches, merged, partition scale applied). Inputs must
 // already be validated (validate_attention_inputs).

@@ -14,9 +14,7 @@ MpiCommunicator& world() {
 }
 
 // A tensor every rank can recompute for any rank: rank r holds r * 100 + arange(n).
-at::Tensor rank_tensor(int r, int64_t n) {
-  return torch::arange(n, torch::kDouble) + 100.0 * r;
-}
+at::Tensor rank_tensor(int r, int64_t n) { return torch::arange(n, torch::kDouble) + 100.0 * r; }
 
 TEST(MpiCommunicator, SendRecvRingShift) {
   auto& c = world();
@@ -37,7 +35,8 @@ TEST(MpiCommunicator, AllReduceAllGatherReduceScatterBroadcast) {
 
   at::Tensor gathered = torch::empty({P * 3}, torch::kDouble);
   c.all_gather(rank_tensor(r, 3), gathered);
-  for (int i = 0; i < P; ++i) EXPECT_TRUE(torch::equal(gathered.narrow(0, 3 * i, 3), rank_tensor(i, 3)));
+  for (int i = 0; i < P; ++i)
+    EXPECT_TRUE(torch::equal(gathered.narrow(0, 3 * i, 3), rank_tensor(i, 3)));
 
   at::Tensor input = rank_tensor(r, 2 * P), part = torch::empty({2}, torch::kDouble);
   c.reduce_scatter_sum(input, part);

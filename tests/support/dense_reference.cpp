@@ -66,15 +66,15 @@ DenseResult dense_attention_with_counts(const at::Tensor& counts, const at::Tens
   at::Tensor allowed = counts_here.gt(0).unsqueeze(0);
   at::Tensor has_key = allowed.any(-1, /*keepdim=*/true);  // [1, H, S, 1]
   // Rows without keys: fill with 0 so softmax stays finite, then zero their output.
-  at::Tensor logits = at::where(allowed, scores + at::log(counts_here.clamp_min(1)).unsqueeze(0),
-                                at::full({}, -std::numeric_limits<double>::infinity(),
-                                         scores.options()));
+  at::Tensor logits =
+      at::where(allowed, scores + at::log(counts_here.clamp_min(1)).unsqueeze(0),
+                at::full({}, -std::numeric_limits<double>::infinity(), scores.options()));
   logits = at::where(has_key, logits, at::zeros_like(logits));
   at::Tensor probs = at::softmax(logits, -1) * has_key.to(at::kDouble);
   at::Tensor out = at::einsum("bhst,bthd->bshd", {probs, vd});
-  at::Tensor lse = at::where(has_key.squeeze(-1), at::logsumexp(logits, -1),
-                             at::full({}, -std::numeric_limits<double>::infinity(),
-                                      logits.options()));
+  at::Tensor lse =
+      at::where(has_key.squeeze(-1), at::logsumexp(logits, -1),
+                at::full({}, -std::numeric_limits<double>::infinity(), logits.options()));
   return {out, lse.permute({0, 2, 1}).detach()};
 }
 
@@ -90,10 +90,14 @@ double relative_error(const at::Tensor& a, const at::Tensor& b) {
 
 double tolerance_for(at::ScalarType dtype) {
   switch (dtype) {
-    case at::kDouble: return 1e-10;
-    case at::kFloat: return 1e-5;
-    case at::kHalf: return 5e-3;
-    default: return 1e-2;
+    case at::kDouble:
+      return 1e-10;
+    case at::kFloat:
+      return 1e-5;
+    case at::kHalf:
+      return 5e-3;
+    default:
+      return 1e-2;
   }
 }
 

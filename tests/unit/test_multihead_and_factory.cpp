@@ -38,7 +38,8 @@ TEST(Multihead, ForwardMatchesProjectionsAroundDenseReference) {
       // Same pipeline by hand, attention from the dense reference.
       at::Tensor q, k, v;
       if (fused) {
-        auto qkv = torch::nn::functional::linear(x, mha->qkv_proj->weight, mha->qkv_proj->bias).chunk(3, -1);
+        auto qkv = torch::nn::functional::linear(x, mha->qkv_proj->weight, mha->qkv_proj->bias)
+                       .chunk(3, -1);
         q = qkv[0], k = qkv[1], v = qkv[2];
       } else {
         q = mha->q_proj->forward(x), k = mha->k_proj->forward(x), v = mha->v_proj->forward(x);
@@ -47,7 +48,8 @@ TEST(Multihead, ForwardMatchesProjectionsAroundDenseReference) {
       if (qk_norm) q = mha->q_norm->forward(q), k = mha->k_norm->forward(k);
       auto attn = testing::dense_dilated_attention(c.attention, q, k, v).out.reshape({2, 32, 48});
       auto want = mha->out_proj->forward(mha->sub_ln->forward(attn));
-      EXPECT_LT(testing::relative_error(got, want), 1e-10) << "fused=" << fused << " qk_norm=" << qk_norm;
+      EXPECT_LT(testing::relative_error(got, want), 1e-10)
+          << "fused=" << fused << " qk_norm=" << qk_norm;
       auto g = torch::randn_like(got);
       auto gx = torch::autograd::grad({got}, {x}, {g})[0];
       auto gx_want = torch::autograd::grad({want}, {x}, {g})[0];

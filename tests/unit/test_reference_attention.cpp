@@ -110,7 +110,8 @@ TEST_P(ReferenceDtypes, MatchesDenseWithinDtypeTolerance) {
   auto vd = v.detach().to(torch::kDouble).requires_grad_();
   auto want_d = testing::dense_dilated_attention(config, qd, kd, vd);
   auto got_grads = torch::autograd::grad({got.out}, {q, k, v}, {grad_out});
-  auto want_grads = torch::autograd::grad({want_d.out}, {qd, kd, vd}, {grad_out.to(torch::kDouble)});
+  auto want_grads =
+      torch::autograd::grad({want_d.out}, {qd, kd, vd}, {grad_out.to(torch::kDouble)});
   for (int i = 0; i < 3; ++i) EXPECT_LT(testing::relative_error(got_grads[i], want_grads[i]), tol);
 }
 
@@ -139,7 +140,8 @@ TEST(Reference, DropoutActsOnlyInTraining) {
   config.segment_lengths = {16};
   config.dilation_rates = {1};
   config.dropout = 0.5;
-  auto q = torch::randn({1, 32, 2, 8}), k = torch::randn({1, 32, 2, 8}), v = torch::randn({1, 32, 2, 8});
+  auto q = torch::randn({1, 32, 2, 8}), k = torch::randn({1, 32, 2, 8}),
+       v = torch::randn({1, 32, 2, 8});
   DilatedAttention attention(config);
   auto eval_out = attention.forward(q, k, v).out;
   DilatedAttentionConfig no_dropout = config;
@@ -159,10 +161,12 @@ TEST(Reference, CustomSoftmaxScaleIsUsed) {
   config.segment_lengths = {16};
   config.dilation_rates = {2};
   config.softmax_scale = 0.3;
-  auto q = torch::randn({1, 32, 4, 8}, torch::kDouble), k = torch::randn({1, 32, 4, 8}, torch::kDouble),
+  auto q = torch::randn({1, 32, 4, 8}, torch::kDouble),
+       k = torch::randn({1, 32, 4, 8}, torch::kDouble),
        v = torch::randn({1, 32, 4, 8}, torch::kDouble);
   auto got = DilatedAttention(config).forward(q, k, v).out;
-  EXPECT_LT(testing::relative_error(got, testing::dense_dilated_attention(config, q, k, v).out), 1e-10);
+  EXPECT_LT(testing::relative_error(got, testing::dense_dilated_attention(config, q, k, v).out),
+            1e-10);
 }
 
 }  // namespace

@@ -78,8 +78,7 @@ TEST(Validation, SequenceLengthMultipleOfClippedSegments) {
   auto c = valid_config();
   EXPECT_NO_THROW(validate_sequence_length(c, 64));
   EXPECT_NO_THROW(validate_sequence_length(c, 16));  // 32 clips to 16
-  expect_error([&] { validate_sequence_length(c, 48); },
-               {"S = 48", "segment_lengths[1] = 32"});
+  expect_error([&] { validate_sequence_length(c, 48); }, {"S = 48", "segment_lengths[1] = 32"});
   expect_error([&] { validate_sequence_length(c, 0); }, {"sequence length = 0"});
 }
 
@@ -150,19 +149,41 @@ TEST(Validation, Inputs) {
   };
   auto q = t({1, 32, 4, 8});
   EXPECT_NO_THROW(validate_attention_inputs(c, q, q, q));
-  expect_error([&] { validate_attention_inputs(c, t({32, 4, 8}), q, q); }, {"q has shape", "4 dims"});
-  expect_error([&] { validate_attention_inputs(c, q, q, t({1, 32, 4, 8}, torch::kDouble)); },
-               {"v has dtype", "one dtype"});
-  expect_error([&] { validate_attention_inputs(c, q, t({1, 16, 4, 8}), t({1, 16, 4, 8})); },
-               {"k has shape", "seq_len"});
-  expect_error([&] { validate_attention_inputs(c, q, q, t({1, 32, 4, 4})); },
-               {"k has shape", "v has"});
-  expect_error([&] { validate_attention_inputs(c, q, t({1, 32, 3, 8}), t({1, 32, 3, 8})); },
-               {"3 heads", "GQA"});
-  expect_error([&] { validate_attention_inputs(c, torch::ones({1, 32, 4, 8}, torch::kLong), q, q); },
-               {"q has dtype"});
-  expect_error([&] { validate_attention_inputs(c, t({1, 48, 4, 8}), t({1, 48, 4, 8}), t({1, 48, 4, 8})); },
-               {"S = 48"});
+  expect_error(
+      [&] {
+        validate_attention_inputs(c, t({32, 4, 8}), q, q);
+      },
+      {"q has shape", "4 dims"});
+  expect_error(
+      [&] {
+        validate_attention_inputs(c, q, q, t({1, 32, 4, 8}, torch::kDouble));
+      },
+      {"v has dtype", "one dtype"});
+  expect_error(
+      [&] {
+        validate_attention_inputs(c, q, t({1, 16, 4, 8}), t({1, 16, 4, 8}));
+      },
+      {"k has shape", "seq_len"});
+  expect_error(
+      [&] {
+        validate_attention_inputs(c, q, q, t({1, 32, 4, 4}));
+      },
+      {"k has shape", "v has"});
+  expect_error(
+      [&] {
+        validate_attention_inputs(c, q, t({1, 32, 3, 8}), t({1, 32, 3, 8}));
+      },
+      {"3 heads", "GQA"});
+  expect_error(
+      [&] {
+        validate_attention_inputs(c, torch::ones({1, 32, 4, 8}, torch::kLong), q, q);
+      },
+      {"q has dtype"});
+  expect_error(
+      [&] {
+        validate_attention_inputs(c, t({1, 48, 4, 8}), t({1, 48, 4, 8}), t({1, 48, 4, 8}));
+      },
+      {"S = 48"});
   auto bad = q.clone();
   bad[0][3][1][2] = std::numeric_limits<float>::quiet_NaN();
   EXPECT_NO_THROW(validate_attention_inputs(c, q, bad, q));  // checking is off by default
