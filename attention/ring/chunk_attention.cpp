@@ -3,9 +3,9 @@
 
 #include <ATen/ATen.h>
 
-#include <limits>
 
 #include "attention/standard/block_attention.h"
+#include "attention/standard/lse_merge.h"
 
 namespace ra {
 namespace {
@@ -27,13 +27,8 @@ bool chunk_pair_mask(const KeptChunk& q, const KeptChunk& k, bool causal, BlockM
 PartialAttention merge_partials(const PartialAttention& a, const PartialAttention& b) {
   if (!a.out.defined()) return b;
   if (!b.out.defined()) return a;
-  at::Tensor m = at::maximum(a.lse, b.lse);
-  at::Tensor m_safe = at::where(at::isfinite(m), m, at::zeros_like(m));
-  at::Tensor ea = at::exp(a.lse - m_safe), eb = at::exp(b.lse - m_safe);
-  at::Tensor sum = ea + eb;
-  at::Tensor inv = 1.0 / sum.clamp_min(std::numeric_limits<float>::min());
-  return {a.out * (ea * inv).unsqueeze(-1) + b.out * (eb * inv).unsqueeze(-1),
-          m_safe + at::log(sum)};
+  MergedAttention m = merge_by_lse({a.out, b.out}, {a.lse, b.lse});
+  return {m.out, m.lse};
 }
 
 int64_t packed_start(const std::vector<KeptChunk>& chunks, size_t i) {

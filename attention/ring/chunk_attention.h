@@ -19,7 +19,8 @@ struct PartialAttention {
   at::Tensor lse;  // [..., L]    compute dtype
 };
 
-// Exact, -inf-safe merge of two partial results of the same rows (LongNet eq. 10).
+// Exact, -inf-safe merge of two partial results of the same rows (LongNet eq. 10), by
+// merge_by_lse; an undefined side is the identity.
 PartialAttention merge_partials(const PartialAttention& a, const PartialAttention& b);
 
 // x: [B, S_local, H, X] -> the kept rows of `chunks` for the task's heads, [B, h, n, X].
