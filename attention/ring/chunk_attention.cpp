@@ -3,7 +3,6 @@
 
 #include <ATen/ATen.h>
 
-
 #include "attention/standard/block_attention.h"
 #include "attention/standard/lse_merge.h"
 
