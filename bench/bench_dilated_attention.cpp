@@ -3,6 +3,7 @@
 // one JSON object per row: median ms over --reps after --warmup (CUDA events), effective
 // TFLOP/s (DilationPlan::forward_flops, x3.5 for fwd+bwd), peak GiB of the caching allocator
 // for one step (inputs included). bench/run_bench.py drives it next to the Python baselines.
+// --profile PREFIX writes one Chrome trace per row (bench/summarize_trace.py summarises it).
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <cuda_runtime_api.h>
@@ -22,6 +23,7 @@
 #include "runtime/cli_values.h"
 #include "runtime/cuda_check.h"
 #include "runtime/error.h"
+#include "runtime/kernel_profiler.h"
 
 namespace po = boost::program_options;
 
@@ -55,7 +57,8 @@ std::string to_json(const Row& r, const std::string& device, const std::string& 
 }
 
 Row run_one(const ra::bench::BenchConfig& bc, int64_t S, bool causal, ra::HeadMode mode,
-            bool backward, ra::AttentionBackend backend, int warmup, int reps) {
+            bool backward, ra::AttentionBackend backend, int warmup, int reps,
+            const std::string& profile_path) {
   Row row{bc.name, ra::to_string(mode), backward ? "fwdbwd" : "fwd"};
   row.seq_len = S;
   row.causal = causal;
@@ -88,6 +91,12 @@ Row run_one(const ra::bench::BenchConfig& bc, int64_t S, bool causal, ra::HeadMo
   row.ms = ra::bench::median_step_ms(step, warmup, reps);
   row.tflops = flops / (row.ms * 1e-3) / 1e12;
   row.peak = ra::bench::peak_gib();
+  if (!profile_path.empty()) {
+    ra::KernelProfiler profiler(/*cuda=*/true);
+    step();
+    torch::cuda::synchronize();
+    profiler.save(profile_path);
+  }
   return row;
 }
 
@@ -95,7 +104,8 @@ Row run_one(const ra::bench::BenchConfig& bc, int64_t S, bool causal, ra::HeadMo
 
 int main(int argc, char** argv) {
   try {
-    std::string configs, seq_lens, causal_list, head_modes, passes, backend, layout, json_path;
+    std::string configs, seq_lens, causal_list, head_modes, passes, backend, layout, json_path,
+        profile_prefix;
     int warmup = 0, reps = 0;
     po::options_description opts("bench_dilated_attention options");
     opts.add_options()("help,h", "print this help")(
@@ -108,7 +118,10 @@ int main(int argc, char** argv) {
         "layout", po::value(&layout)->default_value("auto"), "auto | strided | gathered")(
         "warmup", po::value(&warmup)->default_value(2), "untimed steps first")(
         "reps", po::value(&reps)->default_value(5), "timed steps (median reported)")(
-        "json", po::value(&json_path)->default_value(""), "append JSON lines here too");
+        "json", po::value(&json_path)->default_value(""), "append JSON lines here too")(
+        "profile", po::value(&profile_prefix)->default_value(""),
+        "after timing each row, record one more step as a Chrome trace at "
+        "PREFIX.<config>.<S>.<causal|full>.<head mode>.<pass>.json");
     po::variables_map vm;
     po::store(po::parse_command_line(argc, argv, opts), vm);
     if (vm.count("help")) {
@@ -139,8 +152,13 @@ int main(int argc, char** argv) {
               RA_CHECK(p == "fwd" || p == "fwdbwd", "--passes: '", p, "'; use fwd or fwdbwd");
               Row row;
               try {
+                const std::string trace = profile_prefix.empty()
+                                              ? ""
+                                              : profile_prefix + "." + name + "." + s_text + "." +
+                                                    (c == "1" ? "causal" : "full") + "." + m + "." +
+                                                    p + ".json";
                 row = run_one(bc, S, c == "1", ra::parse_head_mode(m, "--head-modes"),
-                              p == "fwdbwd", attention_backend, warmup, reps);
+                              p == "fwdbwd", attention_backend, warmup, reps, trace);
               } catch (const c10::OutOfMemoryError&) {
                 row = Row{name, m, p, "oom"};
                 row.seq_len = S;

@@ -3,7 +3,8 @@
 // effective TFLOP/s per GPU (DESIGN.md's count over the whole sequence / P), tokens/s, peak GiB.
 //   mpirun -n 4 bench_ring_attention --config dense-causal --seq-len 128K --zigzag
 //   mpirun -n 4 bench_ring_attention --config longnet-base --seq-len 1M [--local-copy]
-// --local-copy replaces every transfer by a local copy of the same bytes (exposed-comm check).
+// --local-copy replaces every transfer by a local copy of the same bytes (exposed-comm check);
+// --profile FILE records one more step of rank 0 as a Chrome trace (bench/summarize_trace.py).
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/torch.h>
 #include <boost/program_options.hpp>
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "attention/factory.h"
@@ -21,13 +23,14 @@
 #include "comm/mpi_context.h"
 #include "comm/world_communicator.h"
 #include "runtime/cli_values.h"
+#include "runtime/kernel_profiler.h"
 
 namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
   ra::MpiContext mpi(&argc, &argv);
   try {
-    std::string config_name, seq_text, strategy, json_path, head_mode;
+    std::string config_name, seq_text, strategy, json_path, head_mode, profile_path;
     bool causal = false, zigzag = false, local_copy = false;
     int warmup = 0, reps = 0;
     po::options_description opts("bench_ring_attention options");
@@ -42,7 +45,9 @@ int main(int argc, char** argv) {
         "local-copy", po::bool_switch(&local_copy), "replace transfers by local copies")(
         "warmup", po::value(&warmup)->default_value(2), "untimed steps")(
         "reps", po::value(&reps)->default_value(5), "timed steps (median)")(
-        "json", po::value(&json_path)->default_value(""), "append the JSON line here");
+        "json", po::value(&json_path)->default_value(""), "append the JSON line here")(
+        "profile", po::value(&profile_path)->default_value(""),
+        "after timing, rank 0 records one more step as a Chrome trace at this path");
     po::variables_map vm;
     po::store(po::parse_command_line(argc, argv, opts), vm);
     if (vm.count("help")) {
@@ -93,6 +98,13 @@ int main(int argc, char** argv) {
     at::Tensor t = torch::full({1}, ms, torch::TensorOptions().dtype(torch::kFloat64));
     MPI_Allreduce(MPI_IN_PLACE, t.data_ptr<double>(), 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     ms = t.item<double>();
+    if (!profile_path.empty()) {  // every rank runs the step; rank 0 records it
+      std::optional<ra::KernelProfiler> profiler;
+      if (mpi.rank() == 0) profiler.emplace(/*cuda=*/true);
+      step();
+      torch::cuda::synchronize();
+      if (profiler) profiler->save(profile_path);
+    }
     const double flops =
         ra::DilationPlan::build(spec.attention, S, H).forward_flops(1, S, D, causal) * 3.5;
     if (mpi.rank() == 0) {

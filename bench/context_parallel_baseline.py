@@ -35,6 +35,8 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--json", default="")
+    p.add_argument("--profile", default="",
+                   help="after timing, rank 0 records one more step as a Chrome trace here")
     args = p.parse_args()
 
     world = int(os.environ["WORLD_SIZE"])
@@ -65,6 +67,15 @@ def main():
                     torch.cuda.synchronize()
                     if i >= args.warmup:
                         times.append(start.elapsed_time(end))
+                    q.grad = k.grad = v.grad = None
+                if args.profile:
+                    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
+                        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                        out.backward(dout)
+                        torch.cuda.synchronize()
+                    if rank == 0:
+                        prof.export_chrome_trace(args.profile.replace(".json", f".{S}.json"))
                     q.grad = k.grad = v.grad = None
         t = torch.tensor([statistics.median(times)], device="cuda")
         dist.all_reduce(t, op=dist.ReduceOp.MAX)

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <boost/program_options.hpp>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -16,6 +17,7 @@
 #include "attention/factory.h"
 #include "attention/sparse/sparse_patterns.h"
 #include "runtime/cli_values.h"
+#include "runtime/torch_compat.h"
 
 namespace po = boost::program_options;
 
@@ -72,20 +74,30 @@ int main(int argc, char** argv) {
   at::Tensor v = torch::randn({batch, S, heads, head_dim}, o).requires_grad_();
   at::Tensor grad = torch::randn_like(q);
 
-  // Dense SDPA ([B, H, S, D] views), PyTorch's default backend choice.
-  at::Tensor qt = q.transpose(1, 2), kt = k.transpose(1, 2), vt = v.transpose(1, 2);
+  // Dense cuDNN SDPA ([B, H, S, D] views): the kernel a user would otherwise run.
+  at::Tensor qt = q.detach().transpose(1, 2), kt = k.detach().transpose(1, 2),
+             vt = v.detach().transpose(1, 2), gt = grad.transpose(1, 2);
+  const double scale = 1.0 / std::sqrt(double(head_dim));
   const double dense_flops = 4.0 * batch * heads * head_dim * double(S) * double(S);
-  const double dense_fwd =
-      time_ms([&] { at::scaled_dot_product_attention(qt, kt, vt); }, warmup, iters);
+  using ra::compat::FusedOp;
+  const double dense_fwd = time_ms(
+      [&] { ra::compat::fused_attention_forward(FusedOp::kCudnn, qt, kt, vt, false, scale); },
+      warmup, iters);
+  // The backward wants grad_out with the forward output's strides.
+  const at::Tensor dense_grad =
+      at::empty_like(
+          ra::compat::fused_attention_forward(FusedOp::kCudnn, qt, kt, vt, false, scale).out)
+          .copy_(gt);
   const double dense_fwdbwd = time_ms(
       [&] {
-        at::Tensor out = at::scaled_dot_product_attention(qt, kt, vt);
-        torch::autograd::grad({out}, {q, k, v}, {grad.transpose(1, 2)});
+        auto saved = ra::compat::fused_attention_forward(FusedOp::kCudnn, qt, kt, vt, false, scale);
+        ra::compat::fused_attention_backward(FusedOp::kCudnn, dense_grad, qt, kt, vt, saved, false,
+                                             scale);
       },
       warmup, iters);
 
   std::printf(
-      "S=%lld H=%lld D=%lld b=%lld bf16 | dense SDPA: fwd %.2f ms (%.0f TFLOP/s), "
+      "S=%lld H=%lld D=%lld b=%lld bf16 | dense cuDNN SDPA: fwd %.2f ms (%.0f TFLOP/s), "
       "fwd+bwd %.2f ms (%.0f TFLOP/s)\n",
       (long long)S, (long long)heads, (long long)head_dim, (long long)block_size, dense_fwd,
       dense_flops / dense_fwd / 1e9, dense_fwdbwd, 3.5 * dense_flops / dense_fwdbwd / 1e9);

@@ -111,7 +111,12 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "threads", po::value(&c.threads)->default_value(c.threads),
       "CPU intra-op threads per rank; 0 = LibTorch default")(
       "timeout", po::value(&c.timeout_seconds)->default_value(c.timeout_seconds),
-      "seconds any communication may wait before the job fails");
+      "seconds any communication may wait before the job fails")(
+      "profile-step", po::value(&c.profile_step)->default_value(c.profile_step),
+      "rank 0 records step N's CPU ops and GPU kernels (Kineto) as a Chrome trace; 0 = off "
+      "(summarise with bench/summarize_trace.py)")(
+      "profile-file", po::value(&c.profile_file)->default_value(c.profile_file),
+      "where --profile-step writes the trace");
   po::options_description all("ring_train options (every flag can also be a key of --config)");
   all.add_options()("help,h", "print this help and exit")(
       "config", po::value(&config_file)->default_value(""),

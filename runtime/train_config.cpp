@@ -75,6 +75,10 @@ void validate_train_config(const TrainConfig& c, int world_size) {
   RA_CHECK(c.stop_after >= 0, "--stop-after = ", c.stop_after, ": must be >= 0 (0 = no limit)");
   RA_CHECK(c.eval_batches >= 0, "--eval-batches = ", c.eval_batches, ": must be >= 0");
   RA_CHECK(c.threads >= 0, "--threads = ", c.threads, ": must be >= 0 (0 = default)");
+  RA_CHECK(c.profile_step >= 0, "--profile-step = ", c.profile_step,
+           ": must be >= 0 (0 = no profiling)");
+  RA_CHECK(c.profile_step == 0 || !c.profile_file.empty(),
+           "--profile-file is empty: --profile-step needs a file to write the trace to");
   RA_CHECK(c.timeout_seconds > 0, "--timeout = ", c.timeout_seconds, ": must be positive");
   RA_CHECK(c.loss_chunk_tokens > 0, "--loss-chunk = ", c.loss_chunk_tokens, ": must be positive");
   RA_CHECK(c.data.rfind("synthetic", 0) == 0 || c.attention.causal, "--data = '", c.data,
@@ -119,6 +123,9 @@ std::string describe(const TrainConfig& c) {
      << "  metrics-file = " << (c.metrics_file.empty() ? "(none)" : c.metrics_file)
      << "  eval-batches = " << c.eval_batches << "  stop-after = " << c.stop_after
      << "  threads = " << c.threads << "  timeout = " << c.timeout_seconds << " s";
+  if (c.profile_step > 0) {
+    os << "\n  profile-step = " << c.profile_step << "  profile-file = " << c.profile_file;
+  }
   return os.str();
 }
 

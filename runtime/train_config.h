@@ -47,6 +47,8 @@ struct TrainConfig {
                              // (time-limited jobs resume with --resume auto); 0 = no limit
   int threads = 0;           // intra-op CPU threads per rank; 0 = LibTorch's default
   double timeout_seconds = 300;
+  int64_t profile_step = 0;  // > 0: rank 0 records this step's kernels (Kineto) to profile_file
+  std::string profile_file = "ring_train_profile.json";
 };
 
 // Minimum global sequence length at which checkpointing=auto turns per-block checkpointing on.

@@ -7,12 +7,14 @@
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "attention/factory.h"
 #include "attention/standard/dilation_plan.h"
 #include "runtime/checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/gradient_sync.h"
+#include "runtime/kernel_profiler.h"
 #include "runtime/torch_compat.h"
 
 namespace ra {
@@ -52,6 +54,7 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
            "CUDA device; on CPU use --dtype fp32");
   if (config_.threads > 0) torch::set_num_threads(config_.threads);
   comm.set_timeout_seconds(config_.timeout_seconds);
+  if (config_.profile_step > 0) KernelProfiler::ensure_available(cuda);  // fail now, every rank
 
   layout_ = {config_.batch_size, config_.seq_len, comm.rank(), comm.size()};
   data_ = make_training_data(config_.data, layout_, config_.seed);
@@ -271,7 +274,15 @@ std::optional<EvalResult> Trainer::run() {
                                 ? std::min(config_.steps, start_step_ + config_.stop_after - 1)
                                 : config_.steps;
   for (int64_t step = start_step_; step <= last_step; ++step) {
+    const bool profile_now = step == config_.profile_step && runtime_.world->rank() == 0;
+    std::optional<KernelProfiler> profiler;
+    if (profile_now) profiler.emplace(runtime_.device.is_cuda());
     StepMetrics m = train_step(step);
+    if (profile_now) {
+      profiler->save(config_.profile_file);
+      if (log_)
+        *log_ << "profile of step " << step << " written to " << config_.profile_file << std::endl;
+    }
     const bool log_now = step % config_.log_every == 0 || step == last_step;
     if (metrics_ && log_now) metrics_->write(m);
     if (log_ && log_now) *log_ << MetricsLog::format(m, memory_label) << std::endl;

@@ -3,7 +3,10 @@
 # multi-rank GPU tests (ring/allgather equality over NCCL, fault tests, sparse kernels), the
 # sequence-parallel benchmarks (dense causal ring vs PyTorch context_parallel, dilated configs
 # with weak scaling and the local-copy overlap check) and a ring_train run, then prints a table.
-#   STAGES="tests bench train" bash tests/gpu/run_multi_gpu.sh
+# Optional stages: "sparse" (block-sparse kernels vs cuDNN and FlexAttention on one GPU) and
+# "profile" (one Kineto-traced step of ring_train, the dense ring, context_parallel and the
+# 1-GPU dilated path, summarised by bench/summarize_trace.py).
+#   STAGES="tests bench train sparse profile" bash tests/gpu/run_multi_gpu.sh
 # Logs and JSON go to $OUT (default /tmp/ra_gpu_multi).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -23,7 +26,8 @@ RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 
 source "$ROOT/tests/gpu/configure_gpu_build.sh"
-targets="ra_gpu_ring_attention_tests ra_fault_probe ra_gpu_sparse_tests bench_ring_attention"
+targets="ra_gpu_ring_attention_tests ra_fault_probe ra_gpu_sparse_tests bench_ring_attention
+  sparse_attention_bench bench_dilated_attention"
 [ -f "$ROOT/launch/ring_train.cpp" ] && targets="$targets ring_train"
 cmake --build "$BUILD" -j "$(nproc)" --target $targets > "$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" -A5 "$OUT/build.log" | head -80; exit 1; }
@@ -78,6 +82,37 @@ if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
     elapsed "train $S done"
   done
   elapsed "train done"
+fi
+
+if [[ " $STAGES " == *" sparse "* ]]; then
+  # Block-sparse kernels vs dense cuDNN and FlexAttention (compiled), same masks, one GPU.
+  for S in ${SPARSE_SEQ_LENS:-64K 256K}; do
+    timeout 240 "$BUILD/bench/sparse_attention_bench" --seq-len $S --json "/tmp/sparse_$S.json" \
+      2>&1 | tee -a "$OUT/sparse.log" | tail -4
+    timeout 300 python3 bench/sparse_flex_bench.py --seq-len $S --json "/tmp/flex_$S.json" 2>&1 \
+      | grep -v Warning | tee -a "$OUT/sparse.log" | tail -4
+  done
+  elapsed "sparse bench done"
+fi
+
+if [[ " $STAGES " == *" profile "* ]]; then
+  # One traced step of each hot path, summarised (traces stay in /tmp: they are large).
+  summarize() { python3 bench/summarize_trace.py "$1" --top 12 >> "$OUT/profile.log" 2>&1; }
+  timeout 200 "${MPIRUN[@]}" -n "$GPUS" "$BUILD/launch/ring_train" --seq-len 1M \
+    --layers 12 --embed-dim 768 --heads 12 --ffn-dim 3072 --attention ring --steps 3 \
+    --segment-lengths 2048,4096,8192,16384,32768 --dilation-rates 1,2,4,6,12 --causal \
+    --checkpointing on --data synthetic:kv --profile-step 3 --profile-file /tmp/train_1M.json \
+    >> "$OUT/train.log" 2>&1 && summarize /tmp/train_1M.json
+  bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --profile /tmp/ring_128K.json \
+    && summarize /tmp/ring_128K.json
+  timeout 150 torchrun --nproc-per-node "$GPUS" bench/context_parallel_baseline.py \
+    --seq-len 131072 --heads 16 --head-dim 128 --backend cudnn --profile /tmp/cp.json \
+    >> "$OUT/bench.log" 2>&1 && summarize /tmp/cp.131072.json
+  timeout 120 "$BUILD/bench/bench_dilated_attention" --configs longnet-base --seq-lens 1M \
+    --causal 1 --head-modes all --passes fwdbwd --profile /tmp/dilated >> "$OUT/bench.log" 2>&1 \
+    && summarize /tmp/dilated.longnet-base.1M.causal.all.fwdbwd.json
+  grep -E "^trace|busy|^  [a-z]" "$OUT/profile.log" | head -80
+  elapsed "profile done"
 fi
 
 echo "## results ($(head -1 "$OUT/device.txt"))"

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Summarise a Kineto Chrome trace (ring_train --profile-step, bench_* --profile): GPU time per
+kernel family, the top kernels, how busy the GPU was over the traced span, and how much NCCL
+time no compute kernel hid.
+  python3 bench/summarize_trace.py trace.json [--top 15]"""
+import argparse
+import bisect
+import json
+import re
+
+# First matching family wins; names are matched lower-cased.
+FAMILIES = [
+    ("nccl", r"nccl"),
+    ("attention fwd (cudnn/flash)", r"(cudnn|fmha|flash).*(fprop|fwd|forward)|sdpa.*fwd|fwd.*(fmha|flash)"),
+    ("attention bwd (cudnn/flash)", r"(cudnn|fmha|flash).*(dgrad|bprop|bwd|backward)|bwd.*(fmha|flash)|dot_do_o|convert_dq"),
+    ("attention other (cudnn/flash)", r"cudnn|fmha|flash"),
+    ("ringattn kernels", r"ra::|dilated|gather_|scatter_|merge_|block_sparse|dq_kernel|dkdv|delta_kernel"),
+    ("gemm", r"gemm|nvjet|cutlass|xmma|cublas"),
+    ("layer/rms norm", r"layer_norm|layernorm|rms_norm"),
+    ("softmax / loss", r"softmax|nll_loss|cross_entropy|log_softmax"),
+    ("optimizer", r"multi_tensor|adam|foreach"),
+    ("reduce", r"reduce"),
+    ("copy / cast", r"copy|cat_|catarray|to_copy|index|gather|scatter|memcpy|memset|fill"),
+    ("elementwise", r"elementwise|vectorized|unrolled|pointwise"),
+]
+
+
+def family(name):
+    low = name.lower()
+    for fam, pattern in FAMILIES:
+        if re.search(pattern, low):
+            return fam
+    return "other"
+
+
+def union_length(intervals):
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(intervals):
+        if start > end:
+            total += stop - start
+            end = stop
+        elif stop > end:
+            total += stop - end
+            end = stop
+    return total
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("trace")
+    p.add_argument("--top", type=int, default=15)
+    p.add_argument("--by-op", action="store_true",
+                   help="also attribute GPU time to the innermost CPU op that launched it")
+    a = p.parse_args()
+    with open(a.trace) as f:
+        events = json.load(f)["traceEvents"]
+    gpu = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    if not gpu:
+        print(f"{a.trace}: no GPU events")
+        return
+    span0 = min(e["ts"] for e in gpu)
+    span1 = max(e["ts"] + e["dur"] for e in gpu)
+    span = span1 - span0
+    compute = [(e["ts"], e["ts"] + e["dur"]) for e in gpu if family(e["name"]) != "nccl"]
+    busy_all = union_length([(e["ts"], e["ts"] + e["dur"]) for e in gpu])
+    busy_compute = union_length(compute)
+    by_family, by_kernel = {}, {}
+    for e in gpu:
+        fam = family(e["name"])
+        by_family[fam] = by_family.get(fam, 0.0) + e["dur"]
+        key = e["name"][:90]
+        n, t = by_kernel.get(key, (0, 0.0))
+        by_kernel[key] = (n + 1, t + e["dur"])
+    total = sum(by_family.values())
+    print(f"trace {a.trace}: GPU span {span / 1e3:.1f} ms, {len(gpu)} GPU events")
+    print(f"  busy (any stream) {busy_all / 1e3:.1f} ms = {100 * busy_all / span:.1f}% of span; "
+          f"compute busy {busy_compute / 1e3:.1f} ms; idle gaps {(span - busy_all) / 1e3:.1f} ms; "
+          f"NCCL not hidden by compute {(busy_all - busy_compute) / 1e3:.1f} ms")
+    print(f"  {'family':<32} {'ms':>9} {'% of kernel time':>17}")
+    for fam, t in sorted(by_family.items(), key=lambda x: -x[1]):
+        print(f"  {fam:<32} {t / 1e3:>9.2f} {100 * t / total:>16.1f}%")
+    print(f"  top {a.top} kernels: {'calls':>6} {'ms':>9} {'avg us':>9}  name")
+    for name, (n, t) in sorted(by_kernel.items(), key=lambda x: -x[1][1])[: a.top]:
+        print(f"  {'':<15}{n:>6} {t / 1e3:>9.2f} {t / n:>9.1f}  {name}")
+    if a.by_op:
+        by_launching_op(events, gpu, a.top)
+
+
+def by_launching_op(events, gpu, top):
+    """GPU time per innermost cpu_op enclosing the kernel's launch (matched by correlation id)."""
+    launches = {e["args"]["correlation"]: e for e in events
+                if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
+    ops = {}
+    for e in events:
+        if e.get("cat") == "cpu_op" and e.get("ph") == "X":
+            ops.setdefault(e["tid"], []).append(e)
+    for lst in ops.values():
+        lst.sort(key=lambda e: e["ts"])
+    op_starts = {tid: [e["ts"] for e in lst] for tid, lst in ops.items()}
+    totals = {}
+    for k in gpu:
+        launch = launches.get(k.get("args", {}).get("correlation"))
+        name = "(no launch)"
+        if launch:
+            lst, starts = ops.get(launch["tid"], []), op_starts.get(launch["tid"], [])
+            name = "(no op)"
+            # The innermost enclosing op is the latest-starting one that ends after the launch.
+            for i in range(bisect.bisect_right(starts, launch["ts"]) - 1, -1, -1):
+                if lst[i]["ts"] + lst[i]["dur"] >= launch["ts"] + launch["dur"]:
+                    name = lst[i]["name"]
+                    break
+        totals[name] = totals.get(name, 0.0) + k["dur"]
+    print(f"  GPU time by launching op (top {top}):")
+    for name, t in sorted(totals.items(), key=lambda x: -x[1])[:top]:
+        print(f"  {'':<15}{t / 1e3:>9.2f} ms  {name}")
+
+
+if __name__ == "__main__":
+    main()
