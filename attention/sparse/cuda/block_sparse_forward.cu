@@ -1,8 +1,8 @@
 // Block-sparse attention forward on the GPU, FlashAttention-2 style: one CTA per (query block,
-// head, batch), one warp per 16 query rows, walking the CSR row of its query block 64 keys at a
-// time (cp.async double buffering: the next key tile loads while this one is computed). S, the
-// online softmax (exp2 of log2(e)-prescaled scores), P and O stay in registers; writes out and
-// the LSE.
+// head, batch), each warp owning 16 or 32 query rows, walking the CSR row of its query block 64
+// keys at a time (cp.async double buffering: the next key tile loads while this one is computed).
+// S, the online softmax (exp2 of log2(e)-prescaled scores), P and O stay in registers; writes out
+// and the LSE.
 #include <cmath>
 
 #include "attention/sparse/cuda/block_sparse_kernels.h"
@@ -16,10 +16,15 @@ using namespace detail;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// The query tile is one layout block (kBlock = block_size rows), so a CTA walks one CSR row.
+// The query tile is one layout block (kBlock = block_size rows), so a CTA walks one CSR row. A
+// warp owns kMT m-tiles of 16 rows; with two, each K/V fragment it loads from shared memory feeds
+// two mma (half the shared-memory traffic per flop). Two only for D 64 and block 128: at D 128
+// O alone is 128 fp32 registers per m-tile pair and ptxas spills, so that case runs 8 warps of 16.
 template <typename T, int D, int kBlock>
 struct ForwardConfig {
-  static constexpr int kWarps = kBlock / 16, kThreads = 32 * kWarps;
+  static constexpr int kMT = D == 64 && kBlock == 128 ? 2 : 1;
+  static constexpr int kWarpRows = 16 * kMT;
+  static constexpr int kWarps = kBlock / kWarpRows, kThreads = 32 * kWarps;
   static constexpr int kN = 64;  // keys per tile
   static constexpr int kSubTiles = kBlock / kN;
   static constexpr uint32_t kKvTileBytes = kN * D * sizeof(T);
@@ -33,7 +38,7 @@ __global__ void __launch_bounds__(ForwardConfig<T, D, kBlock>::kThreads)
                                 float* __restrict__ lse, BlockSparseShape shape,
                                 DeviceBlockLayout layout, float scale_log2) {
   using C = ForwardConfig<T, D, kBlock>;
-  constexpr int kN = C::kN;
+  constexpr int kN = C::kN, kMT = C::kMT;
   extern __shared__ __align__(128) unsigned char smem[];
   T* Qs = reinterpret_cast<T*>(smem);
   const uint32_t q_s = smem_address(Qs);
@@ -44,7 +49,8 @@ __global__ void __launch_bounds__(ForwardConfig<T, D, kBlock>::kThreads)
   const int q0 = q_block * kBlock;
   const int kv_h = h / (shape.heads / shape.kv_heads);
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-  const int row_first = q0 + 16 * w;  // this warp's first query token
+  const int warp_row0 = C::kWarpRows * w;  // this warp's first row in the tile
+  const int row_first = q0 + warp_row0;    // and its token
   const T* q_head = q + b * shape.q.batch + h * shape.q.head;
   const T* k_head = k + b * shape.k.batch + kv_h * shape.k.head;
   const T* v_head = v + b * shape.v.batch + kv_h * shape.v.head;
@@ -65,13 +71,21 @@ __global__ void __launch_bounds__(ForwardConfig<T, D, kBlock>::kThreads)
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
-  uint32_t qa[D / 16][4];  // Q fragments of the warp's rows, reused for every key tile
+  uint32_t qa[kMT][D / 16][4];  // Q fragments of the warp's rows, reused for every key tile
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) load_a<D>(qa[kk], q_s, 16 * w, kk);
+  for (int m = 0; m < kMT; ++m) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) load_a<D>(qa[m][kk], q_s, warp_row0 + 16 * m, kk);
+  }
 
-  float o[D / 8][4] = {};
-  // Running max (log2 domain) and this thread's partial row sums, rows g and g + 8.
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[kMT][D / 8][4] = {};
+  // Running max (log2 domain) and this thread's partial row sums: m-tile m, rows g and g + 8.
+  float row_max[kMT][2], row_sum[kMT][2];
+#pragma unroll
+  for (int m = 0; m < kMT; ++m) {
+    row_max[m][0] = row_max[m][1] = -INFINITY;
+    row_sum[m][0] = row_sum[m][1] = 0.0f;
+  }
   for (int i = 0; i < tiles; ++i) {
     if (i + 1 < tiles) {
       load_kv(i + 1);
@@ -83,67 +97,75 @@ __global__ void __launch_bounds__(ForwardConfig<T, D, kBlock>::kThreads)
     __syncthreads();
     const int k0 = key0(i);
     const bool diagonal = layout.causal && k0 / kBlock == q_block;
-    // On the diagonal a warp whose 16 queries all precede the tile has nothing to add.
-    if (!(diagonal && k0 > row_first + 15)) {
+    // On the diagonal a warp whose queries all precede the tile has nothing to add.
+    if (!(diagonal && k0 > row_first + C::kWarpRows - 1)) {
       const uint32_t buffer = (i & 1) * C::kKvTileBytes;
-      float s[kN / 8][4] = {};
-      gemm_abt<T, D, kN>(s, qa, k_s + buffer);
-
-      float row_max[2] = {m[0], m[1]};
+      float s[kMT][kN / 8][4] = {};
+      gemm_abt<T, D, kN, kMT>(s, qa, k_s + buffer);
 #pragma unroll
-      for (int j = 0; j < kN / 8; ++j) {
+      for (int m = 0; m < kMT; ++m) {
+        float tile_max[2] = {row_max[m][0], row_max[m][1]};
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = k0 + 8 * j + 2 * c + (e & 1), query = row_first + g + 8 * (e >> 1);
-          const float x = diagonal && key > query ? -INFINITY : s[j][e] * scale_log2;
-          s[j][e] = x;
-          row_max[e >> 1] = fmaxf(row_max[e >> 1], x);
+        for (int j = 0; j < kN / 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = k0 + 8 * j + 2 * c + (e & 1);
+            const int query = row_first + 16 * m + g + 8 * (e >> 1);
+            const float x = diagonal && key > query ? -INFINITY : s[m][j][e] * scale_log2;
+            s[m][j][e] = x;
+            tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
+          }
+        }
+        float base[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          tile_max[r] = quad_max(tile_max[r]);
+          // A row with no unmasked key yet keeps max -inf: exponentiate against 0, not -inf.
+          base[r] = tile_max[r] == -INFINITY ? 0.0f : tile_max[r];
+          const float alpha = exp2f(row_max[m][r] - base[r]);
+          row_max[m][r] = tile_max[r];
+          row_sum[m][r] *= alpha;
+#pragma unroll
+          for (int j = 0; j < D / 8; ++j) {
+            o[m][j][2 * r] *= alpha;
+            o[m][j][2 * r + 1] *= alpha;
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < kN / 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            s[m][j][e] = exp2f(s[m][j][e] - base[e >> 1]);
+            row_sum[m][e >> 1] += s[m][j][e];
+          }
         }
       }
-      float base[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        row_max[r] = quad_max(row_max[r]);
-        // A row with no unmasked key yet keeps max -inf; exponentiate against 0 (not -inf - -inf).
-        base[r] = row_max[r] == -INFINITY ? 0.0f : row_max[r];
-        const float alpha = exp2f(m[r] - base[r]);
-        m[r] = row_max[r];
-        l[r] *= alpha;
-#pragma unroll
-        for (int j = 0; j < D / 8; ++j) {
-          o[j][2 * r] *= alpha;
-          o[j][2 * r + 1] *= alpha;
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < kN / 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s[j][e] = exp2f(s[j][e] - base[e >> 1]);
-          l[e >> 1] += s[j][e];
-        }
-      }
-      gemm_pb<T, kN, D>(o, s, v_s + buffer);
+      gemm_pb<T, kN, D, kMT>(o, s, v_s + buffer);
     }
     __syncthreads();  // the buffer is refilled by the prefetch of iteration i + 1
   }
 
-  float inv[2];
+  T* out_tile = out + b * shape.out.batch + h * shape.out.head + q0 * shape.out.token;
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] = quad_sum(l[r]);
-    inv[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-  }
-  // The Q tile rows of this warp are free (its fragments are in registers): stage O there.
-  store_rows<T, D>(Qs, 16 * w, o, inv,
-                   out + b * shape.out.batch + h * shape.out.head + q0 * shape.out.token,
-                   shape.out.token);
-  if (c == 0) {
+  for (int m = 0; m < kMT; ++m) {
+    float inv[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int64_t row =
-          (static_cast<int64_t>(b) * shape.seq_len + row_first + g + 8 * r) * shape.heads + h;
-      lse[row] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * kLn2 : -INFINITY;
+      row_sum[m][r] = quad_sum(row_sum[m][r]);
+      inv[r] = row_sum[m][r] > 0.0f ? 1.0f / row_sum[m][r] : 0.0f;
+    }
+    // Only this warp reads its Q rows (and no longer: fragments are loaded): stage O there.
+    store_rows<T, D>(Qs, warp_row0 + 16 * m, o[m], inv, out_tile, shape.out.token);
+    if (c == 0) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int64_t row =
+            (static_cast<int64_t>(b) * shape.seq_len + row_first + 16 * m + g + 8 * r) *
+                shape.heads +
+            h;
+        const float l = row_sum[m][r];
+        lse[row] = l > 0.0f ? (row_max[m][r] + log2f(l)) * kLn2 : -INFINITY;
+      }
     }
   }
 }

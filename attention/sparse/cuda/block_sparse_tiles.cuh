@@ -3,7 +3,7 @@
 // the 8 rows an ldmatrix reads, or a warp's cp.async writes, hit distinct banks), cp.async tile
 // copies, and the two products of attention on m16n8k16 fragments: S = A B^T with both operands
 // in shared memory, and O += P B with P from the fp32 accumulators of the first product (FA2
-// register reuse). Every warp owns 16 rows of A / P / the accumulators.
+// register reuse). A warp owns 16 rows (one m-tile) or 16 * kMT rows of A / P / the accumulators.
 #pragma once
 
 #include <cstdint>
@@ -61,59 +61,90 @@ __device__ inline void load_b_cols(uint32_t (&b)[4], uint32_t tile, int kk, int 
   ldmatrix_x4_trans(b, tile + 2 * tile_offset<D>(row, 2 * p + (lane >> 4)));
 }
 
-// acc[N/8][4] += A B^T: A = rows a_row0..+15 of tile a, B = rows 0..N-1 of tile b, both [.][K].
+// acc[m][N/8][4] += A B^T for kMT m-tiles (a warp's 16 * kMT rows share every B load): A = rows
+// a_row0 + 16m.. of tile a, B = rows 0..N-1 of tile b, both [.][K].
+template <typename T, int K, int N, int kMT>
+__device__ inline void gemm_abt(float (&acc)[kMT][N / 8][4], uint32_t a_tile, int a_row0,
+                                uint32_t b_tile) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+    uint32_t a[kMT][4];
+#pragma unroll
+    for (int m = 0; m < kMT; ++m) load_a<K>(a[m], a_tile, a_row0 + 16 * m, kk);
+#pragma unroll
+    for (int p = 0; p < N / 16; ++p) {
+      uint32_t b[4];
+      load_b_rows<K>(b, b_tile, 16 * p, kk);
+#pragma unroll
+      for (int m = 0; m < kMT; ++m) {
+        mma_16816<T>(acc[m][2 * p], a[m], b[0], b[1]);
+        mma_16816<T>(acc[m][2 * p + 1], a[m], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// Same with A already in registers (a[m][kk] = load_a(..., a_row0 + 16m, kk)).
+template <typename T, int K, int N, int kMT>
+__device__ inline void gemm_abt(float (&acc)[kMT][N / 8][4], const uint32_t (&a)[kMT][K / 16][4],
+                                uint32_t b_tile) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+#pragma unroll
+    for (int p = 0; p < N / 16; ++p) {
+      uint32_t b[4];
+      load_b_rows<K>(b, b_tile, 16 * p, kk);
+#pragma unroll
+      for (int m = 0; m < kMT; ++m) {
+        mma_16816<T>(acc[m][2 * p], a[m][kk], b[0], b[1]);
+        mma_16816<T>(acc[m][2 * p + 1], a[m][kk], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// One m-tile (16 rows): acc[N/8][4] += A B^T.
 template <typename T, int K, int N>
 __device__ inline void gemm_abt(float (&acc)[N / 8][4], uint32_t a_tile, int a_row0,
                                 uint32_t b_tile) {
-#pragma unroll
-  for (int kk = 0; kk < K / 16; ++kk) {
-    uint32_t a[4];
-    load_a<K>(a, a_tile, a_row0, kk);
-#pragma unroll
-    for (int p = 0; p < N / 16; ++p) {
-      uint32_t b[4];
-      load_b_rows<K>(b, b_tile, 16 * p, kk);
-      mma_16816<T>(acc[2 * p], a, b[0], b[1]);
-      mma_16816<T>(acc[2 * p + 1], a, b[2], b[3]);
-    }
-  }
+  gemm_abt<T, K, N, 1>(*reinterpret_cast<float(*)[1][N / 8][4]>(&acc), a_tile, a_row0, b_tile);
 }
 
-// Same with A already in registers (a[kk] = load_a(..., kk)).
-template <typename T, int K, int N>
-__device__ inline void gemm_abt(float (&acc)[N / 8][4], const uint32_t (&a)[K / 16][4],
-                                uint32_t b_tile) {
-#pragma unroll
-  for (int kk = 0; kk < K / 16; ++kk) {
-#pragma unroll
-    for (int p = 0; p < N / 16; ++p) {
-      uint32_t b[4];
-      load_b_rows<K>(b, b_tile, 16 * p, kk);
-      mma_16816<T>(acc[2 * p], a[kk], b[0], b[1]);
-      mma_16816<T>(acc[2 * p + 1], a[kk], b[2], b[3]);
-    }
-  }
-}
-
-// acc[D/8][4] += P B: P (16 x K) is an fp32 accumulator of gemm_abt, rounded to T and used in
-// place as the A operand (its C layout for columns 16kk..16kk+15 is the A layout); B = rows
-// 0..K-1 of a [K][D] tile.
-template <typename T, int K, int D>
-__device__ inline void gemm_pb(float (&acc)[D / 8][4], const float (&p)[K / 8][4],
+// acc[m][D/8][4] += P B: P (16 x K per m-tile) is an fp32 accumulator of gemm_abt, rounded to T
+// and used in place as the A operand (its C layout for columns 16kk..16kk+15 is the A layout);
+// B = rows 0..K-1 of a [K][D] tile.
+template <typename T, int K, int D, int kMT>
+__device__ inline void gemm_pb(float (&acc)[kMT][D / 8][4], const float (&p)[kMT][K / 8][4],
                                uint32_t b_tile) {
 #pragma unroll
   for (int kk = 0; kk < K / 16; ++kk) {
-    const uint32_t a[4] = {
-        pack2<T>(p[2 * kk][0], p[2 * kk][1]), pack2<T>(p[2 * kk][2], p[2 * kk][3]),
-        pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]), pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+    uint32_t a[kMT][4];
+#pragma unroll
+    for (int m = 0; m < kMT; ++m) {
+      a[m][0] = pack2<T>(p[m][2 * kk][0], p[m][2 * kk][1]);
+      a[m][1] = pack2<T>(p[m][2 * kk][2], p[m][2 * kk][3]);
+      a[m][2] = pack2<T>(p[m][2 * kk + 1][0], p[m][2 * kk + 1][1]);
+      a[m][3] = pack2<T>(p[m][2 * kk + 1][2], p[m][2 * kk + 1][3]);
+    }
 #pragma unroll
     for (int n = 0; n < D / 16; ++n) {
       uint32_t b[4];
       load_b_cols<D>(b, b_tile, kk, n);
-      mma_16816<T>(acc[2 * n], a, b[0], b[1]);
-      mma_16816<T>(acc[2 * n + 1], a, b[2], b[3]);
+#pragma unroll
+      for (int m = 0; m < kMT; ++m) {
+        mma_16816<T>(acc[m][2 * n], a[m], b[0], b[1]);
+        mma_16816<T>(acc[m][2 * n + 1], a[m], b[2], b[3]);
+      }
     }
   }
+}
+
+// One m-tile: acc[D/8][4] += P B.
+template <typename T, int K, int D>
+__device__ inline void gemm_pb(float (&acc)[D / 8][4], const float (&p)[K / 8][4],
+                               uint32_t b_tile) {
+  gemm_pb<T, K, D, 1>(*reinterpret_cast<float(*)[1][D / 8][4]>(&acc),
+                      *reinterpret_cast<const float(*)[1][K / 8][4]>(&p), b_tile);
 }
 
 // Writes a warp's accumulator rows (16 x D, row r scaled by row_scale[r >= 8]) to rows
