@@ -69,7 +69,9 @@ __global__ void __launch_bounds__(DqConfig<T, D, kBlock>::kThreads)
   const uint32_t k_s = do_s + kBlock * D * sizeof(T);  // + buffer * kKvTileBytes
   const uint32_t v_s = k_s + 2 * C::kKvTileBytes;
 
-  const int q_block = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  // Last query blocks first: under a causal layout they have the most key blocks, so the long
+  // CTAs start early and the short ones fill the tail.
+  const int q_block = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int q0 = q_block * kBlock;
   const int kv_h = h / (shape.heads / shape.kv_heads);
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
