@@ -1,23 +1,31 @@
 // Block-sparse attention backward on the GPU, with the final out and lse (flash identity):
 //   delta = rowsum(dO * O);  P = exp(S * scale - lse);  dS = P * (dO V^T - delta) * scale
-//   dQ = dS K  (one CTA per query tile, walking the CSR row: no atomics)
-//   dK = dS^T Q, dV = P^T dO  (one CTA per key tile and k/v head, walking the CSC column over
+//   dQ = dS K  (one CTA per query block, walking the CSR row: no atomics)
+//   dK = dS^T Q, dV = P^T dO  (one CTA per key block and k/v head, walking the CSC column over
 //   the query heads that share the k/v head: no atomics)
+// Both on FA2-style warp tiles (block_sparse_tiles.cuh): one warp per 16 rows of the output
+// (queries for dQ, keys for dK/dV), products transposed so that P / dS come out of the first
+// product in the accumulator layout the second consumes as its A operand; the streamed tiles
+// are cp.async double-buffered.
 #include <cmath>
 
 #include "attention/sparse/cuda/block_sparse_kernels.h"
 #include "attention/sparse/cuda/block_sparse_tiles.cuh"
+#include "attention/standard/cuda/vector_io.cuh"
 
 namespace ra::cuda {
 namespace {
 
 using namespace detail;
 
-// One warp per (batch, token, head) row: delta = sum_d dout * out in fp32.
-template <typename T>
-__global__ void delta_kernel(const T* __restrict__ out, const T* __restrict__ dout,
-                             float* __restrict__ delta, BlockSparseShape shape) {
-  const int64_t row = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / 32;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// One warp per (batch, token, head) row: delta = sum_d dout * out in fp32, 16-byte loads.
+template <typename T, int D>
+__global__ void __launch_bounds__(256)
+    delta_kernel(const T* __restrict__ out, const T* __restrict__ dout, float* __restrict__ delta,
+                 BlockSparseShape shape) {
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   const int64_t rows = static_cast<int64_t>(shape.batch) * shape.seq_len * shape.heads;
   if (row >= rows) return;
@@ -25,165 +33,245 @@ __global__ void delta_kernel(const T* __restrict__ out, const T* __restrict__ do
   const int64_t s = (row / shape.heads) % shape.seq_len, b = row / shape.heads / shape.seq_len;
   const int64_t offset = b * shape.out.batch + s * shape.out.token + h * shape.out.head;
   float sum = 0.0f;
-  for (int d = lane; d < shape.head_dim; d += 32) {
-    sum += to_float(out[offset + d]) * to_float(dout[offset + d]);
+  if (lane < D / 8) {
+    float o[8], d[8];
+    load8(out + offset + 8 * lane, o);
+    load8(dout + offset + 8 * lane, d);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sum += o[i] * d[i];
   }
-  sum = warp_sum(sum);
+  for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
   if (lane == 0) delta[row] = sum;
 }
 
-// P and dS of a 64x64 tile from S and dP (fp32, ld 64), for elements first, first + stride, ...
-// below `end` (a warp's rows or the whole tile).
-template <typename T>
-__device__ inline void probabilities_and_score_grads(const float* S, const float* dP, T* Ps, T* dSs,
-                                                     const float* lse_rows, const float* delta_rows,
-                                                     int q0, int k0, bool diagonal, float scale,
-                                                     int first, int end, int stride) {
-  for (int i = first; i < end; i += stride) {
-    const int r = i / kTile, c = i % kTile;
-    const float p =
-        causal_masked(diagonal, q0 + r, k0 + c) ? 0.0f : __expf(S[i] * scale - lse_rows[r]);
-    Ps[i] = from_float<T>(p);
-    dSs[i] = from_float<T>(p * (dP[i] - delta_rows[r]) * scale);
-  }
-}
-
-// Shared memory of both backward kernels: the Q, dO, K, V tiles, P and dS (for the tensor
-// cores), S and dP (fp32), two fp32 [64][D] accumulators (dQ; or dK and dV) and per-row lse
-// and delta.
-template <typename T, int D>
-struct BackwardTiles {
-  static constexpr size_t kBytes = 4 * kTile * D * sizeof(T) + 2 * kTile * kTile * sizeof(T) +
-                                   2 * kTile * kTile * sizeof(float) +
-                                   2 * kTile * D * sizeof(float) + 2 * kTile * sizeof(float);
-  T *Qs, *dOs, *Ks, *Vs, *Ps, *dSs;
-  float *Ss, *dPs, *acc0, *acc1, *lse_rows, *delta_rows;
-
-  __device__ explicit BackwardTiles(unsigned char* smem) {
-    Qs = reinterpret_cast<T*>(smem);
-    dOs = Qs + kTile * D;
-    Ks = dOs + kTile * D;
-    Vs = Ks + kTile * D;
-    Ps = Vs + kTile * D;
-    dSs = Ps + kTile * kTile;
-    Ss = reinterpret_cast<float*>(dSs + kTile * kTile);
-    dPs = Ss + kTile * kTile;
-    acc0 = dPs + kTile * kTile;
-    acc1 = acc0 + kTile * D;
-    lse_rows = acc1 + kTile * D;
-    delta_rows = lse_rows + kTile;
-  }
+// dQ: the query tile is one layout block (kBlock rows, kBlock / 16 warps); keys 64 at a time.
+template <typename T, int D, int kBlock>
+struct DqConfig {
+  static constexpr int kWarps = kBlock / 16, kThreads = 32 * kWarps;
+  static constexpr int kN = 64;
+  static constexpr int kSubTiles = kBlock / kN;
+  static constexpr uint32_t kKvTileBytes = kN * D * sizeof(T);
+  static constexpr size_t kSmemBytes = (2 * kBlock + 4 * kN) * D * sizeof(T);  // Q, dO, K/V[2]
 };
 
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads)
+template <typename T, int D, int kBlock>
+__global__ void __launch_bounds__(DqConfig<T, D, kBlock>::kThreads)
     dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
               const T* __restrict__ dout, const float* __restrict__ lse,
               const float* __restrict__ delta, T* __restrict__ dq, BlockSparseShape shape,
               DeviceBlockLayout layout, float scale) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  const BackwardTiles<T, D> t(smem);
-  T *Qs = t.Qs, *dOs = t.dOs, *Ks = t.Ks, *Vs = t.Vs, *Ps = t.Ps, *dSs = t.dSs;
-  float *Ss = t.Ss, *dPs = t.dPs, *dQs = t.acc0, *lse_rows = t.lse_rows, *delta_rows = t.delta_rows;
+  using C = DqConfig<T, D, kBlock>;
+  constexpr int kN = C::kN;
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* Qs = reinterpret_cast<T*>(smem);
+  const uint32_t q_s = smem_address(Qs);
+  const uint32_t do_s = q_s + kBlock * D * sizeof(T);
+  const uint32_t k_s = do_s + kBlock * D * sizeof(T);  // + buffer * kKvTileBytes
+  const uint32_t v_s = k_s + 2 * C::kKvTileBytes;
 
-  const int q0 = blockIdx.x * kTile, h = blockIdx.y, b = blockIdx.z;
+  // Last query blocks first: under a causal layout they have the most key blocks, so the long
+  // CTAs start early and the short ones fill the tail.
+  const int q_block = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int q0 = q_block * kBlock;
   const int kv_h = h / (shape.heads / shape.kv_heads);
-  const int bs = shape.block_size, q_block = q0 / bs;
-  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  load_tile<T, D>(Qs, q + b * shape.q.batch + h * shape.q.head, shape.q.token, q0);
-  load_tile<T, D>(dOs, dout + b * shape.out.batch + h * shape.out.head, shape.out.token, q0);
-  for (int i = threadIdx.x; i < kTile * D; i += kThreads) dQs[i] = 0.0f;
-  for (int r = threadIdx.x; r < kTile; r += kThreads) {
-    const int64_t row = (static_cast<int64_t>(b) * shape.seq_len + q0 + r) * shape.heads + h;
-    lse_rows[r] = lse[row];
-    delta_rows[r] = delta[row];
-  }
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int row_first = q0 + 16 * w;
   const T* k_head = k + b * shape.k.batch + kv_h * shape.k.head;
   const T* v_head = v + b * shape.v.batch + kv_h * shape.v.head;
+
+  const int first = layout.row_offsets[q_block];
+  const int tiles = (layout.row_offsets[q_block + 1] - first) * C::kSubTiles;
+  auto key0 = [&](int i) {
+    return layout.col_indices[first + i / C::kSubTiles] * kBlock + (i % C::kSubTiles) * kN;
+  };
+  auto load_kv = [&](int i) {
+    const uint32_t offset = (i & 1) * C::kKvTileBytes;
+    copy_tile_async<T, D, kN, C::kThreads>(k_s + offset, k_head, shape.k.token, key0(i));
+    copy_tile_async<T, D, kN, C::kThreads>(v_s + offset, v_head, shape.v.token, key0(i));
+  };
+
+  copy_tile_async<T, D, kBlock, C::kThreads>(q_s, q + b * shape.q.batch + h * shape.q.head,
+                                             shape.q.token, q0);
+  copy_tile_async<T, D, kBlock, C::kThreads>(do_s, dout + b * shape.out.batch + h * shape.out.head,
+                                             shape.out.token, q0);
+  if (tiles > 0) load_kv(0);
+  cp_async_commit();
+  float lse2[2], dlt[2];  // rows g and g + 8 of the warp; lse in the log2 domain
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row =
+        (static_cast<int64_t>(b) * shape.seq_len + row_first + g + 8 * r) * shape.heads + h;
+    lse2[r] = lse[row] * kLog2e;
+    dlt[r] = delta[row];
+  }
+  const float scale_log2 = scale * kLog2e;
+  cp_async_wait<0>();
   __syncthreads();
 
-  for (int a = layout.row_offsets[q_block]; a < layout.row_offsets[q_block + 1]; ++a) {
-    const int k_block = layout.col_indices[a];
-    const bool diagonal = layout.causal && k_block == q_block;
-    for (int k0 = k_block * bs; k0 < (k_block + 1) * bs; k0 += kTile) {
-      if (diagonal && k0 > q0 + kTile - 1) continue;
-      load_tile<T, D>(Ks, k_head, shape.k.token, k0);
-      load_tile<T, D>(Vs, v_head, shape.v.token, k0);
-      __syncthreads();
-      mma_abt<T, D>(Ss, Qs, Ks);
-      mma_abt<T, D>(dPs, dOs, Vs);
-      __syncwarp();
-      probabilities_and_score_grads<T>(Ss, dPs, Ps, dSs, lse_rows, delta_rows, q0, k0, diagonal,
-                                       scale, 16 * w * kTile + lane, (16 * w + 16) * kTile, 32);
-      __syncwarp();
-      mma_ab_accumulate<T, D, nvcuda::wmma::row_major>(dQs, dSs, Ks);
-      __syncthreads();
+  float acc[D / 8][4] = {};
+  for (int i = 0; i < tiles; ++i) {
+    if (i + 1 < tiles) {
+      load_kv(i + 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
     }
+    __syncthreads();
+    const int k0 = key0(i);
+    const bool diagonal = layout.causal && k0 / kBlock == q_block;
+    if (!(diagonal && k0 > row_first + 15)) {  // else every key follows the warp's queries
+      const uint32_t buffer = (i & 1) * C::kKvTileBytes;
+      float s[kN / 8][4] = {}, dp[kN / 8][4] = {};
+      gemm_abt<T, D, kN>(s, q_s, 16 * w, k_s + buffer);
+      gemm_abt<T, D, kN>(dp, do_s, 16 * w, v_s + buffer);
+#pragma unroll
+      for (int j = 0; j < kN / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = e >> 1;
+          const int key = k0 + 8 * j + 2 * c + (e & 1), query = row_first + g + 8 * r;
+          const float p = diagonal && key > query ? 0.0f : exp2f(s[j][e] * scale_log2 - lse2[r]);
+          s[j][e] = p * (dp[j][e] - dlt[r]) * scale;  // dS
+        }
+      }
+      gemm_pb<T, kN, D>(acc, s, k_s + buffer);
+    }
+    __syncthreads();
   }
-  T* dq_head = dq + b * shape.q.batch + h * shape.q.head;
-  for (int i = threadIdx.x; i < kTile * D; i += kThreads) {
-    dq_head[(q0 + i / D) * shape.q.token + i % D] = from_float<T>(dQs[i]);
-  }
+  const float one[2] = {1.0f, 1.0f};
+  // Q rows of this warp are read only by this warp: stage dQ there.
+  store_rows<T, D>(Qs, 16 * w, acc, one,
+                   dq + b * shape.q.batch + h * shape.q.head + q0 * shape.q.token, shape.q.token);
 }
 
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads)
+// dK/dV: the key tile is one layout block (kBlock rows, kBlock / 16 warps); queries kM at a
+// time (32 for D = 128 keeps dK and dV, 2 x 64 fp32 registers, beside S^T and dP^T).
+template <typename T, int D, int kBlock>
+struct DkdvConfig {
+  static constexpr int kWarps = kBlock / 16, kThreads = 32 * kWarps;
+  static constexpr int kM = D == 64 ? 64 : 32;
+  static constexpr int kSubTiles = kBlock / kM;
+  static constexpr uint32_t kQTileBytes = kM * D * sizeof(T);
+  // K, V, Q[2], dO[2], then lse[2][kM] and delta[2][kM] in fp32.
+  static constexpr size_t kSmemBytes =
+      (2 * kBlock + 4 * kM) * D * sizeof(T) + 4 * kM * sizeof(float);
+  static_assert(2 * kM <= kThreads, "one thread per lse / delta value");
+};
+
+template <typename T, int D, int kBlock>
+__global__ void __launch_bounds__(DkdvConfig<T, D, kBlock>::kThreads)
     dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                 const T* __restrict__ dout, const float* __restrict__ lse,
                 const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv,
                 BlockSparseShape shape, DeviceBlockLayout layout, float scale) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  const BackwardTiles<T, D> t(smem);
-  T *Qs = t.Qs, *dOs = t.dOs, *Ks = t.Ks, *Vs = t.Vs, *Ps = t.Ps, *dSs = t.dSs;
-  float *Ss = t.Ss, *dPs = t.dPs, *dKs = t.acc0, *dVs = t.acc1, *lse_rows = t.lse_rows,
-        *delta_rows = t.delta_rows;
+  using C = DkdvConfig<T, D, kBlock>;
+  constexpr int kM = C::kM;
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* Ks = reinterpret_cast<T*>(smem);
+  T* Vs = Ks + kBlock * D;
+  const uint32_t k_s = smem_address(Ks), v_s = smem_address(Vs);
+  const uint32_t q_s = v_s + kBlock * D * sizeof(T);  // + buffer * kQTileBytes
+  const uint32_t do_s = q_s + 2 * C::kQTileBytes;
+  float* rows_s = reinterpret_cast<float*>(smem + (2 * kBlock + 4 * kM) * D * sizeof(T));
+  // rows_s[buffer * 2 * kM + i]: lse of query i of the tile; + kM: its delta.
 
-  const int k0 = blockIdx.x * kTile, kv_h = blockIdx.y, b = blockIdx.z;
+  const int k_block = blockIdx.x, kv_h = blockIdx.y, b = blockIdx.z;
+  const int k0 = k_block * kBlock;
   const int group = shape.heads / shape.kv_heads;
-  const int bs = shape.block_size, k_block = k0 / bs;
-  load_tile<T, D>(Ks, k + b * shape.k.batch + kv_h * shape.k.head, shape.k.token, k0);
-  load_tile<T, D>(Vs, v + b * shape.v.batch + kv_h * shape.v.head, shape.v.token, k0);
-  for (int i = threadIdx.x; i < kTile * D; i += kThreads) dKs[i] = dVs[i] = 0.0f;
-  __syncthreads();
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int key_first = k0 + 16 * w;  // this warp's first key token
 
-  for (int h = kv_h * group; h < (kv_h + 1) * group; ++h) {
-    const T* q_head = q + b * shape.q.batch + h * shape.q.head;
-    const T* dout_head = dout + b * shape.out.batch + h * shape.out.head;
-    for (int a = layout.col_offsets[k_block]; a < layout.col_offsets[k_block + 1]; ++a) {
-      const int q_block = layout.row_indices[a];
-      const bool diagonal = layout.causal && k_block == q_block;
-      for (int q0 = q_block * bs; q0 < (q_block + 1) * bs; q0 += kTile) {
-        if (diagonal && k0 > q0 + kTile - 1) continue;
-        load_tile<T, D>(Qs, q_head, shape.q.token, q0);
-        load_tile<T, D>(dOs, dout_head, shape.out.token, q0);
-        for (int r = threadIdx.x; r < kTile; r += kThreads) {
-          const int64_t row = (static_cast<int64_t>(b) * shape.seq_len + q0 + r) * shape.heads + h;
-          lse_rows[r] = lse[row];
-          delta_rows[r] = delta[row];
-        }
-        __syncthreads();
-        mma_abt<T, D>(Ss, Qs, Ks);  // rows: queries
-        mma_abt<T, D>(dPs, dOs, Vs);
-        __syncthreads();
-        probabilities_and_score_grads<T>(Ss, dPs, Ps, dSs, lse_rows, delta_rows, q0, k0, diagonal,
-                                         scale, threadIdx.x, kTile * kTile, kThreads);
-        __syncthreads();
-        // Rows of dK and dV are keys: the transposed tiles (col_major views of P and dS).
-        mma_ab_accumulate<T, D, nvcuda::wmma::col_major>(dVs, Ps, dOs);
-        mma_ab_accumulate<T, D, nvcuda::wmma::col_major>(dKs, dSs, Qs);
-        __syncthreads();
-      }
+  const int first = layout.col_offsets[k_block];
+  const int per_head = (layout.col_offsets[k_block + 1] - first) * C::kSubTiles;
+  const int tiles = group * per_head;  // (query head, query block, kM-row sub-tile)
+  auto head_of = [&](int i) { return kv_h * group + i / per_head; };
+  auto query0 = [&](int i) {
+    const int rest = i % per_head;
+    return layout.row_indices[first + rest / C::kSubTiles] * kBlock + (rest % C::kSubTiles) * kM;
+  };
+  auto load_q = [&](int i) {
+    const int h = head_of(i), q0 = query0(i), buffer = i & 1;
+    copy_tile_async<T, D, kM, C::kThreads>(
+        q_s + buffer * C::kQTileBytes, q + b * shape.q.batch + h * shape.q.head, shape.q.token, q0);
+    copy_tile_async<T, D, kM, C::kThreads>(do_s + buffer * C::kQTileBytes,
+                                           dout + b * shape.out.batch + h * shape.out.head,
+                                           shape.out.token, q0);
+    const int t = threadIdx.x;
+    if (t < 2 * kM) {
+      const int64_t row = (static_cast<int64_t>(b) * shape.seq_len + q0 + t % kM) * shape.heads + h;
+      cp_async_4(smem_address(rows_s + buffer * 2 * kM + t), t < kM ? lse + row : delta + row);
     }
+  };
+
+  copy_tile_async<T, D, kBlock, C::kThreads>(k_s, k + b * shape.k.batch + kv_h * shape.k.head,
+                                             shape.k.token, k0);
+  copy_tile_async<T, D, kBlock, C::kThreads>(v_s, v + b * shape.v.batch + kv_h * shape.v.head,
+                                             shape.v.token, k0);
+  if (tiles > 0) load_q(0);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  const float scale_log2 = scale * kLog2e;
+
+  float dk_acc[D / 8][4] = {}, dv_acc[D / 8][4] = {};
+  for (int i = 0; i < tiles; ++i) {
+    if (i + 1 < tiles) {
+      load_q(i + 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const int q0 = query0(i);
+    const bool diagonal = layout.causal && q0 / kBlock == k_block;
+    // On the diagonal a warp whose 16 keys all follow the tile's queries has nothing to add.
+    if (!(diagonal && q0 + kM - 1 < key_first)) {
+      const int buffer = i & 1;
+      const uint32_t q_tile = q_s + buffer * C::kQTileBytes,
+                     do_tile = do_s + buffer * C::kQTileBytes;
+      const float* lse_rows = rows_s + buffer * 2 * kM;
+      const float* delta_rows = lse_rows + kM;
+      // Transposed products: rows are the warp's keys, columns the tile's queries.
+      float st[kM / 8][4] = {}, dpt[kM / 8][4] = {};
+      gemm_abt<T, D, kM>(st, k_s, 16 * w, q_tile);
+      gemm_abt<T, D, kM>(dpt, v_s, 16 * w, do_tile);
+#pragma unroll
+      for (int j = 0; j < kM / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = 8 * j + 2 * c + (e & 1);
+          const int key = key_first + g + 8 * (e >> 1);
+          const float p = diagonal && key > q0 + col
+                              ? 0.0f
+                              : exp2f(st[j][e] * scale_log2 - lse_rows[col] * kLog2e);
+          st[j][e] = p;                                           // P^T
+          dpt[j][e] = p * (dpt[j][e] - delta_rows[col]) * scale;  // dS^T
+        }
+      }
+      gemm_pb<T, kM, D>(dv_acc, st, do_tile);
+      gemm_pb<T, kM, D>(dk_acc, dpt, q_tile);
+    }
+    __syncthreads();
   }
-  T* dk_head = dk + b * shape.k.batch + kv_h * shape.k.head;
-  T* dv_head = dv + b * shape.v.batch + kv_h * shape.v.head;
-  for (int i = threadIdx.x; i < kTile * D; i += kThreads) {
-    dk_head[(k0 + i / D) * shape.k.token + i % D] = from_float<T>(dKs[i]);
-    dv_head[(k0 + i / D) * shape.v.token + i % D] = from_float<T>(dVs[i]);
-  }
+  const float one[2] = {1.0f, 1.0f};
+  // K and V rows of this warp are read only by this warp: stage dK and dV there.
+  store_rows<T, D>(Ks, 16 * w, dk_acc, one,
+                   dk + b * shape.k.batch + kv_h * shape.k.head + k0 * shape.k.token,
+                   shape.k.token);
+  store_rows<T, D>(Vs, 16 * w, dv_acc, one,
+                   dv + b * shape.v.batch + kv_h * shape.v.head + k0 * shape.v.token,
+                   shape.v.token);
 }
 
-template <typename T, int D>
+template <typename Kernel>
+cudaError_t allow_smem(Kernel kernel, size_t bytes) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(bytes));
+}
+
+template <typename T, int D, int kBlock>
 cudaError_t launch_backward(const void* q, const void* k, const void* v, const void* out,
                             const void* dout, const float* lse, float* delta, void* dq, void* dk,
                             void* dv, const BlockSparseShape& shape,
@@ -191,30 +279,37 @@ cudaError_t launch_backward(const void* q, const void* k, const void* v, const v
   const T *qt = static_cast<const T*>(q), *kt = static_cast<const T*>(k),
           *vt = static_cast<const T*>(v), *dot = static_cast<const T*>(dout);
   const int64_t rows = static_cast<int64_t>(shape.batch) * shape.seq_len * shape.heads;
-  const int64_t delta_blocks = (rows * 32 + kThreads - 1) / kThreads;
-  delta_kernel<T><<<static_cast<unsigned>(delta_blocks), kThreads, 0, stream>>>(
+  constexpr int kDeltaThreads = 256;
+  const int64_t delta_blocks = (rows * 32 + kDeltaThreads - 1) / kDeltaThreads;
+  delta_kernel<T, D><<<static_cast<unsigned>(delta_blocks), kDeltaThreads, 0, stream>>>(
       static_cast<const T*>(out), dot, delta, shape);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
 
-  constexpr size_t dq_smem = BackwardTiles<T, D>::kBytes;
-  err = cudaFuncSetAttribute(dq_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, dq_smem);
-  if (err != cudaSuccess) return err;
-  dq_kernel<T, D>
-      <<<dim3(shape.seq_len / kTile, shape.heads, shape.batch), kThreads, dq_smem, stream>>>(
-          qt, kt, vt, dot, lse, delta, static_cast<T*>(dq), shape, layout, scale);
-  err = cudaGetLastError();
-  if (err != cudaSuccess) return err;
+  using Dq = DqConfig<T, D, kBlock>;
+  if ((err = allow_smem(dq_kernel<T, D, kBlock>, Dq::kSmemBytes)) != cudaSuccess) return err;
+  dq_kernel<T, D, kBlock>
+      <<<dim3(shape.seq_len / kBlock, shape.heads, shape.batch), Dq::kThreads, Dq::kSmemBytes,
+         stream>>>(qt, kt, vt, dot, lse, delta, static_cast<T*>(dq), shape, layout, scale);
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
 
-  constexpr size_t kv_smem = BackwardTiles<T, D>::kBytes;
-  err =
-      cudaFuncSetAttribute(dkdv_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, kv_smem);
-  if (err != cudaSuccess) return err;
-  dkdv_kernel<T, D>
-      <<<dim3(shape.seq_len / kTile, shape.kv_heads, shape.batch), kThreads, kv_smem, stream>>>(
-          qt, kt, vt, dot, lse, delta, static_cast<T*>(dk), static_cast<T*>(dv), shape, layout,
-          scale);
+  using Kv = DkdvConfig<T, D, kBlock>;
+  if ((err = allow_smem(dkdv_kernel<T, D, kBlock>, Kv::kSmemBytes)) != cudaSuccess) return err;
+  dkdv_kernel<T, D, kBlock><<<dim3(shape.seq_len / kBlock, shape.kv_heads, shape.batch),
+                              Kv::kThreads, Kv::kSmemBytes, stream>>>(
+      qt, kt, vt, dot, lse, delta, static_cast<T*>(dk), static_cast<T*>(dv), shape, layout, scale);
   return cudaGetLastError();
+}
+
+template <typename T, int D>
+cudaError_t launch_backward(const void* q, const void* k, const void* v, const void* out,
+                            const void* dout, const float* lse, float* delta, void* dq, void* dk,
+                            void* dv, const BlockSparseShape& shape,
+                            const DeviceBlockLayout& layout, float scale, cudaStream_t stream) {
+  return shape.block_size == 64 ? launch_backward<T, D, 64>(q, k, v, out, dout, lse, delta, dq, dk,
+                                                            dv, shape, layout, scale, stream)
+                                : launch_backward<T, D, 128>(q, k, v, out, dout, lse, delta, dq, dk,
+                                                             dv, shape, layout, scale, stream);
 }
 
 }  // namespace

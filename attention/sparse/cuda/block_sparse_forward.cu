@@ -1,6 +1,8 @@
-// Block-sparse attention forward on the GPU: one CTA per (64-query tile, head, batch) walks the
-// CSR row of its query block, 64 keys at a time, with an online softmax (running max and sum
-// per row in fp32) and tensor-core products; writes out and the LSE.
+// Block-sparse attention forward on the GPU, FlashAttention-2 style: one CTA per (query block,
+// head, batch), each warp owning 16 or 32 query rows, walking the CSR row of its query block 64
+// keys at a time (cp.async double buffering: the next key tile loads while this one is computed).
+// S, the online softmax (exp2 of log2(e)-prescaled scores), P and O stay in registers; writes out
+// and the LSE.
 #include <cmath>
 
 #include "attention/sparse/cuda/block_sparse_kernels.h"
@@ -11,114 +13,188 @@ namespace {
 
 using namespace detail;
 
-template <typename T, int D>
-constexpr size_t forward_smem_bytes() {
-  return 3 * kTile * D * sizeof(T)        // Q, K, V tiles
-         + kTile * kTile * sizeof(T)      // P
-         + kTile * kTile * sizeof(float)  // S
-         + kTile * D * sizeof(float)      // O accumulator
-         + 3 * kTile * sizeof(float);     // running max, sum, rescale factor
-}
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
 
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads)
+// The query tile is one layout block (kBlock = block_size rows), so a CTA walks one CSR row. A
+// warp owns kMT m-tiles of 16 rows; with two, each K/V fragment it loads from shared memory feeds
+// two mma (half the shared-memory traffic per flop). Two only for D 64 and block 128: at D 128
+// O alone is 128 fp32 registers per m-tile pair and ptxas spills, so that case runs 8 warps of 16.
+template <typename T, int D, int kBlock>
+struct ForwardConfig {
+  static constexpr int kMT = D == 64 && kBlock == 128 ? 2 : 1;
+  static constexpr int kWarpRows = 16 * kMT;
+  static constexpr int kWarps = kBlock / kWarpRows, kThreads = 32 * kWarps;
+  static constexpr int kN = 64;  // keys per tile
+  static constexpr int kSubTiles = kBlock / kN;
+  static constexpr uint32_t kKvTileBytes = kN * D * sizeof(T);
+  static constexpr size_t kSmemBytes = (kBlock + 4 * kN) * D * sizeof(T);  // Q, K[2], V[2]
+};
+
+template <typename T, int D, int kBlock>
+__global__ void __launch_bounds__(ForwardConfig<T, D, kBlock>::kThreads)
     block_sparse_forward_kernel(const T* __restrict__ q, const T* __restrict__ k,
                                 const T* __restrict__ v, T* __restrict__ out,
                                 float* __restrict__ lse, BlockSparseShape shape,
-                                DeviceBlockLayout layout, float scale) {
-  extern __shared__ __align__(16) unsigned char smem[];
+                                DeviceBlockLayout layout, float scale_log2) {
+  using C = ForwardConfig<T, D, kBlock>;
+  constexpr int kN = C::kN, kMT = C::kMT;
+  extern __shared__ __align__(128) unsigned char smem[];
   T* Qs = reinterpret_cast<T*>(smem);
-  T* Ks = Qs + kTile * D;
-  T* Vs = Ks + kTile * D;
-  T* Ps = Vs + kTile * D;
-  float* Ss = reinterpret_cast<float*>(Ps + kTile * kTile);
-  float* Os = Ss + kTile * kTile;
-  float* row_max = Os + kTile * D;
-  float* row_sum = row_max + kTile;
-  float* row_rescale = row_sum + kTile;
+  const uint32_t q_s = smem_address(Qs);
+  const uint32_t k_s = q_s + kBlock * D * sizeof(T);  // + buffer * kKvTileBytes
+  const uint32_t v_s = k_s + 2 * C::kKvTileBytes;
 
-  const int q0 = blockIdx.x * kTile, h = blockIdx.y, b = blockIdx.z;
+  // Last query blocks first: under a causal layout they have the most key blocks, so the long
+  // CTAs start early and the short ones fill the tail.
+  const int q_block = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int q0 = q_block * kBlock;
   const int kv_h = h / (shape.heads / shape.kv_heads);
-  const int bs = shape.block_size, q_block = q0 / bs;
-  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int warp_row0 = C::kWarpRows * w;  // this warp's first row in the tile
+  const int row_first = q0 + warp_row0;    // and its token
   const T* q_head = q + b * shape.q.batch + h * shape.q.head;
   const T* k_head = k + b * shape.k.batch + kv_h * shape.k.head;
   const T* v_head = v + b * shape.v.batch + kv_h * shape.v.head;
 
-  load_tile<T, D>(Qs, q_head, shape.q.token, q0);
-  for (int i = threadIdx.x; i < kTile * D; i += kThreads) Os[i] = 0.0f;
-  for (int i = threadIdx.x; i < kTile; i += kThreads) {
-    row_max[i] = -INFINITY;
-    row_sum[i] = 0.0f;
-  }
-  __syncthreads();
+  const int first = layout.row_offsets[q_block];
+  const int tiles = (layout.row_offsets[q_block + 1] - first) * C::kSubTiles;
+  auto key0 = [&](int i) {  // first key token of tile i
+    return layout.col_indices[first + i / C::kSubTiles] * kBlock + (i % C::kSubTiles) * kN;
+  };
+  auto load_kv = [&](int i) {
+    const uint32_t offset = (i & 1) * C::kKvTileBytes;
+    copy_tile_async<T, D, kN, C::kThreads>(k_s + offset, k_head, shape.k.token, key0(i));
+    copy_tile_async<T, D, kN, C::kThreads>(v_s + offset, v_head, shape.v.token, key0(i));
+  };
 
-  for (int a = layout.row_offsets[q_block]; a < layout.row_offsets[q_block + 1]; ++a) {
-    const int k_block = layout.col_indices[a];
-    const bool diagonal = layout.causal && k_block == q_block;
-    for (int k0 = k_block * bs; k0 < (k_block + 1) * bs; k0 += kTile) {
-      if (diagonal && k0 > q0 + kTile - 1) continue;  // every key after every query
-      load_tile<T, D>(Ks, k_head, shape.k.token, k0);
-      load_tile<T, D>(Vs, v_head, shape.v.token, k0);
-      __syncthreads();
-      mma_abt<T, D>(Ss, Qs, Ks);
-      __syncwarp();
-      for (int r = 16 * w; r < 16 * w + 16; ++r) {  // online softmax of this warp's rows
-        float s[2];
-        for (int j = 0; j < 2; ++j) {
-          const int c = lane + 32 * j;
-          s[j] = causal_masked(diagonal, q0 + r, k0 + c) ? -INFINITY : Ss[r * kTile + c] * scale;
+  copy_tile_async<T, D, kBlock, C::kThreads>(q_s, q_head, shape.q.token, q0);
+  if (tiles > 0) load_kv(0);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  uint32_t qa[kMT][D / 16][4];  // Q fragments of the warp's rows, reused for every key tile
+#pragma unroll
+  for (int m = 0; m < kMT; ++m) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) load_a<D>(qa[m][kk], q_s, warp_row0 + 16 * m, kk);
+  }
+
+  float o[kMT][D / 8][4] = {};
+  // Running max (log2 domain) and this thread's partial row sums: m-tile m, rows g and g + 8.
+  float row_max[kMT][2], row_sum[kMT][2];
+#pragma unroll
+  for (int m = 0; m < kMT; ++m) {
+    row_max[m][0] = row_max[m][1] = -INFINITY;
+    row_sum[m][0] = row_sum[m][1] = 0.0f;
+  }
+  for (int i = 0; i < tiles; ++i) {
+    if (i + 1 < tiles) {
+      load_kv(i + 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const int k0 = key0(i);
+    const bool diagonal = layout.causal && k0 / kBlock == q_block;
+    // On the diagonal a warp whose queries all precede the tile has nothing to add.
+    if (!(diagonal && k0 > row_first + C::kWarpRows - 1)) {
+      const uint32_t buffer = (i & 1) * C::kKvTileBytes;
+      float s[kMT][kN / 8][4] = {};
+      gemm_abt<T, D, kN, kMT>(s, qa, k_s + buffer);
+#pragma unroll
+      for (int m = 0; m < kMT; ++m) {
+        float tile_max[2] = {row_max[m][0], row_max[m][1]};
+#pragma unroll
+        for (int j = 0; j < kN / 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = k0 + 8 * j + 2 * c + (e & 1);
+            const int query = row_first + 16 * m + g + 8 * (e >> 1);
+            const float x = diagonal && key > query ? -INFINITY : s[m][j][e] * scale_log2;
+            s[m][j][e] = x;
+            tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
+          }
         }
-        const float old_max = row_max[r];
-        const float new_max = fmaxf(old_max, warp_max(fmaxf(s[0], s[1])));
-        float p[2];
-        for (int j = 0; j < 2; ++j) p[j] = new_max == -INFINITY ? 0.0f : __expf(s[j] - new_max);
-        const float sum = warp_sum(p[0] + p[1]);
-        const float rescale = old_max == -INFINITY ? 0.0f : __expf(old_max - new_max);
-        Ps[r * kTile + lane] = from_float<T>(p[0]);
-        Ps[r * kTile + lane + 32] = from_float<T>(p[1]);
-        __syncwarp();
-        if (lane == 0) {
-          row_max[r] = new_max;
-          row_sum[r] = row_sum[r] * rescale + sum;
-          row_rescale[r] = rescale;
+        float base[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          tile_max[r] = quad_max(tile_max[r]);
+          // A row with no unmasked key yet keeps max -inf: exponentiate against 0, not -inf.
+          base[r] = tile_max[r] == -INFINITY ? 0.0f : tile_max[r];
+          const float alpha = exp2f(row_max[m][r] - base[r]);
+          row_max[m][r] = tile_max[r];
+          row_sum[m][r] *= alpha;
+#pragma unroll
+          for (int j = 0; j < D / 8; ++j) {
+            o[m][j][2 * r] *= alpha;
+            o[m][j][2 * r + 1] *= alpha;
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < kN / 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            s[m][j][e] = exp2f(s[m][j][e] - base[e >> 1]);
+            row_sum[m][e >> 1] += s[m][j][e];
+          }
         }
       }
-      __syncwarp();
-      for (int i = lane; i < 16 * D; i += 32) Os[16 * w * D + i] *= row_rescale[16 * w + i / D];
-      __syncwarp();
-      mma_ab_accumulate<T, D, nvcuda::wmma::row_major>(Os, Ps, Vs);
-      __syncthreads();  // K/V tiles are reloaded next
+      gemm_pb<T, kN, D, kMT>(o, s, v_s + buffer);
     }
+    __syncthreads();  // the buffer is refilled by the prefetch of iteration i + 1
   }
 
-  T* out_head = out + b * shape.out.batch + h * shape.out.head;
-  for (int r = 16 * w; r < 16 * w + 16; ++r) {
-    const float l = row_sum[r];
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    for (int d = lane; d < D; d += 32) {
-      out_head[(q0 + r) * shape.out.token + d] = from_float<T>(Os[r * D + d] * inv);
+  T* out_tile = out + b * shape.out.batch + h * shape.out.head + q0 * shape.out.token;
+#pragma unroll
+  for (int m = 0; m < kMT; ++m) {
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      row_sum[m][r] = quad_sum(row_sum[m][r]);
+      inv[r] = row_sum[m][r] > 0.0f ? 1.0f / row_sum[m][r] : 0.0f;
     }
-    if (lane == 0) {
-      lse[(static_cast<int64_t>(b) * shape.seq_len + q0 + r) * shape.heads + h] =
-          l > 0.0f ? row_max[r] + logf(l) : -INFINITY;
+    // Only this warp reads its Q rows (and no longer: fragments are loaded): stage O there.
+    store_rows<T, D>(Qs, warp_row0 + 16 * m, o[m], inv, out_tile, shape.out.token);
+    if (c == 0) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int64_t row =
+            (static_cast<int64_t>(b) * shape.seq_len + row_first + 16 * m + g + 8 * r) *
+                shape.heads +
+            h;
+        const float l = row_sum[m][r];
+        lse[row] = l > 0.0f ? (row_max[m][r] + log2f(l)) * kLn2 : -INFINITY;
+      }
     }
   }
+}
+
+template <typename T, int D, int kBlock>
+cudaError_t launch_forward(const void* q, const void* k, const void* v, void* out, float* lse,
+                           const BlockSparseShape& shape, const DeviceBlockLayout& layout,
+                           float scale, cudaStream_t stream) {
+  using C = ForwardConfig<T, D, kBlock>;
+  auto kernel = block_sparse_forward_kernel<T, D, kBlock>;
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  dim3 grid(shape.seq_len / kBlock, shape.heads, shape.batch);
+  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(
+      static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
+      static_cast<T*>(out), lse, shape, layout, scale * kLog2e);
+  return cudaGetLastError();
 }
 
 template <typename T, int D>
 cudaError_t launch_forward(const void* q, const void* k, const void* v, void* out, float* lse,
                            const BlockSparseShape& shape, const DeviceBlockLayout& layout,
                            float scale, cudaStream_t stream) {
-  auto kernel = block_sparse_forward_kernel<T, D>;
-  constexpr size_t smem = forward_smem_bytes<T, D>();
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  if (err != cudaSuccess) return err;
-  dim3 grid(shape.seq_len / kTile, shape.heads, shape.batch);
-  kernel<<<grid, kThreads, smem, stream>>>(static_cast<const T*>(q), static_cast<const T*>(k),
-                                           static_cast<const T*>(v), static_cast<T*>(out), lse,
-                                           shape, layout, scale);
-  return cudaGetLastError();
+  return shape.block_size == 64
+             ? launch_forward<T, D, 64>(q, k, v, out, lse, shape, layout, scale, stream)
+             : launch_forward<T, D, 128>(q, k, v, out, lse, shape, layout, scale, stream);
 }
 
 }  // namespace

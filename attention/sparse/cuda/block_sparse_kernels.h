@@ -1,8 +1,9 @@
-// CUDA kernels of exact block-sparse attention (sm_90, tensor cores through WMMA): forward with
-// LSE, and backward (dQ by query block over the CSR layout, dK/dV by key block over the CSC
-// layout, so no atomics). They visit only active blocks and never form an [S, S] mask. Raw
-// pointers, element strides and a stream; no LibTorch, so they build wherever nvcc is.
-// Same math as attention/sparse/block_sparse_ops.h (the CPU path the GPU tests compare with).
+// CUDA kernels of exact block-sparse attention (sm_90, FlashAttention-2 style on mma.sync tensor
+// cores): forward with LSE, and backward (dQ by query block over the CSR layout, dK/dV by key
+// block over the CSC layout, so no atomics). They visit only active blocks and never form an
+// [S, S] mask. Raw pointers, element strides and a stream; no LibTorch, so they build wherever
+// nvcc is. Same math as attention/sparse/block_sparse_ops.h (the CPU path the GPU tests compare
+// with).
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -1,91 +1,183 @@
-// Device building blocks shared by the block-sparse kernels: 64-row tiles in shared memory,
-// WMMA (tensor core) products of such tiles with fp32 accumulation, the causal test, and warp
-// reductions. Every kernel uses 4 warps; warp w owns rows 16w..16w+15 of a 64-row tile.
+// Warp-level tile building blocks of the block-sparse kernels: [rows][D] fp16/bf16 tiles in
+// shared memory with an XOR swizzle (16-byte chunk c of row r stored at chunk c ^ (r % 8), so
+// the 8 rows an ldmatrix reads, or a warp's cp.async writes, hit distinct banks), cp.async tile
+// copies, and the two products of attention on m16n8k16 fragments: S = A B^T with both operands
+// in shared memory, and O += P B with P from the fp32 accumulators of the first product (FA2
+// register reuse). A warp owns 16 rows (one m-tile) or 16 * kMT rows of A / P / the accumulators.
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <mma.h>
-
 #include <cstdint>
-#include <type_traits>
 
-#include "attention/standard/cuda/vector_io.cuh"
+#include "attention/sparse/cuda/block_sparse_mma.cuh"
 
 namespace ra::cuda::detail {
 
-constexpr int kTile = 64;  // query rows per CTA tile and keys per inner step
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
-
-// to_float / from_float: attention/standard/cuda/vector_io.cuh (ra::cuda).
-
-__device__ inline float warp_max(float x) {
-  for (int o = 16; o > 0; o /= 2) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
-__device__ inline float warp_sum(float x) {
-  for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
+// Element offset of (row, 16-byte chunk) in a swizzled tile whose rows are D elements.
+template <int D>
+__device__ inline int tile_offset(int row, int chunk) {
+  static_assert(D % 64 == 0, "rows must be whole 128-byte lines for the 8-row swizzle");
+  return row * D + ((chunk ^ (row & 7)) << 3);
 }
 
-// dst[64][D] (row-major) = rows row0..row0+63 of one head of a [B, S, H, D] tensor; `head` points
-// at (batch, token 0, head). 16-byte vectors: D contiguous, token_stride a multiple of 8.
-template <typename T, int D>
-__device__ inline void load_tile(T* dst, const T* head, int64_t token_stride, int row0) {
-  constexpr int kVec = 16 / sizeof(T);
-  constexpr int kPerRow = D / kVec;
-  for (int idx = threadIdx.x; idx < kTile * kPerRow; idx += kThreads) {
-    const int r = idx / kPerRow, c = (idx % kPerRow) * kVec;
-    *reinterpret_cast<uint4*>(dst + r * D + c) =
-        *reinterpret_cast<const uint4*>(head + (row0 + r) * token_stride + c);
+// cp.async rows row0.. row0+Rows-1 of one head of a [B, S, H, D] tensor (`head` points at token 0)
+// into the swizzled tile at shared address `dst`. All Threads threads of the CTA take part.
+template <typename T, int D, int Rows, int Threads>
+__device__ inline void copy_tile_async(uint32_t dst, const T* head, int64_t token_stride,
+                                       int row0) {
+  constexpr int kChunks = D / 8;
+  static_assert((Rows * kChunks) % Threads == 0, "whole copy rounds");
+#pragma unroll
+  for (int it = 0; it < Rows * kChunks / Threads; ++it) {
+    const int i = it * Threads + static_cast<int>(threadIdx.x);
+    const int r = i / kChunks, c = i % kChunks;
+    cp_async_16(dst + 2 * tile_offset<D>(r, c), head + (row0 + r) * token_stride + c * 8);
   }
 }
 
-// C[64][64] (fp32, ld 64) = A[64][D] * B[64][D]^T, A and B row-major (ld D). Warp w: rows 16w...
-template <typename T, int D>
-__device__ inline void mma_abt(float* C, const T* A, const T* B) {
-  using namespace nvcuda;
-  const int w = threadIdx.x / 32;
-  for (int n = 0; n < kTile / 16; ++n) {
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-    wmma::fill_fragment(acc, 0.0f);
-    for (int kk = 0; kk < D; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;  // B^T
-      wmma::load_matrix_sync(a, A + 16 * w * D + kk, D);
-      wmma::load_matrix_sync(b, B + 16 * n * D + kk, D);
-      wmma::mma_sync(acc, a, b, acc);
+// A operand (16x16, rows row0.., columns 16kk..) of a swizzled tile. ldmatrix matrices: rows
+// 0-7 / 8-15 x columns 0-7, then the same for columns 8-15 = registers a0a1, a2a3, a4a5, a6a7.
+template <int D>
+__device__ inline void load_a(uint32_t (&a)[4], uint32_t tile, int row0, int kk) {
+  const int lane = threadIdx.x & 31;
+  const int row = row0 + (lane & 7) + ((lane >> 3) & 1) * 8;
+  ldmatrix_x4(a, tile + 2 * tile_offset<D>(row, 2 * kk + (lane >> 4)));
+}
+
+// B operands of two n-tiles (tile rows n0..n0+15 are the n index, columns 16kk.. the k index):
+// b[0], b[1] for rows n0..n0+7, b[2], b[3] for rows n0+8..n0+15.
+template <int D>
+__device__ inline void load_b_rows(uint32_t (&b)[4], uint32_t tile, int n0, int kk) {
+  const int lane = threadIdx.x & 31;
+  const int row = n0 + (lane & 7) + (lane >> 4) * 8;
+  ldmatrix_x4(b, tile + 2 * tile_offset<D>(row, 2 * kk + ((lane >> 3) & 1)));
+}
+
+// B operands of two n-tiles when the tile is [k][n] (rows 16kk.. are the k index, columns
+// 16p.. the n index): transposed on load. b[0], b[1] for columns 16p..+7, b[2], b[3] for +8..+15.
+template <int D>
+__device__ inline void load_b_cols(uint32_t (&b)[4], uint32_t tile, int kk, int p) {
+  const int lane = threadIdx.x & 31;
+  const int row = 16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8;
+  ldmatrix_x4_trans(b, tile + 2 * tile_offset<D>(row, 2 * p + (lane >> 4)));
+}
+
+// acc[m][N/8][4] += A B^T for kMT m-tiles (a warp's 16 * kMT rows share every B load): A = rows
+// a_row0 + 16m.. of tile a, B = rows 0..N-1 of tile b, both [.][K].
+template <typename T, int K, int N, int kMT>
+__device__ inline void gemm_abt(float (&acc)[kMT][N / 8][4], uint32_t a_tile, int a_row0,
+                                uint32_t b_tile) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+    uint32_t a[kMT][4];
+#pragma unroll
+    for (int m = 0; m < kMT; ++m) load_a<K>(a[m], a_tile, a_row0 + 16 * m, kk);
+#pragma unroll
+    for (int p = 0; p < N / 16; ++p) {
+      uint32_t b[4];
+      load_b_rows<K>(b, b_tile, 16 * p, kk);
+#pragma unroll
+      for (int m = 0; m < kMT; ++m) {
+        mma_16816<T>(acc[m][2 * p], a[m], b[0], b[1]);
+        mma_16816<T>(acc[m][2 * p + 1], a[m], b[2], b[3]);
+      }
     }
-    wmma::store_matrix_sync(C + 16 * w * kTile + 16 * n, acc, kTile, wmma::mem_row_major);
   }
 }
 
-// C[64][D] (fp32, ld D) += op(A) * B with B[64][D] row-major (ld D) and A a [64][64] tile
-// (ld 64): op(A) = A for ALayout = row_major, A^T for col_major. Warp w: rows 16w.. of C.
-template <typename T, int D, typename ALayout>
-__device__ inline void mma_ab_accumulate(float* C, const T* A, const T* B) {
-  using namespace nvcuda;
-  constexpr bool kTransposed = std::is_same<ALayout, wmma::col_major>::value;
-  const int w = threadIdx.x / 32;
-  for (int n = 0; n < D / 16; ++n) {
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-    wmma::load_matrix_sync(acc, C + 16 * w * D + 16 * n, D, wmma::mem_row_major);
-    for (int kk = 0; kk < kTile; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, ALayout> a;
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-      wmma::load_matrix_sync(a, kTransposed ? A + kk * kTile + 16 * w : A + 16 * w * kTile + kk,
-                             kTile);
-      wmma::load_matrix_sync(b, B + kk * D + 16 * n, D);
-      wmma::mma_sync(acc, a, b, acc);
+// Same with A already in registers (a[m][kk] = load_a(..., a_row0 + 16m, kk)).
+template <typename T, int K, int N, int kMT>
+__device__ inline void gemm_abt(float (&acc)[kMT][N / 8][4], const uint32_t (&a)[kMT][K / 16][4],
+                                uint32_t b_tile) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+#pragma unroll
+    for (int p = 0; p < N / 16; ++p) {
+      uint32_t b[4];
+      load_b_rows<K>(b, b_tile, 16 * p, kk);
+#pragma unroll
+      for (int m = 0; m < kMT; ++m) {
+        mma_16816<T>(acc[m][2 * p], a[m][kk], b[0], b[1]);
+        mma_16816<T>(acc[m][2 * p + 1], a[m][kk], b[2], b[3]);
+      }
     }
-    wmma::store_matrix_sync(C + 16 * w * D + 16 * n, acc, D, wmma::mem_row_major);
   }
 }
 
-// Causal rule inside a diagonal block: key token after query token is masked.
-__device__ inline bool causal_masked(bool diagonal, int query_token, int key_token) {
-  return diagonal && key_token > query_token;
+// One m-tile (16 rows): acc[N/8][4] += A B^T.
+template <typename T, int K, int N>
+__device__ inline void gemm_abt(float (&acc)[N / 8][4], uint32_t a_tile, int a_row0,
+                                uint32_t b_tile) {
+  gemm_abt<T, K, N, 1>(*reinterpret_cast<float(*)[1][N / 8][4]>(&acc), a_tile, a_row0, b_tile);
+}
+
+// acc[m][D/8][4] += P B: P (16 x K per m-tile) is an fp32 accumulator of gemm_abt, rounded to T
+// and used in place as the A operand (its C layout for columns 16kk..16kk+15 is the A layout);
+// B = rows 0..K-1 of a [K][D] tile.
+template <typename T, int K, int D, int kMT>
+__device__ inline void gemm_pb(float (&acc)[kMT][D / 8][4], const float (&p)[kMT][K / 8][4],
+                               uint32_t b_tile) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+    uint32_t a[kMT][4];
+#pragma unroll
+    for (int m = 0; m < kMT; ++m) {
+      a[m][0] = pack2<T>(p[m][2 * kk][0], p[m][2 * kk][1]);
+      a[m][1] = pack2<T>(p[m][2 * kk][2], p[m][2 * kk][3]);
+      a[m][2] = pack2<T>(p[m][2 * kk + 1][0], p[m][2 * kk + 1][1]);
+      a[m][3] = pack2<T>(p[m][2 * kk + 1][2], p[m][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int n = 0; n < D / 16; ++n) {
+      uint32_t b[4];
+      load_b_cols<D>(b, b_tile, kk, n);
+#pragma unroll
+      for (int m = 0; m < kMT; ++m) {
+        mma_16816<T>(acc[m][2 * n], a[m], b[0], b[1]);
+        mma_16816<T>(acc[m][2 * n + 1], a[m], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// One m-tile: acc[D/8][4] += P B.
+template <typename T, int K, int D>
+__device__ inline void gemm_pb(float (&acc)[D / 8][4], const float (&p)[K / 8][4],
+                               uint32_t b_tile) {
+  gemm_pb<T, K, D, 1>(*reinterpret_cast<float(*)[1][D / 8][4]>(&acc),
+                      *reinterpret_cast<const float(*)[1][K / 8][4]>(&p), b_tile);
+}
+
+// Writes a warp's accumulator rows (16 x D, row r scaled by row_scale[r >= 8]) to rows
+// row0..row0+15 of the swizzled tile `tile` (which only this warp reads), then copies them to
+// global memory with 16-byte stores (`dst` = the global row of tile row 0).
+template <typename T, int D>
+__device__ inline void store_rows(T* tile, int row0, const float (&acc)[D / 8][4],
+                                  const float (&row_scale)[2], T* dst, int64_t token_stride) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+    *reinterpret_cast<uint32_t*>(tile + tile_offset<D>(row0 + g, j) + 2 * c) =
+        pack2<T>(acc[j][0] * row_scale[0], acc[j][1] * row_scale[0]);
+    *reinterpret_cast<uint32_t*>(tile + tile_offset<D>(row0 + g + 8, j) + 2 * c) =
+        pack2<T>(acc[j][2] * row_scale[1], acc[j][3] * row_scale[1]);
+  }
+  __syncwarp();
+  constexpr int kChunks = D / 8;
+#pragma unroll
+  for (int i = lane; i < 16 * kChunks; i += 32) {
+    const int r = i / kChunks, ch = i % kChunks;
+    *reinterpret_cast<uint4*>(dst + (row0 + r) * token_stride + ch * 8) =
+        *reinterpret_cast<const uint4*>(tile + tile_offset<D>(row0 + r, ch));
+  }
+}
+
+__device__ inline float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ inline float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
 }  // namespace ra::cuda::detail
