@@ -19,6 +19,10 @@ namespace ra {
 namespace fs = std::filesystem;
 namespace {
 
+// Format 2: weights by flat name (fp32 master copies for bf16 models); format 1 stored the
+// module tree and is not readable any more.
+constexpr const char* kFormat = "ringattn-checkpoint-2";
+
 std::string step_name(int64_t step) {
   std::ostringstream os;
   os << "step_" << std::setw(9) << std::setfill('0') << step;
@@ -38,9 +42,8 @@ void agree(Communicator& comm, const c10::Device& device, bool ok, const std::st
   RA_CHECK(failed == 0.0, "checkpoint: ", what, " failed on ", int(failed), " rank(s)");
 }
 
-c10::Device device_of(torch::nn::Module& model) {
-  auto params = model.parameters();
-  return params.empty() ? c10::Device(c10::kCPU) : params.front().device();
+c10::Device device_of(const NamedWeights& weights) {
+  return weights.is_empty() ? c10::Device(c10::kCPU) : weights.front().value().device();
 }
 
 }  // namespace
@@ -56,11 +59,11 @@ int64_t checkpoint_step(const std::string& dir) {
 }
 
 std::string save_checkpoint(const std::string& save_dir, int64_t step, Communicator& comm,
-                            torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                            const NamedWeights& weights, torch::optim::Optimizer& optimizer,
                             const std::string& config_text) {
   const fs::path final_dir = fs::path(save_dir) / step_name(step);
   const fs::path tmp_dir = fs::path(save_dir) / (step_name(step) + ".tmp");
-  const c10::Device device = device_of(model);
+  const c10::Device device = device_of(weights);
   std::string error;
   if (comm.rank() == 0) {
     try {
@@ -77,7 +80,7 @@ std::string save_checkpoint(const std::string& save_dir, int64_t step, Communica
   bool ok = true;
   try {
     torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
-    model.save(model_archive);
+    for (const auto& w : weights) model_archive.write(w.key(), w.value().detach());
     optimizer.save(optimizer_archive);
     archive.write("model", model_archive);
     archive.write("optimizer", optimizer_archive);
@@ -92,7 +95,7 @@ std::string save_checkpoint(const std::string& save_dir, int64_t step, Communica
   if (comm.rank() == 0) {
     try {
       nlohmann::json manifest;
-      manifest["format"] = "ringattn-checkpoint-1";
+      manifest["format"] = kFormat;
       manifest["step"] = step;
       manifest["world_size"] = comm.size();
       std::vector<std::string> files;
@@ -130,6 +133,10 @@ bool is_complete_checkpoint(const std::string& dir, int world_size, std::string*
   } catch (const std::exception& e) {
     return fail(std::string("unreadable manifest.json: ") + e.what());
   }
+  if (manifest.value("format", std::string()) != kFormat) {
+    return fail("format " + manifest.value("format", nlohmann::json("(none)")).dump() +
+                ", this build reads " + kFormat);
+  }
   if (!manifest.contains("world_size") || manifest["world_size"].get<int>() != world_size) {
     return fail("written by a job of another world size (manifest: " +
                 manifest.value("world_size", nlohmann::json(-1)).dump() +
@@ -164,8 +171,8 @@ std::optional<std::string> find_latest_checkpoint(const std::string& save_dir, i
   return best;
 }
 
-int64_t load_checkpoint(const std::string& dir, int rank, int world_size, torch::nn::Module& model,
-                        torch::optim::Optimizer& optimizer) {
+int64_t load_checkpoint(const std::string& dir, int rank, int world_size,
+                        const NamedWeights& weights, torch::optim::Optimizer& optimizer) {
   std::string reason;
   RA_CHECK(is_complete_checkpoint(dir, world_size, &reason), "--resume = '", dir,
            "': not a complete checkpoint: ", reason);
@@ -175,7 +182,17 @@ int64_t load_checkpoint(const std::string& dir, int rank, int world_size, torch:
   archive.read("optimizer", optimizer_archive);
   at::Tensor step;
   archive.read("step", step);
-  model.load(model_archive);
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& w : weights) {
+      at::Tensor stored;
+      RA_CHECK(model_archive.try_read(w.key(), stored), "checkpoint ", dir,
+               " has no weight named '", w.key(), "' (written by a different model?)");
+      RA_CHECK(stored.sizes() == w.value().sizes(), "checkpoint ", dir, ": weight '", w.key(),
+               "' has shape ", stored.sizes(), ", the model's is ", w.value().sizes());
+      w.value().copy_(stored);
+    }
+  }
   optimizer.load(optimizer_archive);
   return step.item<int64_t>();
 }

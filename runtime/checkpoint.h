@@ -6,8 +6,9 @@
 // world size and names rank files that all exist.
 #pragma once
 
-#include <torch/nn/module.h>
+#include <c10/util/Exception.h>
 #include <torch/optim/optimizer.h>
+#include <torch/ordered_dict.h>
 
 #include <cstdint>
 #include <optional>
@@ -21,9 +22,13 @@ namespace ra {
 std::string checkpoint_directory(const std::string& save_dir, int64_t step);
 int64_t checkpoint_step(const std::string& dir);
 
+// The weights a checkpoint stores, by name (model.named_parameters(), or the fp32 master copies
+// under the same names when the model itself runs in bf16).
+using NamedWeights = torch::OrderedDict<std::string, at::Tensor>;
+
 // Collective over comm. Returns the final directory. `config_text` is stored in the manifest.
 std::string save_checkpoint(const std::string& save_dir, int64_t step, Communicator& comm,
-                            torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                            const NamedWeights& weights, torch::optim::Optimizer& optimizer,
                             const std::string& config_text);
 
 // The newest complete checkpoint directory under save_dir for world_size ranks, if any. Local
@@ -33,9 +38,10 @@ std::optional<std::string> find_latest_checkpoint(const std::string& save_dir, i
 // Whether `dir` is a complete checkpoint for world_size ranks; why not in *reason.
 bool is_complete_checkpoint(const std::string& dir, int world_size, std::string* reason = nullptr);
 
-// Loads this rank's file of a complete checkpoint; returns its step. Throws (naming the
-// directory) when it is incomplete or written for another world size.
-int64_t load_checkpoint(const std::string& dir, int rank, int world_size, torch::nn::Module& model,
-                        torch::optim::Optimizer& optimizer);
+// Loads this rank's file of a complete checkpoint into `weights` (copied in place, so their
+// dtype and device stay) and the optimizer; returns its step. Throws (naming the directory)
+// when it is incomplete, written for another world size, or lacks one of the weights.
+int64_t load_checkpoint(const std::string& dir, int rank, int world_size,
+                        const NamedWeights& weights, torch::optim::Optimizer& optimizer);
 
 }  // namespace ra

@@ -23,20 +23,6 @@ namespace {
 // First index of the steps evaluate() uses: far past any training step, so never trained on.
 constexpr int64_t kEvalStepBase = int64_t(1) << 40;
 
-// Enables bf16 autocast for its scope (CUDA only; see torch_compat.h).
-class Bf16Scope {
- public:
-  explicit Bf16Scope(bool on) : on_(on) {
-    if (on_) compat::set_cuda_bf16_autocast(true);
-  }
-  ~Bf16Scope() {
-    if (on_) compat::set_cuda_bf16_autocast(false);
-  }
-
- private:
-  bool on_;
-};
-
 void synchronize(const at::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
@@ -77,19 +63,24 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
   // Same seed on every rank -> same initial weights; the broadcast below makes sure.
   torch::manual_seed(config_.seed);
   model_ = LongNetLM(mc, [&] { return make_attention(variant, spec); });
-  model_->to(runtime_.device);  // fp32 master weights
+  model_->to(runtime_.device);
   model_->train();
   {
     torch::NoGradGuard no_grad;
     for (auto& p : model_->parameters()) comm.broadcast(p, 0);
   }
+  // fp32 master weights: the params themselves, or copies taken before the model goes bf16.
+  for (const auto& named : model_->named_parameters()) {
+    at::Tensor master = bf16_ ? named.value().detach().clone() : named.value();
+    master_.push_back(master);
+    named_master_.insert(named.key(), master);
+  }
+  if (bf16_) model_->to(at::kBFloat16);
+  params_ = model_->parameters();
 
   // Weight decay on matrices only (not on biases and LayerNorm gains).
   std::vector<at::Tensor> decay, no_decay;
-  for (auto& p : model_->parameters()) {
-    params_.push_back(p);
-    (p.dim() >= 2 ? decay : no_decay).push_back(p);
-  }
+  for (auto& m : master_) (m.dim() >= 2 ? decay : no_decay).push_back(m);
   auto options = [&](double wd) {
     return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(config_.lr)
                                                             .betas({config_.beta1, config_.beta2})
@@ -114,6 +105,12 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
   if (comm.rank() == 0)
     metrics_ = std::make_unique<MetricsLog>(config_.metrics_file, start_step_ > 1);
   print_header();
+}
+
+void Trainer::copy_master_to_params() {
+  if (!bf16_) return;  // the params are the master weights
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].copy_(master_[i]);
 }
 
 double Trainer::peak_flops_per_gpu() const {
@@ -168,7 +165,8 @@ void Trainer::maybe_resume() {
     if (latest_step < 1) return;  // nothing to resume: a fresh start
     dir = checkpoint_directory(config_.save_dir, int64_t(latest_step));
   }
-  const int64_t step = load_checkpoint(dir, comm.rank(), comm.size(), *model_, *optimizer_);
+  const int64_t step = load_checkpoint(dir, comm.rank(), comm.size(), named_master_, *optimizer_);
+  copy_master_to_params();
   start_step_ = step + 1;
 }
 
@@ -186,23 +184,26 @@ StepMetrics Trainer::train_step(int64_t step) {
       std::max(1.0, sum_over_ranks({local_count}, comm, runtime_.device)[0]);
 
   optimizer_->zero_grad();
-  at::Tensor loss_sum, hidden;
-  {
-    Bf16Scope bf16(bf16_);
-    hidden = model_->hidden_states(tokens, layout_.first_position());  // [B, S/P, E]
-    loss_sum = model_->loss_sum(hidden, targets);
-  }
+  at::Tensor hidden = model_->hidden_states(tokens, layout_.first_position());  // [B, S/P, E]
+  at::Tensor loss_sum = model_->loss_sum(hidden, targets);
   (loss_sum / global_count).backward();
-  all_reduce_gradients(params_, comm);
+  if (bf16_) {  // bf16 grads -> fp32 master grads (all-reduced and clipped in fp32)
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (params_[i].grad().defined()) master_[i].mutable_grad() = params_[i].grad().to(at::kFloat);
+      params_[i].mutable_grad() = at::Tensor();
+    }
+  }
+  all_reduce_gradients(master_, comm);
   const double grad_norm =
       config_.clip > 0
-          ? torch::nn::utils::clip_grad_norm_(params_, config_.clip)
-          : torch::nn::utils::clip_grad_norm_(params_, std::numeric_limits<double>::infinity());
+          ? torch::nn::utils::clip_grad_norm_(master_, config_.clip)
+          : torch::nn::utils::clip_grad_norm_(master_, std::numeric_limits<double>::infinity());
   const double lr = schedule_.at(step);
   for (auto& group : optimizer_->param_groups()) {
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
   }
   optimizer_->step();
+  copy_master_to_params();
 
   // Logged values, summed over ranks: loss sum, correct, scored.
   std::vector<double> stats = {loss_sum.detach().item<double>(), 0, 0};
@@ -244,7 +245,6 @@ EvalResult Trainer::evaluate(int64_t batches) {
     Batch batch = data_->batch(kEvalStepBase + i);
     at::Tensor tokens = batch.tokens.to(runtime_.device),
                targets = batch.targets.to(runtime_.device);
-    Bf16Scope bf16(bf16_);
     at::Tensor hidden = model_->hidden_states(tokens, layout_.first_position());
     stats[0] += model_->loss_sum(hidden, targets).item<double>();
     at::Tensor mask = targets >= 0;
@@ -262,7 +262,7 @@ EvalResult Trainer::evaluate(int64_t batches) {
 }
 
 void Trainer::save(int64_t step) {
-  const std::string dir = save_checkpoint(config_.save_dir, step, *runtime_.world, *model_,
+  const std::string dir = save_checkpoint(config_.save_dir, step, *runtime_.world, named_master_,
                                           *optimizer_, describe(config_));
   if (log_) *log_ << "saved checkpoint " << dir << std::endl;
 }

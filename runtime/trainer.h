@@ -2,6 +2,9 @@
 // of every sequence; a step is forward (attention through the chosen variant, everything else
 // token-local) -> loss = local sum / global count -> backward -> gradient all-reduce ->
 // clip -> AdamW with warmup + cosine. Rank 0 logs; checkpoints are collective.
+// bf16 runs keep the whole model in bf16 (weights, activations, residual stream, LayerNorm
+// I/O: half the bytes of every memory-bound op, no autocast casts) and fp32 master weights and
+// AdamW state in the optimizer (Megatron's scheme).
 #pragma once
 
 #include <chrono>
@@ -13,6 +16,7 @@
 
 #include <torch/optim/adamw.h>
 
+#include "runtime/checkpoint.h"
 #include "runtime/distributed_setup.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/metrics_log.h"
@@ -54,6 +58,7 @@ class Trainer {
  private:
   void print_header();
   void maybe_resume();
+  void copy_master_to_params();       // bf16 runs: round the fp32 master weights into the model
   double peak_flops_per_gpu() const;  // bf16 dense peak of the card, 0 when unknown / CPU
 
   TrainConfig config_;
@@ -62,7 +67,12 @@ class Trainer {
   ShardLayout layout_;
   std::unique_ptr<TrainingData> data_;
   LongNetLM model_{nullptr};
-  std::vector<at::Tensor> params_;
+  std::vector<at::Tensor> params_;  // the model's parameters (backward fills their grads)
+  // What AdamW updates and checkpoints store: params_ themselves in fp32 runs; fp32 master
+  // copies of the bf16 params_ in bf16 runs (grads copied over and up-cast after backward, the
+  // updated weights rounded back into params_ after the step).
+  std::vector<at::Tensor> master_;
+  NamedWeights named_master_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   LrSchedule schedule_;
   std::unique_ptr<MetricsLog> metrics_;
