@@ -56,6 +56,13 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "causal masking (required for token-file language modelling)")(
       "checkpointing", po::value(&c.checkpointing)->default_value(c.checkpointing),
       "per-block gradient checkpointing: auto (on from --seq-len 64K) | on | off")(
+      "checkpoint-dtype", po::value(&c.checkpoint_dtype)->default_value(c.checkpoint_dtype),
+      "dtype of the saved block inputs: auto (bfloat16 with bf16 compute on CUDA, else the "
+      "model dtype) | float32 | bfloat16 (half the memory; blocks run on the rounded input)")(
+      "offload-checkpoints",
+      po::value(&c.offload_checkpoints)->default_value(c.offload_checkpoints),
+      "off | on: keep the saved block inputs in pinned host memory, prefetched back during "
+      "backward (CUDA; nothing to do on CPU)")(
       "dtype", po::value(&c.dtype)->default_value(c.dtype),
       "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 (bf16 compute, fp32 master weights; GPU)")(
       "device", po::value(&c.device)->default_value(c.device), "auto | cpu | cuda")(

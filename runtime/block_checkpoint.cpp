@@ -1,4 +1,5 @@
-// The checkpoint autograd function: forward without graph, backward = recompute + grad.
+// The checkpoint autograd function: forward without graph, backward = recompute + grad. The
+// saved input may be stored rounded (CheckpointStorage::dtype) and/or offloaded to the host.
 #include "runtime/block_checkpoint.h"
 
 #include <torch/autograd.h>
@@ -11,52 +12,82 @@
 namespace ra {
 namespace {
 
-// Carries the std::function through the autograd context (saved_data holds IValues).
-struct FunctionHolder : torch::CustomClassHolder {
-  explicit FunctionHolder(BlockFunction f) : fn(std::move(f)) {}
+// What backward needs besides the saved tensors, carried through the autograd context
+// (saved_data holds IValues).
+struct CheckpointState : torch::CustomClassHolder {
   BlockFunction fn;
+  at::ScalarType input_dtype = at::kFloat;  // the stored input is up-cast back to this
+  bool input_requires_grad = false;
+  bool autocast = false;  // the forward's bf16 autocast state, restored for the recompute
+  std::shared_ptr<CheckpointOffloader> offloader;  // non-null: the input is in slot `slot`
+  int64_t slot = -1;
 };
 
 class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
-                            at::TensorList params, const BlockFunction& fn) {
-    ctx->saved_data["fn"] = c10::IValue::make_capsule(c10::make_intrusive<FunctionHolder>(fn));
-    ctx->saved_data["autocast"] = compat::cuda_bf16_autocast_enabled();
-    std::vector<at::Tensor> saved{input};
+                            at::TensorList params, const BlockFunction& fn,
+                            const CheckpointStorage& storage) {
+    auto state = c10::make_intrusive<CheckpointState>();
+    state->fn = fn;
+    state->input_dtype = input.scalar_type();
+    state->input_requires_grad = input.requires_grad();
+    state->autocast = compat::cuda_bf16_autocast_enabled();
+
+    // Rounding the stored input changes what the recompute sees, so the forward runs the block
+    // on the same rounded input: forward and recompute then compute the same function, and the
+    // gradients are exact for the loss actually computed (rounding passes the gradient through).
+    const bool round = storage.dtype && *storage.dtype != input.scalar_type();
+    const at::Tensor stored = round ? input.to(*storage.dtype) : input;
+    const at::Tensor block_input = round ? stored.to(input.scalar_type()) : input;
+
+    std::vector<at::Tensor> saved;
+    if (storage.offloader) {
+      state->offloader = storage.offloader;
+      state->slot = storage.offloader->store(stored);
+    } else {
+      saved.push_back(stored);
+    }
     saved.insert(saved.end(), params.begin(), params.end());
     ctx->save_for_backward(saved);
+    ctx->saved_data["state"] = c10::IValue::make_capsule(state);
     torch::NoGradGuard no_grad;
-    return fn(input);
+    return fn(block_input);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     auto saved = ctx->get_saved_variables();
-    auto holder =
-        c10::static_intrusive_pointer_cast<FunctionHolder>(ctx->saved_data["fn"].toCapsule());
-    const bool input_needs_grad = saved[0].requires_grad();
-    at::Tensor input = saved[0].detach().requires_grad_(input_needs_grad);
+    auto state =
+        c10::static_intrusive_pointer_cast<CheckpointState>(ctx->saved_data["state"].toCapsule());
+    // saved = [stored input unless offloaded] + params.
+    const size_t first_param = state->offloader ? 0 : 1;
+    const at::Tensor stored = state->offloader ? state->offloader->take(state->slot) : saved[0];
+    at::Tensor input =
+        stored.to(state->input_dtype).detach().requires_grad_(state->input_requires_grad);
 
     // Recompute with a graph this time, in the forward's autocast state.
     const bool autocast_now = compat::cuda_bf16_autocast_enabled();
-    const bool autocast_then = ctx->saved_data["autocast"].toBool();
+    const bool autocast_then = state->autocast;
     at::Tensor output;
     {
       at::AutoGradMode grad_on(true);
       if (autocast_then != autocast_now) compat::set_cuda_bf16_autocast(autocast_then);
-      output = holder->fn(input);
+      output = state->fn(input);
       if (autocast_then != autocast_now) compat::set_cuda_bf16_autocast(autocast_now);
     }
 
-    // Gradients w.r.t. the input and the parameters that need them.
+    // Gradients w.r.t. the input and the parameters that need them. The result has one entry
+    // per forward argument: input, each param, fn, storage.
+    const size_t num_params = saved.size() - first_param;
+    torch::autograd::variable_list result(1 + num_params + 2);
     std::vector<at::Tensor> wrt;
     std::vector<size_t> slot;  // index into the result for each entry of wrt
-    if (input_needs_grad) wrt.push_back(input), slot.push_back(0);
-    for (size_t i = 1; i < saved.size(); ++i) {
-      if (saved[i].requires_grad()) wrt.push_back(saved[i]), slot.push_back(i);
+    if (state->input_requires_grad) wrt.push_back(input), slot.push_back(0);
+    for (size_t i = 0; i < num_params; ++i) {
+      const at::Tensor& param = saved[first_param + i];
+      if (param.requires_grad()) wrt.push_back(param), slot.push_back(1 + i);
     }
-    torch::autograd::variable_list result(saved.size() + 1);  // + the (non-tensor) fn
     if (wrt.empty() || !output.requires_grad()) return result;
     auto grads = torch::autograd::grad({output}, wrt, {grad_outputs[0]}, /*retain_graph=*/false,
                                        /*create_graph=*/false, /*allow_unused=*/true);
@@ -65,12 +96,30 @@ class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> 
   }
 };
 
+// Identity in backward, so its gradient is the one checkpoint_block's rounding gives.
+class RoundThroughFunction : public torch::autograd::Function<RoundThroughFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext*, const at::Tensor& input,
+                            at::ScalarType dtype) {
+    return input.to(dtype).to(input.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*,
+                                                 torch::autograd::variable_list grad_outputs) {
+    return {grad_outputs[0], at::Tensor()};
+  }
+};
+
 }  // namespace
 
 at::Tensor checkpoint_block(const BlockFunction& fn, const at::Tensor& input,
-                            const std::vector<at::Tensor>& params) {
+                            const std::vector<at::Tensor>& params,
+                            const CheckpointStorage& storage) {
   RA_CHECK(fn != nullptr, "checkpoint_block: fn is empty");
-  return CheckpointFunction::apply(input, at::TensorList(params), fn);
+  return CheckpointFunction::apply(input, at::TensorList(params), fn, storage);
+}
+
+at::Tensor round_through(const at::Tensor& input, at::ScalarType dtype) {
+  return RoundThroughFunction::apply(input, dtype);
 }
 
 }  // namespace ra

@@ -114,12 +114,17 @@ at::Tensor LongNetLMImpl::hidden_states(const at::Tensor& tokens, int64_t first_
   RA_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong,
            "tokens must be [batch, seq_len] int64, got ", tokens.sizes(), " ", tokens.dtype());
   at::Tensor x = embed->forward(tokens);  // [B, S, E]
+  CheckpointStorage storage;
+  storage.dtype = config_.checkpoint_dtype;
+  // One offloader per forward pass: it lives as long as this pass's autograd graph.
+  if (config_.checkpointing && config_.offload_checkpoints && is_training())
+    storage.offloader = std::make_shared<CheckpointOffloader>();
   for (auto& block : block_list_) {
     if (config_.checkpointing && is_training()) {
       auto fn = [block, first_position](const at::Tensor& in) mutable {
         return block->forward(in, first_position);
       };
-      x = checkpoint_block(fn, x, block->parameters());
+      x = checkpoint_block(fn, x, block->parameters(), storage);
     } else {
       x = block->forward(x, first_position);
     }

@@ -15,6 +15,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "attention/attention.h"
 #include "attention/standard/multihead_dilated_attention.h"
@@ -38,6 +39,14 @@ struct ModelConfig {
   // checkpointed, so a block's recompute never holds the [S/P, ffn_dim] activations of the
   // whole shard (they dominate memory past 1M tokens per rank). 0 = one piece.
   int64_t ffn_chunk_tokens = 65536;
+  // With checkpointing, the dtype each block keeps its saved input in; nullopt = the residual
+  // stream's own dtype. bf16 halves the dominant memory of long sequences (the residual stream
+  // is fp32: fp32 master weights); each block then runs on its bf16-rounded input (see
+  // CheckpointStorage).
+  std::optional<at::ScalarType> checkpoint_dtype;
+  // With checkpointing, keep the saved block inputs in host memory between forward and
+  // backward (pinned, copied on a side stream; a plain copy on CPU). See CheckpointOffloader.
+  bool offload_checkpoints = false;
 };
 
 void validate(const ModelConfig& config);

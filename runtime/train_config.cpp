@@ -23,6 +23,18 @@ bool checkpointing_enabled(const TrainConfig& c) {
          (c.checkpointing == "auto" && c.seq_len >= kAutoCheckpointingSeqLen);
 }
 
+std::string resolved_checkpoint_dtype(const TrainConfig& c, bool bf16_compute) {
+  if (c.checkpoint_dtype != "auto") return c.checkpoint_dtype;
+  return bf16_compute ? "bfloat16" : "float32";
+}
+
+double checkpoint_bytes_per_rank(const TrainConfig& c, int world_size,
+                                 const std::string& checkpoint_dtype) {
+  const double bytes_per_value = checkpoint_dtype == "bfloat16" ? 2.0 : 4.0;
+  const double tokens_per_rank = double(c.batch_size) * double(c.seq_len) / double(world_size);
+  return double(c.layers) * tokens_per_rank * double(c.embed_dim) * bytes_per_value;
+}
+
 int64_t resolved_ffn_dim(const TrainConfig& c) {
   return c.ffn_dim > 0 ? c.ffn_dim : 4 * c.embed_dim;
 }
@@ -55,6 +67,13 @@ void validate_train_config(const TrainConfig& c, int world_size) {
   }
   RA_CHECK(c.checkpointing == "auto" || c.checkpointing == "on" || c.checkpointing == "off",
            "--checkpointing = '", c.checkpointing, "': allowed: auto, on, off");
+  RA_CHECK(c.checkpoint_dtype == "auto" || c.checkpoint_dtype == "float32" ||
+               c.checkpoint_dtype == "bfloat16",
+           "--checkpoint-dtype = '", c.checkpoint_dtype,
+           "': allowed: auto (bfloat16 with bf16 compute on CUDA, else the model dtype), "
+           "float32, bfloat16");
+  RA_CHECK(c.offload_checkpoints == "off" || c.offload_checkpoints == "on",
+           "--offload-checkpoints = '", c.offload_checkpoints, "': allowed: off, on");
   RA_CHECK(c.dtype == "auto" || c.dtype == "fp32" || c.dtype == "bf16", "--dtype = '", c.dtype,
            "': allowed: auto (bf16 on GPU, fp32 on CPU), fp32, bf16");
   RA_CHECK(c.device == "auto" || c.device == "cpu" || c.device == "cuda", "--device = '", c.device,
@@ -112,7 +131,8 @@ std::string describe(const TrainConfig& c) {
        << "  global-tokens = " << c.sparse.global_tokens;
   }
   os << "\n  checkpointing = " << c.checkpointing << " ("
-     << (checkpointing_enabled(c) ? "on" : "off") << ")  dtype = " << c.dtype
+     << (checkpointing_enabled(c) ? "on" : "off") << ")  checkpoint-dtype = " << c.checkpoint_dtype
+     << "  offload-checkpoints = " << c.offload_checkpoints << "\n  dtype = " << c.dtype
      << "  device = " << c.device << "  loss-chunk = " << c.loss_chunk_tokens
      << "\n  optimizer: AdamW lr = " << c.lr << "  min-lr-ratio = " << c.min_lr_ratio
      << "  warmup = " << c.warmup << "  weight-decay = " << c.weight_decay << "  betas = ("

@@ -20,11 +20,13 @@ struct TrainConfig {
   int64_t heads = 12;
   int64_t ffn_dim = 0;  // 0 -> 4 * embed_dim
   DilatedAttentionConfig attention;
-  std::string attention_variant = "ring";  // exact at any world size; "standard" is shard-local
-  SparseConfig sparse;                     // --attention sparse: the block pattern
-  std::string checkpointing = "auto";      // auto | on | off
-  std::string dtype = "auto";              // auto | fp32 | bf16
-  std::string device = "auto";             // auto | cpu | cuda
+  std::string attention_variant = "ring";   // exact at any world size; "standard" is shard-local
+  SparseConfig sparse;                      // --attention sparse: the block pattern
+  std::string checkpointing = "auto";       // auto | on | off
+  std::string checkpoint_dtype = "auto";    // auto | float32 | bfloat16 (saved block inputs)
+  std::string offload_checkpoints = "off";  // off | on (saved block inputs in host memory)
+  std::string dtype = "auto";               // auto | fp32 | bf16
+  std::string device = "auto";              // auto | cpu | cuda
   int64_t loss_chunk_tokens = 4096;
   // Optimisation
   int64_t steps = 100;
@@ -58,6 +60,13 @@ inline constexpr int64_t kAutoCheckpointingSeqLen = 64 * 1024;
 void validate_train_config(const TrainConfig& config, int world_size);
 
 bool checkpointing_enabled(const TrainConfig& config);
+// "float32" or "bfloat16": auto = bfloat16 when the run computes in bf16 (on CUDA), else the
+// model dtype (float32).
+std::string resolved_checkpoint_dtype(const TrainConfig& config, bool bf16_compute);
+// Bytes of the per-block checkpoints (one saved input per layer) on each rank:
+// layers x batch x S/P x embed-dim x bytes per value of the checkpoint dtype.
+double checkpoint_bytes_per_rank(const TrainConfig& config, int world_size,
+                                 const std::string& checkpoint_dtype);
 int64_t resolved_ffn_dim(const TrainConfig& config);
 
 // "key = value" lines of the resolved config (what rank 0 prints at start).

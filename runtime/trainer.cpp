@@ -23,6 +23,16 @@ namespace {
 // First index of the steps evaluate() uses: far past any training step, so never trained on.
 constexpr int64_t kEvalStepBase = int64_t(1) << 40;
 
+// "36.00 GiB", "3.50 MiB", "32.00 KiB".
+std::string format_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int unit = 0;
+  while (bytes >= 1024 && unit < 4) bytes /= 1024, ++unit;
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f %s", bytes, units[unit]);
+  return text;
+}
+
 void synchronize(const at::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
@@ -53,6 +63,11 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
   mc.ffn_dim = resolved_ffn_dim(config_);
   mc.attention = config_.attention;
   mc.checkpointing = checkpointing_enabled(config_);
+  checkpoint_dtype_ = resolved_checkpoint_dtype(config_, bf16_);
+  // The saved inputs are fp32 (the residual stream of fp32 master weights); float32 = as is.
+  mc.checkpoint_dtype = checkpoint_dtype_ == "bfloat16" ? at::kBFloat16 : at::kFloat;
+  // On CPU the checkpoints already live in host memory: offloading would only copy them.
+  mc.offload_checkpoints = config_.offload_checkpoints == "on" && cuda;
   mc.loss_chunk_tokens = config_.loss_chunk_tokens;
   AttentionSpec spec;
   spec.attention = config_.attention;
@@ -128,6 +143,7 @@ void Trainer::print_header() {
   const double peak = peak_flops_per_gpu();
   std::ostream& os = *log_;
   os << "ring_train: resolved config\n" << describe(config_) << "\n";
+  print_checkpoint_memory(os);
   os << "world: " << L.world_size << " rank(s) on " << L.world_size / std::max(1, L.local_size)
      << " node(s) x " << L.local_size << " per node; device "
      << compat::device_name(runtime_.device) << " (" << runtime_.device << "), communicator "
@@ -147,6 +163,30 @@ void Trainer::print_header() {
     os << "n/a (" << (runtime_.device.is_cuda() ? "unknown card" : "CPU") << ")\n";
   if (start_step_ > 1) os << "resumed: continuing at step " << start_step_ << "\n";
   os.flush();
+}
+
+// Checkpoints dominate memory at long sequences; this tells users how large --seq-len can be.
+void Trainer::print_checkpoint_memory(std::ostream& os) const {
+  os << "  checkpoint memory per GPU (estimate): ";
+  if (!model_->config().checkpointing) {
+    os << "none (checkpointing off)\n";
+    return;
+  }
+  const int world = runtime_.layout.world_size;
+  const double bytes = checkpoint_bytes_per_rank(config_, world, checkpoint_dtype_);
+  os << config_.layers << " layers x " << config_.batch_size * config_.seq_len / world
+     << " tokens x " << config_.embed_dim << " x " << (checkpoint_dtype_ == "bfloat16" ? 2 : 4)
+     << " B (" << checkpoint_dtype_ << ") = " << format_bytes(bytes);
+  if (model_->config().offload_checkpoints) {
+    // Backward holds the input it recomputes and the one it prefetches.
+    const int64_t on_gpu = std::min<int64_t>(2, config_.layers);
+    os << ", offloaded to pinned host memory (" << on_gpu << " layers' worth, "
+       << format_bytes(double(on_gpu) * bytes / double(config_.layers))
+       << ", on the GPU at a time)";
+  } else if (config_.offload_checkpoints == "on") {
+    os << " (offload-checkpoints: nothing to do on CPU)";
+  }
+  os << "\n";
 }
 
 void Trainer::maybe_resume() {

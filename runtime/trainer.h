@@ -57,6 +57,7 @@ class Trainer {
 
  private:
   void print_header();
+  void print_checkpoint_memory(std::ostream& os) const;
   void maybe_resume();
   void copy_master_to_params();       // bf16 runs: round the fp32 master weights into the model
   double peak_flops_per_gpu() const;  // bf16 dense peak of the card, 0 when unknown / CPU
@@ -77,6 +78,7 @@ class Trainer {
   LrSchedule schedule_;
   std::unique_ptr<MetricsLog> metrics_;
   bool bf16_ = false;
+  std::string checkpoint_dtype_;  // resolved --checkpoint-dtype: float32 | bfloat16
   int64_t start_step_ = 1;
   double model_flops_per_step_ = 0;
 };

@@ -1,7 +1,8 @@
 // Sequence-parallel training invariants under mpirun:
 // - the sharded model (each rank its S/P tokens at their global positions, loss = local sum /
 //   global count, gradients summed over ranks) gives the single-process loss and gradients
-//   (float64; segments local to a shard, so "standard" attention is exact here);
+//   (float64; segments local to a shard, so "standard" attention is exact here; and with ring
+//   attention and bf16, offloaded checkpoints);
 // - resuming from a checkpoint at step k reproduces the uninterrupted run's losses exactly;
 // - incomplete checkpoints (no manifest, a *.tmp directory, another world size) are never
 //   loaded;
@@ -84,6 +85,69 @@ TEST(SequenceParallel, ShardedLossAndGradientsEqualSingleProcess) {
   local_loss.backward();
   std::vector<at::Tensor> params = sharded->parameters();
   all_reduce_gradients(params, *comm, /*bucket_bytes=*/4096);  // several buckets
+  at::Tensor loss = local_loss.detach().reshape({1}).clone();
+  comm->all_reduce_sum(loss);
+
+  EXPECT_NEAR(loss.item<double>(), full_loss.item<double>(), 1e-12);
+  auto expected = full->named_parameters();
+  for (const auto& item : sharded->named_parameters()) {
+    EXPECT_LT(testing::relative_error(item.value().grad(), expected[item.key()].grad()), 1e-10)
+        << item.key();
+  }
+}
+
+// Checkpoints stored in bf16 and offloaded (a CPU copy here) with ring attention, whose
+// recompute in backward runs collectives: the sharded model still equals the single-process
+// one with the same checkpoint storage.
+TEST(SequenceParallel, RingWithBf16OffloadedCheckpointsEqualsSingleProcess) {
+  auto comm = world();
+  const int P = comm->size();
+  const int64_t S = 64, B = 2, shard = S / P;
+  ModelConfig mc;
+  mc.vocab_size = 40;
+  mc.num_layers = 2;
+  mc.embed_dim = 32;
+  mc.num_heads = 4;
+  mc.ffn_dim = 48;
+  mc.attention.segment_lengths = {16, 64};  // 64 spans shards for P > 1
+  mc.attention.dilation_rates = {1, 2};
+  mc.attention.causal = true;
+  mc.loss_chunk_tokens = 5;
+  mc.checkpointing = true;
+  mc.ffn_chunk_tokens = 6;
+  mc.checkpoint_dtype = at::kBFloat16;
+  auto make = [&](const ModelConfig& config, const std::string& variant) {
+    torch::manual_seed(3);
+    LongNetLM m(config, [&] {
+      AttentionSpec spec;
+      spec.attention = config.attention;
+      spec.comm = comm;
+      return make_attention(variant, spec);
+    });
+    m->to(torch::kDouble);
+    m->train();
+    return m;
+  };
+  torch::manual_seed(99);  // same data on every rank
+  auto tokens = torch::randint(0, 40, {B, S}, torch::kLong);
+  auto targets = torch::randint(-1, 40, {B, S}, torch::kLong);
+  const double count = (targets >= 0).sum().item<double>();
+
+  LongNetLM full = make(mc, "standard");  // one device: all S tokens, kept checkpoints
+  at::Tensor full_loss = full->loss_sum(full->hidden_states(tokens, 0), targets) / count;
+  full_loss.backward();
+
+  ModelConfig offloaded = mc;
+  offloaded.offload_checkpoints = true;
+  LongNetLM sharded = make(offloaded, "ring");
+  const int64_t first = comm->rank() * shard;
+  at::Tensor local_loss =
+      sharded->loss_sum(sharded->hidden_states(tokens.narrow(1, first, shard), first),
+                        targets.narrow(1, first, shard)) /
+      count;
+  local_loss.backward();
+  std::vector<at::Tensor> params = sharded->parameters();
+  all_reduce_gradients(params, *comm);
   at::Tensor loss = local_loss.detach().reshape({1}).clone();
   comm->all_reduce_sum(loss);
 

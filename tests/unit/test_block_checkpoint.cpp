@@ -1,10 +1,16 @@
 // Gradient checkpointing: the checkpointed model gives the same loss and the same gradients
-// (input and every parameter) as the plain one, in float64 on random weights and data.
+// (input and every parameter) as the plain one, in float64 on random weights and data; with
+// bf16 checkpoint storage it equals a plain forward that rounds each block input the same way;
+// offloading the checkpoints changes nothing (on CPU the offloader copies to another tensor).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "attention/factory.h"
 #include "runtime/block_checkpoint.h"
+#include "runtime/checkpoint_offload.h"
+#include "runtime/error.h"
 #include "runtime/model.h"
 #include "tests/support/dense_reference.h"
 
@@ -25,6 +31,28 @@ ModelConfig tiny_model(bool checkpointing) {
   c.loss_chunk_tokens = 12;  // several chunks, the last one partial
   c.ffn_chunk_tokens = 12;   // the checkpointed FFN runs in chunks too (ignored without)
   return c;
+}
+
+LongNetLM make_model(const ModelConfig& config, at::ScalarType dtype) {
+  torch::manual_seed(7);  // same weights for every config
+  LongNetLM model(config, [&] {
+    AttentionSpec spec;
+    spec.attention = config.attention;
+    return make_attention("standard", spec);
+  });
+  model->to(dtype);
+  model->train();
+  return model;
+}
+
+// Loss of a forward + backward on fixed random data; the gradients are left in the model.
+at::Tensor loss_and_backward(LongNetLM& model) {
+  torch::manual_seed(11);
+  auto tokens = torch::randint(0, 50, {2, 32}, torch::kLong);
+  auto targets = torch::randint(-1, 50, {2, 32}, torch::kLong);  // some ignored (-1)
+  at::Tensor loss = model->loss_sum(model->hidden_states(tokens, 64), targets);
+  loss.backward();
+  return loss.detach();
 }
 
 TEST(BlockCheckpoint, FunctionGradientsEqualDirectOnes) {
@@ -66,6 +94,96 @@ TEST(BlockCheckpoint, ModelLossAndGradientsEqualUncheckpointed) {
     ASSERT_GT(grad_plain.norm().item<double>(), 0) << item.key();
     EXPECT_LT(testing::relative_error(grad_ckpt, grad_plain), 1e-10) << item.key();
   }
+}
+
+TEST(BlockCheckpoint, Bf16StorageEqualsFunctionOnRoundedInput) {
+  auto w = torch::randn({6, 6}).requires_grad_();
+  auto x = torch::randn({4, 6}).requires_grad_();
+  auto fn = [&](const at::Tensor& in) { return torch::tanh(in.matmul(w)).pow(2); };
+  CheckpointStorage bf16;
+  bf16.dtype = at::kBFloat16;
+  at::Tensor y_ckpt = checkpoint_block(fn, x, {w}, bf16);
+  at::Tensor y_ref = fn(round_through(x, at::kBFloat16));
+  EXPECT_TRUE(torch::equal(y_ckpt, y_ref));
+  EXPECT_FALSE(torch::equal(y_ckpt, fn(x)));  // the rounding is real
+  auto grads_ckpt = torch::autograd::grad({y_ckpt.sum()}, {x, w});
+  auto grads_ref = torch::autograd::grad({y_ref.sum()}, {x, w});
+  EXPECT_TRUE(torch::equal(grads_ckpt[0], grads_ref[0]));
+  EXPECT_TRUE(torch::equal(grads_ckpt[1], grads_ref[1]));
+}
+
+// A float32 model whose checkpoints store bf16 computes exactly what a plain (uncheckpointed)
+// forward computes when it rounds every block input to bf16: the loss and every gradient agree
+// to fp32 accuracy (the checkpointed FFN runs in chunks, so not bit for bit).
+TEST(BlockCheckpoint, Bf16CheckpointStorageEqualsPlainForwardOnRoundedBlockInputs) {
+  ModelConfig config = tiny_model(true);
+  config.checkpoint_dtype = at::kBFloat16;
+  LongNetLM checkpointed = make_model(config, torch::kFloat);
+  LongNetLM reference = make_model(tiny_model(false), torch::kFloat);
+  LongNetLM unrounded = make_model(tiny_model(true), torch::kFloat);
+
+  const double loss_ckpt = loss_and_backward(checkpointed).item<double>();
+  const double loss_unrounded = loss_and_backward(unrounded).item<double>();
+  torch::manual_seed(11);  // the data of loss_and_backward
+  auto tokens = torch::randint(0, 50, {2, 32}, torch::kLong);
+  auto targets = torch::randint(-1, 50, {2, 32}, torch::kLong);
+  at::Tensor x = reference->embed->forward(tokens);
+  for (size_t i = 0; i < reference->blocks->size(); ++i) {
+    x = reference->blocks->ptr<DecoderBlockImpl>(i)->forward(round_through(x, at::kBFloat16), 64);
+  }
+  at::Tensor loss_ref = reference->loss_sum(reference->final_ln->forward(x), targets);
+  loss_ref.backward();
+
+  const double error = std::abs(loss_ckpt - loss_ref.item<double>());
+  EXPECT_LT(error, 1e-5 * std::abs(loss_ref.item<double>()));
+  // Rounding moves the loss far more than the comparison's tolerance: the reference models it.
+  EXPECT_GT(std::abs(loss_unrounded - loss_ckpt), 20 * error);
+  auto expected = reference->named_parameters();
+  for (const auto& item : checkpointed->named_parameters()) {
+    const auto& grad = item.value().grad();
+    const auto& grad_ref = expected[item.key()].grad();
+    ASSERT_TRUE(grad.defined() && grad_ref.defined()) << item.key();
+    ASSERT_GT(grad_ref.norm().item<double>(), 0) << item.key();
+    EXPECT_LT(testing::relative_error(grad, grad_ref), 1e-5) << item.key();
+  }
+}
+
+// Offloading is pure data movement: identical loss and gradients, bit for bit.
+TEST(BlockCheckpoint, OffloadedCheckpointsGiveIdenticalLossAndGradients) {
+  for (auto storage : {at::kFloat, at::kBFloat16}) {
+    ModelConfig config = tiny_model(true);
+    config.checkpoint_dtype = storage;
+    LongNetLM kept = make_model(config, torch::kFloat);
+    config.offload_checkpoints = true;
+    LongNetLM offloaded = make_model(config, torch::kFloat);
+    EXPECT_TRUE(torch::equal(loss_and_backward(offloaded), loss_and_backward(kept)));
+    auto expected = kept->named_parameters();
+    for (const auto& item : offloaded->named_parameters()) {
+      ASSERT_TRUE(item.value().grad().defined()) << item.key();
+      EXPECT_TRUE(torch::equal(item.value().grad(), expected[item.key()].grad()))
+          << item.key() << " storage " << storage;
+    }
+  }
+}
+
+TEST(CheckpointOffloader, GivesBackCopiesInReverseOrderOnceEach) {
+  CheckpointOffloader offloader;
+  std::vector<at::Tensor> originals;
+  for (int i = 0; i < 3; ++i) {
+    originals.push_back(torch::randn({2, 5}));
+    EXPECT_EQ(offloader.store(originals.back()), i);
+  }
+  at::Tensor expected_last = originals[2].clone();
+  originals[2].add_(1);  // the store is a copy: later writes to the source do not reach it
+  EXPECT_TRUE(torch::equal(offloader.take(2), expected_last));
+  EXPECT_TRUE(torch::equal(offloader.take(1), originals[1]));  // prefetched by take(2)
+  offloader.prefetch(0);
+  offloader.prefetch(0);  // a second prefetch is a no-op
+  EXPECT_TRUE(torch::equal(offloader.take(0), originals[0]));
+  EXPECT_THROW(offloader.take(1), Error);
+  EXPECT_THROW(offloader.take(3), Error);
+  offloader.prefetch(5);  // out of range: ignored
+  EXPECT_EQ(offloader.size(), 3);
 }
 
 }  // namespace

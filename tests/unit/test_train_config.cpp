@@ -42,6 +42,10 @@ TEST(TrainConfig, GoodConfigPassesAndBadValuesNameTheirFlag) {
   expect_error_naming(c, 1, "--attention");
   c = good(), c.checkpointing = "sometimes";
   expect_error_naming(c, 1, "--checkpointing");
+  c = good(), c.checkpoint_dtype = "fp16";
+  expect_error_naming(c, 1, "--checkpoint-dtype");
+  c = good(), c.offload_checkpoints = "maybe";
+  expect_error_naming(c, 1, "--offload-checkpoints");
   c = good(), c.save_every = 5;
   expect_error_naming(c, 1, "--save-every");
   c = good(), c.resume = "auto";
@@ -71,6 +75,26 @@ TEST(TrainConfig, CheckpointingAutoTurnsOnForLongSequences) {
   EXPECT_TRUE(checkpointing_enabled(c));
   c.checkpointing = "off";
   EXPECT_FALSE(checkpointing_enabled(c));
+}
+
+TEST(TrainConfig, CheckpointDtypeAutoFollowsTheComputeDtype) {
+  auto c = good();
+  EXPECT_EQ(resolved_checkpoint_dtype(c, /*bf16_compute=*/true), "bfloat16");
+  EXPECT_EQ(resolved_checkpoint_dtype(c, /*bf16_compute=*/false), "float32");
+  c.checkpoint_dtype = "float32";
+  EXPECT_EQ(resolved_checkpoint_dtype(c, true), "float32");
+  c.checkpoint_dtype = "bfloat16";
+  EXPECT_EQ(resolved_checkpoint_dtype(c, false), "bfloat16");
+}
+
+TEST(TrainConfig, CheckpointMemoryIsLayersTimesTokensPerRankTimesWidthTimesBytes) {
+  TrainConfig c;  // LongNet-base at 8M tokens on 4 GPUs: 2M tokens per GPU
+  c.seq_len = 8 << 20;
+  const double gib = double(1ull << 30);
+  EXPECT_DOUBLE_EQ(checkpoint_bytes_per_rank(c, 4, "float32") / gib, 72.0);
+  EXPECT_DOUBLE_EQ(checkpoint_bytes_per_rank(c, 4, "bfloat16") / gib, 36.0);
+  c.batch_size = 2;
+  EXPECT_DOUBLE_EQ(checkpoint_bytes_per_rank(c, 8, "bfloat16") / gib, 36.0);
 }
 
 }  // namespace
