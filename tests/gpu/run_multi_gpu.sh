@@ -70,16 +70,26 @@ if [[ " $STAGES " == *" bench "* ]]; then
 fi
 
 if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
-  # LongNet-base (12 layers, 768 dim, 12 heads) at growing --seq-len on all GPUs.
-  for S in ${TRAIN_SEQ_LENS:-1M 4M 8M}; do
-    steps=$([ "$S" = 1M ] && echo 6 || echo 3)
-    timeout 200 "${MPIRUN[@]}" -n "$GPUS" "$BUILD/launch/ring_train" --seq-len $S \
-      --layers 12 --embed-dim 768 --heads 12 --ffn-dim 3072 --attention ring --steps $steps \
+  # LongNet-base (12 layers, 768 dim, 12 heads) on all GPUs. TRAIN_RUNS: "S:steps[:extra flags
+  # joined by ,]" items; a step is profiled with --profile-step (summarised into profile.log).
+  train() {  # train <S> <steps> <tag> [extra flags...]
+    local S=$1 steps=$2 tag=$3; shift 3
+    timeout 300 "${MPIRUN[@]}" -n "$GPUS" "$BUILD/launch/ring_train" --seq-len "$S" \
+      --layers 12 --embed-dim 768 --heads 12 --ffn-dim 3072 --attention ring --steps "$steps" \
       --log-every 1 --segment-lengths 2048,4096,8192,16384,32768 --dilation-rates 1,2,4,6,12 \
-      --causal --checkpointing on --data synthetic:kv --metrics-file "$OUT/train_metrics.jsonl" \
-      >> "$OUT/train.log" 2>&1 || echo "ring_train --seq-len $S exit $?" | tee -a "$OUT/train.log"
-    grep -E "^step|error|Error|out of memory" "$OUT/train.log" | tail -4
-    elapsed "train $S done"
+      --causal --checkpointing on --data synthetic:kv "$@" > "/tmp/train_$tag.log" 2>&1 \
+      || echo "ring_train $S $* exit $?" | tee -a "$OUT/train.log"
+    { echo "== $S $*"; grep -E "^step|checkpoint memory|error|Error|out of memory" "/tmp/train_$tag.log"; } \
+      | tee -a "$OUT/train.log" | tail -3
+    elapsed "train $S $* done"
+  }
+  for item in ${TRAIN_RUNS:-1M:4:--profile-step,4 4M:3 8M:3:--offload-checkpoints,on}; do
+    IFS=: read -r S steps extra <<< "$item"
+    tag="${S}_$(echo "$extra" | tr -c 'a-zA-Z0-9' _)"
+    # shellcheck disable=SC2086
+    train "$S" "$steps" "$tag" ${extra//,/ } --profile-file "/tmp/trace_$tag.json"
+    [ -f "/tmp/trace_$tag.json" ] && python3 bench/summarize_trace.py "/tmp/trace_$tag.json" \
+      --by-op --top 20 >> "$OUT/profile.log" 2>&1
   done
   elapsed "train done"
 fi
