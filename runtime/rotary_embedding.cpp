@@ -2,6 +2,9 @@
 #include "runtime/rotary_embedding.h"
 
 #include "runtime/error.h"
+#if RA_TORCH_HAS_CUDA
+#include "runtime/rotary_cuda.h"
+#endif
 
 namespace ra {
 
@@ -33,6 +36,18 @@ at::Tensor RotaryEmbedding::rotate(const at::Tensor& x, int64_t first_position) 
            "], got ", x.sizes());
   RA_CHECK(first_position >= 0, "first_position = ", first_position, ": must be >= 0");
   at::Tensor cos, sin;
+#if RA_TORCH_HAS_CUDA
+  // GPU: one fused kernel with fp32 tables [S, D/2] (the op-by-op form below costs ~8 strided,
+  // broadcasting elementwise passes over q and k).
+  if (x.is_cuda() && at::isFloatingType(x.scalar_type()) && x.scalar_type() != at::kDouble) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      const Table& t = table(first_position, x.size(1), x.options().dtype(at::kFloat));
+      cos = t.cos.view({x.size(1), head_dim_ / 2}), sin = t.sin.view({x.size(1), head_dim_ / 2});
+    }
+    return rotate_pairs_cuda(x, cos, sin);
+  }
+#endif
   {
     std::lock_guard<std::mutex> lock(mutex_);
     const Table& t = table(first_position, x.size(1), x.options());
