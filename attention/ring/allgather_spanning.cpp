@@ -29,23 +29,21 @@ at::Tensor gather_members(const ShardTask& task, RingExchange& group, const at::
 
 }  // namespace
 
-std::vector<PartialAttention> AllGatherSpanning::forward(const ShardTask& task, RingExchange& group,
-                                                         const at::Tensor& q, const at::Tensor& kv,
-                                                         double scale, bool causal) {
+void AllGatherSpanning::forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                                const at::Tensor& kv, double scale, bool causal,
+                                const PartialAttention& acc) {
   at::Tensor gathered = gather_members(task, group, kv);
-  std::vector<PartialAttention> acc(task.my_chunks().size());
   for (int i = 0; i < task.group_size; ++i) {
     attend_member(q, task.my_chunks(), gathered[i].narrow(3, 0, task.kept_of(i)),
                   task.member_chunks[i], scale, causal, acc);
   }
-  return acc;
 }
 
 at::Tensor AllGatherSpanning::backward(const ShardTask& task, RingExchange& group,
                                        const at::Tensor& q, const at::Tensor& out,
                                        const at::Tensor& lse, const at::Tensor& dout,
                                        const at::Tensor& kv, double scale, bool causal,
-                                       at::Tensor& dq) {
+                                       const at::Tensor& dq) {
   at::Tensor gathered = gather_members(task, group, kv);  // recomputed, not stored
   at::Tensor grads = at::zeros(gathered.sizes(), gathered.options().dtype(dq.scalar_type()));
   for (int i = 0; i < task.group_size; ++i) {

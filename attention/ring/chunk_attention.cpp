@@ -1,33 +1,23 @@
-// Chunk-pair loops over the block-attention primitive; the causal rule compares chunk ids.
+// Member-against-member attention over the planned block calls (block_call_plan.h), merging
+// each block into the slice of the packed accumulator it covers; packed views of the shard
+// where the kept rows allow one, so q and the accumulators need no gather copies.
 #include "attention/ring/chunk_attention.h"
 
 #include <ATen/ATen.h>
 
+#include <limits>
+
+#include "attention/ring/block_call_plan.h"
 #include "attention/standard/block_attention.h"
 #include "attention/standard/lse_merge.h"
 
 namespace ra {
-namespace {
 
-// Which pairs of a (query chunk, key chunk) are attended; false = none.
-bool chunk_pair_mask(const KeptChunk& q, const KeptChunk& k, bool causal, BlockMask* mask) {
-  if (q.count == 0 || k.count == 0) return false;
-  if (!causal || k.id < q.id) {
-    *mask = BlockMask::kNone;
-    return true;
-  }
-  if (k.id > q.id) return false;
-  *mask = BlockMask::kCausalDiagonal;  // same chunk: same kept positions on both sides
-  return true;
-}
-
-}  // namespace
-
-PartialAttention merge_partials(const PartialAttention& a, const PartialAttention& b) {
-  if (!a.out.defined()) return b;
-  if (!b.out.defined()) return a;
-  MergedAttention m = merge_by_lse({a.out, b.out}, {a.lse, b.lse});
-  return {m.out, m.lse};
+PartialAttention empty_partial(const at::Tensor& q) {
+  const auto options = q.options().dtype(block_compute_dtype(q.scalar_type()));
+  return {at::zeros(q.sizes(), options),
+          at::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<double>::infinity(),
+                   options)};
 }
 
 int64_t packed_start(const std::vector<KeptChunk>& chunks, size_t i) {
@@ -42,52 +32,77 @@ at::Tensor chunk_view(const at::Tensor& x, const ShardTask& task, const KeptChun
       .slice(2, task.heads.start, task.heads.stop, task.heads.step);
 }
 
+at::Tensor packed_view(const at::Tensor& x, const ShardTask& task,
+                       const std::vector<KeptChunk>& chunks) {
+  KeptChunk all{0, 0, 0};
+  for (const KeptChunk& c : chunks) {
+    if (c.count == 0) continue;
+    if (all.count == 0) {
+      all = c;
+    } else if (c.first == all.first + all.count * task.rate) {
+      all.count += c.count;  // continues the progression of the rows so far
+    } else {
+      return at::Tensor();
+    }
+  }
+  if (all.count == 0) {
+    return x.narrow(1, 0, 0)
+        .slice(2, task.heads.start, task.heads.stop, task.heads.step)
+        .permute({0, 2, 1, 3});
+  }
+  return chunk_view(x, task, all).permute({0, 2, 1, 3});  // [B, h, n, X]
+}
+
 at::Tensor gather_chunks(const at::Tensor& x, const ShardTask& task,
                          const std::vector<KeptChunk>& chunks) {
+  at::Tensor view = packed_view(x, task, chunks);
+  if (view.defined()) return view;
   std::vector<at::Tensor> parts;
   for (const KeptChunk& c : chunks) {
     if (c.count > 0) parts.push_back(chunk_view(x, task, c).permute({0, 2, 1, 3}));
   }
-  if (parts.empty()) {
-    return at::empty({x.size(0), task.heads.count(), 0, x.size(3)}, x.options());
+  return at::cat(parts, 2);  // [B, h, n, X]
+}
+
+void pack_chunks(const at::Tensor& dst, const at::Tensor& x, const ShardTask& task,
+                 const std::vector<KeptChunk>& chunks) {
+  at::Tensor view = packed_view(x, task, chunks);
+  if (view.defined()) {
+    dst.copy_(view);
+    return;
   }
-  return at::cat(parts, 2).contiguous();  // [B, h, n, X]
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    if (chunks[c].count == 0) continue;
+    dst.narrow(2, packed_start(chunks, c), chunks[c].count)
+        .copy_(chunk_view(x, task, chunks[c]).permute({0, 2, 1, 3}));
+  }
 }
 
 void attend_member(const at::Tensor& q, const std::vector<KeptChunk>& q_chunks,
                    const at::Tensor& kv, const std::vector<KeptChunk>& kv_chunks, double scale,
-                   bool causal, std::vector<PartialAttention>& acc) {
-  for (size_t a = 0; a < q_chunks.size(); ++a) {
-    const int64_t qa = packed_start(q_chunks, a);
-    for (size_t b = 0; b < kv_chunks.size(); ++b) {
-      BlockMask mask;
-      if (!chunk_pair_mask(q_chunks[a], kv_chunks[b], causal, &mask)) continue;
-      const int64_t kb = packed_start(kv_chunks, b), nk = kv_chunks[b].count;
-      BlockForward f =
-          block_attention_forward(q.narrow(2, qa, q_chunks[a].count), kv[0].narrow(2, kb, nk),
-                                  kv[1].narrow(2, kb, nk), scale, mask);
-      acc[a] = merge_partials(acc[a], {f.out, f.lse});
-    }
+                   bool causal, const PartialAttention& acc) {
+  for (const BlockCall& c : plan_block_calls(q_chunks, kv_chunks, causal)) {
+    BlockForward f = block_attention_forward(
+        q.narrow(2, c.q_start, c.q_count), kv[0].narrow(2, c.kv_start, c.kv_count),
+        kv[1].narrow(2, c.kv_start, c.kv_count), scale, c.mask);
+    merge_by_lse_(acc.out.narrow(2, c.q_start, c.q_count), acc.lse.narrow(2, c.q_start, c.q_count),
+                  f.out, f.lse);
   }
 }
 
 void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at::Tensor& lse,
                             const at::Tensor& dout, const std::vector<KeptChunk>& q_chunks,
                             const at::Tensor& kv, const std::vector<KeptChunk>& kv_chunks,
-                            double scale, bool causal, at::Tensor& dq, at::Tensor& dkv) {
-  for (size_t a = 0; a < q_chunks.size(); ++a) {
-    const int64_t qa = packed_start(q_chunks, a), nq = q_chunks[a].count;
-    for (size_t b = 0; b < kv_chunks.size(); ++b) {
-      BlockMask mask;
-      if (!chunk_pair_mask(q_chunks[a], kv_chunks[b], causal, &mask)) continue;
-      const int64_t kb = packed_start(kv_chunks, b), nk = kv_chunks[b].count;
-      BlockGradients g = block_attention_backward(
-          q.narrow(2, qa, nq), kv[0].narrow(2, kb, nk), kv[1].narrow(2, kb, nk),
-          out.narrow(2, qa, nq), lse.narrow(2, qa, nq), dout.narrow(2, qa, nq), scale, mask);
-      dq.narrow(2, qa, nq).add_(g.dq);
-      dkv[0].narrow(2, kb, nk).add_(g.dk);
-      dkv[1].narrow(2, kb, nk).add_(g.dv);
-    }
+                            double scale, bool causal, const at::Tensor& dq,
+                            const at::Tensor& dkv) {
+  for (const BlockCall& c : plan_block_calls(q_chunks, kv_chunks, causal)) {
+    BlockGradients g = block_attention_backward(
+        q.narrow(2, c.q_start, c.q_count), kv[0].narrow(2, c.kv_start, c.kv_count),
+        kv[1].narrow(2, c.kv_start, c.kv_count), out.narrow(2, c.q_start, c.q_count),
+        lse.narrow(2, c.q_start, c.q_count), dout.narrow(2, c.q_start, c.q_count), scale, c.mask);
+    dq.narrow(2, c.q_start, c.q_count).add_(g.dq);
+    dkv[0].narrow(2, c.kv_start, c.kv_count).add_(g.dk);
+    dkv[1].narrow(2, c.kv_start, c.kv_count).add_(g.dv);
   }
 }
 

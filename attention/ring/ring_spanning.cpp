@@ -23,11 +23,10 @@ at::Tensor kv_buffer(RingExchange& group, int slot, const at::Tensor& like, int6
 
 }  // namespace
 
-std::vector<PartialAttention> RingSpanning::forward(const ShardTask& task, RingExchange& group,
-                                                    const at::Tensor& q, const at::Tensor& kv,
-                                                    double scale, bool causal) {
+void RingSpanning::forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                           const at::Tensor& kv, double scale, bool causal,
+                           const PartialAttention& acc) {
   const int m = task.group_size;
-  std::vector<PartialAttention> acc(task.my_chunks().size());
   at::Tensor held = kv;  // [2, B, h, n, D]
   for (int hop = 0; hop < m; ++hop) {
     at::Tensor incoming;
@@ -43,13 +42,12 @@ std::vector<PartialAttention> RingSpanning::forward(const ShardTask& task, RingE
       held = incoming;
     }
   }
-  return acc;
 }
 
 at::Tensor RingSpanning::backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                                   const at::Tensor& out, const at::Tensor& lse,
                                   const at::Tensor& dout, const at::Tensor& kv, double scale,
-                                  bool causal, at::Tensor& dq) {
+                                  bool causal, const at::Tensor& dq) {
   const int m = task.group_size;
   const auto grad_options = q.options().dtype(dq.scalar_type());
   at::Tensor held = kv, grad_in;

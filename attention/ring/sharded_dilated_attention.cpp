@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "attention/standard/block_attention.h"
+#include "attention/standard/lse_merge.h"
 
 namespace ra {
 namespace {
@@ -34,19 +35,29 @@ at::Tensor from_blocks(const at::Tensor& blocks, const at::Tensor& view) {
 // lse [B, S_local, H] seen as [B, S_local, H, 1], so the row views above apply to it too.
 at::Tensor with_unit_dim(const at::Tensor& lse) { return lse.unsqueeze(-1); }
 
-// Merges (out_t, lse_t) into the accumulator views, in place.
-void merge_into(at::Tensor out_view, at::Tensor lse_view, const at::Tensor& out_t,
-                const at::Tensor& lse_t) {
-  PartialAttention merged = merge_partials({out_view, lse_view}, {out_t, lse_t});
-  out_view.copy_(merged.out);
-  lse_view.copy_(merged.lse);
+// K/V of this rank's chunks stacked: [2, B, h, n, D] in the input dtype, contiguous (what
+// travels), written with one copy per tensor (per chunk where the rows are not one view).
+at::Tensor pack_kv(const at::Tensor& k, const at::Tensor& v, const ShardTask& task) {
+  at::Tensor kv = at::empty(
+      {2, k.size(0), task.heads.count(), task.kept_of(task.member), k.size(3)}, k.options());
+  pack_chunks(kv[0], k, task, task.my_chunks());
+  pack_chunks(kv[1], v, task, task.my_chunks());
+  return kv;
 }
 
-// K/V of this rank's chunks stacked: [2, B, h, n, D] in the input dtype (what travels).
-at::Tensor pack_kv(const at::Tensor& k, const at::Tensor& v, const ShardTask& task) {
-  return at::stack(
-             {gather_chunks(k, task, task.my_chunks()), gather_chunks(v, task, task.my_chunks())})
-      .contiguous();
+// Adds packed [B, h, n, X] into the kept rows of x [B, S_local, H, X].
+void add_to_chunks(const at::Tensor& x, const ShardTask& task, const std::vector<KeptChunk>& chunks,
+                   const at::Tensor& packed) {
+  at::Tensor view = packed_view(x, task, chunks);
+  if (view.defined()) {
+    view.add_(packed);
+    return;
+  }
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    if (chunks[c].count == 0) continue;
+    chunk_view(x, task, chunks[c])
+        .add_(packed.narrow(2, packed_start(chunks, c), chunks[c].count).permute({0, 2, 1, 3}));
+  }
 }
 
 struct ForwardState {
@@ -68,19 +79,26 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
       BlockForward f =
           block_attention_forward(to_blocks(local_view(q, task)), to_blocks(local_view(k, task)),
                                   to_blocks(local_view(v, task)), plan.scale, diagonal);
-      merge_into(out_view, local_view(lse4, task).squeeze(-1), from_blocks(f.out, out_view),
-                 from_blocks(f.lse.unsqueeze(-1), local_view(lse4, task)).squeeze(-1));
+      merge_by_lse_(out_view, local_view(lse4, task).squeeze(-1), from_blocks(f.out, out_view),
+                    from_blocks(f.lse.unsqueeze(-1), local_view(lse4, task)).squeeze(-1));
       continue;
     }
-    at::Tensor q_packed = gather_chunks(q, task, task.my_chunks());  // [B, h, n, D]
-    std::vector<PartialAttention> parts =
-        plan.strategy->forward(task, plan.groups->group(task.group_size), q_packed,
-                               pack_kv(k, v, task), plan.scale, plan.causal);
-    for (size_t c = 0; c < parts.size(); ++c) {
-      const KeptChunk& chunk = task.my_chunks()[c];
-      if (chunk.count == 0 || !parts[c].out.defined()) continue;
-      merge_into(chunk_view(s.out, task, chunk), chunk_view(lse4, task, chunk).squeeze(-1),
-                 parts[c].out.permute({0, 2, 1, 3}), parts[c].lse.permute({0, 2, 1}));
+    const auto& mine = task.my_chunks();
+    at::Tensor q_packed = gather_chunks(q, task, mine);  // [B, h, n, D]
+    // Blocks merge straight into this rank's output rows when those are one view; else into a
+    // packed accumulator that is merged into the chunks' rows afterwards.
+    PartialAttention acc{packed_view(s.out, task, mine), packed_view(lse4, task, mine)};
+    const bool direct = acc.out.defined();
+    acc = direct ? PartialAttention{acc.out, acc.lse.squeeze(-1)} : empty_partial(q_packed);
+    plan.strategy->forward(task, plan.groups->group(task.group_size), q_packed, pack_kv(k, v, task),
+                           plan.scale, plan.causal, acc);
+    if (direct) continue;
+    for (size_t c = 0; c < mine.size(); ++c) {
+      if (mine[c].count == 0) continue;
+      const int64_t start = packed_start(mine, c), n = mine[c].count;
+      merge_by_lse_(chunk_view(s.out, task, mine[c]), chunk_view(lse4, task, mine[c]).squeeze(-1),
+                    acc.out.narrow(2, start, n).permute({0, 2, 1, 3}),
+                    acc.lse.narrow(2, start, n).permute({0, 2, 1}));
     }
   }
   return s;
@@ -115,18 +133,18 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
     }
     const auto& mine = task.my_chunks();
     at::Tensor q_packed = gather_chunks(q, task, mine);
-    at::Tensor dq_packed = at::zeros(q_packed.sizes(), q_packed.options().dtype(compute));
+    // dQ is added straight into this rank's rows when they are one view.
+    at::Tensor dq_view = packed_view(g.dq, task, mine);
+    at::Tensor dq_packed = dq_view.defined()
+                               ? dq_view
+                               : at::zeros(q_packed.sizes(), q_packed.options().dtype(compute));
     at::Tensor dkv = plan.strategy->backward(
         task, plan.groups->group(task.group_size), q_packed, gather_chunks(fwd.out, task, mine),
         gather_chunks(lse4, task, mine).squeeze(-1), gather_chunks(dmerged, task, mine),
         pack_kv(k, v, task), plan.scale, plan.causal, dq_packed);
-    for (size_t c = 0; c < mine.size(); ++c) {
-      if (mine[c].count == 0) continue;
-      const int64_t start = packed_start(mine, c), n = mine[c].count;
-      chunk_view(g.dq, task, mine[c]).add_(dq_packed.narrow(2, start, n).permute({0, 2, 1, 3}));
-      chunk_view(g.dk, task, mine[c]).add_(dkv[0].narrow(2, start, n).permute({0, 2, 1, 3}));
-      chunk_view(g.dv, task, mine[c]).add_(dkv[1].narrow(2, start, n).permute({0, 2, 1, 3}));
-    }
+    if (!dq_view.defined()) add_to_chunks(g.dq, task, mine, dq_packed);
+    add_to_chunks(g.dk, task, mine, dkv[0]);
+    add_to_chunks(g.dv, task, mine, dkv[1]);
   }
   return g;
 }

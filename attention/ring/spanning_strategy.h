@@ -20,36 +20,40 @@ class SpanningStrategy {
   virtual ~SpanningStrategy() = default;
 
   // q: [B, h, n_me, D] this rank's kept queries; kv: [2, B, h, n_me, D] its kept K/V (input
-  // dtype: that is what travels). Returns one partial result per chunk of this rank.
-  virtual std::vector<PartialAttention> forward(const ShardTask& task, RingExchange& group,
-                                                const at::Tensor& q, const at::Tensor& kv,
-                                                double scale, bool causal) = 0;
+  // dtype, contiguous: that is what travels). Merges every member's blocks into acc (q's rows).
+  virtual void forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                       const at::Tensor& kv, double scale, bool causal,
+                       const PartialAttention& acc) = 0;
 
   // out, lse, dout: the merged output, LSE and output gradient of q's rows (compute dtype).
-  // Adds dQ into dq [B, h, n_me, D]; returns this rank's dK/dV [2, B, h, n_me, D].
+  // Adds dQ into dq [B, h, n_me, D] (may be a view); returns this rank's dK/dV
+  // [2, B, h, n_me, D].
   virtual at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                               const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
-                              const at::Tensor& kv, double scale, bool causal, at::Tensor& dq) = 0;
+                              const at::Tensor& kv, double scale, bool causal,
+                              const at::Tensor& dq) = 0;
 };
 
 class RingSpanning : public SpanningStrategy {
  public:
-  std::vector<PartialAttention> forward(const ShardTask& task, RingExchange& group,
-                                        const at::Tensor& q, const at::Tensor& kv, double scale,
-                                        bool causal) override;
+  void forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+               const at::Tensor& kv, double scale, bool causal,
+               const PartialAttention& acc) override;
   at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                       const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
-                      const at::Tensor& kv, double scale, bool causal, at::Tensor& dq) override;
+                      const at::Tensor& kv, double scale, bool causal,
+                      const at::Tensor& dq) override;
 };
 
 class AllGatherSpanning : public SpanningStrategy {
  public:
-  std::vector<PartialAttention> forward(const ShardTask& task, RingExchange& group,
-                                        const at::Tensor& q, const at::Tensor& kv, double scale,
-                                        bool causal) override;
+  void forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+               const at::Tensor& kv, double scale, bool causal,
+               const PartialAttention& acc) override;
   at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                       const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
-                      const at::Tensor& kv, double scale, bool causal, at::Tensor& dq) override;
+                      const at::Tensor& kv, double scale, bool causal,
+                      const at::Tensor& dq) override;
 };
 
 std::unique_ptr<SpanningStrategy> make_spanning_strategy(RingStrategy kind);

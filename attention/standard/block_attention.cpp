@@ -64,9 +64,13 @@ auto with_fused_op(int64_t head_dim, Fn&& fn) {
   }
 }
 
+// The fused kernels take any strides with a dense last dim: the ring's narrowed q / K / V
+// slices (sequence ranges of packed [N, H, L, D] tensors) are passed without a copy.
+at::Tensor dense_last_dim(const at::Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); }
+
 BlockForward fused_block_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  double scale, BlockMask mask) {
-  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  const at::Tensor qc = dense_last_dim(q), kc = dense_last_dim(k), vc = dense_last_dim(v);
   compat::FusedAttentionForward f = with_fused_op(q.size(3), [&](compat::FusedOp op) {
     return compat::fused_attention_forward(op, qc, kc, vc, mask == BlockMask::kCausalDiagonal,
                                            scale);
@@ -79,7 +83,7 @@ BlockGradients fused_block_backward(const at::Tensor& q, const at::Tensor& k, co
                                     const at::Tensor& out, const at::Tensor& lse,
                                     const at::Tensor& dout, double scale, BlockMask mask) {
   const auto dtype = q.scalar_type();
-  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  const at::Tensor qc = dense_last_dim(q), kc = dense_last_dim(k), vc = dense_last_dim(v);
   // out and dout in the input dtype with identical (contiguous) strides, as the kernels expect.
   const at::Tensor oc = out.to(dtype).contiguous(), doc = dout.to(dtype).contiguous();
   // lse = -inf (row attended nothing anywhere) -> +inf, so P = exp(s - lse) = 0, not NaN.

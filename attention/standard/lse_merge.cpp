@@ -1,6 +1,8 @@
 // merge_by_lse with torch ops. Weights are exp(lse_i - m) / sum_j exp(lse_j - m) with the max
 // m taken as a constant shift, and the sum clamped away from 0, so all-masked rows stay finite
 // in forward and backward (a plain logsumexp backward gives NaN there).
+// merge_by_lse_: lse' = logaddexp(acc_lse, lse) (-inf when both are), w = exp(lse - lse'),
+// acc_out += w * (out - acc_out); w = 0 where both sides attended nothing (NaN from -inf + inf).
 #include "attention/standard/lse_merge.h"
 
 #include <ATen/ATen.h>
@@ -27,6 +29,19 @@ MergedAttention merge_by_lse(const std::vector<at::Tensor>& outs,
     out = out.defined() ? out + term : term;
   }
   return {out, (m_safe + at::log(denom)).detach()};
+}
+
+void merge_by_lse_(const at::Tensor& acc_out, const at::Tensor& acc_lse, const at::Tensor& out,
+                   const at::Tensor& lse) {
+  RA_CHECK(acc_out.scalar_type() == acc_lse.scalar_type() &&
+               out.scalar_type() == acc_lse.scalar_type() &&
+               lse.scalar_type() == acc_lse.scalar_type(),
+           "merge_by_lse_: accumulator and block must share one dtype; got ", acc_out.scalar_type(),
+           ", ", acc_lse.scalar_type(), ", ", out.scalar_type(), " and ", lse.scalar_type());
+  at::Tensor merged = at::logaddexp(acc_lse, lse);
+  at::Tensor weight = at::exp(lse - merged).nan_to_num_(0.0);  // in [0, 1]
+  acc_out.lerp_(out, weight.unsqueeze(-1));
+  acc_lse.copy_(merged);
 }
 
 }  // namespace ra

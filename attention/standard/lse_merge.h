@@ -20,4 +20,11 @@ struct MergedAttention {
 MergedAttention merge_by_lse(const std::vector<at::Tensor>& outs,
                              const std::vector<at::Tensor>& lses);
 
+// In place, no autograd: merges (out [..., D], lse [...]) into the accumulator (acc_out,
+// acc_lse), which may be strided views (e.g. slices of a larger accumulator). Start from
+// acc_out = 0, acc_lse = -inf. Computes in acc_lse's dtype (fp32 for bf16/fp16 attention, fp64
+// stays fp64); acc_out and out must have that dtype. One pass over out (lerp), the rest per row.
+void merge_by_lse_(const at::Tensor& acc_out, const at::Tensor& acc_lse, const at::Tensor& out,
+                   const at::Tensor& lse);
+
 }  // namespace ra

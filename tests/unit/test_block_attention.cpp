@@ -6,8 +6,8 @@
 
 #include <limits>
 
-#include "attention/ring/chunk_attention.h"
 #include "attention/standard/block_attention.h"
+#include "attention/standard/lse_merge.h"
 #include "runtime/error.h"
 #include "tests/support/dense_reference.h"
 
@@ -82,7 +82,7 @@ TEST_P(BlockAttentionTest, TwoBlocksMergedEqualJointSoftmax) {
       block_attention_forward(qd, kd.narrow(2, 0, L), vd.narrow(2, 0, L), 0.5, BlockMask::kNone);
   BlockForward b = block_attention_forward(qd, kd.narrow(2, L, L), vd.narrow(2, L, L), 0.5,
                                            BlockMask::kCausalDiagonal);
-  PartialAttention merged = merge_partials({a.out, a.lse}, {b.out, b.lse});
+  MergedAttention merged = merge_by_lse({a.out, b.out}, {a.lse, b.lse});
   const double tol = tolerance_for(dtype);
   EXPECT_LT(relative_error(merged.out, want.out), tol);
   EXPECT_LT(relative_error(merged.lse, want.lse), tol);

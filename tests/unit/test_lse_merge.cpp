@@ -55,5 +55,28 @@ TEST(LseMerge, AllMaskedRowsGiveZeroAndFiniteGradients) {
     EXPECT_TRUE(torch::isfinite(t->grad()).all().item<bool>());
 }
 
+TEST(LseMerge, InPlaceMergeEqualsMergeByLse) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (auto dtype : {torch::kDouble, torch::kFloat}) {
+    auto opts = torch::TensorOptions().dtype(dtype);
+    // Rows: both finite, only the accumulator, only the block, neither.
+    auto out1 = torch::randn({4, 3}, opts), out2 = torch::randn({4, 3}, opts);
+    auto lse1 = torch::tensor({0.5, 1.0, -inf, -inf}, opts);
+    auto lse2 = torch::tensor({2.0, -inf, 0.25, -inf}, opts);
+    auto want = merge_by_lse({out1, out2}, {lse1, lse2});
+    // Into strided views of a larger accumulator, starting from the empty state.
+    auto acc_out = torch::zeros({3, 4}, opts).t(), acc_lse = torch::full({4, 2}, -inf, opts);
+    merge_by_lse_(acc_out, acc_lse.select(1, 1), out1, lse1);
+    merge_by_lse_(acc_out, acc_lse.select(1, 1), out2, lse2);
+    const double tol = dtype == torch::kDouble ? 1e-14 : 1e-6;
+    EXPECT_LT(testing::relative_error(acc_out, want.out), tol);
+    EXPECT_TRUE(torch::equal(torch::isfinite(acc_lse.select(1, 1)), torch::isfinite(want.lse)));
+    EXPECT_LT((acc_lse.select(1, 1) - want.lse).nan_to_num(0.0).abs().max().item<double>(), tol);
+    EXPECT_TRUE(torch::isfinite(acc_out).all().item<bool>());
+    EXPECT_EQ(acc_out[3].abs().sum().item<double>(), 0.0);
+    EXPECT_EQ(acc_lse.select(1, 0).max().item<double>(), -inf);  // the other column untouched
+  }
+}
+
 }  // namespace
 }  // namespace ra
