@@ -5,7 +5,8 @@
 # with weak scaling and the local-copy overlap check) and a ring_train run, then prints a table.
 # Optional stages: "sparse" (block-sparse kernels vs cuDNN and FlexAttention on one GPU) and
 # "profile" (one Kineto-traced step of ring_train, the dense ring, context_parallel and the
-# 1-GPU dilated path, summarised by bench/summarize_trace.py).
+# 1-GPU dilated path, summarised by bench/summarize_trace.py). BENCH_SET=dense limits the
+# bench stage to the dense causal ring vs context_parallel (and its local-copy and profile).
 #   STAGES="tests bench train sparse profile" bash tests/gpu/run_multi_gpu.sh
 # Logs and JSON go to $OUT (default /tmp/ra_gpu_multi).
 set -uo pipefail
@@ -57,6 +58,10 @@ if [[ " $STAGES " == *" bench "* ]]; then
   done
   # Exposed communication: the same runs with every transfer replaced by a local copy.
   bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --local-copy
+  bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --profile /tmp/ring_128K.json \
+    && python3 bench/summarize_trace.py /tmp/ring_128K.json --top 12 >> "$OUT/profile.log" 2>&1
+fi
+if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" == all ]]; then
   bench "$GPUS" --config wide --seq-len 128K
   bench "$GPUS" --config wide --seq-len 128K --local-copy
   # Dilated configs: P GPUs at S against one GPU at S/P (weak scaling).
