@@ -14,7 +14,7 @@ TEST(GpuRotary, FusedKernelMatchesOpForm) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   torch::manual_seed(5);
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
-    for (int64_t D : {64, 128}) {
+    for (int64_t D : {8, 64, 128}) {  // 8: the scalar kernel; 64, 128: 16-byte vectors (bf16)
       SCOPED_TRACE(std::string(c10::toString(dtype)) + " D=" + std::to_string(D));
       const int64_t B = 2, S = 512, H = 3, first = 7 * 1024 * 1024 + 123;
       // A [B, S, 3H, D] buffer sliced like the fused qkv projection: x is a strided view.
