@@ -87,7 +87,12 @@ def main():
 
 
 def by_launching_op(events, gpu, top):
-    """GPU time per innermost cpu_op enclosing the kernel's launch (matched by correlation id)."""
+    """GPU time per CPU op that launched it: Kineto's "External id" links a kernel to its op;
+    failing that, the innermost cpu_op enclosing the runtime launch (correlation id)."""
+    by_external = {}
+    for e in events:
+        if e.get("cat") == "cpu_op" and "External id" in e.get("args", {}):
+            by_external.setdefault(e["args"]["External id"], e)
     launches = {e["args"]["correlation"]: e for e in events
                 if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
     ops = {}
@@ -99,11 +104,17 @@ def by_launching_op(events, gpu, top):
     op_starts = {tid: [e["ts"] for e in lst] for tid, lst in ops.items()}
     totals = {}
     for k in gpu:
-        launch = launches.get(k.get("args", {}).get("correlation"))
-        name = "(no launch)"
-        if launch:
+        args = k.get("args", {})
+        name = "(unattributed)"
+        if args.get("External id") in by_external:
+            op = by_external[args["External id"]]
+            name = op["name"]
+            shapes = op.get("args", {}).get("Input Dims")
+            if shapes:
+                name += " " + str(shapes)[:60]
+        elif args.get("correlation") in launches:
+            launch = launches[args["correlation"]]
             lst, starts = ops.get(launch["tid"], []), op_starts.get(launch["tid"], [])
-            name = "(no op)"
             # The innermost enclosing op is the latest-starting one that ends after the launch.
             for i in range(bisect.bisect_right(starts, launch["ts"]) - 1, -1, -1):
                 if lst[i]["ts"] + lst[i]["dur"] >= launch["ts"] + launch["dur"]:

@@ -15,7 +15,7 @@ namespace tp = torch::profiler::impl;
 KernelProfiler::KernelProfiler(bool cuda) {
   std::set<tp::ActivityType> activities{tp::ActivityType::CPU};
   if (cuda) activities.insert(tp::ActivityType::CUDA);
-  const tp::ProfilerConfig config(tp::ProfilerState::KINETO);
+  const tp::ProfilerConfig config(tp::ProfilerState::KINETO, /*report_input_shapes=*/true);
   try {
     torch::autograd::profiler::prepareProfiler(config, activities);
     torch::autograd::profiler::enableProfiler(config, activities);
