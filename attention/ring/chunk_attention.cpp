@@ -78,9 +78,41 @@ void pack_chunks(const at::Tensor& dst, const at::Tensor& x, const ShardTask& ta
   }
 }
 
+at::Tensor head_index(const std::vector<int64_t>& heads, const at::Tensor& like) {
+  at::Tensor index = at::tensor(heads, at::kLong);
+  if (!like.is_cuda()) return index.to(like.device());
+  // Pinned + non_blocking: a pageable copy would make the host wait for the queued compute.
+  return index.pin_memory().to(like.device(), /*non_blocking=*/true);
+}
+
+at::Tensor kv_expand_index(const ShardTask& task, const at::Tensor& like) {
+  if (task.kv.identity()) return at::Tensor();
+  return head_index(task.kv.expand, like);
+}
+
+namespace {
+
+// k/v heads -> query heads (a copy, local to this rank; nothing expanded ever travels).
+at::Tensor expanded(const at::Tensor& kv, const at::Tensor& expand) {
+  return expand.defined() ? kv.index_select(2, expand) : kv;
+}
+
+// Adds a query-head gradient [B, h, n, D] into a k/v-head gradient [B, h_kv, n, D].
+void add_grouped(const at::Tensor& dst, const at::Tensor& expand, const at::Tensor& grad) {
+  if (expand.defined()) {
+    dst.index_add_(1, expand, grad);
+  } else {
+    dst.add_(grad);
+  }
+}
+
+}  // namespace
+
 void attend_member(const at::Tensor& q, const std::vector<KeptChunk>& q_chunks,
-                   const at::Tensor& kv, const std::vector<KeptChunk>& kv_chunks, double scale,
-                   bool causal, const PartialAttention& acc) {
+                   const at::Tensor& kv_heads, const std::vector<KeptChunk>& kv_chunks,
+                   const at::Tensor& expand, double scale, bool causal,
+                   const PartialAttention& acc) {
+  const at::Tensor kv = expanded(kv_heads, expand);
   for (const BlockCall& c : plan_block_calls(q_chunks, kv_chunks, causal)) {
     BlockForward f = block_attention_forward(
         q.narrow(2, c.q_start, c.q_count), kv[0].narrow(2, c.kv_start, c.kv_count),
@@ -92,17 +124,18 @@ void attend_member(const at::Tensor& q, const std::vector<KeptChunk>& q_chunks,
 
 void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at::Tensor& lse,
                             const at::Tensor& dout, const std::vector<KeptChunk>& q_chunks,
-                            const at::Tensor& kv, const std::vector<KeptChunk>& kv_chunks,
-                            double scale, bool causal, const at::Tensor& dq,
-                            const at::Tensor& dkv) {
+                            const at::Tensor& kv_heads, const std::vector<KeptChunk>& kv_chunks,
+                            const at::Tensor& expand, double scale, bool causal,
+                            const at::Tensor& dq, const at::Tensor& dkv) {
+  const at::Tensor kv = expanded(kv_heads, expand);
   for (const BlockCall& c : plan_block_calls(q_chunks, kv_chunks, causal)) {
     BlockGradients g = block_attention_backward(
         q.narrow(2, c.q_start, c.q_count), kv[0].narrow(2, c.kv_start, c.kv_count),
         kv[1].narrow(2, c.kv_start, c.kv_count), out.narrow(2, c.q_start, c.q_count),
         lse.narrow(2, c.q_start, c.q_count), dout.narrow(2, c.q_start, c.q_count), scale, c.mask);
     dq.narrow(2, c.q_start, c.q_count).add_(g.dq);
-    dkv[0].narrow(2, c.kv_start, c.kv_count).add_(g.dk);
-    dkv[1].narrow(2, c.kv_start, c.kv_count).add_(g.dv);
+    add_grouped(dkv[0].narrow(2, c.kv_start, c.kv_count), expand, g.dk);
+    add_grouped(dkv[1].narrow(2, c.kv_start, c.kv_count), expand, g.dv);
   }
 }
 

@@ -3,7 +3,8 @@
 // hop or an all-gather), forward merged in place by LSE (fp32, fp64 for fp64 inputs) into one
 // packed accumulator and backward with the merged output and LSE. Chunks are "packed": the
 // kept positions of a member's chunks concatenated in chunk order, q as [B, h, n, D] and K/V
-// stacked as [2, B, h, n, D]. Chunk pairs are grouped into few block calls (block_call_plan.h).
+// stacked as [2, B, h_kv, n, D] (GQA: the task's k/v heads, expanded only right before the
+// block primitive). Chunk pairs are grouped into few block calls (block_call_plan.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -38,20 +39,31 @@ void pack_chunks(const at::Tensor& dst, const at::Tensor& x, const ShardTask& ta
 // The view of x [B, S_local, H, X] at one chunk's kept rows and the task's heads: [B, n, h, X].
 at::Tensor chunk_view(const at::Tensor& x, const ShardTask& task, const KeptChunk& chunk);
 
+// `heads` as a long tensor on like's device (an asynchronous copy for CUDA).
+at::Tensor head_index(const std::vector<int64_t>& heads, const at::Tensor& like);
+
+// GQA: the index (long, on like's device) that expands the task's k/v heads to its query heads
+// along the head dim (task.kv.expand), or an undefined tensor when there is nothing to expand.
+at::Tensor kv_expand_index(const ShardTask& task, const at::Tensor& like);
+
 // Merges the forward of q's chunks against `kv` (the chunks of one member) into acc, one block
-// call per planned group of chunk pairs. q: [B, h, n_q, D]; kv: [2, B, h, n_kv, D]. Causal: a
-// pair of chunks is attended fully when the key chunk comes first, on the diagonal when it is
-// the same chunk.
+// call per planned group of chunk pairs. q: [B, h, n_q, D]; kv: [2, B, h_kv, n_kv, D], the
+// task's k/v heads, expanded here to q's heads by `expand` (kv_expand_index; undefined when
+// h_kv = h). Causal: a pair of chunks is attended fully when the key chunk comes first, on the
+// diagonal when it is the same chunk.
 void attend_member(const at::Tensor& q, const std::vector<KeptChunk>& q_chunks,
-                   const at::Tensor& kv, const std::vector<KeptChunk>& kv_chunks, double scale,
-                   bool causal, const PartialAttention& acc);
+                   const at::Tensor& kv, const std::vector<KeptChunk>& kv_chunks,
+                   const at::Tensor& expand, double scale, bool causal,
+                   const PartialAttention& acc);
 
 // Backward of attend_member for the merged out / lse of q's rows: adds into dq [B, h, n_q, D]
-// and dkv [2, B, h, n_kv, D] (compute dtype), once per block call.
+// and dkv [2, B, h_kv, n_kv, D] (compute dtype; the query heads' dK/dV summed over each k/v
+// head's group), once per block call.
 void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at::Tensor& lse,
                             const at::Tensor& dout, const std::vector<KeptChunk>& q_chunks,
                             const at::Tensor& kv, const std::vector<KeptChunk>& kv_chunks,
-                            double scale, bool causal, const at::Tensor& dq, const at::Tensor& dkv);
+                            const at::Tensor& expand, double scale, bool causal,
+                            const at::Tensor& dq, const at::Tensor& dkv);
 
 // Packed range of chunk i: sum of the counts of chunks before it.
 int64_t packed_start(const std::vector<KeptChunk>& chunks, size_t i);

@@ -37,12 +37,6 @@ AttentionResult RingDilatedAttention::forward(const at::Tensor& q, const at::Ten
   RA_CHECK(!(training_ && config_.dropout > 0), "dropout = ", config_.dropout, ": attention = '",
            name(), "' does not implement attention dropout yet; use dropout = 0");
   const int64_t heads = q.size(2);
-  // GQA: every query head reads its k/v head (autograd sums the copies back).
-  at::Tensor k_full = k, v_full = v;
-  if (k.size(2) != heads) {
-    k_full = k.repeat_interleave(heads / k.size(2), 2);
-    v_full = v.repeat_interleave(heads / k.size(2), 2);
-  }
   const DilationPlan dilation = DilationPlan::build(config_, seq_len, heads);
   // Every segment inside one shard (and the shard a whole number of segments, validated above):
   // the attention is shard-local, exactly the single-device computation on this shard, so the
@@ -54,14 +48,17 @@ AttentionResult RingDilatedAttention::forward(const at::Tensor& q, const at::Ten
     return local_.forward(q, k, v);
   }
   auto plan = std::make_shared<ShardedAttentionPlan>();
-  plan->tasks = plan_shard_tasks(dilation, shard, world, comm_->rank(), ring_.zigzag);
+  // GQA: K/V stay at H_kv heads; each task sends only the k/v heads its query heads read and
+  // expands them after receipt (dK/dV are summed back per k/v head before they return).
+  plan->tasks =
+      plan_shard_tasks(dilation, shard, world, comm_->rank(), ring_.zigzag, heads / k.size(2));
   plan->scale = softmax_scale(config_, q.size(3));
   plan->output_scale = dilation.output_scale;
   plan->causal = config_.causal;
   groups_->set_timeout_seconds(ring_.timeout_seconds);  // the groups are shared by all layers
   plan->groups = groups_;
   plan->strategy = strategy_;
-  return sharded_dilated_attention(plan, q, k_full, v_full);
+  return sharded_dilated_attention(plan, q, k, v);
 }
 
 }  // namespace ra

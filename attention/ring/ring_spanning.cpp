@@ -26,8 +26,9 @@ at::Tensor kv_buffer(RingExchange& group, int slot, const at::Tensor& like, int6
 void RingSpanning::forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                            const at::Tensor& kv, double scale, bool causal,
                            const PartialAttention& acc) {
+  const at::Tensor expand = kv_expand_index(task, kv);
   const int m = task.group_size;
-  at::Tensor held = kv;  // [2, B, h, n, D]
+  at::Tensor held = kv;  // [2, B, h_kv, n, D]
   for (int hop = 0; hop < m; ++hop) {
     at::Tensor incoming;
     if (hop + 1 < m) {
@@ -35,8 +36,8 @@ void RingSpanning::forward(const ShardTask& task, RingExchange& group, const at:
       incoming = kv_buffer(group, hop % kKvSlots, kv, kept);
       group.start(held, incoming, kKvStream);
     }
-    attend_member(q, task.my_chunks(), held, task.member_chunks[member_at_hop(task, hop)], scale,
-                  causal, acc);
+    attend_member(q, task.my_chunks(), held, task.member_chunks[member_at_hop(task, hop)], expand,
+                  scale, causal, acc);
     if (hop + 1 < m) {
       group.wait(kKvStream);
       held = incoming;
@@ -48,6 +49,7 @@ at::Tensor RingSpanning::backward(const ShardTask& task, RingExchange& group, co
                                   const at::Tensor& out, const at::Tensor& lse,
                                   const at::Tensor& dout, const at::Tensor& kv, double scale,
                                   bool causal, const at::Tensor& dq) {
+  const at::Tensor expand = kv_expand_index(task, kv);
   const int m = task.group_size;
   const auto grad_options = q.options().dtype(dq.scalar_type());
   at::Tensor held = kv, grad_in;
@@ -61,7 +63,7 @@ at::Tensor RingSpanning::backward(const ShardTask& task, RingExchange& group, co
     at::Tensor partial =
         at::zeros({2, kv.size(1), kv.size(2), task.kept_of(source), kv.size(4)}, grad_options);
     attend_member_backward(q, out, lse, dout, task.my_chunks(), held, task.member_chunks[source],
-                           scale, causal, dq, partial);
+                           expand, scale, causal, dq, partial);
     // The accumulator for `source` arrives from the previous rank (it held it one hop ago).
     if (hop > 0) group.wait(kGradStream);
     at::Tensor grad_out = group.buffer(kGradSendSlot, partial.sizes(), grad_options);

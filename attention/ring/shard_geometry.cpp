@@ -22,6 +22,22 @@ HeadRange head_range(const HeadGroup& group) {
 
 }  // namespace
 
+KvHeads kv_heads_of(const HeadRange& q_heads, int64_t group) {
+  RA_CHECK(group >= 1, "shard geometry: k/v head group ", group);
+  KvHeads kv;
+  for (int64_t h = q_heads.start; h < q_heads.stop; h += q_heads.step) {
+    const int64_t head = h / group;  // ascending, so repeats are adjacent
+    if (kv.heads.empty() || kv.heads.back() != head) kv.heads.push_back(head);
+    kv.expand.push_back(static_cast<int64_t>(kv.heads.size()) - 1);
+  }
+  const auto& h = kv.heads;
+  const int64_t step = h.size() > 1 ? h[1] - h[0] : 1;
+  bool strided = true;
+  for (size_t i = 1; i < h.size(); ++i) strided = strided && h[i] - h[i - 1] == step;
+  if (strided) kv.range = {h.front(), h.back() + 1, step};
+  return kv;
+}
+
 int64_t ShardTask::kept_of(int i) const {
   int64_t total = 0;
   for (const KeptChunk& c : member_chunks[i]) total += c.count;
@@ -41,7 +57,7 @@ KeptChunk kept_in_chunk(int64_t id, int64_t chunk_start, int64_t chunk_length, i
 }
 
 std::vector<ShardTask> plan_shard_tasks(const DilationPlan& plan, int64_t shard_length,
-                                        int world_size, int rank, bool zigzag) {
+                                        int world_size, int rank, bool zigzag, int64_t kv_group) {
   std::vector<ShardTask> tasks;
   for (const BranchPlan& branch : plan.branches) {
     for (const HeadGroup& group : branch.groups) {
@@ -50,6 +66,7 @@ std::vector<ShardTask> plan_shard_tasks(const DilationPlan& plan, int64_t shard_
       task.rate = branch.rate;
       task.offset = group.offset;
       task.heads = head_range(group);
+      task.kv = kv_heads_of(task.heads, kv_group);
       task.kept_per_segment = branch.kept_per_segment(group.offset);
       if (task.kept_per_segment == 0) continue;  // this head group keeps nothing
       if (!zigzag && branch.segment <= shard_length) {

@@ -26,11 +26,26 @@ struct HeadRange {
   int64_t count() const { return (stop - start + step - 1) / step; }
 };
 
+// GQA: the k/v heads a task's query heads read (query head h reads k/v head h / group, group
+// = H / H_kv). Only these travel; they are expanded to the query heads after receipt.
+struct KvHeads {
+  std::vector<int64_t> heads;   // distinct k/v heads, ascending
+  std::vector<int64_t> expand;  // per query head of the task: its k/v head's index in `heads`
+  // `heads` as a strided range, or count() == 0 when they are not one (e.g. {0, 1, 3}).
+  HeadRange range;
+  // One k/v head per query head, in order (no GQA sharing inside the task): nothing to expand.
+  bool identity() const { return heads.size() == expand.size(); }
+};
+
+// The k/v heads of query heads `q_heads` when `group` query heads share one k/v head.
+KvHeads kv_heads_of(const HeadRange& q_heads, int64_t group);
+
 struct ShardTask {
   int branch = 0;
   int64_t rate = 1;
   int64_t offset = 0;
   HeadRange heads;
+  KvHeads kv;
   bool local = true;
   // Local task: the shard holds local_segments whole segments of segment_length tokens, each
   // keeping kept_per_segment positions starting at `offset`.
@@ -55,8 +70,9 @@ KeptChunk kept_in_chunk(int64_t id, int64_t chunk_start, int64_t chunk_length, i
 
 // Tasks of this rank for a plan built on the global length: shard = S / world_size tokens,
 // `zigzag` = the balanced layout (rank p holds chunks p and 2P-1-p of 2P; only for one dense
-// branch w = S, r = 1, checked by validate_ring_layout).
+// branch w = S, r = 1, checked by validate_ring_layout); kv_group = H / H_kv.
 std::vector<ShardTask> plan_shard_tasks(const DilationPlan& plan, int64_t shard_length,
-                                        int world_size, int rank, bool zigzag);
+                                        int world_size, int rank, bool zigzag,
+                                        int64_t kv_group = 1);
 
 }  // namespace ra

@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/functions/utils.h>
 
 #include <limits>
+#include <utility>
 
 #include "attention/standard/block_attention.h"
 #include "attention/standard/lse_merge.h"
@@ -35,7 +36,53 @@ at::Tensor from_blocks(const at::Tensor& blocks, const at::Tensor& view) {
 // lse [B, S_local, H] seen as [B, S_local, H, 1], so the row views above apply to it too.
 at::Tensor with_unit_dim(const at::Tensor& lse) { return lse.unsqueeze(-1); }
 
-// K/V of this rank's chunks stacked: [2, B, h, n, D] in the input dtype, contiguous (what
+// Where a task's k/v heads are read (and their gradients added): `task` with heads = the k/v
+// heads its query heads use (task.kv), over k, v themselves when those heads are a strided
+// range, else over copies of just those heads (`index`; gradients index_add_-ed back).
+struct KvSide {
+  ShardTask task;
+  at::Tensor k, v;
+  at::Tensor index;  // defined when k, v are copies of the heads task.kv.heads
+};
+
+KvSide kv_side(const ShardTask& task, const at::Tensor& k, const at::Tensor& v) {
+  KvSide side{task, k, v, at::Tensor()};
+  if (task.kv.range.count() > 0) {
+    side.task.heads = task.kv.range;
+    return side;
+  }
+  side.index = head_index(task.kv.heads, k);
+  side.k = k.index_select(2, side.index);
+  side.v = v.index_select(2, side.index);
+  side.task.heads = {0, static_cast<int64_t>(task.kv.heads.size()), 1};
+  return side;
+}
+
+// Where a KvSide's gradients are accumulated: dk, dv themselves, or zeros of its copies' shape.
+std::pair<at::Tensor, at::Tensor> kv_grad_targets(const KvSide& side, const at::Tensor& dk,
+                                                  const at::Tensor& dv) {
+  if (!side.index.defined()) return {dk, dv};
+  return {at::zeros(side.k.sizes(), dk.options()), at::zeros(side.v.sizes(), dv.options())};
+}
+void finish_kv_grads(const KvSide& side, const at::Tensor& dk, const at::Tensor& dv,
+                     const std::pair<at::Tensor, at::Tensor>& targets) {
+  if (!side.index.defined()) return;
+  dk.index_add_(2, side.index, targets.first);
+  dv.index_add_(2, side.index, targets.second);
+}
+
+// Local task blocks [N, h_kv, L, D] expanded to the query heads (a local copy).
+at::Tensor expand_blocks(const at::Tensor& blocks, const at::Tensor& expand) {
+  return expand.defined() ? blocks.index_select(1, expand) : blocks;
+}
+// Query-head gradient blocks [N, h, L, D] summed over each k/v head's group: [N, h_kv, L, D].
+at::Tensor group_blocks(const at::Tensor& grad, const at::Tensor& expand, int64_t kv_heads) {
+  if (!expand.defined()) return grad;
+  return at::zeros({grad.size(0), kv_heads, grad.size(2), grad.size(3)}, grad.options())
+      .index_add_(1, expand, grad);
+}
+
+// K/V of this rank's chunks stacked: [2, B, h_kv, n, D] in the input dtype, contiguous (what
 // travels), written with one copy per tensor (per chunk where the rows are not one view).
 at::Tensor pack_kv(const at::Tensor& k, const at::Tensor& v, const ShardTask& task) {
   at::Tensor kv = at::empty(
@@ -74,11 +121,14 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
   at::Tensor lse4 = with_unit_dim(s.lse);
   const BlockMask diagonal = plan.causal ? BlockMask::kCausalDiagonal : BlockMask::kNone;
   for (const ShardTask& task : plan.tasks) {
+    const KvSide side = kv_side(task, k, v);
     if (task.local) {
       at::Tensor out_view = local_view(s.out, task);
-      BlockForward f =
-          block_attention_forward(to_blocks(local_view(q, task)), to_blocks(local_view(k, task)),
-                                  to_blocks(local_view(v, task)), plan.scale, diagonal);
+      const at::Tensor expand = kv_expand_index(task, q);
+      BlockForward f = block_attention_forward(
+          to_blocks(local_view(q, task)),
+          expand_blocks(to_blocks(local_view(side.k, side.task)), expand),
+          expand_blocks(to_blocks(local_view(side.v, side.task)), expand), plan.scale, diagonal);
       merge_by_lse_(out_view, local_view(lse4, task).squeeze(-1), from_blocks(f.out, out_view),
                     from_blocks(f.lse.unsqueeze(-1), local_view(lse4, task)).squeeze(-1));
       continue;
@@ -90,8 +140,8 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
     PartialAttention acc{packed_view(s.out, task, mine), packed_view(lse4, task, mine)};
     const bool direct = acc.out.defined();
     acc = direct ? PartialAttention{acc.out, acc.lse.squeeze(-1)} : empty_partial(q_packed);
-    plan.strategy->forward(task, plan.groups->group(task.group_size), q_packed, pack_kv(k, v, task),
-                           plan.scale, plan.causal, acc);
+    plan.strategy->forward(task, plan.groups->group(task.group_size), q_packed,
+                           pack_kv(side.k, side.v, side.task), plan.scale, plan.causal, acc);
     if (direct) continue;
     for (size_t c = 0; c < mine.size(); ++c) {
       if (mine[c].count == 0) continue;
@@ -105,7 +155,8 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
 }
 
 struct InputGradients {
-  at::Tensor dq, dk, dv;  // [B, S_local, H, D] compute dtype
+  at::Tensor dq;      // [B, S_local, H, D] compute dtype
+  at::Tensor dk, dv;  // [B, S_local, H_kv, D] compute dtype
 };
 
 InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& q,
@@ -114,21 +165,29 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
   const auto compute = fwd.out.scalar_type();
   at::Tensor dmerged = (dout.to(compute) * plan.output_scale).contiguous();  // [B, S, H, D]
   InputGradients g{at::zeros(fwd.out.sizes(), fwd.out.options()),
-                   at::zeros(fwd.out.sizes(), fwd.out.options()),
-                   at::zeros(fwd.out.sizes(), fwd.out.options())};
+                   at::zeros(k.sizes(), fwd.out.options()),
+                   at::zeros(v.sizes(), fwd.out.options())};
   at::Tensor lse4 = with_unit_dim(fwd.lse);
   const BlockMask diagonal = plan.causal ? BlockMask::kCausalDiagonal : BlockMask::kNone;
   for (const ShardTask& task : plan.tasks) {
+    const KvSide side = kv_side(task, k, v);
+    const auto kv_grads = kv_grad_targets(side, g.dk, g.dv);
     if (task.local) {
       at::Tensor view = local_view(g.dq, task);
+      const at::Tensor expand = kv_expand_index(task, q);
       BlockGradients b = block_attention_backward(
-          to_blocks(local_view(q, task)), to_blocks(local_view(k, task)),
-          to_blocks(local_view(v, task)), to_blocks(local_view(fwd.out, task)),
-          to_blocks(local_view(lse4, task)).squeeze(-1), to_blocks(local_view(dmerged, task)),
-          plan.scale, diagonal);
+          to_blocks(local_view(q, task)),
+          expand_blocks(to_blocks(local_view(side.k, side.task)), expand),
+          expand_blocks(to_blocks(local_view(side.v, side.task)), expand),
+          to_blocks(local_view(fwd.out, task)), to_blocks(local_view(lse4, task)).squeeze(-1),
+          to_blocks(local_view(dmerged, task)), plan.scale, diagonal);
       view.add_(from_blocks(b.dq, view));
-      local_view(g.dk, task).add_(from_blocks(b.dk, view));
-      local_view(g.dv, task).add_(from_blocks(b.dv, view));
+      at::Tensor kv_view = local_view(kv_grads.first, side.task);
+      const int64_t kv_heads = side.task.heads.count();
+      kv_view.add_(from_blocks(group_blocks(b.dk, expand, kv_heads), kv_view));
+      local_view(kv_grads.second, side.task)
+          .add_(from_blocks(group_blocks(b.dv, expand, kv_heads), kv_view));
+      finish_kv_grads(side, g.dk, g.dv, kv_grads);
       continue;
     }
     const auto& mine = task.my_chunks();
@@ -141,10 +200,11 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
     at::Tensor dkv = plan.strategy->backward(
         task, plan.groups->group(task.group_size), q_packed, gather_chunks(fwd.out, task, mine),
         gather_chunks(lse4, task, mine).squeeze(-1), gather_chunks(dmerged, task, mine),
-        pack_kv(k, v, task), plan.scale, plan.causal, dq_packed);
+        pack_kv(side.k, side.v, side.task), plan.scale, plan.causal, dq_packed);
     if (!dq_view.defined()) add_to_chunks(g.dq, task, mine, dq_packed);
-    add_to_chunks(g.dk, task, mine, dkv[0]);
-    add_to_chunks(g.dv, task, mine, dkv[1]);
+    add_to_chunks(kv_grads.first, side.task, mine, dkv[0]);
+    add_to_chunks(kv_grads.second, side.task, mine, dkv[1]);
+    finish_kv_grads(side, g.dk, g.dv, kv_grads);
   }
   return g;
 }

@@ -28,7 +28,8 @@ struct ShardedAttentionPlan {
   std::shared_ptr<SpanningStrategy> strategy;
 };
 
-// q, k, v: [B, S_local, H, D] this rank's shard (k, v with all H heads). Returns out
+// q: [B, S_local, H, D], k, v: [B, S_local, H_kv, D] this rank's shard (the tasks planned with
+// kv_group = H / H_kv; only the k/v heads a task uses travel). Returns out
 // [B, S_local, H, D] (input dtype, differentiable w.r.t. q, k, v) and lse [B, S_local, H]
 // (float32, float64 for float64 inputs).
 AttentionResult sharded_dilated_attention(std::shared_ptr<const ShardedAttentionPlan> plan,

@@ -2,12 +2,14 @@
 // rank's output and dq/dk/dv equal its shard of the float64 dense reference computed on the
 // whole sequence (every rank rebuilds the same full input from a shared seed). Branch lists
 // mix local branches, branches spanning 2 ranks and all ranks, rates that do not divide the
-// segment, head groups that keep nothing; causal and not; both head modes; GQA; zigzag;
-// bfloat16. Built twice: for CPU tensors over MPI (label mpi) and, with RA_TEST_ON_CUDA, for
-// CUDA tensors over NCCL, one GPU per rank (tests/gpu, label gpu; skips without GPUs).
+// segment, head groups that keep nothing; causal and not; both head modes; GQA (float64 and
+// float32, and the bytes sent: K/V and dK/dV at k/v-head granularity); zigzag; bfloat16. Built
+// twice: for CPU tensors over MPI (label mpi) and, with RA_TEST_ON_CUDA, for CUDA tensors over
+// NCCL, one GPU per rank (tests/gpu, label gpu; skips without GPUs).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -178,6 +180,134 @@ TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat64) {
       }
     }
   }
+}
+
+// GQA in float64: K/V travel at k/v-head granularity and are expanded after receipt; dK/dV
+// are summed per k/v head before they return. H_kv = 2 and 1 over every branch list, both
+// head modes, causal and not; H = 8, H_kv = 4 with r = 3 gives head groups whose k/v heads
+// are not a strided range ({0, 1, 3}).
+TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat64Gqa) {
+  SKIP_WITHOUT_DEVICE();
+  const std::string variant = GetParam();
+  const int P = world()->size();
+  const int64_t S = kShard * P;
+  struct Heads {
+    int64_t h, hkv;
+  };
+  for (const Heads heads : {Heads{4, 2}, Heads{4, 1}, Heads{8, 4}}) {
+    const Inputs in = make_inputs(S, heads.h, heads.hkv, torch::kDouble);
+    const auto all = cases(P);
+    const std::vector<Case> list = heads.h == 8 ? std::vector<Case>{all[1]} : all;
+    for (const Case& c : list) {
+      for (bool causal : {false, true}) {
+        for (HeadMode mode : {HeadMode::kAll, HeadMode::kPartition}) {
+          DilatedAttentionConfig config;
+          config.segment_lengths = c.segments;
+          config.dilation_rates = c.rates;
+          config.causal = causal;
+          config.head_mode = mode;
+          const std::string what =
+              variant + " P=" + std::to_string(P) + " H=" + std::to_string(heads.h) +
+              " H_kv=" + std::to_string(heads.hkv) + " " + c.name + " " + describe(config);
+          expect_within(compare(variant, config, ring_config(), in, plain_shard), 1e-10, what);
+        }
+      }
+    }
+  }
+}
+
+// Counts the bytes this rank hands to every send-like operation of a communicator and of the
+// communicators split from it (one counter for all of them).
+class CountingCommunicator : public Communicator {
+ public:
+  CountingCommunicator(std::shared_ptr<Communicator> real, std::shared_ptr<int64_t> bytes)
+      : real_(std::move(real)), bytes_(std::move(bytes)) {}
+
+  int64_t bytes() const { return *bytes_; }
+  int rank() const override { return real_->rank(); }
+  int size() const override { return real_->size(); }
+  std::string backend() const override { return real_->backend(); }
+  void send_recv(const at::Tensor& send, int dst, at::Tensor& recv, int src) override {
+    *bytes_ += send.nbytes();
+    real_->send_recv(send, dst, recv, src);
+  }
+  std::unique_ptr<PendingTransfer> start_send_recv(const at::Tensor& send, int dst,
+                                                   at::Tensor& recv, int src, int tag) override {
+    *bytes_ += send.nbytes();
+    return real_->start_send_recv(send, dst, recv, src, tag);
+  }
+  void all_reduce_sum(at::Tensor& tensor) override {
+    *bytes_ += tensor.nbytes();
+    real_->all_reduce_sum(tensor);
+  }
+  void all_gather(const at::Tensor& input, at::Tensor& output) override {
+    *bytes_ += input.nbytes();
+    real_->all_gather(input, output);
+  }
+  void reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) override {
+    *bytes_ += input.nbytes();
+    real_->reduce_scatter_sum(input, output);
+  }
+  void broadcast(at::Tensor& tensor, int root) override {
+    *bytes_ += tensor.nbytes();
+    real_->broadcast(tensor, root);
+  }
+  void barrier() override { real_->barrier(); }
+  std::shared_ptr<Communicator> split(int color, int key) override {
+    return std::make_shared<CountingCommunicator>(real_->split(color, key), bytes_);
+  }
+
+ private:
+  std::shared_ptr<Communicator> real_;
+  std::shared_ptr<int64_t> bytes_;
+};
+
+// Bytes this rank sends in one forward + backward step of `config` with H query heads and H_kv
+// k/v heads (a fresh counting communicator, so its own segment groups and ring buffers).
+int64_t bytes_sent(const std::string& variant, const DilatedAttentionConfig& config, int64_t H,
+                   int64_t Hkv) {
+  auto comm = std::make_shared<CountingCommunicator>(world(), std::make_shared<int64_t>(0));
+  AttentionSpec spec{config, ring_config(), {}, comm};
+  auto attention = make_attention(variant, spec);
+  const Inputs in = make_inputs(kShard * comm->size(), H, Hkv, torch::kDouble);
+  at::Tensor q = plain_shard(in.q).to(kDevice).requires_grad_();
+  at::Tensor k = plain_shard(in.k).to(kDevice).requires_grad_();
+  at::Tensor v = plain_shard(in.v).to(kDevice).requires_grad_();
+  attention->forward(q, k, v).out.backward(plain_shard(in.dout).to(kDevice));
+  return comm->bytes();
+}
+
+// With GQA the K/V (forward) and dK/dV (backward) cross the wire at k/v-head granularity: where
+// every head group holds all query heads (dense, r = 1; or one group per k/v head in partition
+// mode), a step sends exactly H / H_kv times fewer bytes than with H_kv = H.
+TEST_P(RingDilatedAttentionTest, GqaSendsKvHeadBytesOnly) {
+  SKIP_WITHOUT_DEVICE();
+  const std::string variant = GetParam();
+  const int P = world()->size();
+  if (P < 2) GTEST_SKIP() << "one rank sends nothing";
+  const int64_t S = kShard * P, H = 4;
+  DilatedAttentionConfig dense;
+  dense.segment_lengths = {S};
+  dense.dilation_rates = {1};
+  dense.causal = true;
+  const int64_t full = bytes_sent(variant, dense, H, H);
+  ASSERT_GT(full, 0);
+  for (int64_t Hkv : {2, 1}) {
+    const int64_t gqa = bytes_sent(variant, dense, H, Hkv);
+    EXPECT_EQ(full, gqa * (H / Hkv)) << variant << " dense H_kv=" << Hkv;
+    if (world()->rank() == 0) {
+      std::cout << variant << " P=" << P << " dense causal S=" << S << " H=" << H
+                << " D=8 B=2 fp64, bytes sent by rank 0 per step (fwd+bwd): H_kv=" << H << ": "
+                << full << ", H_kv=" << Hkv << ": " << gqa << std::endl;
+    }
+  }
+  // Partition: two branches spanning all ranks, two query heads each, sharing one k/v head.
+  DilatedAttentionConfig partition;
+  partition.segment_lengths = {S, S};
+  partition.dilation_rates = {1, 2};
+  partition.head_mode = HeadMode::kPartition;
+  EXPECT_EQ(bytes_sent(variant, partition, H, H), 2 * bytes_sent(variant, partition, H, 2))
+      << variant << " partition H_kv=2";
 }
 
 TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat32AndGqa) {

@@ -1,7 +1,8 @@
 // Shard geometry against brute-force enumeration: for every chunk of a segment, the kept
 // positions o, o + r, ... (t < ceil((w - o) / r)) that fall inside it, over offsets, rates that
 // do and do not divide the chunk, and offsets beyond the kept range; plus the task split into
-// local and spanning branches and the zigzag chunk ids.
+// local and spanning branches, the zigzag chunk ids and the k/v heads of a task's query heads
+// (GQA).
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -75,6 +76,39 @@ TEST(ShardGeometry, ZigzagMembersHoldChunksPAnd2PMinus1MinusP) {
   EXPECT_EQ(mine[1].first, 8);
   EXPECT_EQ(mine[0].count, 8);
   EXPECT_EQ(mine[1].count, 8);
+}
+
+// GQA: query head h reads k/v head h / group; a task's k/v heads are the distinct ones, with
+// the index that expands them back to its query heads.
+TEST(ShardGeometry, KvHeadsOfQueryHeads) {
+  const KvHeads same = kv_heads_of({0, 4, 1}, 1);  // no GQA: one k/v head per query head
+  EXPECT_EQ(same.heads, (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_TRUE(same.identity());
+  const KvHeads dense = kv_heads_of({0, 4, 1}, 2);  // all heads (r = 1), H_kv = 2
+  EXPECT_EQ(dense.heads, (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(dense.expand, (std::vector<int64_t>{0, 0, 1, 1}));
+  EXPECT_FALSE(dense.identity());
+  EXPECT_EQ(dense.range.start, 0);
+  EXPECT_EQ(dense.range.count(), 2);
+  const KvHeads strided = kv_heads_of({1, 4, 2}, 2);  // all mode r = 2, offset 1: heads 1, 3
+  EXPECT_EQ(strided.heads, (std::vector<int64_t>{0, 1}));
+  EXPECT_TRUE(strided.identity());
+  const KvHeads partition = kv_heads_of({2, 4, 1}, 4);  // heads 2, 3 of H = 4, H_kv = 1
+  EXPECT_EQ(partition.heads, (std::vector<int64_t>{0}));
+  EXPECT_EQ(partition.expand, (std::vector<int64_t>{0, 0}));
+  EXPECT_EQ(partition.range.count(), 1);
+  const KvHeads irregular = kv_heads_of({0, 7, 3}, 2);  // heads 0, 3, 6 of H = 8, H_kv = 4
+  EXPECT_EQ(irregular.heads, (std::vector<int64_t>{0, 1, 3}));
+  EXPECT_EQ(irregular.range.count(), 0);  // not a strided range
+
+  DilatedAttentionConfig config;
+  config.segment_lengths = {64};
+  config.dilation_rates = {1};
+  const DilationPlan plan = DilationPlan::build(config, 64, 4);
+  const auto tasks = plan_shard_tasks(plan, 16, 4, /*rank=*/0, /*zigzag=*/false, /*kv_group=*/4);
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].kv.heads, (std::vector<int64_t>{0}));
+  EXPECT_EQ(tasks[0].kv.expand, (std::vector<int64_t>{0, 0, 0, 0}));
 }
 
 }  // namespace
