@@ -1,5 +1,6 @@
-// The autograd function behind block_sparse_attention: layout conversion to the block layout of
-// block_sparse_ops.h, the hop loop with its exchanges, and the backward ring.
+// The autograd functions behind block_sparse_attention: the hop loop with its exchanges and the
+// backward ring, computing each hop with the torch ops of block_sparse_ops.h (after conversion
+// to their block layout) or, where the run carries device layouts, with the CUDA kernels.
 #include "attention/sparse/block_sparse_attention.h"
 
 #include <ATen/ATen.h>
@@ -11,6 +12,11 @@
 #include "attention/sparse/block_sparse_ops.h"
 #include "comm/communicator.h"
 #include "runtime/error.h"
+
+#ifdef RA_SPARSE_CUDA_KERNELS
+#include "attention/sparse/cuda/block_sparse_cuda.h"
+#include "attention/standard/lse_merge.h"
+#endif
 
 namespace ra {
 namespace {
@@ -61,7 +67,7 @@ at::Tensor keys_to_blocks(const at::Tensor& k, const at::Tensor& v, int64_t b) {
       .contiguous();
 }
 
-// dkv: [2, B, Hkv, nk, b, D] -> dk or dv [B, S, Hkv, D].
+// dkv: [2, B, Hkv, nk, b, D] -> dk or dv [B, S, Hkv, D] (a strided view: token stride D).
 at::Tensor keys_from_blocks(const at::Tensor& dkv, int which) {
   at::Tensor t = dkv[which];  // [B, Hkv, nk, b, D]
   return t.permute({0, 2, 3, 1, 4})
@@ -161,6 +167,94 @@ class BlockSparseFunction : public torch::autograd::Function<BlockSparseFunction
   }
 };
 
+#ifdef RA_SPARSE_CUDA_KERNELS
+// The same hop loop and exchanges with the CUDA kernels per hop. q, out, lse stay in the
+// kernels' [B, S/P, H, (D)] layout; key/value blocks keep the exchange layout
+// [2, B, Hkv, n, b, D] and the kernels read (and write dK/dV) through strided [B, n*b, Hkv, D]
+// views of it, so no copies. Each hop's (out, lse) is merged in fp32 by LSE; backward runs every
+// hop's kernels with the final out and lse.
+class BlockSparseKernelFunction : public torch::autograd::Function<BlockSparseKernelFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                               const at::Tensor& v, const BlockSparseRun& run) {
+    const auto& layouts = run.hop_layouts->hops;
+    at::Tensor qc = q.contiguous();
+    at::Tensor kv_local = keys_to_blocks(k, v, run.block_size);  // [2, B, Hkv, n, b, D]
+    const auto f32 = qc.options().dtype(at::kFloat);
+    at::Tensor out = at::zeros(qc.sizes(), f32);  // running result [B, S/P, H, D]
+    at::Tensor lse = at::full({q.size(0), q.size(1), q.size(2)},
+                              -std::numeric_limits<double>::infinity(), f32);  // [B, S/P, H]
+    at::Tensor out_h = at::empty_like(qc), lse_h = at::empty_like(lse);
+    int64_t bytes = 0;
+    for (size_t i = 0; i < run.plan->hops.size(); ++i) {
+      const SparseHop& hop = run.plan->hops[i];
+      at::Tensor kv = hop.hop == 0 ? kv_local : exchange_blocks(run, hop, kv_local, bytes);
+      if (hop.tasks.empty()) continue;  // this rank's queries need none of these blocks
+      block_sparse_forward_cuda(qc, keys_from_blocks(kv, 0), keys_from_blocks(kv, 1), layouts[i],
+                                run.scale, out_h, lse_h);
+      merge_by_lse_(out, lse, out_h.to(at::kFloat), lse_h);
+      if (run.stats) ++run.stats->kernel_hops;
+    }
+    if (run.stats) run.stats->forward_bytes_sent += bytes;
+
+    register_run_holder();
+    ctx->saved_data["run"] = c10::make_intrusive<RunHolder>(run);
+    at::Tensor out_q = out.to(q.scalar_type());
+    ctx->mark_non_differentiable({lse});
+    ctx->save_for_backward({q, k, v, out_q, lse});
+    return {out_q, lse};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const BlockSparseRun& run = ctx->saved_data["run"].toCustomClass<RunHolder>()->run;
+    const auto& layouts = run.hop_layouts->hops;
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
+    at::Tensor qc = q.contiguous();
+    at::Tensor dout = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(out);
+    at::Tensor kv_local = keys_to_blocks(k, v, run.block_size);
+    at::Tensor dq = at::zeros(qc.sizes(), qc.options().dtype(at::kFloat));
+    at::Tensor dkv_local = at::zeros(kv_local.sizes(), kv_local.options().dtype(at::kFloat));
+    at::Tensor dq_h = at::empty_like(qc);
+    int64_t bytes = 0;
+    for (size_t i = 0; i < run.plan->hops.size(); ++i) {
+      const SparseHop& hop = run.plan->hops[i];
+      at::Tensor kv = hop.hop == 0 ? kv_local : exchange_blocks(run, hop, kv_local, bytes);
+      at::Tensor dkv_h = at::empty_like(kv);  // the kernels' dK/dV of the buffer's blocks
+      if (hop.tasks.empty()) {
+        dkv_h.zero_();
+      } else {
+        at::Tensor dk_h = keys_from_blocks(dkv_h, 0), dv_h = keys_from_blocks(dkv_h, 1);
+        RA_CHECK(dk_h.is_alias_of(dkv_h) && dv_h.is_alias_of(dkv_h),
+                 "block_sparse_attention: dK/dV views of the block buffer were copies");
+        block_sparse_backward_cuda(qc, keys_from_blocks(kv, 0), keys_from_blocks(kv, 1), out, dout,
+                                   lse, layouts[i], run.scale, dq_h, dk_h, dv_h);
+        dq.add_(dq_h);
+      }
+      if (hop.hop == 0) {
+        dkv_local.add_(dkv_h);
+        continue;
+      }
+      // As in the torch-op path: fp32 dK/dV of the received blocks go back to their owner.
+      at::Tensor dkv = dkv_h.to(at::kFloat);
+      SparseHop back;
+      back.src = hop.dst;
+      back.dst = hop.src;
+      back.send_blocks.resize(hop.recv_blocks.size());
+      for (size_t j = 0; j < back.send_blocks.size(); ++j) back.send_blocks[j] = j;
+      back.recv_blocks = hop.send_blocks;
+      at::Tensor returned = exchange_blocks(run, back, dkv, bytes);
+      dkv_local.index_add_(3, at::tensor(hop.send_blocks, at::kLong).to(returned.device()),
+                           returned);
+    }
+    if (run.stats) run.stats->backward_bytes_sent += bytes;
+    at::Tensor dk = keys_from_blocks(dkv_local, 0).to(k.scalar_type());
+    at::Tensor dv = keys_from_blocks(dkv_local, 1).to(v.scalar_type());
+    return {dq.to(q.scalar_type()), dk, dv, at::Tensor()};
+  }
+};
+#endif
+
 }  // namespace
 
 AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
@@ -171,6 +265,18 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
   RA_CHECK(q.size(1) == run.plan->blocks_per_rank * run.block_size, "q has ", q.size(1),
            " tokens: this rank's shard of the layout has ",
            run.plan->blocks_per_rank * run.block_size);
+  if (run.hop_layouts) {
+#ifdef RA_SPARSE_CUDA_KERNELS
+    RA_CHECK(run.hop_layouts->device == q.device() &&
+                 run.hop_layouts->hops.size() == run.plan->hops.size(),
+             "block_sparse_attention: the hop layouts were uploaded to ", run.hop_layouts->device,
+             " for another plan or device than q (", q.device(), ")");
+    variable_list result = BlockSparseKernelFunction::apply(q, k, v, run);
+    return {result[0], result[1]};
+#else
+    RA_THROW("block_sparse_attention: hop layouts given, but this build has no CUDA kernels");
+#endif
+  }
   variable_list result = BlockSparseFunction::apply(q, k, v, run);
   return {result[0], result[1]};
 }

@@ -37,6 +37,7 @@ const BlockLayout& SparseDilatedAttention::layout(int64_t global_seq_len) {
         SparseRingPlan::build(layout_, comm_ ? comm_->rank() : 0, world));
     cached_seq_len_ = global_seq_len;
     device_layout_.reset();
+    hop_layouts_.reset();
   }
   return layout_;
 }
@@ -49,24 +50,29 @@ AttentionResult SparseDilatedAttention::forward(const at::Tensor& q, const at::T
   const double scale =
       config_.softmax_scale ? *config_.softmax_scale : 1.0 / std::sqrt(double(q.size(3)));
   *stats_ = SparseCommStats{};
-#ifdef RA_SPARSE_CUDA_KERNELS
-  const bool kernel_shape = (q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16) &&
-                            (q.size(3) == 64 || q.size(3) == 128) &&
-                            (sparse_.block_size == 64 || sparse_.block_size == 128);
-  if (q.is_cuda() && world == 1 && kernel_shape) {
-    if (!device_layout_ || device_layout_->row_offsets.device() != q.device()) {
-      device_layout_ = std::make_shared<SparseDeviceLayout>(upload_layout(layout_, q.device()));
-    }
-    return block_sparse_attention_cuda(q, k, v, *device_layout_, scale);
-  }
-#endif
-  // The exact torch-op path: any device and dtype; the ring form moves blocks through comm_.
   BlockSparseRun run;
   run.plan = plan_;
   run.comm = world > 1 ? comm_ : nullptr;
   run.stats = stats_;
   run.block_size = sparse_.block_size;
   run.scale = scale;
+#ifdef RA_SPARSE_CUDA_KERNELS
+  if (block_sparse_cuda_supports(q, sparse_.block_size)) {
+    if (world == 1) {
+      if (!device_layout_ || device_layout_->row_offsets.device() != q.device()) {
+        device_layout_ = std::make_shared<SparseDeviceLayout>(upload_layout(layout_, q.device()));
+      }
+      return block_sparse_attention_cuda(q, k, v, *device_layout_, scale);
+    }
+    // The ring form with the kernels per hop; the hops' layouts go to the GPU once per plan.
+    if (!hop_layouts_ || hop_layouts_->device != q.device()) {
+      hop_layouts_ = std::make_shared<const SparseHopLayouts>(
+          upload_hop_layouts(*plan_, layout_.causal, sparse_.block_size, q.device()));
+    }
+    run.hop_layouts = hop_layouts_;
+  }
+#endif
+  // Otherwise the exact torch-op path: any device and dtype; the ring moves blocks through comm_.
   return block_sparse_attention(q, k, v, run);
 }
 

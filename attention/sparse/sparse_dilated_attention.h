@@ -5,9 +5,9 @@
 // With a communicator of P > 1 ranks, q/k/v are this rank's S/P-token shard and the layout is
 // over the global S = P * shard; key blocks travel only to ranks whose query blocks need them.
 // Unlike the dense dilated variants a pair of tokens counts once however many rules select it.
-// Single-device CUDA fp16/bf16 inputs with D and block size 64 or 128 run the CUDA kernels
-// where the build has them (RA_SPARSE_CUDA_KERNELS); everything else, including the ring form,
-// runs the exact torch-op path (block_sparse_ops.h) on the inputs' device.
+// CUDA fp16/bf16 inputs with D and block size 64 or 128 run the CUDA kernels where the build has
+// them (RA_SPARSE_CUDA_KERNELS): directly on one device, per hop in the ring form; everything
+// else runs the exact torch-op path (block_sparse_ops.h) on the inputs' device.
 #pragma once
 
 #include <memory>
@@ -43,7 +43,8 @@ class SparseDilatedAttention : public DilatedAttentionBase {
   int64_t cached_seq_len_ = 0;
   BlockLayout layout_;
   std::shared_ptr<const SparseRingPlan> plan_;
-  std::shared_ptr<SparseDeviceLayout> device_layout_;  // the layout on the GPU, when used
+  std::shared_ptr<SparseDeviceLayout> device_layout_;    // the layout on the GPU, when used
+  std::shared_ptr<const SparseHopLayouts> hop_layouts_;  // the ring plan's hops on the GPU
 };
 
 }  // namespace ra

@@ -27,15 +27,15 @@ RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 
 source "$ROOT/tests/gpu/configure_gpu_build.sh"
-targets="ra_gpu_ring_attention_tests ra_fault_probe ra_gpu_sparse_tests bench_ring_attention
-  sparse_attention_bench bench_dilated_attention ra_gpu_tests"
+targets="ra_gpu_ring_attention_tests ra_fault_probe ra_gpu_sparse_tests ra_gpu_sparse_ring_tests
+  bench_ring_attention sparse_attention_bench bench_dilated_attention ra_gpu_tests"
 [ -f "$ROOT/launch/ring_train.cpp" ] && targets="$targets ring_train"
 cmake --build "$BUILD" -j "$(nproc)" --target $targets > "$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" -A5 "$OUT/build.log" | head -80; exit 1; }
 elapsed "build done ($GPUS GPUs)"
 
 if [[ " $STAGES " == *" tests "* ]]; then
-  timeout 300 ctest --test-dir "$BUILD" -R "gpu_ring|gpu_fault|gpu_sparse|gpu_GpuRotary" --output-on-failure \
+  timeout 300 ctest --test-dir "$BUILD" -R "gpu_ring|gpu_fault|gpu_sparse|gpu_sparse_ring|gpu_GpuRotary" --output-on-failure \
     --timeout 200 > "$OUT/ctest.log" 2>&1
   grep -E "Failure|Expected|Which is|error:|FAILED|rank [0-9]+\]" "$OUT/ctest.log" | head -40
   grep -E "tests passed|tests failed|Test +#" "$OUT/ctest.log"

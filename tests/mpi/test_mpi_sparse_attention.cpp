@@ -1,8 +1,14 @@
 // The ring form of block-sparse attention on every rank of the job: each rank's output, lse and
 // dq/dk/dv shards equal the single-process computation (float64, 1e-10) for every pattern,
 // causal and not; bytes sent are exactly the needed blocks and unneeded hops send nothing.
+// Built twice: for CPU tensors over MPI (label mpi) and, with RA_TEST_ON_CUDA, for CUDA tensors
+// over NCCL, one GPU per rank (tests/gpu, label gpu), where it also checks the ring form on the
+// CUDA kernels (bf16, per hop) against the float64 dense masked reference.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <cmath>
+#include <string>
 
 #include "attention/factory.h"
 #include "attention/sparse/sparse_dilated_attention.h"
@@ -10,13 +16,53 @@
 #include "tests/support/dense_reference.h"
 #include "tests/support/sparse_cases.h"
 
+#if defined(RA_TEST_ON_CUDA)
+#include <torch/cuda.h>
+
+#include "comm/mpi_context.h"
+#include "comm/world_communicator.h"
+#include "tests/support/sparse_token_mask.h"
+#endif
+
 namespace ra {
 namespace {
 
-std::shared_ptr<MpiCommunicator> world() {
-  static auto comm = std::make_shared<MpiCommunicator>(MPI_COMM_WORLD, 60);
+#if defined(RA_TEST_ON_CUDA)
+constexpr auto kDevice = at::kCUDA;
+
+// Why this job cannot run the tests here (empty: it can): fewer GPUs than ranks on the node.
+std::string skip_reason() {
+  static const std::string reason = [] {
+    MpiContext mpi(nullptr, nullptr);  // MPI is already started: only reads the layout
+    const int64_t gpus = torch::cuda::device_count();
+    return gpus >= mpi.layout().local_size
+               ? std::string()
+               : "needs one GPU per rank: " + std::to_string(mpi.layout().local_size) +
+                     " ranks on this node, " + std::to_string(gpus) + " GPUs";
+  }();
+  return reason;
+}
+
+std::shared_ptr<Communicator> world() {
+  static std::shared_ptr<Communicator> comm = [] {
+    MpiContext mpi(nullptr, nullptr);
+    return make_world_communicator(mpi, kDevice, 60);
+  }();
   return comm;
 }
+#else
+constexpr auto kDevice = at::kCPU;
+
+std::string skip_reason() { return ""; }
+
+std::shared_ptr<Communicator> world() {
+  static std::shared_ptr<Communicator> comm = std::make_shared<MpiCommunicator>(MPI_COMM_WORLD, 60);
+  return comm;
+}
+#endif
+
+#define SKIP_WITHOUT_DEVICE() \
+  if (!skip_reason().empty()) GTEST_SKIP() << skip_reason()
 
 constexpr int64_t kSeq = 256, kBlock = 16, kBatch = 2, kHeads = 2, kKvHeads = 1, kDim = 8;
 
@@ -24,18 +70,21 @@ using testing::sparse_pattern_cases;
 using testing::sparse_test_attention;
 
 TEST(MpiSparseAttention, ShardsEqualSingleProcess) {
+  SKIP_WITHOUT_DEVICE();
   auto comm = world();
   const int P = comm->size(), r = comm->rank();
   const int64_t shard = kSeq / P;
   for (const auto& c : sparse_pattern_cases(kSeq, kBlock)) {
     for (bool causal : {false, true}) {
       SCOPED_TRACE(c.name + (causal ? " causal" : ""));
-      torch::manual_seed(21);  // every rank draws the same global inputs
-      auto opts = torch::TensorOptions().dtype(torch::kDouble);
-      at::Tensor q = torch::randn({kBatch, kSeq, kHeads, kDim}, opts).requires_grad_();
-      at::Tensor k = torch::randn({kBatch, kSeq, kKvHeads, kDim}, opts).requires_grad_();
-      at::Tensor v = torch::randn({kBatch, kSeq, kKvHeads, kDim}, opts).requires_grad_();
-      at::Tensor grad = torch::randn({kBatch, kSeq, kHeads, kDim}, opts);
+      torch::manual_seed(21);          // every rank draws the same global inputs
+      auto draw = [](int64_t heads) {  // drawn on the CPU: the same on every rank and device
+        return torch::randn({kBatch, kSeq, heads, kDim}, torch::kDouble).to(kDevice);
+      };
+      at::Tensor q = draw(kHeads).requires_grad_();
+      at::Tensor k = draw(kKvHeads).requires_grad_();
+      at::Tensor v = draw(kKvHeads).requires_grad_();
+      at::Tensor grad = draw(kHeads);
 
       AttentionSpec spec;
       spec.attention = sparse_test_attention(kSeq, causal);
@@ -62,6 +111,7 @@ TEST(MpiSparseAttention, ShardsEqualSingleProcess) {
 }
 
 TEST(MpiSparseAttention, SendsOnlyNeededBlocksAndSkipsHops) {
+  SKIP_WITHOUT_DEVICE();
   auto comm = world();
   const int P = comm->size(), r = comm->rank();
   // Block distances 0 and 1: a rank needs one block from each neighbour (no wrap-around), so it
@@ -72,7 +122,7 @@ TEST(MpiSparseAttention, SendsOnlyNeededBlocksAndSkipsHops) {
   auto attention =
       std::make_shared<SparseDilatedAttention>(sparse_test_attention(kSeq, false), sparse, comm);
   const int64_t shard = kSeq / P;
-  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  auto opts = torch::TensorOptions().dtype(torch::kDouble).device(kDevice);
   at::Tensor q = torch::randn({kBatch, shard, kHeads, kDim}, opts).requires_grad_();
   at::Tensor k = torch::randn({kBatch, shard, kKvHeads, kDim}, opts).requires_grad_();
   at::Tensor v = torch::randn({kBatch, shard, kKvHeads, kDim}, opts).requires_grad_();
@@ -88,7 +138,66 @@ TEST(MpiSparseAttention, SendsOnlyNeededBlocksAndSkipsHops) {
   // Hops 1 and P-1 only (one hop when P = 2); hop 0 is local.
   const int exchanged_hops = P == 1 ? 0 : P == 2 ? 1 : 2;
   EXPECT_EQ(stats.exchanges, 3 * exchanged_hops);
+  EXPECT_EQ(stats.kernel_hops, 0);  // float64: the torch-op path
 }
+
+#if defined(RA_TEST_ON_CUDA)
+struct KernelCase {
+  int64_t head_dim, block_size, heads, kv_heads;
+};
+
+// The ring form on the CUDA kernels (bf16, one launch per hop, merged by LSE) against the
+// float64 dense masked reference on the whole sequence: this rank's out, lse and dq/dk/dv
+// shards at the bf16 tolerance, every pattern, causal and not, D 64/128, block 64/128, GQA.
+TEST(MpiSparseAttention, KernelRingMatchesDenseReference) {
+  SKIP_WITHOUT_DEVICE();
+  auto comm = world();
+  const int P = comm->size(), r = comm->rank();
+  constexpr int64_t B = 2, S = 1024;  // 8 blocks of 128 or 16 of 64: at least 2 per rank at P 4
+  const int64_t shard = S / P;
+  const KernelCase kernel_cases[] = {
+      {128, 64, 4, 2}, {64, 128, 2, 1}, {64, 64, 4, 4}, {128, 128, 4, 1}};
+  for (const auto& g : kernel_cases) {
+    for (const auto& c : sparse_pattern_cases(S, g.block_size)) {
+      for (bool causal : {false, true}) {
+        SCOPED_TRACE(c.name + (causal ? " causal" : "") + " D=" + std::to_string(g.head_dim) +
+                     " b=" + std::to_string(g.block_size) + " H=" + std::to_string(g.heads) +
+                     " Hkv=" + std::to_string(g.kv_heads) + " P=" + std::to_string(P));
+        torch::manual_seed(41);  // every rank draws the same global inputs (on the CPU)
+        auto draw = [&](int64_t heads) {
+          return torch::randn({B, S, heads, g.head_dim}, torch::kDouble).to(at::kBFloat16);
+        };
+        at::Tensor q = draw(g.heads), k = draw(g.kv_heads), v = draw(g.kv_heads);
+        at::Tensor dout = draw(g.heads);
+        auto mine = [&](const at::Tensor& t) { return t.detach().narrow(1, r * shard, shard); };
+
+        const DilatedAttentionConfig attention = sparse_test_attention(S, causal);
+        auto ring = std::make_shared<SparseDilatedAttention>(attention, c.sparse, comm);
+        at::Tensor qs = mine(q).to(kDevice).requires_grad_();
+        at::Tensor ks = mine(k).to(kDevice).requires_grad_();
+        at::Tensor vs = mine(v).to(kDevice).requires_grad_();
+        AttentionResult got = ring->forward(qs, ks, vs);
+        auto gr = torch::autograd::grad({got.out}, {qs, ks, vs}, {mine(dout).to(kDevice)});
+        EXPECT_GT(ring->comm_stats().kernel_hops, 0) << "the ring form did not use the kernels";
+
+        auto to_ref = [](const at::Tensor& t) { return t.to(at::kDouble).requires_grad_(); };
+        at::Tensor qd = to_ref(q), kd = to_ref(k), vd = to_ref(v);
+        at::Tensor mask =
+            testing::sparse_token_mask(c.sparse, attention, S).to(at::kDouble).unsqueeze(0);
+        auto want = testing::dense_attention_with_counts(mask, qd, kd, vd,
+                                                         1.0 / std::sqrt(double(g.head_dim)));
+        auto gw = torch::autograd::grad({want.out}, {qd, kd, vd}, {dout.to(at::kDouble)});
+        const double tol = testing::tolerance_for(at::kBFloat16);
+        EXPECT_LT(testing::relative_error(got.out, mine(want.out)), tol);
+        EXPECT_LT(testing::relative_error(got.lse, mine(want.lse)), tol);
+        EXPECT_LT(testing::relative_error(gr[0], mine(gw[0])), tol);
+        EXPECT_LT(testing::relative_error(gr[1], mine(gw[1])), tol);
+        EXPECT_LT(testing::relative_error(gr[2], mine(gw[2])), tol);
+      }
+    }
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace ra

@@ -9,6 +9,7 @@
 // are cp.async double-buffered.
 #include <cmath>
 
+#include "attention/sparse/cuda/block_sparse_diagonal.cuh"
 #include "attention/sparse/cuda/block_sparse_kernels.h"
 #include "attention/sparse/cuda/block_sparse_tiles.cuh"
 #include "attention/standard/cuda/vector_io.cuh"
@@ -27,10 +28,10 @@ __global__ void __launch_bounds__(256)
                  BlockSparseShape shape) {
   const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  const int64_t rows = static_cast<int64_t>(shape.batch) * shape.seq_len * shape.heads;
+  const int64_t rows = static_cast<int64_t>(shape.batch) * shape.q_len * shape.heads;
   if (row >= rows) return;
   const int h = row % shape.heads;
-  const int64_t s = (row / shape.heads) % shape.seq_len, b = row / shape.heads / shape.seq_len;
+  const int64_t s = (row / shape.heads) % shape.q_len, b = row / shape.heads / shape.q_len;
   const int64_t offset = b * shape.out.batch + s * shape.out.token + h * shape.out.head;
   float sum = 0.0f;
   if (lane < D / 8) {
@@ -100,7 +101,7 @@ __global__ void __launch_bounds__(DqConfig<T, D, kBlock>::kThreads)
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int64_t row =
-        (static_cast<int64_t>(b) * shape.seq_len + row_first + g + 8 * r) * shape.heads + h;
+        (static_cast<int64_t>(b) * shape.q_len + row_first + g + 8 * r) * shape.heads + h;
     lse2[r] = lse[row] * kLog2e;
     dlt[r] = delta[row];
   }
@@ -119,8 +120,10 @@ __global__ void __launch_bounds__(DqConfig<T, D, kBlock>::kThreads)
     }
     __syncthreads();
     const int k0 = key0(i);
-    const bool diagonal = layout.causal && k0 / kBlock == q_block;
-    if (!(diagonal && k0 > row_first + 15)) {  // else every key follows the warp's queries
+    // Looked up per tile, not held across the loop: D 128, b 64 sits at the register limit.
+    const bool diagonal = k0 / kBlock == diagonal_key_block(layout, q_block);
+    const int k_off = k0 % kBlock;             // offsets in the blocks decide the causal mask
+    if (!(diagonal && k_off > 16 * w + 15)) {  // else every key follows the warp's queries
       const uint32_t buffer = (i & 1) * C::kKvTileBytes;
       float s[kN / 8][4] = {}, dp[kN / 8][4] = {};
       gemm_abt<T, D, kN>(s, q_s, 16 * w, k_s + buffer);
@@ -130,7 +133,7 @@ __global__ void __launch_bounds__(DqConfig<T, D, kBlock>::kThreads)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int r = e >> 1;
-          const int key = k0 + 8 * j + 2 * c + (e & 1), query = row_first + g + 8 * r;
+          const int key = k_off + 8 * j + 2 * c + (e & 1), query = 16 * w + g + 8 * r;
           const float p = diagonal && key > query ? 0.0f : exp2f(s[j][e] * scale_log2 - lse2[r]);
           s[j][e] = p * (dp[j][e] - dlt[r]) * scale;  // dS
         }
@@ -180,7 +183,7 @@ __global__ void __launch_bounds__(DkdvConfig<T, D, kBlock>::kThreads)
   const int k0 = k_block * kBlock;
   const int group = shape.heads / shape.kv_heads;
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-  const int key_first = k0 + 16 * w;  // this warp's first key token
+  const int key_row0 = 16 * w;  // this warp's first key, as an offset in the block
 
   const int first = layout.col_offsets[k_block];
   const int per_head = (layout.col_offsets[k_block + 1] - first) * C::kSubTiles;
@@ -199,7 +202,7 @@ __global__ void __launch_bounds__(DkdvConfig<T, D, kBlock>::kThreads)
                                            shape.out.token, q0);
     const int t = threadIdx.x;
     if (t < 2 * kM) {
-      const int64_t row = (static_cast<int64_t>(b) * shape.seq_len + q0 + t % kM) * shape.heads + h;
+      const int64_t row = (static_cast<int64_t>(b) * shape.q_len + q0 + t % kM) * shape.heads + h;
       cp_async_4(smem_address(rows_s + buffer * 2 * kM + t), t < kM ? lse + row : delta + row);
     }
   };
@@ -225,9 +228,10 @@ __global__ void __launch_bounds__(DkdvConfig<T, D, kBlock>::kThreads)
     }
     __syncthreads();
     const int q0 = query0(i);
-    const bool diagonal = layout.causal && q0 / kBlock == k_block;
+    const bool diagonal = diagonal_key_block(layout, q0 / kBlock) == k_block;
+    const int q_off = q0 % kBlock;  // the tile's first query, as an offset in its block
     // On the diagonal a warp whose 16 keys all follow the tile's queries has nothing to add.
-    if (!(diagonal && q0 + kM - 1 < key_first)) {
+    if (!(diagonal && q_off + kM - 1 < key_row0)) {
       const int buffer = i & 1;
       const uint32_t q_tile = q_s + buffer * C::kQTileBytes,
                      do_tile = do_s + buffer * C::kQTileBytes;
@@ -242,8 +246,8 @@ __global__ void __launch_bounds__(DkdvConfig<T, D, kBlock>::kThreads)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int col = 8 * j + 2 * c + (e & 1);
-          const int key = key_first + g + 8 * (e >> 1);
-          const float p = diagonal && key > q0 + col
+          const int key = key_row0 + g + 8 * (e >> 1);
+          const float p = diagonal && key > q_off + col
                               ? 0.0f
                               : exp2f(st[j][e] * scale_log2 - lse_rows[col] * kLog2e);
           st[j][e] = p;                                           // P^T
@@ -278,7 +282,7 @@ cudaError_t launch_backward(const void* q, const void* k, const void* v, const v
                             const DeviceBlockLayout& layout, float scale, cudaStream_t stream) {
   const T *qt = static_cast<const T*>(q), *kt = static_cast<const T*>(k),
           *vt = static_cast<const T*>(v), *dot = static_cast<const T*>(dout);
-  const int64_t rows = static_cast<int64_t>(shape.batch) * shape.seq_len * shape.heads;
+  const int64_t rows = static_cast<int64_t>(shape.batch) * shape.q_len * shape.heads;
   constexpr int kDeltaThreads = 256;
   const int64_t delta_blocks = (rows * 32 + kDeltaThreads - 1) / kDeltaThreads;
   delta_kernel<T, D><<<static_cast<unsigned>(delta_blocks), kDeltaThreads, 0, stream>>>(
@@ -289,13 +293,13 @@ cudaError_t launch_backward(const void* q, const void* k, const void* v, const v
   using Dq = DqConfig<T, D, kBlock>;
   if ((err = allow_smem(dq_kernel<T, D, kBlock>, Dq::kSmemBytes)) != cudaSuccess) return err;
   dq_kernel<T, D, kBlock>
-      <<<dim3(shape.seq_len / kBlock, shape.heads, shape.batch), Dq::kThreads, Dq::kSmemBytes,
+      <<<dim3(shape.q_len / kBlock, shape.heads, shape.batch), Dq::kThreads, Dq::kSmemBytes,
          stream>>>(qt, kt, vt, dot, lse, delta, static_cast<T*>(dq), shape, layout, scale);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
 
   using Kv = DkdvConfig<T, D, kBlock>;
   if ((err = allow_smem(dkdv_kernel<T, D, kBlock>, Kv::kSmemBytes)) != cudaSuccess) return err;
-  dkdv_kernel<T, D, kBlock><<<dim3(shape.seq_len / kBlock, shape.kv_heads, shape.batch),
+  dkdv_kernel<T, D, kBlock><<<dim3(shape.kv_len / kBlock, shape.kv_heads, shape.batch),
                               Kv::kThreads, Kv::kSmemBytes, stream>>>(
       qt, kt, vt, dot, lse, delta, static_cast<T*>(dk), static_cast<T*>(dv), shape, layout, scale);
   return cudaGetLastError();

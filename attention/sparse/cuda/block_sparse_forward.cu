@@ -5,6 +5,7 @@
 // and the LSE.
 #include <cmath>
 
+#include "attention/sparse/cuda/block_sparse_diagonal.cuh"
 #include "attention/sparse/cuda/block_sparse_kernels.h"
 #include "attention/sparse/cuda/block_sparse_tiles.cuh"
 
@@ -59,7 +60,8 @@ __global__ void __launch_bounds__(ForwardConfig<T, D, kBlock>::kThreads)
 
   const int first = layout.row_offsets[q_block];
   const int tiles = (layout.row_offsets[q_block + 1] - first) * C::kSubTiles;
-  auto key0 = [&](int i) {  // first key token of tile i
+  const int diagonal_block = diagonal_key_block(layout, q_block);
+  auto key0 = [&](int i) {  // first key token of tile i (in the k/v buffer)
     return layout.col_indices[first + i / C::kSubTiles] * kBlock + (i % C::kSubTiles) * kN;
   };
   auto load_kv = [&](int i) {
@@ -98,9 +100,10 @@ __global__ void __launch_bounds__(ForwardConfig<T, D, kBlock>::kThreads)
     }
     __syncthreads();
     const int k0 = key0(i);
-    const bool diagonal = layout.causal && k0 / kBlock == q_block;
+    const bool diagonal = k0 / kBlock == diagonal_block;
+    const int k_off = k0 % kBlock;  // the tile's first key, as an offset in its block
     // On the diagonal a warp whose queries all precede the tile has nothing to add.
-    if (!(diagonal && k0 > row_first + C::kWarpRows - 1)) {
+    if (!(diagonal && k_off > warp_row0 + C::kWarpRows - 1)) {
       const uint32_t buffer = (i & 1) * C::kKvTileBytes;
       float s[kMT][kN / 8][4] = {};
       gemm_abt<T, D, kN, kMT>(s, qa, k_s + buffer);
@@ -111,8 +114,8 @@ __global__ void __launch_bounds__(ForwardConfig<T, D, kBlock>::kThreads)
         for (int j = 0; j < kN / 8; ++j) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const int key = k0 + 8 * j + 2 * c + (e & 1);
-            const int query = row_first + 16 * m + g + 8 * (e >> 1);
+            const int key = k_off + 8 * j + 2 * c + (e & 1);  // offsets in the blocks
+            const int query = warp_row0 + 16 * m + g + 8 * (e >> 1);
             const float x = diagonal && key > query ? -INFINITY : s[m][j][e] * scale_log2;
             s[m][j][e] = x;
             tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
@@ -162,8 +165,7 @@ __global__ void __launch_bounds__(ForwardConfig<T, D, kBlock>::kThreads)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int64_t row =
-            (static_cast<int64_t>(b) * shape.seq_len + row_first + 16 * m + g + 8 * r) *
-                shape.heads +
+            (static_cast<int64_t>(b) * shape.q_len + row_first + 16 * m + g + 8 * r) * shape.heads +
             h;
         const float l = row_sum[m][r];
         lse[row] = l > 0.0f ? (row_max[m][r] + log2f(l)) * kLn2 : -INFINITY;
@@ -181,7 +183,7 @@ cudaError_t launch_forward(const void* q, const void* k, const void* v, void* ou
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
   if (err != cudaSuccess) return err;
-  dim3 grid(shape.seq_len / kBlock, shape.heads, shape.batch);
+  dim3 grid(shape.q_len / kBlock, shape.heads, shape.batch);
   kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(
       static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
       static_cast<T*>(out), lse, shape, layout, scale * kLog2e);
@@ -202,8 +204,9 @@ cudaError_t launch_forward(const void* q, const void* k, const void* v, void* ou
 const char* block_sparse_unsupported(const BlockSparseShape& shape) {
   if (shape.head_dim != 64 && shape.head_dim != 128) return "head_dim must be 64 or 128";
   if (shape.block_size != 64 && shape.block_size != 128) return "block_size must be 64 or 128";
-  if (shape.seq_len <= 0 || shape.seq_len % shape.block_size != 0) {
-    return "seq_len must be a positive multiple of block_size";
+  if (shape.q_len <= 0 || shape.q_len % shape.block_size != 0 || shape.kv_len <= 0 ||
+      shape.kv_len % shape.block_size != 0) {
+    return "q_len and kv_len must be positive multiples of block_size";
   }
   if (shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0) {
     return "kv_heads must divide heads";

@@ -19,30 +19,40 @@ struct TensorStrides {
   int64_t batch = 0, token = 0, head = 0;
 };
 
+// q, out (and dq, dout) hold q_len tokens: nq = q_len / block_size query blocks; k, v (and dk,
+// dv) hold kv_len tokens: nk key blocks. On one device both are the whole sequence; in the ring
+// form q is this rank's shard and k/v one hop's buffer of key blocks (any token order).
 struct BlockSparseShape {
-  int batch = 0, seq_len = 0, heads = 0, kv_heads = 0, head_dim = 0;  // head_dim 64 or 128
-  int block_size = 64;                                                // 64 or 128
+  int batch = 0, heads = 0, kv_heads = 0, head_dim = 0;  // head_dim 64 or 128
+  int q_len = 0, kv_len = 0;
+  int block_size = 64;         // 64 or 128
   TensorStrides q, k, v, out;  // dq, dk, dv, dout use the strides of q, k, v, out
 };
 
-// The BlockLayout in device memory (int32): CSR by query block and CSC by key block.
+// The block layout in device memory (int32): CSR by query block over key blocks [0, nk) and CSC
+// by key block over query blocks [0, nq). Query blocks without active blocks give out = 0,
+// lse = -inf and contribute nothing to the gradients.
 struct DeviceBlockLayout {
-  const int* row_offsets = nullptr;  // [S/b + 1]
+  const int* row_offsets = nullptr;  // [nq + 1]
   const int* col_indices = nullptr;
-  const int* col_offsets = nullptr;  // [S/b + 1]
+  const int* col_offsets = nullptr;  // [nk + 1]
   const int* row_indices = nullptr;
   bool causal = false;
+  // Causal only: diagonal_col[i] ([nq]) is the key block holding query block i's own tokens,
+  // masked token by token (key offset <= query offset inside the block), or -1 for none. Null
+  // means key block i (one device, where key and query blocks are the same sequence).
+  const int* diagonal_col = nullptr;
 };
 
 // Shape rules the kernels need; returns nullptr when supported, else what is wrong.
 const char* block_sparse_unsupported(const BlockSparseShape& shape);
 
-// out: [B, S, H, D]; lse: [B, S, H] float32, contiguous.
+// out: [B, q_len, H, D]; lse: [B, q_len, H] float32, contiguous.
 cudaError_t block_sparse_forward(SparseDType dtype, const void* q, const void* k, const void* v,
                                  void* out, float* lse, const BlockSparseShape& shape,
                                  const DeviceBlockLayout& layout, float scale, cudaStream_t stream);
 
-// delta: [B, S, H] float32 workspace. dq/dk/dv have q/k/v's strides and are overwritten.
+// delta: [B, q_len, H] float32 workspace. dq/dk/dv have q/k/v's strides and are overwritten.
 cudaError_t block_sparse_backward(SparseDType dtype, const void* q, const void* k, const void* v,
                                   const void* out, const void* dout, const float* lse, float* delta,
                                   void* dq, void* dk, void* dv, const BlockSparseShape& shape,
