@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "attention/standard/token_linear.h"
 #include "runtime/block_checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/validation.h"
@@ -69,8 +70,8 @@ DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& c,
 }
 
 at::Tensor DecoderBlockImpl::ffn(const at::Tensor& h) {
-  at::Tensor f = torch::nn::functional::gelu(fc1->forward(ffn_ln->forward(h)));
-  return fc2->forward(ffn_sub_ln->forward(f));
+  at::Tensor f = torch::nn::functional::gelu(token_linear(fc1, ffn_ln->forward(h)));
+  return token_linear(fc2, ffn_sub_ln->forward(f));
 }
 
 at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, int64_t first_position) {

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "attention/standard/dilated_attention.h"
+#include "attention/standard/token_linear.h"
 #include "runtime/error.h"
 #include "runtime/validation.h"
 
@@ -85,10 +86,11 @@ at::Tensor MultiheadDilatedAttentionImpl::forward(const at::Tensor& query, const
     RA_CHECK(query.is_same(key) && key.is_same(value),
              "fused_qkv is on but query, key and value are different tensors: fused_qkv is "
              "for self-attention only");
-    auto qkv = qkv_proj->forward(query).chunk(3, -1);
+    auto qkv = token_linear(qkv_proj, query).chunk(3, -1);
     q = qkv[0], k = qkv[1], v = qkv[2];
   } else {
-    q = q_proj->forward(query), k = k_proj->forward(key), v = v_proj->forward(value);
+    q = token_linear(q_proj, query), k = token_linear(k_proj, key);
+    v = token_linear(v_proj, value);
   }
   auto heads = [&](const at::Tensor& t) { return t.reshape({t.size(0), t.size(1), H, D}); };
   q = heads(q), k = heads(k), v = heads(v);  // [B, S, H, D]
@@ -101,7 +103,7 @@ at::Tensor MultiheadDilatedAttentionImpl::forward(const at::Tensor& query, const
   at::Tensor attn = attention_->forward(q, k, v).out;  // [B, S, H, D]
   attn = attn.reshape({attn.size(0), attn.size(1), E});
   if (config_.sub_ln) attn = sub_ln->forward(attn);
-  return out_proj->forward(attn);
+  return token_linear(out_proj, attn);
 }
 
 }  // namespace ra
