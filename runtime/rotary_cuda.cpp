@@ -7,22 +7,17 @@
 #include <torch/autograd.h>
 
 #include "attention/standard/cuda/rotate_pairs.h"
+#include "attention/standard/kernel_scalar_kind.h"
 #include "runtime/error.h"
 
 namespace ra {
 namespace {
 
 cuda::ScalarKind kind_of(const at::Tensor& x) {
-  switch (x.scalar_type()) {
-    case at::kHalf:
-      return cuda::ScalarKind::kHalf;
-    case at::kBFloat16:
-      return cuda::ScalarKind::kBFloat16;
-    case at::kFloat:
-      return cuda::ScalarKind::kFloat;
-    default:
-      RA_THROW("rotary (CUDA): x must be float16, bfloat16 or float32, got ", x.scalar_type());
-  }
+  const std::optional<cuda::ScalarKind> kind = kernel_scalar_kind(x.scalar_type());
+  RA_CHECK(kind.has_value(), "rotary (CUDA): x must be float16, bfloat16 or float32, got ",
+           x.scalar_type());
+  return *kind;
 }
 
 // x: [B, S, H, D], head dim contiguous -> contiguous rotated copy; sign -1 rotates backwards.

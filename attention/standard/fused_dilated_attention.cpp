@@ -19,6 +19,7 @@
 #include "attention/standard/cuda/merge_branches.h"
 #include "attention/standard/cuda/scatter_add_kept_rows.h"
 #include "attention/standard/dilation_plan.h"
+#include "attention/standard/kernel_scalar_kind.h"
 #include "attention/standard/reference_attention.h"
 #include "runtime/error.h"
 #include "runtime/torch_compat.h"
@@ -34,16 +35,9 @@ std::atomic<bool> g_cudnn_rejected{false};       // backend=auto: cuDNN refused 
 std::atomic<int64_t> g_backward_chunk_bytes{0};  // 0: the default budget
 
 cuda::ScalarKind scalar_kind(at::ScalarType type) {
-  switch (type) {
-    case at::kHalf:
-      return cuda::ScalarKind::kHalf;
-    case at::kBFloat16:
-      return cuda::ScalarKind::kBFloat16;
-    case at::kFloat:
-      return cuda::ScalarKind::kFloat;
-    default:
-      RA_THROW("dtype = ", type, ": the fused path takes float16 or bfloat16");
-  }
+  const std::optional<cuda::ScalarKind> kind = kernel_scalar_kind(type);
+  RA_CHECK(kind.has_value(), "dtype = ", type, ": the fused path takes float16 or bfloat16");
+  return *kind;
 }
 
 // t: [B, S, H, D] or [B, S, H] (then D = 1).

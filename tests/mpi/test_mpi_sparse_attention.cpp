@@ -12,15 +12,12 @@
 
 #include "attention/factory.h"
 #include "attention/sparse/sparse_dilated_attention.h"
-#include "comm/mpi_communicator.h"
 #include "tests/support/dense_reference.h"
 #include "tests/support/sparse_cases.h"
 
-#if defined(RA_TEST_ON_CUDA)
-#include <torch/cuda.h>
+#include "tests/support/mpi_test_world.h"
 
-#include "comm/mpi_context.h"
-#include "comm/world_communicator.h"
+#if defined(RA_TEST_ON_CUDA)
 #include "tests/support/sparse_token_mask.h"
 #endif
 
@@ -29,40 +26,11 @@ namespace {
 
 #if defined(RA_TEST_ON_CUDA)
 constexpr auto kDevice = at::kCUDA;
-
-// Why this job cannot run the tests here (empty: it can): fewer GPUs than ranks on the node.
-std::string skip_reason() {
-  static const std::string reason = [] {
-    MpiContext mpi(nullptr, nullptr);  // MPI is already started: only reads the layout
-    const int64_t gpus = torch::cuda::device_count();
-    return gpus >= mpi.layout().local_size
-               ? std::string()
-               : "needs one GPU per rank: " + std::to_string(mpi.layout().local_size) +
-                     " ranks on this node, " + std::to_string(gpus) + " GPUs";
-  }();
-  return reason;
-}
-
-std::shared_ptr<Communicator> world() {
-  static std::shared_ptr<Communicator> comm = [] {
-    MpiContext mpi(nullptr, nullptr);
-    return make_world_communicator(mpi, kDevice, 60);
-  }();
-  return comm;
-}
 #else
 constexpr auto kDevice = at::kCPU;
-
-std::string skip_reason() { return ""; }
-
-std::shared_ptr<Communicator> world() {
-  static std::shared_ptr<Communicator> comm = std::make_shared<MpiCommunicator>(MPI_COMM_WORLD, 60);
-  return comm;
-}
 #endif
 
-#define SKIP_WITHOUT_DEVICE() \
-  if (!skip_reason().empty()) GTEST_SKIP() << skip_reason()
+std::shared_ptr<Communicator> world() { return testing::test_world(kDevice); }
 
 constexpr int64_t kSeq = 256, kBlock = 16, kBatch = 2, kHeads = 2, kKvHeads = 1, kDim = 8;
 

@@ -43,20 +43,26 @@ std::string shared_temp_dir(Communicator& comm, const std::string& tag) {
   return dir;
 }
 
-TEST(SequenceParallel, ShardedLossAndGradientsEqualSingleProcess) {
-  auto comm = world();
-  const int P = comm->size();
-  const int64_t S = 64, B = 2, shard = S / P;
+// A 2-layer causal model small enough for fp64 equality tests, dilation rates 1 and 2.
+ModelConfig small_model(std::vector<int64_t> segment_lengths) {
   ModelConfig mc;
   mc.vocab_size = 40;
   mc.num_layers = 2;
   mc.embed_dim = 32;
   mc.num_heads = 4;
   mc.ffn_dim = 48;
-  mc.attention.segment_lengths = {4, 16};  // local to every shard for P <= 4
+  mc.attention.segment_lengths = std::move(segment_lengths);
   mc.attention.dilation_rates = {1, 2};
   mc.attention.causal = true;
   mc.loss_chunk_tokens = 5;
+  return mc;
+}
+
+TEST(SequenceParallel, ShardedLossAndGradientsEqualSingleProcess) {
+  auto comm = world();
+  const int P = comm->size();
+  const int64_t S = 64, B = 2, shard = S / P;
+  ModelConfig mc = small_model({4, 16});  // segments local to every shard for P <= 4
   auto make = [&] {
     torch::manual_seed(3);
     LongNetLM m(mc, [&] {
@@ -103,16 +109,7 @@ TEST(SequenceParallel, RingWithBf16OffloadedCheckpointsEqualsSingleProcess) {
   auto comm = world();
   const int P = comm->size();
   const int64_t S = 64, B = 2, shard = S / P;
-  ModelConfig mc;
-  mc.vocab_size = 40;
-  mc.num_layers = 2;
-  mc.embed_dim = 32;
-  mc.num_heads = 4;
-  mc.ffn_dim = 48;
-  mc.attention.segment_lengths = {16, 64};  // 64 spans shards for P > 1
-  mc.attention.dilation_rates = {1, 2};
-  mc.attention.causal = true;
-  mc.loss_chunk_tokens = 5;
+  ModelConfig mc = small_model({16, 64});  // 64 spans shards for P > 1
   mc.checkpointing = true;
   mc.ffn_chunk_tokens = 6;
   mc.checkpoint_dtype = at::kBFloat16;

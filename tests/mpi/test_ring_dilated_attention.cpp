@@ -17,13 +17,8 @@
 #include "attention/factory.h"
 #include "attention/ring/ring_dilated_attention.h"
 #include "attention/ring/zigzag_layout.h"
-#include "comm/mpi_context.h"
-#include "comm/world_communicator.h"
 #include "tests/support/dense_reference.h"
-
-#if defined(RA_TEST_ON_CUDA)
-#include <torch/cuda.h>
-#endif
+#include "tests/support/mpi_test_world.h"
 
 namespace ra {
 namespace {
@@ -38,30 +33,7 @@ constexpr auto kDevice = at::kCUDA;
 constexpr auto kDevice = at::kCPU;
 #endif
 
-// Why this job cannot run the tests here (empty: it can): fewer GPUs than ranks on the node.
-std::string skip_reason() {
-  if (kDevice == at::kCPU) return "";
-  static const std::string reason = [] {
-    MpiContext mpi(nullptr, nullptr);  // MPI is already started: only reads the layout
-    const int64_t gpus = torch::cuda::device_count();
-    return gpus >= mpi.layout().local_size
-               ? std::string()
-               : "needs one GPU per rank: " + std::to_string(mpi.layout().local_size) +
-                     " ranks on this node, " + std::to_string(gpus) + " GPUs";
-  }();
-  return reason;
-}
-
-#define SKIP_WITHOUT_DEVICE() \
-  if (!skip_reason().empty()) GTEST_SKIP() << skip_reason()
-
-std::shared_ptr<Communicator> world() {
-  static std::shared_ptr<Communicator> comm = [] {
-    MpiContext mpi(nullptr, nullptr);
-    return make_world_communicator(mpi, kDevice, 60);
-  }();
-  return comm;
-}
+std::shared_ptr<Communicator> world() { return testing::test_world(kDevice); }
 
 constexpr int64_t kShard = 16;  // tokens per rank; S = 16 P
 
