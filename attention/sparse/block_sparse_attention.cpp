@@ -89,6 +89,21 @@ at::Tensor exchange_blocks(const BlockSparseRun& run, const SparseHop& hop, cons
   return recv;
 }
 
+// Backward of one hop: the dK/dV of the blocks received at `hop` (dkv: [2, B, Hkv, n_recv, b, D])
+// go back to their owner (hop.src) while ours, computed by hop.dst, come home and are added
+// into dkv_local at the blocks we sent.
+void return_block_grads(const BlockSparseRun& run, const SparseHop& hop, const at::Tensor& dkv,
+                        at::Tensor& dkv_local, int64_t& bytes_sent) {
+  SparseHop back;
+  back.src = hop.dst;
+  back.dst = hop.src;
+  back.send_blocks.resize(hop.recv_blocks.size());
+  for (size_t i = 0; i < back.send_blocks.size(); ++i) back.send_blocks[i] = int64_t(i);
+  back.recv_blocks = hop.send_blocks;
+  at::Tensor returned = exchange_blocks(run, back, dkv, bytes_sent);
+  dkv_local.index_add_(3, at::tensor(hop.send_blocks, at::kLong).to(returned.device()), returned);
+}
+
 class BlockSparseFunction : public torch::autograd::Function<BlockSparseFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
@@ -148,16 +163,7 @@ class BlockSparseFunction : public torch::autograd::Function<BlockSparseFunction
       at::Tensor kv = exchange_blocks(run, hop, kv_local, bytes).to(cd);
       at::Tensor dkv = at::zeros_like(kv);
       block_sparse_backward(qb, kv, doutb, lse, delta, hop.tasks, run.scale, b, dq, dkv);
-      // dK/dV of the received blocks go back to their owner (src); ours come from dst.
-      SparseHop back;
-      back.src = hop.dst;
-      back.dst = hop.src;
-      back.send_blocks.resize(hop.recv_blocks.size());
-      for (size_t i = 0; i < back.send_blocks.size(); ++i) back.send_blocks[i] = i;
-      back.recv_blocks = hop.send_blocks;
-      at::Tensor returned = exchange_blocks(run, back, dkv, bytes);
-      dkv_local.index_add_(3, at::tensor(hop.send_blocks, at::kLong).to(returned.device()),
-                           returned);
+      return_block_grads(run, hop, dkv, dkv_local, bytes);
     }
     if (run.stats) run.stats->backward_bytes_sent += bytes;
     at::Tensor dq_bshd = queries_from_blocks(dq, H, b, D).to(q.scalar_type());
@@ -236,16 +242,7 @@ class BlockSparseKernelFunction : public torch::autograd::Function<BlockSparseKe
         continue;
       }
       // As in the torch-op path: fp32 dK/dV of the received blocks go back to their owner.
-      at::Tensor dkv = dkv_h.to(at::kFloat);
-      SparseHop back;
-      back.src = hop.dst;
-      back.dst = hop.src;
-      back.send_blocks.resize(hop.recv_blocks.size());
-      for (size_t j = 0; j < back.send_blocks.size(); ++j) back.send_blocks[j] = j;
-      back.recv_blocks = hop.send_blocks;
-      at::Tensor returned = exchange_blocks(run, back, dkv, bytes);
-      dkv_local.index_add_(3, at::tensor(hop.send_blocks, at::kLong).to(returned.device()),
-                           returned);
+      return_block_grads(run, hop, dkv_h.to(at::kFloat), dkv_local, bytes);
     }
     if (run.stats) run.stats->backward_bytes_sent += bytes;
     at::Tensor dk = keys_from_blocks(dkv_local, 0).to(k.scalar_type());
