@@ -64,7 +64,8 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "off | on: keep the saved block inputs in pinned host memory, prefetched back during "
       "backward (CUDA; nothing to do on CPU)")(
       "dtype", po::value(&c.dtype)->default_value(c.dtype),
-      "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 (bf16 compute, fp32 master weights; GPU)")(
+      "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 (bf16 model, fp32 master weights and AdamW "
+      "state; slow on CPU)")(
       "device", po::value(&c.device)->default_value(c.device), "auto | cpu | cuda")(
       "loss-chunk", po::value(&c.loss_chunk_tokens)->default_value(c.loss_chunk_tokens),
       "tokens per LM-head + cross-entropy chunk (bounds logits memory)");

@@ -45,9 +45,6 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
   validate_train_config(config_, comm.size());
   const bool cuda = runtime_.device.is_cuda();
   bf16_ = config_.dtype == "bf16" || (config_.dtype == "auto" && cuda);
-  RA_CHECK(!bf16_ || cuda,
-           "--dtype = bf16: bf16 compute (with fp32 master weights) needs a "
-           "CUDA device; on CPU use --dtype fp32");
   if (config_.threads > 0) torch::set_num_threads(config_.threads);
   comm.set_timeout_seconds(config_.timeout_seconds);
   if (config_.profile_step > 0) KernelProfiler::ensure_available(cuda);  // fail now, every rank

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # ring_train end to end: a run interrupted after K steps (--stop-after K) and resumed with
 # --resume auto logs exactly the losses and grad norms of an uninterrupted run.
-# usage: check_resume_equality.sh MPIEXEC RING_TRAIN RANKS CONFIG WORK_DIR
+# usage: check_resume_equality.sh MPIEXEC RING_TRAIN RANKS CONFIG WORK_DIR [EXTRA FLAGS...]
 set -uo pipefail
 mpiexec=$1 ring_train=$2 ranks=$3 config=$4 work=$5
+shift 5
+extra=("$@")
 rm -rf "$work" && mkdir -p "$work"
-run() { "$mpiexec" -n "$ranks" "$ring_train" --config "$config" --steps 6 --save-every 2 "$@" \
+run() { "$mpiexec" -n "$ranks" "$ring_train" --config "$config" --steps 6 --save-every 2 \
+          ${extra[@]+"${extra[@]}"} "$@" \
           > "$work/log.txt" 2>&1 || { cat "$work/log.txt"; echo "FAIL: ring_train failed"; exit 1; }; }
 run --save-dir "$work/full" --metrics-file "$work/full.jsonl"
 run --save-dir "$work/split" --metrics-file "$work/split.jsonl" --stop-after 3
