@@ -186,6 +186,9 @@ void MpiCommunicator::barrier() {
 }
 
 std::shared_ptr<Communicator> MpiCommunicator::split(int color, int key) {
+  // MPI_Comm_split has no timeout: meet in a deadline-checked barrier first, so a rank that
+  // never arrives fails the job (CommTimeout) instead of hanging it inside the split.
+  barrier();
   MPI_Comm sub;
   RA_MPI_CHECK(MPI_Comm_split(comm_, color, key, &sub));
   auto result = std::make_shared<MpiCommunicator>(sub, timeout_seconds_);
