@@ -58,7 +58,7 @@ enum class RingStrategy {
 
 struct RingConfig {
   RingStrategy strategy = RingStrategy::kRing;
-  bool zigzag = false;           // balanced layout for dense causal attention (w = S, r = 1)
+  bool zigzag = false;  // balanced layout for dense causal attention (w = S, r = 1)
   // No checkpointing switch: the backward always re-runs the ring (K/V travel again, dK/dV
   // return to their owners), so the forward keeps only q, k, v, out and lse of the local shard.
   double timeout_seconds = 300;  // deadline for every blocking communication wait
