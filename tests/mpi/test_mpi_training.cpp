@@ -58,66 +58,21 @@ ModelConfig small_model(std::vector<int64_t> segment_lengths) {
   return mc;
 }
 
-TEST(SequenceParallel, ShardedLossAndGradientsEqualSingleProcess) {
+// Builds `config` twice with the same seed: once on one process over all S tokens with
+// `full_variant`, once sharded over the ranks with `sharded_variant` (sharded_config); checks
+// that the mean loss and every parameter gradient (all-reduced, in `bucket_bytes` buckets) match.
+void expect_sharded_equals_single_process(const ModelConfig& config,
+                                          const std::string& full_variant,
+                                          const ModelConfig& sharded_config,
+                                          const std::string& sharded_variant,
+                                          int64_t bucket_bytes) {
   auto comm = world();
-  const int P = comm->size();
-  const int64_t S = 64, B = 2, shard = S / P;
-  ModelConfig mc = small_model({4, 16});  // segments local to every shard for P <= 4
-  auto make = [&] {
+  const int64_t S = 64, B = 2, shard = S / comm->size();
+  auto make = [&](const ModelConfig& c, const std::string& variant) {
     torch::manual_seed(3);
-    LongNetLM m(mc, [&] {
+    LongNetLM m(c, [&] {
       AttentionSpec spec;
-      spec.attention = mc.attention;
-      return make_attention("standard", spec);
-    });
-    m->to(torch::kDouble);
-    return m;
-  };
-  torch::manual_seed(99);  // same data on every rank
-  auto tokens = torch::randint(0, 40, {B, S}, torch::kLong);
-  auto targets = torch::randint(-1, 40, {B, S}, torch::kLong);
-  const double count = (targets >= 0).sum().item<double>();
-
-  LongNetLM full = make();
-  at::Tensor full_loss = full->loss_sum(full->hidden_states(tokens, 0), targets) / count;
-  full_loss.backward();
-
-  LongNetLM sharded = make();
-  const int64_t first = comm->rank() * shard;
-  at::Tensor local_loss =
-      sharded->loss_sum(sharded->hidden_states(tokens.narrow(1, first, shard), first),
-                        targets.narrow(1, first, shard)) /
-      count;
-  local_loss.backward();
-  std::vector<at::Tensor> params = sharded->parameters();
-  all_reduce_gradients(params, *comm, /*bucket_bytes=*/4096);  // several buckets
-  at::Tensor loss = local_loss.detach().reshape({1}).clone();
-  comm->all_reduce_sum(loss);
-
-  EXPECT_NEAR(loss.item<double>(), full_loss.item<double>(), 1e-12);
-  auto expected = full->named_parameters();
-  for (const auto& item : sharded->named_parameters()) {
-    EXPECT_LT(testing::relative_error(item.value().grad(), expected[item.key()].grad()), 1e-10)
-        << item.key();
-  }
-}
-
-// Checkpoints stored in bf16 and offloaded (a CPU copy here) with ring attention, whose
-// recompute in backward runs collectives: the sharded model still equals the single-process
-// one with the same checkpoint storage.
-TEST(SequenceParallel, RingWithBf16OffloadedCheckpointsEqualsSingleProcess) {
-  auto comm = world();
-  const int P = comm->size();
-  const int64_t S = 64, B = 2, shard = S / P;
-  ModelConfig mc = small_model({16, 64});  // 64 spans shards for P > 1
-  mc.checkpointing = true;
-  mc.ffn_chunk_tokens = 6;
-  mc.checkpoint_dtype = at::kBFloat16;
-  auto make = [&](const ModelConfig& config, const std::string& variant) {
-    torch::manual_seed(3);
-    LongNetLM m(config, [&] {
-      AttentionSpec spec;
-      spec.attention = config.attention;
+      spec.attention = c.attention;
       spec.comm = comm;
       return make_attention(variant, spec);
     });
@@ -130,13 +85,11 @@ TEST(SequenceParallel, RingWithBf16OffloadedCheckpointsEqualsSingleProcess) {
   auto targets = torch::randint(-1, 40, {B, S}, torch::kLong);
   const double count = (targets >= 0).sum().item<double>();
 
-  LongNetLM full = make(mc, "standard");  // one device: all S tokens, kept checkpoints
+  LongNetLM full = make(config, full_variant);
   at::Tensor full_loss = full->loss_sum(full->hidden_states(tokens, 0), targets) / count;
   full_loss.backward();
 
-  ModelConfig offloaded = mc;
-  offloaded.offload_checkpoints = true;
-  LongNetLM sharded = make(offloaded, "ring");
+  LongNetLM sharded = make(sharded_config, sharded_variant);
   const int64_t first = comm->rank() * shard;
   at::Tensor local_loss =
       sharded->loss_sum(sharded->hidden_states(tokens.narrow(1, first, shard), first),
@@ -144,7 +97,7 @@ TEST(SequenceParallel, RingWithBf16OffloadedCheckpointsEqualsSingleProcess) {
       count;
   local_loss.backward();
   std::vector<at::Tensor> params = sharded->parameters();
-  all_reduce_gradients(params, *comm);
+  all_reduce_gradients(params, *comm, bucket_bytes);
   at::Tensor loss = local_loss.detach().reshape({1}).clone();
   comm->all_reduce_sum(loss);
 
@@ -154,6 +107,26 @@ TEST(SequenceParallel, RingWithBf16OffloadedCheckpointsEqualsSingleProcess) {
     EXPECT_LT(testing::relative_error(item.value().grad(), expected[item.key()].grad()), 1e-10)
         << item.key();
   }
+}
+
+TEST(SequenceParallel, ShardedLossAndGradientsEqualSingleProcess) {
+  const ModelConfig mc = small_model({4, 16});  // segments local to every shard for P <= 4
+  expect_sharded_equals_single_process(mc, "standard", mc, "standard",
+                                       /*bucket_bytes=*/4096);  // several buckets
+}
+
+// Checkpoints stored in bf16 and offloaded (a CPU copy here) with ring attention, whose
+// recompute in backward runs collectives: the sharded model still equals the single-process
+// one with the same checkpoint storage.
+TEST(SequenceParallel, RingWithBf16OffloadedCheckpointsEqualsSingleProcess) {
+  ModelConfig mc = small_model({16, 64});  // 64 spans shards for P > 1
+  mc.checkpointing = true;
+  mc.ffn_chunk_tokens = 6;
+  mc.checkpoint_dtype = at::kBFloat16;
+  ModelConfig offloaded = mc;
+  offloaded.offload_checkpoints = true;
+  // One device: all S tokens, kept checkpoints; sharded: ring attention, offloaded checkpoints.
+  expect_sharded_equals_single_process(mc, "standard", offloaded, "ring", 32ll << 20);
 }
 
 TrainConfig tiny_run(const std::string& save_dir) {
