@@ -167,6 +167,17 @@ SparseDeviceLayout upload_tasks(const std::vector<RowTask>& tasks, int64_t num_q
   return d;
 }
 
+// q, out: [B, q_len, H, D]; k, v: [B, kv_len, H_kv, D], as the layout's block counts say.
+void check_attention_operands(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const at::Tensor& out, const SparseDeviceLayout& layout) {
+  const int64_t b = layout.block_size, q_len = layout.num_query_blocks() * b,
+                kv_len = layout.num_key_blocks() * b;
+  check_operand(q, q, "q", q_len);
+  check_operand(k, q, "k", kv_len);
+  check_operand(v, q, "v", kv_len);
+  check_operand(out, q, "out", q_len);
+}
+
 }  // namespace
 
 SparseDeviceLayout upload_layout(const BlockLayout& layout, const at::Device& device) {
@@ -220,12 +231,8 @@ AttentionResult block_sparse_attention_cuda(const at::Tensor& q, const at::Tenso
 void block_sparse_forward_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const SparseDeviceLayout& layout, double scale, at::Tensor& out,
                                at::Tensor& lse) {
-  const int64_t b = layout.block_size, q_len = layout.num_query_blocks() * b,
-                kv_len = layout.num_key_blocks() * b;
-  check_operand(q, q, "q", q_len);
-  check_operand(k, q, "k", kv_len);
-  check_operand(v, q, "v", kv_len);
-  check_operand(out, q, "out", q_len);
+  const int64_t b = layout.block_size, q_len = layout.num_query_blocks() * b;
+  check_attention_operands(q, k, v, out, layout);
   RA_CHECK(out.is_contiguous() && lse.is_contiguous() && lse.scalar_type() == at::kFloat &&
                lse.numel() == q.size(0) * q_len * q.size(2),
            "block_sparse_forward_cuda: out and lse must be contiguous, lse float32 [B, S, H]");
@@ -243,10 +250,7 @@ void block_sparse_backward_cuda(const at::Tensor& q, const at::Tensor& k, const 
                                 double scale, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
   const int64_t b = layout.block_size, q_len = layout.num_query_blocks() * b,
                 kv_len = layout.num_key_blocks() * b;
-  check_operand(q, q, "q", q_len);
-  check_operand(k, q, "k", kv_len);
-  check_operand(v, q, "v", kv_len);
-  check_operand(out, q, "out", q_len);
+  check_attention_operands(q, k, v, out, layout);
   check_operand(dout, q, "dout", q_len);
   RA_CHECK(
       same_strides(dq, q) && same_strides(dk, k) && same_strides(dv, v) && same_strides(dout, out),
