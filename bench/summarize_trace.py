@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Summarise a Kineto Chrome trace (ring_train --profile-step, bench_* --profile): GPU time per
-kernel family, the top kernels, how busy the GPU was over the traced span, and how much NCCL
-time no compute kernel hid.
-  python3 bench/summarize_trace.py trace.json [--top 15]"""
+kernel family, the top kernels, how busy the GPU was over the traced span, how much NCCL
+time no compute kernel hid, and (--gaps) where the GPU sat idle and what the host was doing.
+  python3 bench/summarize_trace.py trace.json [--top 15] [--by-op] [--gaps N]"""
 import argparse
 import bisect
 import json
@@ -51,6 +51,9 @@ def main():
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--by-op", action="store_true",
                    help="also attribute GPU time to the innermost CPU op that launched it")
+    p.add_argument("--gaps", type=int, default=0, metavar="N",
+                   help="list the N longest idle gaps and total the idle time by the host "
+                        "activity it waited on")
     a = p.parse_args()
     with open(a.trace) as f:
         events = json.load(f)["traceEvents"]
@@ -84,6 +87,8 @@ def main():
         print(f"  {'':<15}{n:>6} {t / 1e3:>9.2f} {t / n:>9.1f}  {name}")
     if a.by_op:
         by_launching_op(events, gpu, a.top)
+    if a.gaps > 0:
+        idle_gaps(events, gpu, a.gaps)
 
 
 def by_launching_op(events, gpu, top):
@@ -124,6 +129,66 @@ def by_launching_op(events, gpu, top):
     print(f"  GPU time by launching op (top {top}):")
     for name, t in sorted(totals.items(), key=lambda x: -x[1])[:top]:
         print(f"  {'':<15}{t / 1e3:>9.2f} ms  {name}")
+
+
+def host_stack(spans, starts, ts):
+    """Names of the host events (cpu_op, cuda_runtime, user annotations) of one thread that
+    enclose time ts, outermost first."""
+    names = []
+    for i in range(bisect.bisect_right(starts, ts) - 1, -1, -1):
+        e = spans[i]
+        if e["ts"] + e["dur"] >= ts:
+            names.append(e["name"])
+        if len(names) >= 12:
+            break
+    return names[::-1]
+
+
+def idle_gaps(events, gpu, top, min_us=20.0):
+    """Idle stretches of the GPU (no kernel, copy or memset on any stream) of at least min_us,
+    each named by what the host thread that launched the next kernel was inside when the gap
+    began (e.g. aten::item -> cudaStreamSynchronize: a sync drained the queue; an optimizer op:
+    launch-bound host code)."""
+    intervals = sorted((e["ts"], e["ts"] + e["dur"], e) for e in gpu)
+    launches = {e["args"]["correlation"]: e for e in events
+                if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
+    host = {}
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "cuda_runtime", "user_annotation"):
+            host.setdefault(e["tid"], []).append(e)
+    for lst in host.values():
+        lst.sort(key=lambda e: e["ts"])
+    host_starts = {tid: [e["ts"] for e in lst] for tid, lst in host.items()}
+    gaps, end, prev = [], intervals[0][1], intervals[0][2]
+    for start, stop, e in intervals[1:]:
+        if start - end >= min_us:
+            gaps.append((start - end, end, prev, e))
+        if stop > end:
+            end, prev = stop, e
+    total = sum(g[0] for g in gaps)
+    by_cause = {}
+    described = []
+    for length, begin, before, after in gaps:
+        launch = launches.get(after.get("args", {}).get("correlation"))
+        stack = []
+        if launch is not None:
+            tid = launch["tid"]
+            stack = host_stack(host.get(tid, []), host_starts.get(tid, []), begin)
+        # The innermost op names the cause; a bare runtime call is named with its parent op.
+        cause = " > ".join(stack[-2:]) if stack else "(host idle or not traced)"
+        n, t = by_cause.get(cause, (0, 0.0))
+        by_cause[cause] = (n + 1, t + length)
+        described.append((length, begin, before["name"][:50], after["name"][:50], stack))
+    print(f"  idle gaps >= {min_us:.0f} us: {len(gaps)}, {total / 1e3:.1f} ms; by host activity "
+          f"at the gap's start (top {top}):")
+    for cause, (n, t) in sorted(by_cause.items(), key=lambda x: -x[1][1])[:top]:
+        print(f"  {'':<4}{t / 1e3:>9.2f} ms {n:>5} gaps  {cause[:110]}")
+    print(f"  longest {top} gaps:")
+    for length, begin, before, after, stack in sorted(described, key=lambda x: -x[0])[:top]:
+        print(f"  {'':<4}{length / 1e3:>8.2f} ms at +{(begin - intervals[0][0]) / 1e3:.1f} ms  "
+              f"after {before}  before {after}")
+        if stack:
+            print(f"  {'':<8}host: {' > '.join(stack[-4:])[:120]}")
 
 
 if __name__ == "__main__":

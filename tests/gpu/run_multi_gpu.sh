@@ -6,7 +6,8 @@
 # Optional stages: "sparse" (block-sparse kernels vs cuDNN and FlexAttention on one GPU) and
 # "profile" (one Kineto-traced step of ring_train, the dense ring, context_parallel and the
 # 1-GPU dilated path, summarised by bench/summarize_trace.py). BENCH_SET=dense limits the
-# bench stage to the dense causal ring vs context_parallel (and its local-copy and profile).
+# bench stage to the dense causal ring vs context_parallel (and its local-copy and profile),
+# BENCH_SET=wide to the wide dilated config at 128K (ring, local copy, profile).
 #   STAGES="tests bench train sparse profile" bash tests/gpu/run_multi_gpu.sh
 # Logs and JSON go to $OUT (default /tmp/ra_gpu_multi).
 set -uo pipefail
@@ -47,7 +48,7 @@ bench() {  # bench <ranks> <args...>
   timeout 120 "${MPIRUN[@]}" -n "$n" "$BUILD/bench/bench_ring_attention" --json "$RESULTS" "$@" \
     >> "$OUT/bench.log" 2>&1 || echo "bench failed: -n $n $*" | tee -a "$OUT/bench.log"
 }
-if [[ " $STAGES " == *" bench "* ]]; then
+if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|dense)$ ]]; then
   # Dense causal ring (zigzag) side by side with PyTorch's context_parallel, same S and GPUs.
   for S in 128K 512K; do
     bench "$GPUS" --config dense-causal --seq-len $S --zigzag
@@ -61,9 +62,15 @@ if [[ " $STAGES " == *" bench "* ]]; then
   bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --profile /tmp/ring_128K.json \
     && python3 bench/summarize_trace.py /tmp/ring_128K.json --top 12 >> "$OUT/profile.log" 2>&1
 fi
-if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" == all ]]; then
+if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|wide)$ ]]; then
+  # A dilated config whose longest segment (64K) spans 2 ranks: exposed communication.
   bench "$GPUS" --config wide --seq-len 128K
   bench "$GPUS" --config wide --seq-len 128K --local-copy
+  bench "$GPUS" --config wide --seq-len 128K --profile /tmp/wide_128K.json \
+    && python3 bench/summarize_trace.py /tmp/wide_128K.json --top 12 --by-op --gaps 12 \
+      >> "$OUT/profile.log" 2>&1
+fi
+if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" == all ]]; then
   # Dilated configs: P GPUs at S against one GPU at S/P (weak scaling).
   for cfg in longnet-base wide; do
     bench "$GPUS" --config $cfg --seq-len 1M
@@ -79,10 +86,12 @@ if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
   # joined by ,]" items; a step is profiled with --profile-step (summarised into profile.log).
   train() {  # train <S> <steps> <tag> [extra flags...]
     local S=$1 steps=$2 tag=$3; shift 3
+    local defaults=(--checkpointing on)  # unless the item sets it
+    [[ " $* " == *" --checkpointing "* ]] && defaults=()
     timeout 300 "${MPIRUN[@]}" -n "$GPUS" "$BUILD/launch/ring_train" --seq-len "$S" \
       --layers 12 --embed-dim 768 --heads 12 --ffn-dim 3072 --attention ring --steps "$steps" \
       --log-every 1 --segment-lengths 2048,4096,8192,16384,32768 --dilation-rates 1,2,4,6,12 \
-      --causal --checkpointing on --data synthetic:kv "$@" > "/tmp/train_$tag.log" 2>&1 \
+      --causal "${defaults[@]}" --data synthetic:kv "$@" > "/tmp/train_$tag.log" 2>&1 \
       || echo "ring_train $S $* exit $?" | tee -a "$OUT/train.log"
     { echo "== $S $*"; grep -E "^step|checkpoint memory|error|Error|out of memory" "/tmp/train_$tag.log"; } \
       | tee -a "$OUT/train.log" | tail -3
@@ -93,8 +102,11 @@ if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
     tag="${S}_$(echo "$extra" | tr -c 'a-zA-Z0-9' _)"
     # shellcheck disable=SC2086
     train "$S" "$steps" "$tag" ${extra//,/ } --profile-file "/tmp/trace_$tag.json"
-    [ -f "/tmp/trace_$tag.json" ] && python3 bench/summarize_trace.py "/tmp/trace_$tag.json" \
-      --by-op --top 20 >> "$OUT/profile.log" 2>&1
+    if [ -f "/tmp/trace_$tag.json" ]; then
+      python3 bench/summarize_trace.py "/tmp/trace_$tag.json" --by-op --gaps 15 --top 20 \
+        >> "$OUT/profile.log" 2>&1
+      gzip -c "/tmp/trace_$tag.json" > "$OUT/trace_$tag.json.gz"  # for a closer look at home
+    fi
   done
   elapsed "train done"
 fi
