@@ -19,10 +19,11 @@ class CommTimeout : public Error {
   using Error::Error;
 };
 
-// A send/receive in flight (Communicator::start_send_recv). wait() blocks until both sides are
-// done, under the communicator's deadline (CommTimeout on expiry); for GPU backends it also
-// orders the caller's compute stream after the transfer. The destructor of an unfinished
-// transfer waits for it, so buffers are never released while a peer still writes to them.
+// A send/receive in flight (Communicator::start_send_recv). On MPI (CPU) wait() blocks until
+// both sides are done, under the communicator's deadline (CommTimeout on expiry). On NCCL it
+// orders the caller's compute stream after the transfer and returns at once; the deadline is
+// the NcclWatchdog's. The destructor of an unfinished transfer does the same, so buffers are
+// never reused while a peer still writes to them.
 class PendingTransfer {
  public:
   virtual ~PendingTransfer() = default;

@@ -1,4 +1,4 @@
-// NcclComm: non-blocking NCCL communicators driven from the host with deadlines.
+// NcclComm: blocking NCCL communicators whose deadlines an NcclWatchdog enforces.
 #include "comm/nccl_comm.h"
 
 #include <unistd.h>
@@ -21,9 +21,9 @@ std::string host_name() {
   return name;
 }
 
-ncclConfig_t non_blocking_config() {
+ncclConfig_t blocking_config() {
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-  config.blocking = 0;  // calls return ncclInProgress; we poll with a deadline instead of hanging
+  config.blocking = 1;  // launches on this thread; the watchdog bounds any call that blocks
   return config;
 }
 
@@ -37,11 +37,22 @@ int NcclComm::device_for_local_rank(int local_rank, int local_size) {
   return local_rank;
 }
 
+template <typename Call>
+void NcclComm::host_call(const char* operation, Call call) {
+  watchdog_->begin_host_call(operation, context_, timeout_seconds_);
+  struct End {
+    NcclWatchdog* watchdog;
+    ~End() { watchdog->end_host_call(); }
+  } end{watchdog_.get()};
+  call();
+}
+
 NcclComm::NcclComm(MPI_Comm mpi_comm, int device, double timeout_seconds)
     : device_(device), timeout_seconds_(timeout_seconds) {
   RA_MPI_CHECK(MPI_Comm_rank(mpi_comm, &rank_));
   RA_MPI_CHECK(MPI_Comm_size(mpi_comm, &size_));
   RA_CUDA_CHECK(cudaSetDevice(device_));
+  watchdog_ = std::make_unique<NcclWatchdog>(NcclWatchdog::Identity{rank_, size_, device_});
   ncclUniqueId id;
   if (rank_ == 0) RA_NCCL_CHECK(ncclGetUniqueId(&id));
   // Non-blocking broadcast polled under the deadline: a rank that never starts must not hang
@@ -57,9 +68,10 @@ NcclComm::NcclComm(MPI_Comm mpi_comm, int device, double timeout_seconds)
     }
     if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  ncclConfig_t config = non_blocking_config();
-  RA_NCCL_CHECK(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config));
-  wait_ready("init");
+  ncclConfig_t config = blocking_config();
+  host_call("init",
+            [&] { RA_NCCL_CHECK(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config)); });
+  watchdog_->set_comm(comm_);
   make_stream();
 }
 
@@ -68,9 +80,10 @@ NcclComm::NcclComm(ncclComm_t comm, int device, double timeout_seconds, std::str
       device_(device),
       timeout_seconds_(timeout_seconds),
       context_(std::move(context)) {
-  wait_ready("split");
   RA_NCCL_CHECK(ncclCommUserRank(comm_, &rank_));
   RA_NCCL_CHECK(ncclCommCount(comm_, &size_));
+  watchdog_ = std::make_unique<NcclWatchdog>(NcclWatchdog::Identity{rank_, size_, device_});
+  watchdog_->set_comm(comm_);
   make_stream();
 }
 
@@ -82,23 +95,20 @@ void NcclComm::make_stream() {
 
 NcclComm::~NcclComm() {
   if (comm_ != nullptr && !aborted_) {
-    // Finalize flushes pending work; a failed peer must not hang the destructor, so abort then.
-    const ncclResult_t finalize = ncclCommFinalize(comm_);
-    if (finalize == ncclSuccess || finalize == ncclInProgress) {
-      const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds_);
-      ncclResult_t state = ncclInProgress;
-      while (state == ncclInProgress && Clock::now() < deadline) {
-        ncclCommGetAsyncError(comm_, &state);
-      }
-      if (state == ncclSuccess) {
-        ncclCommDestroy(comm_);
-      } else {
-        ncclCommAbort(comm_);
-      }
-    } else {
+    // Finalize flushes pending work; a dead peer could block it, so it runs under the watchdog.
+    try {
+      host_call("finalize", [&] {
+        RA_NCCL_CHECK(ncclCommFinalize(comm_));
+        RA_NCCL_CHECK(ncclCommDestroy(comm_));
+      });
+    } catch (...) {
       ncclCommAbort(comm_);
     }
+  } else if (comm_ != nullptr) {
+    ncclCommDestroy(comm_);  // already aborted: only the handle is left
   }
+  if (watchdog_) watchdog_->set_comm(nullptr);
+  watchdog_.reset();
   if (compute_ready_) cudaEventDestroy(compute_ready_);
   if (comm_stream_) cudaStreamDestroy(comm_stream_);
 }
@@ -114,21 +124,6 @@ void NcclComm::fail(const char* operation, const std::string& why) {
                     "a peer rank is stuck or dead; look for its own error above. Raise the "
                     "deadline with --comm-timeout if the step is just slow",
                     __FILE__, __LINE__);
-}
-
-void NcclComm::wait_ready(const char* operation) {
-  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds_);
-  while (true) {
-    ncclResult_t state = ncclSuccess;
-    RA_NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
-    if (state == ncclSuccess) return;
-    if (state != ncclInProgress)
-      fail(operation, detail::concat("failed: ", ncclGetErrorString(state)));
-    if (Clock::now() > deadline) {
-      fail(operation, detail::concat("did not complete within ", timeout_seconds_, " s"));
-    }
-    std::this_thread::yield();
-  }
 }
 
 void NcclComm::wait(cudaEvent_t done, const char* operation) {
@@ -157,13 +152,16 @@ void NcclComm::launch(cudaStream_t compute, cudaEvent_t done, const char* operat
   RA_CHECK(!aborted_, "NCCL ", operation,
            ": the communicator was aborted after an earlier "
            "failure; end the job");
-  RA_CUDA_CHECK(cudaEventRecord(compute_ready_, compute));
-  RA_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, compute_ready_, 0));
-  RA_NCCL_CHECK(ncclGroupStart());
-  enqueue();
-  RA_NCCL_CHECK(ncclGroupEnd());
-  wait_ready(operation);  // enqueued (non-blocking comms may still be launching)
-  RA_CUDA_CHECK(cudaEventRecord(done, comm_stream_));
+  host_call(operation, [&] {
+    RA_CUDA_CHECK(cudaEventRecord(compute_ready_, compute));
+    RA_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, compute_ready_, 0));
+    cudaEvent_t started = watchdog_->mark_start(comm_stream_);
+    RA_NCCL_CHECK(ncclGroupStart());
+    enqueue();
+    RA_NCCL_CHECK(ncclGroupEnd());  // may connect to a new peer: the host call is watched
+    RA_CUDA_CHECK(cudaEventRecord(done, comm_stream_));
+    watchdog_->track(started, comm_stream_, operation, context_, timeout_seconds_);
+  });
 }
 
 void NcclComm::send_recv(const void* send, size_t send_count, int dst, void* recv,
@@ -204,10 +202,9 @@ void NcclComm::broadcast(void* data, size_t count, ncclDataType_t type, int root
 }
 
 std::unique_ptr<NcclComm> NcclComm::split(int color, int key) {
-  ncclConfig_t config = non_blocking_config();
+  ncclConfig_t config = blocking_config();
   ncclComm_t sub = nullptr;
-  RA_NCCL_CHECK(ncclCommSplit(comm_, color, key, &sub, &config));
-  wait_ready("split");
+  host_call("split", [&] { RA_NCCL_CHECK(ncclCommSplit(comm_, color, key, &sub, &config)); });
   return std::unique_ptr<NcclComm>(new NcclComm(sub, device_, timeout_seconds_, context_));
 }
 

@@ -1,9 +1,11 @@
 // NcclComm: the NCCL core of the GPU backend, on raw device pointers and cudaStream_t (no
 // LibTorch), so it compiles wherever the CUDA toolkit and NCCL headers are. Operations run on
 // a dedicated comm stream, ordered after the caller's compute stream with a CUDA event, and
-// signal a caller-provided event when done. Communicators are non-blocking, so every wait
-// polls the async error state under a deadline; on expiry or an NCCL error the communicator
-// is aborted (ncclCommAbort) and CommTimeout names rank, host, operation and context.
+// signal a caller-provided event when done; the host does not wait for them. Communicators are
+// blocking (the lowest launch latency: a non-blocking one hands every launch to a helper
+// thread, ~3 ms per operation measured on H100), so the deadlines live in an NcclWatchdog: it
+// times each operation from its start on the GPU, and each host call that may block inside
+// NCCL, and ends the process with rank, host, operation and context on expiry.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -14,6 +16,7 @@
 #include <string>
 
 #include "comm/communicator.h"
+#include "comm/nccl_watchdog.h"
 
 namespace ra {
 
@@ -46,7 +49,8 @@ class NcclComm {
   void broadcast(void* data, size_t count, ncclDataType_t type, int root, cudaStream_t compute,
                  cudaEvent_t done);
 
-  // Blocks the host until `done` has fired, under the deadline (CommTimeout after an abort).
+  // Blocks the host until `done` has fired, under the deadline (CommTimeout after an abort);
+  // only for the rare calls whose callers need it on the host (barrier).
   void wait(cudaEvent_t done, const char* operation);
 
   // ncclCommSplit: the ranks with the same color, ordered by key. Collective.
@@ -59,11 +63,13 @@ class NcclComm {
  private:
   NcclComm(ncclComm_t comm, int device, double timeout_seconds, std::string context);
   void make_stream();
-  // Orders the comm stream after `compute`, then runs `enqueue` between ncclGroupStart/End.
+  // Orders the comm stream after `compute`, then runs `enqueue` between ncclGroupStart/End,
+  // tracked by the watchdog from the start of the host call and, on the GPU, of the operation.
   template <typename Enqueue>
   void launch(cudaStream_t compute, cudaEvent_t done, const char* operation, Enqueue enqueue);
-  // Polls ncclCommGetAsyncError until the communicator is idle; throws on error / deadline.
-  void wait_ready(const char* operation);
+  // `call` under the watchdog as a host call that may block inside NCCL (init, split, finalize).
+  template <typename Call>
+  void host_call(const char* operation, Call call);
   [[noreturn]] void fail(const char* operation, const std::string& why);
 
   ncclComm_t comm_ = nullptr;
@@ -73,6 +79,7 @@ class NcclComm {
   double timeout_seconds_ = 300;
   std::string context_;
   bool aborted_ = false;
+  std::unique_ptr<NcclWatchdog> watchdog_;  // declared last: stopped first
 };
 
 }  // namespace ra

@@ -42,33 +42,25 @@ void check_cuda_contiguous(const at::Tensor& t, const char* what, int device) {
   RA_CHECK(t.is_contiguous(), "NCCL backend: ", what, " must be contiguous");
 }
 
-// The transfer's "done" event: the compute stream waits on it; destroyed after the wait.
+// The transfer's "done" event: wait() orders the compute stream after it and returns at once
+// (the NcclWatchdog bounds the transfer); the event is destroyed after that, which CUDA allows
+// while it is pending.
 class NcclPendingTransfer : public PendingTransfer {
  public:
-  NcclPendingTransfer(NcclComm* core, cudaEvent_t done, cudaStream_t compute, const char* operation)
-      : core_(core), done_(done), compute_(compute), operation_(operation) {}
+  NcclPendingTransfer(cudaEvent_t done, cudaStream_t compute) : done_(done), compute_(compute) {}
   ~NcclPendingTransfer() override {
-    if (!finished_ && std::uncaught_exceptions() == 0) {
-      try {
-        wait();
-      } catch (...) {
-        // Reported by the explicit wait of the caller, if any.
-      }
-    }
+    if (!finished_) cudaStreamWaitEvent(compute_, done_, 0);  // buffers stay stream-ordered
     if (done_) cudaEventDestroy(done_);
   }
   void wait() override {
     if (finished_) return;
     finished_ = true;
-    core_->wait(done_, operation_);
     RA_CUDA_CHECK(cudaStreamWaitEvent(compute_, done_, 0));
   }
 
  private:
-  NcclComm* core_;
   cudaEvent_t done_;
   cudaStream_t compute_;
-  const char* operation_;
   bool finished_ = false;
 };
 
@@ -100,9 +92,7 @@ cudaEvent_t NcclCommunicator::prepare() {
   return done;
 }
 
-void NcclCommunicator::finish(cudaEvent_t done, const char* operation) {
-  NcclPendingTransfer(nccl_.get(), done, compute_stream(), operation).wait();
-}
+void NcclCommunicator::finish(cudaEvent_t done) { NcclPendingTransfer(done, compute_stream()).wait(); }
 
 std::unique_ptr<PendingTransfer> NcclCommunicator::start_send_recv(const at::Tensor& send, int dst,
                                                                    at::Tensor& recv, int src,
@@ -114,7 +104,7 @@ std::unique_ptr<PendingTransfer> NcclCommunicator::start_send_recv(const at::Ten
   // NCCL orders point-to-point operations between a pair of ranks by issue, so no tags.
   nccl_->send_recv(send.data_ptr(), send.numel(), dst, recv.data_ptr(), recv.numel(), src,
                    nccl_type(send), compute_stream(), done);
-  return std::make_unique<NcclPendingTransfer>(nccl_.get(), done, compute_stream(), "send_recv");
+  return std::make_unique<NcclPendingTransfer>(done, compute_stream());
 }
 
 void NcclCommunicator::send_recv(const at::Tensor& send, int dst, at::Tensor& recv, int src) {
@@ -126,7 +116,7 @@ void NcclCommunicator::all_reduce_sum(at::Tensor& tensor) {
   cudaEvent_t done = prepare();
   nccl_->all_reduce_sum(tensor.data_ptr(), tensor.numel(), nccl_type(tensor), compute_stream(),
                         done);
-  finish(done, "all_reduce");
+  finish(done);
 }
 
 void NcclCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
@@ -137,7 +127,7 @@ void NcclCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
   cudaEvent_t done = prepare();
   nccl_->all_gather(input.data_ptr(), output.data_ptr(), input.numel(), nccl_type(input),
                     compute_stream(), done);
-  finish(done, "all_gather");
+  finish(done);
 }
 
 void NcclCommunicator::reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) {
@@ -148,7 +138,7 @@ void NcclCommunicator::reduce_scatter_sum(const at::Tensor& input, at::Tensor& o
   cudaEvent_t done = prepare();
   nccl_->reduce_scatter_sum(input.data_ptr(), output.data_ptr(), output.numel(), nccl_type(input),
                             compute_stream(), done);
-  finish(done, "reduce_scatter");
+  finish(done);
 }
 
 void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
@@ -156,7 +146,7 @@ void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
   cudaEvent_t done = prepare();
   nccl_->broadcast(tensor.data_ptr(), tensor.numel(), nccl_type(tensor), root, compute_stream(),
                    done);
-  finish(done, "broadcast");
+  finish(done);
 }
 
 void NcclCommunicator::barrier() {
@@ -168,7 +158,8 @@ void NcclCommunicator::barrier() {
   cudaEvent_t done = prepare();
   try {
     nccl_->all_reduce_sum(flag, 1, ncclFloat32, compute_stream(), done);
-    finish(done, "barrier");
+    nccl_->wait(done, "barrier");  // a barrier is a host-side promise
+    cudaEventDestroy(done);
   } catch (...) {
     cudaFree(flag);
     throw;

@@ -43,8 +43,9 @@ class NcclCommunicator : public Communicator {
   cudaStream_t compute_stream() const;
   // Pushes the deadline and context to the core, and makes a fresh "done" event.
   cudaEvent_t prepare();
-  // Waits for `done` under the deadline, then orders the compute stream after it.
-  void finish(cudaEvent_t done, const char* operation);
+  // Orders the compute stream after `done` (no host wait: the watchdog bounds the operation)
+  // and destroys the event.
+  void finish(cudaEvent_t done);
 
   std::unique_ptr<NcclComm> nccl_;
 };

@@ -22,8 +22,9 @@ mkdir -p "$OUT"
 start=$(date +%s)
 elapsed() { echo "[$(( $(date +%s) - start )) s] $*"; }
 GPUS=$(nvidia-smi -L | wc -l)
-MPIRUN=(mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST
+MPIRUN=(mpirun --allow-run-as-root --bind-to none -x TORCH_SYMM_MEM_DISABLE_MULTICAST
         -x NVSHMEM_DISABLE_NVLS)
+for var in $(compgen -e | grep '^NCCL_'); do MPIRUN+=(-x "$var"); done  # every NCCL_* setting
 RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 
