@@ -56,6 +56,9 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "causal masking (required for token-file language modelling)")(
       "checkpointing", po::value(&c.checkpointing)->default_value(c.checkpointing),
       "per-block gradient checkpointing: auto (on from --seq-len 64K) | on | off")(
+      "checkpoint-layers", po::value(&c.checkpoint_layers)->default_value(c.checkpoint_layers),
+      "with checkpointing, checkpoint only the first N blocks (-1 = all); the others keep their "
+      "activations: no recompute (faster), more memory (docs/USAGE.md: sizing)")(
       "checkpoint-dtype", po::value(&c.checkpoint_dtype)->default_value(c.checkpoint_dtype),
       "dtype of the saved block inputs: auto (bfloat16 with bf16 compute on CUDA, else the "
       "model dtype) | float32 | bfloat16 (half the memory; blocks run on the rounded input)")(

@@ -96,6 +96,52 @@ class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> 
   }
 };
 
+// recompute_in_backward: a placeholder forward, fn's forward and backward in backward.
+struct DeferredState : torch::CustomClassHolder {
+  BlockFunction fn;
+};
+
+class DeferredFunction : public torch::autograd::Function<DeferredFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
+                            at::TensorList params, const BlockFunction& fn,
+                            at::IntArrayRef output_sizes) {
+    auto state = c10::make_intrusive<DeferredState>();
+    state->fn = fn;
+    std::vector<at::Tensor> saved = {input};
+    saved.insert(saved.end(), params.begin(), params.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["state"] = c10::IValue::make_capsule(state);
+    return at::zeros(output_sizes, input.options());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    auto state =
+        c10::static_intrusive_pointer_cast<DeferredState>(ctx->saved_data["state"].toCapsule());
+    const bool input_requires_grad = saved[0].requires_grad();
+    at::Tensor input = saved[0].detach().requires_grad_(input_requires_grad);
+    at::Tensor output;
+    {
+      at::AutoGradMode grad_on(true);
+      output = state->fn(input);
+    }
+    // One entry per forward argument: input, each param, fn, output_sizes.
+    torch::autograd::variable_list result(saved.size() + 2);
+    std::vector<at::Tensor> wrt;
+    std::vector<size_t> slot;
+    if (input_requires_grad) wrt.push_back(input), slot.push_back(0);
+    for (size_t i = 1; i < saved.size(); ++i) {
+      if (saved[i].requires_grad()) wrt.push_back(saved[i]), slot.push_back(i);
+    }
+    if (wrt.empty() || !output.requires_grad()) return result;
+    auto grads = torch::autograd::grad({output}, wrt, {grad_outputs[0]}, /*retain_graph=*/false,
+                                       /*create_graph=*/false, /*allow_unused=*/true);
+    for (size_t j = 0; j < grads.size(); ++j) result[slot[j]] = grads[j];
+    return result;
+  }
+};
+
 // Identity in backward, so its gradient is the one checkpoint_block's rounding gives.
 class RoundThroughFunction : public torch::autograd::Function<RoundThroughFunction> {
  public:
@@ -116,6 +162,13 @@ at::Tensor checkpoint_block(const BlockFunction& fn, const at::Tensor& input,
                             const CheckpointStorage& storage) {
   RA_CHECK(fn != nullptr, "checkpoint_block: fn is empty");
   return CheckpointFunction::apply(input, at::TensorList(params), fn, storage);
+}
+
+at::Tensor recompute_in_backward(const BlockFunction& fn, const at::Tensor& input,
+                                 const std::vector<at::Tensor>& params,
+                                 at::IntArrayRef output_sizes) {
+  RA_CHECK(fn != nullptr, "recompute_in_backward: fn is empty");
+  return DeferredFunction::apply(input, at::TensorList(params), fn, output_sizes);
 }
 
 at::Tensor round_through(const at::Tensor& input, at::ScalarType dtype) {

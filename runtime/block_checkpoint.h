@@ -38,6 +38,16 @@ at::Tensor checkpoint_block(const BlockFunction& fn, const at::Tensor& input,
                             const std::vector<at::Tensor>& params,
                             const CheckpointStorage& storage = {});
 
+// For a piece of a block that runs inside that block's recompute (checkpoint_block's backward),
+// where only the graph matters: returns zeros of `output_sizes` without running fn, and its
+// backward runs fn(input) with a graph and backpropagates through it. So the piece runs forward
+// twice per step (the block's forward, then here) instead of three times (forward, recompute,
+// and the recompute of a nested checkpoint_block), holding one piece's activations at a time.
+// The value is wrong by design: only use it where nothing reads it but autograd.
+at::Tensor recompute_in_backward(const BlockFunction& fn, const at::Tensor& input,
+                                 const std::vector<at::Tensor>& params,
+                                 at::IntArrayRef output_sizes);
+
 // round(input) with the straight-through gradient: the forward of a block that checkpoint_block
 // with `dtype` storage computes, without checkpointing (a reference for tests).
 at::Tensor round_through(const at::Tensor& input, at::ScalarType dtype);

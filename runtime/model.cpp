@@ -28,6 +28,9 @@ void validate(const ModelConfig& c) {
            ": must be >= 0 (0 = no chunking)");
   RA_CHECK(c.loss_chunk_tokens > 0, "loss_chunk_tokens = ", c.loss_chunk_tokens,
            ": must be positive");
+  RA_CHECK(c.checkpoint_layers >= -1 && c.checkpoint_layers <= c.num_layers,
+           "--checkpoint-layers = ", c.checkpoint_layers, ": allowed: -1 (all) or 0..",
+           c.num_layers, " (--layers)");
   validate(c.attention);
 }
 
@@ -43,10 +46,10 @@ torch::nn::LayerNorm make_norm(int64_t dim, double eps) {
 
 }  // namespace
 
-DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& c,
+DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& c, bool checkpointed,
                                    std::shared_ptr<DilatedAttentionBase> attention,
                                    std::shared_ptr<const PositionEncoding> position_encoding)
-    : ffn_chunk_tokens_(c.checkpointing ? c.ffn_chunk_tokens : 0) {
+    : ffn_chunk_tokens_(checkpointed ? c.ffn_chunk_tokens : 0) {
   const double gamma = magneto_decoder_gamma(c.num_layers);
   MultiheadConfig mh;
   mh.embed_dim = c.embed_dim;
@@ -83,11 +86,17 @@ at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, int64_t first_position
     for (const auto& p : m.parameters()) params.push_back(p);
   };
   add_params(*ffn_ln), add_params(*fc1), add_params(*ffn_sub_ln), add_params(*fc2);
+  // A checkpointed block runs its forward without grad, so each chunk's activations are freed
+  // at once. With grad on, this is the block's recompute: each chunk's FFN is deferred to its
+  // own backward (recompute_in_backward), so the recompute holds one chunk's [chunk, ffn_dim]
+  // activations at a time without running the FFN forward a third time.
+  const bool recompute = at::GradMode::is_enabled();
+  auto run_ffn = [this](const at::Tensor& in) { return ffn(in); };
   std::vector<at::Tensor> parts;
   for (int64_t start = 0; start < tokens; start += chunk) {
     const at::Tensor piece = h.narrow(1, start, std::min(chunk, tokens - start));
-    parts.push_back(
-        checkpoint_block([this](const at::Tensor& in) { return ffn(in); }, piece, params));
+    parts.push_back(recompute ? recompute_in_backward(run_ffn, piece, params, piece.sizes())
+                              : ffn(piece));
   }
   return h + at::cat(parts, 1);
 }
@@ -100,7 +109,7 @@ LongNetLMImpl::LongNetLMImpl(ModelConfig config, const AttentionMaker& make_atte
   embed = register_module("embed", torch::nn::Embedding(config_.vocab_size, E));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < config_.num_layers; ++i) {
-    block_list_.push_back(DecoderBlock(config_, make_attention(), rope));
+    block_list_.push_back(DecoderBlock(config_, block_checkpointed(size_t(i)), make_attention(), rope));
     blocks->push_back(block_list_.back());
   }
   final_ln = register_module("final_ln", make_norm(E, config_.layer_norm_eps));
@@ -120,8 +129,9 @@ at::Tensor LongNetLMImpl::hidden_states(const at::Tensor& tokens, int64_t first_
   // One offloader per forward pass: it lives as long as this pass's autograd graph.
   if (config_.checkpointing && config_.offload_checkpoints && is_training())
     storage.offloader = std::make_shared<CheckpointOffloader>();
-  for (auto& block : block_list_) {
-    if (config_.checkpointing && is_training()) {
+  for (size_t i = 0; i < block_list_.size(); ++i) {
+    DecoderBlock& block = block_list_[i];
+    if (block_checkpointed(i) && is_training()) {
       auto fn = [block, first_position](const at::Tensor& in) mutable {
         return block->forward(in, first_position);
       };
@@ -131,6 +141,11 @@ at::Tensor LongNetLMImpl::hidden_states(const at::Tensor& tokens, int64_t first_
     }
   }
   return final_ln->forward(x);
+}
+
+bool LongNetLMImpl::block_checkpointed(size_t index) const {
+  return config_.checkpointing &&
+         (config_.checkpoint_layers < 0 || int64_t(index) < config_.checkpoint_layers);
 }
 
 at::Tensor LongNetLMImpl::loss_sum(const at::Tensor& hidden, const at::Tensor& targets) {

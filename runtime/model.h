@@ -34,10 +34,13 @@ struct ModelConfig {
   double rope_base = 10000.0;
   double layer_norm_eps = 1e-5;
   bool checkpointing = false;        // recompute each block (and the loss chunks) in backward
+  // With checkpointing, how many blocks (the first ones) are checkpointed; the others keep
+  // their activations (faster: no recompute; more memory). -1 = all.
+  int64_t checkpoint_layers = -1;
   int64_t loss_chunk_tokens = 4096;  // LM head + cross-entropy on this many tokens at a time
-  // With checkpointing, each block's FFN runs on this many tokens at a time, each chunk itself
-  // checkpointed, so a block's recompute never holds the [S/P, ffn_dim] activations of the
-  // whole shard (they dominate memory past 1M tokens per rank). 0 = one piece.
+  // In a checkpointed block, the FFN runs on this many tokens at a time and the recompute
+  // defers each chunk to its own backward, so it never holds the [S/P, ffn_dim] activations of
+  // the whole shard (they dominate memory past 1M tokens per rank). 0 = one piece.
   int64_t ffn_chunk_tokens = 65536;
   // With checkpointing, the dtype each block keeps its saved input in; nullopt = the residual
   // stream's own dtype. bf16 halves the dominant memory of long sequences (the residual stream
@@ -61,7 +64,10 @@ using AttentionMaker = std::function<std::shared_ptr<DilatedAttentionBase>()>;
 
 class DecoderBlockImpl : public torch::nn::Module {
  public:
-  DecoderBlockImpl(const ModelConfig& config, std::shared_ptr<DilatedAttentionBase> attention,
+  // checkpointed: the model runs this block under checkpoint_block in training (its FFN is then
+  // chunked, see ModelConfig::ffn_chunk_tokens).
+  DecoderBlockImpl(const ModelConfig& config, bool checkpointed,
+                   std::shared_ptr<DilatedAttentionBase> attention,
                    std::shared_ptr<const PositionEncoding> position_encoding);
   // x: [B, S, E] -> [B, S, E]; token 0 of x is global token first_position.
   at::Tensor forward(const at::Tensor& x, int64_t first_position);
@@ -73,7 +79,7 @@ class DecoderBlockImpl : public torch::nn::Module {
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 
  private:
-  int64_t ffn_chunk_tokens_ = 0;  // > 0: chunked, checkpointed FFN in training
+  int64_t ffn_chunk_tokens_ = 0;  // > 0: chunked FFN in training (checkpointed blocks only)
 };
 TORCH_MODULE(DecoderBlock);
 
@@ -102,6 +108,7 @@ class LongNetLMImpl : public torch::nn::Module {
  private:
   ModelConfig config_;
   std::vector<DecoderBlock> block_list_;
+  bool block_checkpointed(size_t index) const;  // in training, with config_.checkpointing
 };
 TORCH_MODULE(LongNetLM);
 

@@ -23,6 +23,11 @@ bool checkpointing_enabled(const TrainConfig& c) {
          (c.checkpointing == "auto" && c.seq_len >= kAutoCheckpointingSeqLen);
 }
 
+int64_t checkpointed_layers(const TrainConfig& c) {
+  if (!checkpointing_enabled(c)) return 0;
+  return c.checkpoint_layers < 0 ? c.layers : std::min(c.checkpoint_layers, c.layers);
+}
+
 std::string resolved_checkpoint_dtype(const TrainConfig& c, bool bf16_compute) {
   if (c.checkpoint_dtype != "auto") return c.checkpoint_dtype;
   return bf16_compute ? "bfloat16" : "float32";
@@ -32,7 +37,7 @@ double checkpoint_bytes_per_rank(const TrainConfig& c, int world_size,
                                  const std::string& checkpoint_dtype) {
   const double bytes_per_value = checkpoint_dtype == "bfloat16" ? 2.0 : 4.0;
   const double tokens_per_rank = double(c.batch_size) * double(c.seq_len) / double(world_size);
-  return double(c.layers) * tokens_per_rank * double(c.embed_dim) * bytes_per_value;
+  return double(checkpointed_layers(c)) * tokens_per_rank * double(c.embed_dim) * bytes_per_value;
 }
 
 int64_t resolved_ffn_dim(const TrainConfig& c) {
@@ -67,6 +72,11 @@ void validate_train_config(const TrainConfig& c, int world_size) {
   }
   RA_CHECK(c.checkpointing == "auto" || c.checkpointing == "on" || c.checkpointing == "off",
            "--checkpointing = '", c.checkpointing, "': allowed: auto, on, off");
+  RA_CHECK(c.checkpoint_layers >= -1 && c.checkpoint_layers <= c.layers,
+           "--checkpoint-layers = ", c.checkpoint_layers, ": allowed: -1 (all) or 0..", c.layers,
+           " (--layers)");
+  RA_CHECK(c.checkpoint_layers == -1 || c.checkpointing != "off", "--checkpoint-layers = ",
+           c.checkpoint_layers, " needs checkpointing: --checkpointing is off");
   RA_CHECK(c.checkpoint_dtype == "auto" || c.checkpoint_dtype == "float32" ||
                c.checkpoint_dtype == "bfloat16",
            "--checkpoint-dtype = '", c.checkpoint_dtype,
@@ -131,7 +141,8 @@ std::string describe(const TrainConfig& c) {
        << "  global-tokens = " << c.sparse.global_tokens;
   }
   os << "\n  checkpointing = " << c.checkpointing << " ("
-     << (checkpointing_enabled(c) ? "on" : "off") << ")  checkpoint-dtype = " << c.checkpoint_dtype
+     << (checkpointing_enabled(c) ? "on" : "off") << ")  checkpoint-layers = "
+     << checkpointed_layers(c) << " of " << c.layers << "  checkpoint-dtype = " << c.checkpoint_dtype
      << "  offload-checkpoints = " << c.offload_checkpoints << "\n  dtype = " << c.dtype
      << "  device = " << c.device << "  loss-chunk = " << c.loss_chunk_tokens
      << "\n  optimizer: AdamW lr = " << c.lr << "  min-lr-ratio = " << c.min_lr_ratio

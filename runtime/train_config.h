@@ -23,6 +23,7 @@ struct TrainConfig {
   std::string attention_variant = "ring";   // exact at any world size; "standard" is shard-local
   SparseConfig sparse;                      // --attention sparse: the block pattern
   std::string checkpointing = "auto";       // auto | on | off
+  int64_t checkpoint_layers = -1;           // with checkpointing: the first N blocks; -1 = all
   std::string checkpoint_dtype = "auto";    // auto | float32 | bfloat16 (saved block inputs)
   std::string offload_checkpoints = "off";  // off | on (saved block inputs in host memory)
   std::string dtype = "auto";               // auto | fp32 | bf16
@@ -60,6 +61,9 @@ inline constexpr int64_t kAutoCheckpointingSeqLen = 64 * 1024;
 void validate_train_config(const TrainConfig& config, int world_size);
 
 bool checkpointing_enabled(const TrainConfig& config);
+// How many blocks are checkpointed: 0 when checkpointing is off, else --checkpoint-layers
+// (all for -1).
+int64_t checkpointed_layers(const TrainConfig& config);
 // "float32" or "bfloat16": auto = bfloat16 when the run computes in bf16 (on CUDA), else the
 // model dtype (float32).
 std::string resolved_checkpoint_dtype(const TrainConfig& config, bool bf16_compute);

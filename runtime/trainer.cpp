@@ -60,6 +60,7 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
   mc.ffn_dim = resolved_ffn_dim(config_);
   mc.attention = config_.attention;
   mc.checkpointing = checkpointing_enabled(config_);
+  mc.checkpoint_layers = config_.checkpoint_layers;
   checkpoint_dtype_ = resolved_checkpoint_dtype(config_, bf16_);
   // The saved inputs are fp32 (the residual stream of fp32 master weights); float32 = as is.
   mc.checkpoint_dtype = checkpoint_dtype_ == "bfloat16" ? at::kBFloat16 : at::kFloat;
@@ -171,17 +172,22 @@ void Trainer::print_checkpoint_memory(std::ostream& os) const {
   }
   const int world = runtime_.layout.world_size;
   const double bytes = checkpoint_bytes_per_rank(config_, world, checkpoint_dtype_);
-  os << config_.layers << " layers x " << config_.batch_size * config_.seq_len / world
+  const int64_t layers = checkpointed_layers(config_);
+  os << layers << " layers x " << config_.batch_size * config_.seq_len / world
      << " tokens x " << config_.embed_dim << " x " << (checkpoint_dtype_ == "bfloat16" ? 2 : 4)
      << " B (" << checkpoint_dtype_ << ") = " << format_bytes(bytes);
   if (model_->config().offload_checkpoints) {
     // Backward holds the input it recomputes and the one it prefetches.
-    const int64_t on_gpu = std::min<int64_t>(2, config_.layers);
+    const int64_t on_gpu = std::min<int64_t>(2, layers);
     os << ", offloaded to pinned host memory (" << on_gpu << " layers' worth, "
-       << format_bytes(double(on_gpu) * bytes / double(config_.layers))
+       << format_bytes(layers > 0 ? double(on_gpu) * bytes / double(layers) : 0.0)
        << ", on the GPU at a time)";
   } else if (config_.offload_checkpoints == "on") {
     os << " (offload-checkpoints: nothing to do on CPU)";
+  }
+  if (layers < config_.layers) {
+    os << "; the other " << config_.layers - layers
+       << " layers keep their activations (not estimated; docs/USAGE.md: sizing)";
   }
   os << "\n";
 }

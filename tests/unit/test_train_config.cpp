@@ -46,6 +46,12 @@ TEST(TrainConfig, GoodConfigPassesAndBadValuesNameTheirFlag) {
   expect_error_naming(c, 1, "--checkpoint-dtype");
   c = good(), c.offload_checkpoints = "maybe";
   expect_error_naming(c, 1, "--offload-checkpoints");
+  c = good(), c.checkpoint_layers = c.layers + 1;
+  expect_error_naming(c, 1, "--checkpoint-layers");
+  c = good(), c.checkpoint_layers = -2;
+  expect_error_naming(c, 1, "--checkpoint-layers");
+  c = good(), c.checkpointing = "off", c.checkpoint_layers = 1;
+  expect_error_naming(c, 1, "--checkpoint-layers");
   c = good(), c.save_every = 5;
   expect_error_naming(c, 1, "--save-every");
   c = good(), c.resume = "auto";
@@ -75,6 +81,18 @@ TEST(TrainConfig, CheckpointingAutoTurnsOnForLongSequences) {
   EXPECT_TRUE(checkpointing_enabled(c));
   c.checkpointing = "off";
   EXPECT_FALSE(checkpointing_enabled(c));
+}
+
+TEST(TrainConfig, CheckpointLayersCountAndMemory) {
+  auto c = good();
+  c.checkpointing = "on";
+  EXPECT_EQ(checkpointed_layers(c), c.layers);  // -1 = all
+  const double all = checkpoint_bytes_per_rank(c, 1, "bfloat16");
+  c.checkpoint_layers = 1;
+  EXPECT_EQ(checkpointed_layers(c), 1);
+  EXPECT_DOUBLE_EQ(checkpoint_bytes_per_rank(c, 1, "bfloat16"), all / double(c.layers));
+  c.checkpointing = "auto";  // good() is short: auto resolves to off
+  EXPECT_EQ(checkpointed_layers(c), 0);
 }
 
 TEST(TrainConfig, CheckpointDtypeAutoFollowsTheComputeDtype) {
