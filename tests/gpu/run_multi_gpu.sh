@@ -9,6 +9,7 @@
 # bench stage to the dense causal ring vs context_parallel (and its local-copy and profile),
 # BENCH_SET=wide to the wide dilated config at 128K (ring, local copy, profile).
 #   STAGES="tests bench train sparse profile" bash tests/gpu/run_multi_gpu.sh
+# TEST_REGEX narrows the tests stage (a ctest -R pattern).
 # Logs and JSON go to $OUT (default /tmp/ra_gpu_multi).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -37,7 +38,7 @@ cmake --build "$BUILD" -j "$(nproc)" --target $targets > "$OUT/build.log" 2>&1 \
 elapsed "build done ($GPUS GPUs)"
 
 if [[ " $STAGES " == *" tests "* ]]; then
-  timeout 300 ctest --test-dir "$BUILD" -R "gpu_ring|gpu_fault|gpu_sparse|gpu_sparse_ring|gpu_GpuRotary" --output-on-failure \
+  timeout 300 ctest --test-dir "$BUILD" -R "${TEST_REGEX:-gpu_ring|gpu_fault|gpu_sparse|gpu_GpuRotary}" --output-on-failure \
     --timeout 200 > "$OUT/ctest.log" 2>&1
   grep -E "Failure|Expected|Which is|error:|FAILED|rank [0-9]+\]" "$OUT/ctest.log" | head -40
   grep -E "tests passed|tests failed|Test +#" "$OUT/ctest.log"
