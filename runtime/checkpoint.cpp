@@ -19,9 +19,10 @@ namespace ra {
 namespace fs = std::filesystem;
 namespace {
 
-// Format 2: weights by flat name (fp32 master copies for bf16 models); format 1 stored the
-// module tree and is not readable any more.
-constexpr const char* kFormat = "ringattn-checkpoint-2";
+// Format 3: weights by flat name (fp32 master copies for bf16 models) and the AdamW state of
+// one flat tensor per parameter group (FlatParameters). Format 2 had one AdamW state per
+// parameter, format 1 stored the module tree; neither is readable any more.
+constexpr const char* kFormat = "ringattn-checkpoint-3";
 
 std::string step_name(int64_t step) {
   std::ostringstream os;
@@ -44,6 +45,51 @@ void agree(Communicator& comm, const c10::Device& device, bool ok, const std::st
 
 c10::Device device_of(const NamedWeights& weights) {
   return weights.is_empty() ? c10::Device(c10::kCPU) : weights.front().value().device();
+}
+
+// Why `dir` is not a complete checkpoint for world_size ranks ("" if it is); the format is
+// checked only with check_format.
+std::string checkpoint_problem(const std::string& dir, int world_size, bool check_format) {
+  const fs::path manifest_path = fs::path(dir) / "manifest.json";
+  if (!fs::exists(manifest_path)) return "no manifest.json (an interrupted save)";
+  nlohmann::json manifest;
+  try {
+    std::ifstream in(manifest_path);
+    in >> manifest;
+  } catch (const std::exception& e) {
+    return std::string("unreadable manifest.json: ") + e.what();
+  }
+  const std::string format = manifest.value("format", nlohmann::json("(none)")).dump();
+  if (check_format && format != nlohmann::json(kFormat).dump()) {
+    return "format " + format + ", this build reads " + kFormat;
+  }
+  if (!manifest.contains("world_size") || manifest["world_size"].get<int>() != world_size) {
+    return "written by a job of another world size (manifest: " +
+           manifest.value("world_size", nlohmann::json(-1)).dump() +
+           ", this job: " + std::to_string(world_size) + ")";
+  }
+  if (!manifest.contains("rank_files") || manifest["rank_files"].size() != size_t(world_size)) {
+    return "manifest.json lists the wrong number of rank files";
+  }
+  for (const auto& file : manifest["rank_files"]) {
+    if (!fs::exists(fs::path(dir) / file.get<std::string>())) {
+      return "missing rank file " + file.get<std::string>();
+    }
+  }
+  return "";
+}
+
+// The format a checkpoint's manifest names, quoted ("(none)" without one); "" when unreadable.
+std::string manifest_format(const std::string& dir) {
+  try {
+    std::ifstream in(fs::path(dir) / "manifest.json");
+    if (!in) return "";
+    nlohmann::json manifest;
+    in >> manifest;
+    return manifest.value("format", nlohmann::json("(none)")).dump();
+  } catch (const std::exception&) {
+    return "";
+  }
 }
 
 }  // namespace
@@ -80,7 +126,12 @@ std::string save_checkpoint(const std::string& save_dir, int64_t step, Communica
   bool ok = true;
   try {
     torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
-    for (const auto& w : weights) model_archive.write(w.key(), w.value().detach());
+    for (const auto& w : weights) {
+      // A view (of a flat buffer) would be saved with its whole storage: save its own data.
+      at::Tensor data = w.value().detach();
+      if (data.storage().nbytes() != data.nbytes()) data = data.clone();
+      model_archive.write(w.key(), data);
+    }
     optimizer.save(optimizer_archive);
     archive.write("model", model_archive);
     archive.write("optimizer", optimizer_archive);
@@ -120,37 +171,9 @@ std::string save_checkpoint(const std::string& save_dir, int64_t step, Communica
 }
 
 bool is_complete_checkpoint(const std::string& dir, int world_size, std::string* reason) {
-  auto fail = [&](const std::string& why) {
-    if (reason) *reason = why;
-    return false;
-  };
-  const fs::path manifest_path = fs::path(dir) / "manifest.json";
-  if (!fs::exists(manifest_path)) return fail("no manifest.json (an interrupted save)");
-  nlohmann::json manifest;
-  try {
-    std::ifstream in(manifest_path);
-    in >> manifest;
-  } catch (const std::exception& e) {
-    return fail(std::string("unreadable manifest.json: ") + e.what());
-  }
-  if (manifest.value("format", std::string()) != kFormat) {
-    return fail("format " + manifest.value("format", nlohmann::json("(none)")).dump() +
-                ", this build reads " + kFormat);
-  }
-  if (!manifest.contains("world_size") || manifest["world_size"].get<int>() != world_size) {
-    return fail("written by a job of another world size (manifest: " +
-                manifest.value("world_size", nlohmann::json(-1)).dump() +
-                ", this job: " + std::to_string(world_size) + ")");
-  }
-  if (!manifest.contains("rank_files") || manifest["rank_files"].size() != size_t(world_size)) {
-    return fail("manifest.json lists the wrong number of rank files");
-  }
-  for (const auto& file : manifest["rank_files"]) {
-    if (!fs::exists(fs::path(dir) / file.get<std::string>())) {
-      return fail("missing rank file " + file.get<std::string>());
-    }
-  }
-  return true;
+  const std::string problem = checkpoint_problem(dir, world_size, /*check_format=*/true);
+  if (reason && !problem.empty()) *reason = problem;
+  return problem.empty();
 }
 
 std::optional<std::string> find_latest_checkpoint(const std::string& save_dir, int world_size) {
@@ -163,7 +186,10 @@ std::optional<std::string> find_latest_checkpoint(const std::string& save_dir, i
     const std::string name = entry.path().filename().string();
     if (!entry.is_directory() || !std::regex_match(name, match, pattern)) continue;
     const int64_t step = std::stoll(match[1].str());
-    if (step > best_step && is_complete_checkpoint(entry.path().string(), world_size)) {
+    // Any format: resuming then refuses one this build cannot read (naming its format),
+    // rather than starting over and overwriting it.
+    if (step > best_step &&
+        checkpoint_problem(entry.path().string(), world_size, /*check_format=*/false).empty()) {
       best_step = step;
       best = entry.path().string();
     }
@@ -173,6 +199,12 @@ std::optional<std::string> find_latest_checkpoint(const std::string& save_dir, i
 
 int64_t load_checkpoint(const std::string& dir, int rank, int world_size,
                         const NamedWeights& weights, torch::optim::Optimizer& optimizer) {
+  const std::string format = manifest_format(dir);
+  RA_CHECK(
+      format.empty() || format == nlohmann::json(kFormat).dump(), "--resume = '", dir,
+      "': checkpoint format ", format, ", this build reads \"", kFormat,
+      "\" (format 3 keeps the optimizer state as one flat tensor per parameter group); "
+      "resume with the build that wrote it, or start afresh (no --resume) in another --save-dir");
   std::string reason;
   RA_CHECK(is_complete_checkpoint(dir, world_size, &reason), "--resume = '", dir,
            "': not a complete checkpoint: ", reason);

@@ -32,15 +32,19 @@ std::string save_checkpoint(const std::string& save_dir, int64_t step, Communica
                             const std::string& config_text);
 
 // The newest complete checkpoint directory under save_dir for world_size ranks, if any. Local
-// (no communication); callers agree by broadcasting rank 0's answer.
+// (no communication); callers agree by broadcasting rank 0's answer. A checkpoint in another
+// format counts (load_checkpoint then refuses it, naming the format), so that `--resume auto`
+// never silently starts over next to checkpoints this build cannot read.
 std::optional<std::string> find_latest_checkpoint(const std::string& save_dir, int world_size);
 
-// Whether `dir` is a complete checkpoint for world_size ranks; why not in *reason.
+// Whether `dir` is a complete checkpoint for world_size ranks in this build's format; why not
+// in *reason.
 bool is_complete_checkpoint(const std::string& dir, int world_size, std::string* reason = nullptr);
 
 // Loads this rank's file of a complete checkpoint into `weights` (copied in place, so their
 // dtype and device stay) and the optimizer; returns its step. Throws (naming the directory)
-// when it is incomplete, written for another world size, or lacks one of the weights.
+// when it has another format (naming the one found and the one expected), is incomplete,
+// written for another world size, or lacks one of the weights.
 int64_t load_checkpoint(const std::string& dir, int rank, int world_size,
                         const NamedWeights& weights, torch::optim::Optimizer& optimizer);
 

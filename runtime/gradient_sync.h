@@ -16,6 +16,8 @@
 
 namespace ra {
 
+// For separate parameters (tests, other callers); the trainer's gradients live in flat buffers
+// and are reduced as such (FlatParameters::all_reduce_grads).
 // Every parameter ends with a defined gradient (zeros where backward produced none), the same
 // on every rank. The order of `params` must be the same on every rank.
 void all_reduce_gradients(const std::vector<at::Tensor>& params, Communicator& comm,

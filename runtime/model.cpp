@@ -148,11 +148,18 @@ bool LongNetLMImpl::block_checkpointed(size_t index) const {
          (config_.checkpoint_layers < 0 || int64_t(index) < config_.checkpoint_layers);
 }
 
-at::Tensor LongNetLMImpl::loss_sum(const at::Tensor& hidden, const at::Tensor& targets) {
+at::Tensor LongNetLMImpl::loss_sum(const at::Tensor& hidden, const at::Tensor& targets,
+                                   const at::Tensor& host_targets) {
   RA_CHECK(hidden.dim() == 3 && targets.dim() == 2 && hidden.size(0) == targets.size(0) &&
                hidden.size(1) == targets.size(1),
            "loss_sum: hidden [B, S, E] and targets [B, S] disagree: ", hidden.sizes(), " vs ",
            targets.sizes());
+  RA_CHECK(!host_targets.defined() ||
+               (host_targets.sizes() == targets.sizes() && host_targets.device().is_cpu()),
+           "loss_sum: host_targets must be a CPU copy of targets ", targets.sizes(), ", got ",
+           host_targets.sizes(), " on ", host_targets.device());
+  // [B, S] on the host: whether each position is scored.
+  const at::Tensor scored = (host_targets.defined() ? host_targets : targets.to(at::kCPU)) >= 0;
   const int64_t S = hidden.size(1), chunk = config_.loss_chunk_tokens;
   // The loss is at least fp32 (bf16 logits are upcast), float64 stays float64 (tests).
   const auto loss_dtype = at::promote_types(hidden.scalar_type(), at::kFloat);
@@ -160,7 +167,7 @@ at::Tensor LongNetLMImpl::loss_sum(const at::Tensor& hidden, const at::Tensor& t
   for (int64_t start = 0; start < S; start += chunk) {
     const int64_t len = std::min(chunk, S - start);
     at::Tensor chunk_targets = targets.narrow(1, start, len).reshape({-1});  // [B * len]
-    if (!(chunk_targets >= 0).any().item<bool>()) continue;
+    if (!scored.narrow(1, start, len).any().item<bool>()) continue;
     auto chunk_loss = [this, chunk_targets, loss_dtype](const at::Tensor& h) {
       at::Tensor logits = lm_head->forward(h).reshape({chunk_targets.size(0), -1}).to(loss_dtype);
       return torch::nn::functional::cross_entropy(

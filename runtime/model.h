@@ -91,8 +91,12 @@ class LongNetLMImpl : public torch::nn::Module {
   at::Tensor hidden_states(const at::Tensor& tokens, int64_t first_position);
   // Sum of cross-entropy over the positions with target >= 0 (targets [B, S] int64, -1 =
   // ignored), computed chunk by chunk so [B, S, V] logits never exist at once. Returns a
-  // 0-dim tensor, float32 (float64 for a float64 model).
-  at::Tensor loss_sum(const at::Tensor& hidden, const at::Tensor& targets);
+  // 0-dim tensor, float32 (float64 for a float64 model). Chunks with nothing to score are
+  // skipped; which ones is read from `host_targets` (a CPU copy of targets, e.g. the batch the
+  // trainer moved to the device) or from targets themselves when they are on the CPU, else from
+  // one copy of them to the host: never a device sync per chunk.
+  at::Tensor loss_sum(const at::Tensor& hidden, const at::Tensor& targets,
+                      const at::Tensor& host_targets = at::Tensor());
   // hidden: [..., E] -> logits [..., V].
   at::Tensor logits(const at::Tensor& hidden) { return lm_head->forward(hidden); }
 

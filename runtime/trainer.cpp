@@ -2,7 +2,6 @@
 #include "runtime/trainer.h"
 
 #include <torch/cuda.h>
-#include <torch/nn/utils/clip_grad.h>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -35,6 +34,22 @@ std::string format_bytes(double bytes) {
 
 void synchronize(const at::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+// The flattened positions ([B * S/P] order) that have a target, found on the host copy of the
+// targets and sent to the device with the batch: selecting them with a boolean mask on the device
+// would sync the host (the result's size lives on the device).
+at::Tensor scored_positions(const at::Tensor& host_targets, const at::Device& device) {
+  return at::nonzero(host_targets.reshape({-1}) >= 0).reshape({-1}).to(device);
+}
+
+// How many of the `scored` positions the model predicts right (argmax of the logits): a 0-dim
+// float64 tensor on the device. hidden [B, S/P, E], targets [B, S/P] on the device.
+at::Tensor count_correct(LongNetLMImpl& model, const at::Tensor& hidden, const at::Tensor& targets,
+                         const at::Tensor& scored) {
+  const at::Tensor h = hidden.reshape({-1, hidden.size(-1)}).index_select(0, scored);  // [n, E]
+  const at::Tensor predicted = model.logits(h).argmax(-1);                             // [n]
+  return (predicted == targets.reshape({-1}).index_select(0, scored)).sum().to(at::kDouble);
 }
 
 }  // namespace
@@ -82,26 +97,29 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
     torch::NoGradGuard no_grad;
     for (auto& p : model_->parameters()) comm.broadcast(p, 0);
   }
-  // fp32 master weights: the params themselves, or copies taken before the model goes bf16.
-  for (const auto& named : model_->named_parameters()) {
-    at::Tensor master = bf16_ ? named.value().detach().clone() : named.value();
-    master_.push_back(master);
-    named_master_.insert(named.key(), master);
+  // fp32 master weights in flat buffers, taken from the fp32 init; the parameters become views
+  // of them (fp32) or of a flat bf16 copy, which is what turns the model into bf16 (the floating
+  // point buffers, if any, follow as Module::to would convert them).
+  flat_ = FlatParameters(model_->named_parameters(), bf16_ ? at::kBFloat16 : at::kFloat);
+  if (bf16_) {
+    torch::NoGradGuard no_grad;
+    for (auto& b : model_->buffers()) {
+      if (b.is_floating_point()) b.set_data(b.to(at::kBFloat16));
+    }
   }
-  if (bf16_) model_->to(at::kBFloat16);
-  params_ = model_->parameters();
 
+  // AdamW is elementwise, so one flat tensor per group is the same update as one per parameter.
   // Weight decay on matrices only (not on biases and LayerNorm gains).
-  std::vector<at::Tensor> decay, no_decay;
-  for (auto& m : master_) (m.dim() >= 2 ? decay : no_decay).push_back(m);
   auto options = [&](double wd) {
     return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(config_.lr)
                                                             .betas({config_.beta1, config_.beta2})
                                                             .weight_decay(wd));
   };
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, options(config_.weight_decay));
-  groups.emplace_back(no_decay, options(0.0));
+  groups.emplace_back(std::vector<at::Tensor>{flat_.master(FlatParameters::kDecay)},
+                      options(config_.weight_decay));
+  groups.emplace_back(std::vector<at::Tensor>{flat_.master(FlatParameters::kNoDecay)},
+                      options(0.0));
   optimizer_ =
       std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(config_.lr));
   schedule_ = {config_.lr, config_.warmup, config_.steps, config_.min_lr_ratio};
@@ -118,12 +136,6 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
   if (comm.rank() == 0)
     metrics_ = std::make_unique<MetricsLog>(config_.metrics_file, start_step_ > 1);
   print_header();
-}
-
-void Trainer::copy_master_to_params() {
-  if (!bf16_) return;  // the params are the master weights
-  torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < params_.size(); ++i) params_[i].copy_(master_[i]);
 }
 
 double Trainer::peak_flops_per_gpu() const {
@@ -151,7 +163,7 @@ void Trainer::print_header() {
      << layout_.shard_len() << ")\n";
   os << "data: " << data_->describe() << "\n";
   int64_t n_params = 0;
-  for (const auto& p : params_) n_params += p.numel();
+  for (const auto& p : flat_.params()) n_params += p.numel();
   os << "model: " << n_params << " parameters, compute " << (bf16_ ? "bf16 (fp32 master)" : "fp32")
      << ", checkpointing " << (model_->config().checkpointing ? "on" : "off") << "\n";
   os << "MFU peak: ";
@@ -208,8 +220,9 @@ void Trainer::maybe_resume() {
     if (latest_step < 1) return;  // nothing to resume: a fresh start
     dir = checkpoint_directory(config_.save_dir, int64_t(latest_step));
   }
-  const int64_t step = load_checkpoint(dir, comm.rank(), comm.size(), named_master_, *optimizer_);
-  copy_master_to_params();
+  const int64_t step =
+      load_checkpoint(dir, comm.rank(), comm.size(), flat_.named_master(), *optimizer_);
+  flat_.copy_master_to_params();
   start_step_ = step + 1;
 }
 
@@ -222,50 +235,51 @@ StepMetrics Trainer::train_step(int64_t step) {
   Batch batch = data_->batch(step);
   at::Tensor tokens = batch.tokens.to(runtime_.device);    // [B, S/P]
   at::Tensor targets = batch.targets.to(runtime_.device);  // [B, S/P], -1 = ignored
+  at::Tensor scored;                                       // [n], for the accuracy
+  if (data_->reports_accuracy()) scored = scored_positions(batch.targets, runtime_.device);
+  // Counted on the host copy; the loss needs the global count before backward, so its sum over
+  // ranks is one of the step's two host syncs (while the device is idle anyway).
   const double local_count = (batch.targets >= 0).sum().item<double>();
-  const double global_count =
-      std::max(1.0, sum_over_ranks({local_count}, comm, runtime_.device)[0]);
+  const double scored_total = sum_over_ranks({local_count}, comm, runtime_.device)[0];
+  const double global_count = std::max(1.0, scored_total);
 
-  optimizer_->zero_grad();
+  flat_.zero_grad();
   at::Tensor hidden = model_->hidden_states(tokens, layout_.first_position());  // [B, S/P, E]
-  at::Tensor loss_sum = model_->loss_sum(hidden, targets);
+  at::Tensor loss_sum = model_->loss_sum(hidden, targets, batch.targets);
   (loss_sum / global_count).backward();
-  if (bf16_) {  // bf16 grads -> fp32 master grads (all-reduced and clipped in fp32)
-    for (size_t i = 0; i < params_.size(); ++i) {
-      if (params_[i].grad().defined()) master_[i].mutable_grad() = params_[i].grad().to(at::kFloat);
-      params_[i].mutable_grad() = at::Tensor();
-    }
-  }
-  all_reduce_gradients(master_, comm);
-  const double grad_norm =
-      config_.clip > 0
-          ? torch::nn::utils::clip_grad_norm_(master_, config_.clip)
-          : torch::nn::utils::clip_grad_norm_(master_, std::numeric_limits<double>::infinity());
+  // The flat fp32 master gradients (up-cast in bf16 runs) are summed over ranks and clipped in
+  // fp32, a few kernels per group, no host sync.
+  flat_.collect_grads();
+  flat_.all_reduce_grads(comm);
+  const at::Tensor grad_norm = flat_.clip_grad_norm_(config_.clip);
   const double lr = schedule_.at(step);
   for (auto& group : optimizer_->param_groups()) {
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
   }
   optimizer_->step();
-  copy_master_to_params();
+  flat_.copy_master_to_params();
 
-  // Logged values, summed over ranks: loss sum, correct, scored.
-  std::vector<double> stats = {loss_sum.detach().item<double>(), 0, 0};
-  if (data_->reports_accuracy()) {
+  // Logged values: loss sum and correct predictions summed over ranks, then the grad norm; one
+  // copy to the host (the step's other sync).
+  at::Tensor stats;
+  {
     torch::NoGradGuard no_grad;
-    at::Tensor mask = targets >= 0;
-    at::Tensor predicted = model_->logits(hidden.detach().index({mask})).argmax(-1);  // [n]
-    stats[1] = (predicted == targets.index({mask})).sum().item<double>();
-    stats[2] = mask.sum().item<double>();
+    std::vector<at::Tensor> summed = {loss_sum.detach().to(at::kDouble).reshape({1})};
+    if (data_->reports_accuracy()) {
+      summed.push_back(count_correct(*model_, hidden.detach(), targets, scored).reshape({1}));
+    }
+    stats = at::cat(summed);
+    if (comm.size() > 1) comm.all_reduce_sum(stats);
+    stats = at::cat({stats, grad_norm.to(at::kDouble).reshape({1})}).to(at::kCPU);
   }
-  stats = sum_over_ranks(stats, comm, runtime_.device);
   synchronize(runtime_.device);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 
   StepMetrics m;
   m.step = step;
-  m.loss = stats[0] / global_count;
-  m.grad_norm = grad_norm;
+  m.loss = stats[0].item<double>() / global_count;
+  m.grad_norm = stats[-1].item<double>();
   m.lr = lr;
   m.step_ms = ms;
   const double step_tokens = double(config_.batch_size * config_.seq_len);
@@ -274,7 +288,9 @@ StepMetrics Trainer::train_step(int64_t step) {
   m.tflops_per_gpu = model_flops_per_step_ / comm.size() / (ms / 1e3) / 1e12;
   if (const double peak = peak_flops_per_gpu(); peak > 0) m.mfu = m.tflops_per_gpu * 1e12 / peak;
   m.peak_memory_gib = compat::peak_memory_gib(runtime_.device);
-  if (data_->reports_accuracy() && stats[2] > 0) m.accuracy = stats[1] / stats[2];
+  if (data_->reports_accuracy() && scored_total > 0) {
+    m.accuracy = stats[1].item<double>() / scored_total;
+  }
   return m;
 }
 
@@ -282,31 +298,35 @@ EvalResult Trainer::evaluate(int64_t batches) {
   Communicator& comm = *runtime_.world;
   model_->eval();
   torch::NoGradGuard no_grad;
-  std::vector<double> stats = {0, 0, 0};  // loss sum, correct, scored
+  // Loss sum and correct predictions accumulate on the device; scored positions on the host.
+  at::Tensor totals =
+      at::zeros({2}, at::TensorOptions().dtype(at::kDouble).device(runtime_.device));
+  double scored_total = 0;
   for (int64_t i = 1; i <= batches; ++i) {
     comm.set_context("eval batch " + std::to_string(i));
     Batch batch = data_->batch(kEvalStepBase + i);
     at::Tensor tokens = batch.tokens.to(runtime_.device),
                targets = batch.targets.to(runtime_.device);
+    const at::Tensor scored = scored_positions(batch.targets, runtime_.device);
     at::Tensor hidden = model_->hidden_states(tokens, layout_.first_position());
-    stats[0] += model_->loss_sum(hidden, targets).item<double>();
-    at::Tensor mask = targets >= 0;
-    at::Tensor predicted = model_->logits(hidden.index({mask})).argmax(-1);
-    stats[1] += (predicted == targets.index({mask})).sum().item<double>();
-    stats[2] += mask.sum().item<double>();
+    totals += at::stack({model_->loss_sum(hidden, targets, batch.targets).to(at::kDouble),
+                         count_correct(*model_, hidden, targets, scored)});
+    scored_total += (batch.targets >= 0).sum().item<double>();
   }
-  stats = sum_over_ranks(stats, comm, runtime_.device);
+  at::Tensor stats = at::cat({totals, at::full({1}, scored_total, totals.options())});
+  if (comm.size() > 1) comm.all_reduce_sum(stats);
+  stats = stats.to(at::kCPU);
   model_->train();
   EvalResult result;
-  const double scored = std::max(1.0, stats[2]);
-  result.loss = stats[0] / scored;
-  if (data_->reports_accuracy()) result.accuracy = stats[1] / scored;
+  const double scored = std::max(1.0, stats[2].item<double>());
+  result.loss = stats[0].item<double>() / scored;
+  if (data_->reports_accuracy()) result.accuracy = stats[1].item<double>() / scored;
   return result;
 }
 
 void Trainer::save(int64_t step) {
-  const std::string dir = save_checkpoint(config_.save_dir, step, *runtime_.world, named_master_,
-                                          *optimizer_, describe(config_));
+  const std::string dir = save_checkpoint(config_.save_dir, step, *runtime_.world,
+                                          flat_.named_master(), *optimizer_, describe(config_));
   if (log_) *log_ << "saved checkpoint " << dir << std::endl;
 }
 

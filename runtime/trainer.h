@@ -4,7 +4,10 @@
 // clip -> AdamW with warmup + cosine. Rank 0 logs; checkpoints are collective.
 // bf16 runs keep the whole model in bf16 (weights, activations, residual stream, LayerNorm
 // I/O: half the bytes of every memory-bound op, no autocast casts) and fp32 master weights and
-// AdamW state in the optimizer (Megatron's scheme).
+// AdamW state in the optimizer (Megatron's scheme). Weights, master weights and gradients live
+// in one flat buffer per weight-decay group (FlatParameters), so the step's tail after backward
+// is a few kernels per group, and a step syncs the host with the device twice (token count,
+// logged values).
 #pragma once
 
 #include <chrono>
@@ -18,6 +21,7 @@
 
 #include "runtime/checkpoint.h"
 #include "runtime/distributed_setup.h"
+#include "runtime/flat_parameters.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/metrics_log.h"
 #include "runtime/model.h"
@@ -54,12 +58,13 @@ class Trainer {
   const TrainConfig& config() const { return config_; }
   // Model FLOPs of one step over all ranks (6 * matmul params * tokens + attention), no recompute.
   double model_flops_per_step() const { return model_flops_per_step_; }
+  // The flat weight, master and gradient buffers the model's parameters are views of.
+  const FlatParameters& flat_parameters() const { return flat_; }
 
  private:
   void print_header();
   void print_checkpoint_memory(std::ostream& os) const;
   void maybe_resume();
-  void copy_master_to_params();       // bf16 runs: round the fp32 master weights into the model
   double peak_flops_per_gpu() const;  // bf16 dense peak of the card, 0 when unknown / CPU
 
   TrainConfig config_;
@@ -68,12 +73,11 @@ class Trainer {
   ShardLayout layout_;
   std::unique_ptr<TrainingData> data_;
   LongNetLM model_{nullptr};
-  std::vector<at::Tensor> params_;  // the model's parameters (backward fills their grads)
-  // What AdamW updates and checkpoints store: params_ themselves in fp32 runs; fp32 master
-  // copies of the bf16 params_ in bf16 runs (grads copied over and up-cast after backward, the
-  // updated weights rounded back into params_ after the step).
-  std::vector<at::Tensor> master_;
-  NamedWeights named_master_;
+  // What AdamW updates (one flat fp32 tensor per group) and checkpoints store (its views, by
+  // name). The model's parameters are views of it in fp32 runs; in bf16 runs views of a flat
+  // bf16 copy (gradients up-cast into the master after backward, the updated weights rounded
+  // back after the step).
+  FlatParameters flat_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   LrSchedule schedule_;
   std::unique_ptr<MetricsLog> metrics_;

@@ -5,7 +5,11 @@
 //   attention and bf16, offloaded checkpoints);
 // - resuming from a checkpoint at step k reproduces the uninterrupted run's losses exactly;
 // - incomplete checkpoints (no manifest, a *.tmp directory, another world size) are never
-//   loaded;
+//   loaded; checkpoints of an older format are refused with a message naming both formats;
+//   weights are saved as their own data, not as the flat buffers they are views of;
+// - after training steps the model's parameters are still views of the flat buffers (the fp32
+//   master itself, or in bf16 the rounded master) and their gradients views of the flat
+//   gradient buffers;
 // - a token file trains: each rank reads its shard, the first loss is about log(vocab) and
 //   training on a repeating pattern lowers it.
 #include <gtest/gtest.h>
@@ -19,6 +23,7 @@
 #include "attention/factory.h"
 #include "comm/mpi_communicator.h"
 #include "runtime/checkpoint.h"
+#include "runtime/flat_parameters.h"
 #include "runtime/gradient_sync.h"
 #include "runtime/model.h"
 #include "runtime/token_dataset.h"
@@ -226,6 +231,114 @@ TEST(Checkpoint, IncompleteCheckpointsAreNeverLoaded) {
   EXPECT_THROW(Trainer(config, cpu_runtime(comm), nullptr), Error);
   config.resume = "auto";
   EXPECT_EQ(Trainer(config, cpu_runtime(comm), nullptr).start_step(), 2);
+  comm->barrier();
+  if (comm->rank() == 0) fs::remove_all(dir);
+}
+
+// The step as the trainer runs it, fp32 and bf16: after each step the model's parameters are
+// views of the flat buffers holding the (rounded) master weights, and backward accumulated into
+// the flat gradient buffers.
+TEST(Trainer, ParamsStayViewsOfTheFlatMasterAfterSteps) {
+  auto comm = world();
+  for (const std::string dtype : {"fp32", "bf16"}) {
+    SCOPED_TRACE("--dtype " + dtype);
+    auto config = tiny_run("");
+    config.dtype = dtype;
+    Trainer t(config, cpu_runtime(comm), nullptr);
+    const FlatParameters& flat = t.flat_parameters();
+    EXPECT_EQ(flat.shares_master(), dtype == "fp32");
+    std::vector<at::Tensor> before;
+    for (const auto& m : flat.master_views()) before.push_back(m.clone());
+    for (int64_t step = 1; step <= 2; ++step) {
+      StepMetrics m = t.train_step(step);
+      EXPECT_TRUE(std::isfinite(m.loss) && m.grad_norm > 0) << "step " << step;
+      std::vector<at::Tensor> params = t.model()->parameters();
+      ASSERT_EQ(params.size(), flat.master_views().size());
+      for (size_t i = 0; i < params.size(); ++i) {
+        const at::Tensor& p = params[i];
+        const at::Tensor& master = flat.master_views()[i];
+        EXPECT_EQ(p.scalar_type(), dtype == "bf16" ? at::kBFloat16 : at::kFloat) << i;
+        EXPECT_EQ(p.grad().data_ptr(), flat.grad_views()[i].data_ptr()) << i;
+        if (flat.shares_master()) {
+          EXPECT_EQ(p.data_ptr(), master.data_ptr()) << i;
+        } else {
+          EXPECT_TRUE(torch::equal(p, master.to(at::kBFloat16))) << i;
+        }
+        const size_t g = p.dim() >= 2 ? FlatParameters::kDecay : FlatParameters::kNoDecay;
+        const auto* base = static_cast<const char*>(flat.param_buffer(g).data_ptr());
+        const auto* data = static_cast<const char*>(p.data_ptr());
+        EXPECT_TRUE(data >= base && data + p.nbytes() <= base + flat.param_buffer(g).nbytes()) << i;
+      }
+    }
+    for (size_t i = 0; i < before.size(); ++i) {
+      EXPECT_FALSE(torch::equal(before[i], flat.master_views()[i])) << "master " << i << " moved";
+    }
+  }
+}
+
+// Format 2 kept one AdamW state per parameter; this build refuses it by name, given as a
+// directory and through --resume auto (which must not start over next to it).
+TEST(Checkpoint, OlderFormatIsRefusedNamingBothFormats) {
+  auto comm = world();
+  const std::string dir = shared_temp_dir(*comm, "format");
+  {
+    Trainer t(tiny_run(dir), cpu_runtime(comm), nullptr);
+    t.train_step(1);
+    t.save(1);
+  }
+  const std::string step_dir = checkpoint_directory(dir, 1);
+  if (comm->rank() == 0) {
+    const fs::path manifest = fs::path(step_dir) / "manifest.json";
+    std::string text;
+    {
+      std::ifstream in(manifest);
+      text.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const std::string from = "\"ringattn-checkpoint-3\"";
+    ASSERT_NE(text.find(from), std::string::npos) << text;
+    text.replace(text.find(from), from.size(), "\"ringattn-checkpoint-2\"");
+    std::ofstream(manifest) << text;
+  }
+  comm->barrier();
+  for (const std::string& resume : {step_dir, std::string("auto")}) {
+    auto config = tiny_run(dir);
+    config.resume = resume;
+    try {
+      Trainer t(config, cpu_runtime(comm), nullptr);
+      ADD_FAILURE() << "--resume " << resume << " loaded a format-2 checkpoint";
+    } catch (const Error& e) {
+      const std::string message = e.what();
+      for (const std::string& part : {step_dir, std::string("\"ringattn-checkpoint-2\""),
+                                      std::string("\"ringattn-checkpoint-3\"")}) {
+        EXPECT_NE(message.find(part), std::string::npos) << "missing " << part << " in " << message;
+      }
+    }
+  }
+  comm->barrier();
+  if (comm->rank() == 0) fs::remove_all(dir);
+}
+
+// The weights are views of flat buffers; each is stored as its own data (not the whole buffer)
+// and holds the master values.
+TEST(Checkpoint, WeightsAreSavedAsTheirOwnData) {
+  auto comm = world();
+  const std::string dir = shared_temp_dir(*comm, "views");
+  Trainer t(tiny_run(dir), cpu_runtime(comm), nullptr);
+  t.train_step(1);
+  t.save(1);
+  torch::serialize::InputArchive archive, model_archive;
+  char file[32];
+  std::snprintf(file, sizeof file, "rank_%05d.pt", comm->rank());
+  archive.load_from((fs::path(checkpoint_directory(dir, 1)) / file).string());
+  archive.read("model", model_archive);
+  const NamedWeights& weights = t.flat_parameters().named_master();
+  ASSERT_GT(weights.size(), 2u);
+  for (const auto& w : weights) {
+    at::Tensor stored;
+    ASSERT_TRUE(model_archive.try_read(w.key(), stored)) << w.key();
+    EXPECT_EQ(stored.storage().nbytes(), stored.nbytes()) << w.key();
+    EXPECT_TRUE(torch::equal(stored, w.value())) << w.key();
+  }
   comm->barrier();
   if (comm->rank() == 0) fs::remove_all(dir);
 }
