@@ -92,7 +92,9 @@ cudaEvent_t NcclCommunicator::prepare() {
   return done;
 }
 
-void NcclCommunicator::finish(cudaEvent_t done) { NcclPendingTransfer(done, compute_stream()).wait(); }
+void NcclCommunicator::finish(cudaEvent_t done) {
+  NcclPendingTransfer(done, compute_stream()).wait();
+}
 
 std::unique_ptr<PendingTransfer> NcclCommunicator::start_send_recv(const at::Tensor& send, int dst,
                                                                    at::Tensor& recv, int src,

@@ -109,7 +109,8 @@ LongNetLMImpl::LongNetLMImpl(ModelConfig config, const AttentionMaker& make_atte
   embed = register_module("embed", torch::nn::Embedding(config_.vocab_size, E));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < config_.num_layers; ++i) {
-    block_list_.push_back(DecoderBlock(config_, block_checkpointed(size_t(i)), make_attention(), rope));
+    block_list_.push_back(
+        DecoderBlock(config_, block_checkpointed(size_t(i)), make_attention(), rope));
     blocks->push_back(block_list_.back());
   }
   final_ln = register_module("final_ln", make_norm(E, config_.layer_norm_eps));

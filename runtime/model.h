@@ -33,7 +33,7 @@ struct ModelConfig {
   DilatedAttentionConfig attention;
   double rope_base = 10000.0;
   double layer_norm_eps = 1e-5;
-  bool checkpointing = false;        // recompute each block (and the loss chunks) in backward
+  bool checkpointing = false;  // recompute each block (and the loss chunks) in backward
   // With checkpointing, how many blocks (the first ones) are checkpointed; the others keep
   // their activations (faster: no recompute; more memory). -1 = all.
   int64_t checkpoint_layers = -1;

@@ -75,8 +75,9 @@ void validate_train_config(const TrainConfig& c, int world_size) {
   RA_CHECK(c.checkpoint_layers >= -1 && c.checkpoint_layers <= c.layers,
            "--checkpoint-layers = ", c.checkpoint_layers, ": allowed: -1 (all) or 0..", c.layers,
            " (--layers)");
-  RA_CHECK(c.checkpoint_layers == -1 || c.checkpointing != "off", "--checkpoint-layers = ",
-           c.checkpoint_layers, " needs checkpointing: --checkpointing is off");
+  RA_CHECK(c.checkpoint_layers == -1 || c.checkpointing != "off",
+           "--checkpoint-layers = ", c.checkpoint_layers,
+           " needs checkpointing: --checkpointing is off");
   RA_CHECK(c.checkpoint_dtype == "auto" || c.checkpoint_dtype == "float32" ||
                c.checkpoint_dtype == "bfloat16",
            "--checkpoint-dtype = '", c.checkpoint_dtype,
@@ -141,8 +142,9 @@ std::string describe(const TrainConfig& c) {
        << "  global-tokens = " << c.sparse.global_tokens;
   }
   os << "\n  checkpointing = " << c.checkpointing << " ("
-     << (checkpointing_enabled(c) ? "on" : "off") << ")  checkpoint-layers = "
-     << checkpointed_layers(c) << " of " << c.layers << "  checkpoint-dtype = " << c.checkpoint_dtype
+     << (checkpointing_enabled(c) ? "on" : "off")
+     << ")  checkpoint-layers = " << checkpointed_layers(c) << " of " << c.layers
+     << "  checkpoint-dtype = " << c.checkpoint_dtype
      << "  offload-checkpoints = " << c.offload_checkpoints << "\n  dtype = " << c.dtype
      << "  device = " << c.device << "  loss-chunk = " << c.loss_chunk_tokens
      << "\n  optimizer: AdamW lr = " << c.lr << "  min-lr-ratio = " << c.min_lr_ratio

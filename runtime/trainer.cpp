@@ -185,9 +185,9 @@ void Trainer::print_checkpoint_memory(std::ostream& os) const {
   const int world = runtime_.layout.world_size;
   const double bytes = checkpoint_bytes_per_rank(config_, world, checkpoint_dtype_);
   const int64_t layers = checkpointed_layers(config_);
-  os << layers << " layers x " << config_.batch_size * config_.seq_len / world
-     << " tokens x " << config_.embed_dim << " x " << (checkpoint_dtype_ == "bfloat16" ? 2 : 4)
-     << " B (" << checkpoint_dtype_ << ") = " << format_bytes(bytes);
+  os << layers << " layers x " << config_.batch_size * config_.seq_len / world << " tokens x "
+     << config_.embed_dim << " x " << (checkpoint_dtype_ == "bfloat16" ? 2 : 4) << " B ("
+     << checkpoint_dtype_ << ") = " << format_bytes(bytes);
   if (model_->config().offload_checkpoints) {
     // Backward holds the input it recomputes and the one it prefetches.
     const int64_t on_gpu = std::min<int64_t>(2, layers);
