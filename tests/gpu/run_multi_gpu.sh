@@ -126,20 +126,27 @@ fi
 
 if [[ " $STAGES " == *" profile "* ]]; then
   # One traced step of each hot path, summarised (traces stay in /tmp: they are large).
-  summarize() { python3 bench/summarize_trace.py "$1" --top 12 >> "$OUT/profile.log" 2>&1; }
-  timeout 200 "${MPIRUN[@]}" -n "$GPUS" "$BUILD/launch/ring_train" --seq-len 1M \
+  summarize() {
+    python3 bench/summarize_trace.py "$1" --top 12 --by-op >> "$OUT/profile.log" 2>&1
+    gzip -c "$1" > "$OUT/$(basename "$1").gz"
+  }
+  # PROFILE_SET=ring: only the dense ring (NCCL and local copy) and context_parallel at 128K.
+  all=$([[ "${PROFILE_SET:-all}" == all ]] && echo 1)
+  [ -n "$all" ] && timeout 200 "${MPIRUN[@]}" -n "$GPUS" "$BUILD/launch/ring_train" --seq-len 1M \
     --layers 12 --embed-dim 768 --heads 12 --ffn-dim 3072 --attention ring --steps 3 \
     --segment-lengths 2048,4096,8192,16384,32768 --dilation-rates 1,2,4,6,12 --causal \
     --checkpointing on --data synthetic:kv --profile-step 3 --profile-file /tmp/train_1M.json \
     >> "$OUT/train.log" 2>&1 && summarize /tmp/train_1M.json
   bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --profile /tmp/ring_128K.json \
     && summarize /tmp/ring_128K.json
+  bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --local-copy \
+    --profile /tmp/ring_local_128K.json && summarize /tmp/ring_local_128K.json
   timeout 150 torchrun --nproc-per-node "$GPUS" bench/context_parallel_baseline.py \
     --seq-len 131072 --heads 16 --head-dim 128 --backend cudnn --profile /tmp/cp.json \
     >> "$OUT/bench.log" 2>&1 && summarize /tmp/cp.131072.json
-  timeout 120 "$BUILD/bench/bench_dilated_attention" --configs longnet-base --seq-lens 1M \
-    --causal 1 --head-modes all --passes fwdbwd --profile /tmp/dilated >> "$OUT/bench.log" 2>&1 \
-    && summarize /tmp/dilated.longnet-base.1M.causal.all.fwdbwd.json
+  [ -n "$all" ] && timeout 120 "$BUILD/bench/bench_dilated_attention" --configs longnet-base \
+    --seq-lens 1M --causal 1 --head-modes all --passes fwdbwd --profile /tmp/dilated \
+    >> "$OUT/bench.log" 2>&1 && summarize /tmp/dilated.longnet-base.1M.causal.all.fwdbwd.json
   grep -E "^trace|busy|^  [a-z]" "$OUT/profile.log" | head -80
   elapsed "profile done"
 fi
