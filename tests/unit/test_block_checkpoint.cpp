@@ -13,24 +13,13 @@
 #include "runtime/error.h"
 #include "runtime/model.h"
 #include "tests/support/dense_reference.h"
+#include "tests/support/tiny_model.h"
 
 namespace ra {
 namespace {
 
 ModelConfig tiny_model(bool checkpointing) {
-  ModelConfig c;
-  c.vocab_size = 50;
-  c.num_layers = 3;
-  c.embed_dim = 32;
-  c.num_heads = 4;
-  c.ffn_dim = 64;
-  c.attention.segment_lengths = {8, 32};
-  c.attention.dilation_rates = {1, 2};
-  c.attention.causal = true;
-  c.checkpointing = checkpointing;
-  c.loss_chunk_tokens = 12;  // several chunks, the last one partial
-  c.ffn_chunk_tokens = 12;   // the checkpointed FFN runs in chunks too (ignored without)
-  return c;
+  return testing::tiny_model_config(/*num_layers=*/3, checkpointing);
 }
 
 LongNetLM make_model(const ModelConfig& config, at::ScalarType dtype) {

@@ -13,26 +13,15 @@
 #include "runtime/flat_parameters.h"
 #include "runtime/model.h"
 #include "tests/support/dense_reference.h"
+#include "tests/support/tiny_model.h"
 
 namespace ra {
 namespace {
 
+// Checkpointed blocks, FFN chunks and loss chunks: several gradient contributions per weight
+// (fc1, fc2, lm_head), each through AccumulateGrad.
 ModelConfig tiny_model() {
-  ModelConfig c;
-  c.vocab_size = 50;
-  c.num_layers = 2;
-  c.embed_dim = 32;
-  c.num_heads = 4;
-  c.ffn_dim = 64;
-  c.attention.segment_lengths = {8, 32};
-  c.attention.dilation_rates = {1, 2};
-  c.attention.causal = true;
-  // Checkpointed blocks, FFN chunks and loss chunks: several gradient contributions per weight
-  // (fc1, fc2, lm_head), each through AccumulateGrad.
-  c.checkpointing = true;
-  c.loss_chunk_tokens = 12;
-  c.ffn_chunk_tokens = 12;
-  return c;
+  return testing::tiny_model_config(/*num_layers=*/2, /*checkpointing=*/true);
 }
 
 LongNetLM make_model() {
