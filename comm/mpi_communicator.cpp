@@ -79,7 +79,7 @@ void MpiCommunicator::wait_all(MPI_Request* requests, int count, const char* ope
                          " did not complete within ", timeout_seconds_, " s",
                          context_.empty() ? "" : " (" + context_ + ")"),
           "a peer rank is stuck or dead; look for its own error above. Raise the deadline "
-          "with --comm-timeout if the step is just slow",
+          "with --timeout (ring_train) if the step is just slow",
           __FILE__, __LINE__);
     }
     std::this_thread::sleep_for(pause);

@@ -122,7 +122,7 @@ void NcclComm::fail(const char* operation, const std::string& why) {
                                    " (GPU ", device_, "): NCCL ", operation, " ", why,
                                    context_.empty() ? "" : " (" + context_ + ")"),
                     "a peer rank is stuck or dead; look for its own error above. Raise the "
-                    "deadline with --comm-timeout if the step is just slow",
+                    "deadline with --timeout (ring_train) if the step is just slow",
                     __FILE__, __LINE__);
 }
 

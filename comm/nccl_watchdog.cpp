@@ -106,7 +106,7 @@ std::string NcclWatchdog::describe(const std::string& operation, const std::stri
                         " (GPU ", identity_.device, "): NCCL ", operation, " ", why,
                         context.empty() ? "" : " (" + context + ")",
                         "\n  hint: a peer rank is stuck or dead; look for its own error above. "
-                        "Raise the deadline with --comm-timeout if the step is just slow");
+                        "Raise the deadline with --timeout (ring_train) if the step is just slow");
 }
 
 void NcclWatchdog::expire(const std::string& operation, const std::string& why,
