@@ -27,6 +27,19 @@ ncclConfig_t blocking_config() {
   return config;
 }
 
+// NCCL_COMM_BLOCKING=0 in the environment overrides our blocking config: calls then return
+// ncclInProgress while a helper thread still works. Waiting for that here keeps the stream
+// order (an event recorded before the kernels are enqueued would fire early) and costs nothing
+// on a blocking communicator; the surrounding host call is under the watchdog.
+void settle(ncclComm_t comm) {
+  ncclResult_t state = ncclInProgress;
+  while (state == ncclInProgress) {
+    RA_NCCL_CHECK(ncclCommGetAsyncError(comm, &state));
+    if (state == ncclInProgress) std::this_thread::yield();
+  }
+  RA_CHECK(state == ncclSuccess, "NCCL failed: ", ncclGetErrorString(state));
+}
+
 }  // namespace
 
 int NcclComm::device_for_local_rank(int local_rank, int local_size) {
@@ -69,8 +82,10 @@ NcclComm::NcclComm(MPI_Comm mpi_comm, int device, double timeout_seconds)
     if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ncclConfig_t config = blocking_config();
-  host_call("init",
-            [&] { RA_NCCL_CHECK(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config)); });
+  host_call("init", [&] {
+    RA_NCCL_CHECK(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config));
+    settle(comm_);
+  });
   watchdog_->set_comm(comm_);
   make_stream();
 }
@@ -99,6 +114,7 @@ NcclComm::~NcclComm() {
     try {
       host_call("finalize", [&] {
         RA_NCCL_CHECK(ncclCommFinalize(comm_));
+        settle(comm_);
         RA_NCCL_CHECK(ncclCommDestroy(comm_));
       });
     } catch (...) {
@@ -159,6 +175,7 @@ void NcclComm::launch(cudaStream_t compute, cudaEvent_t done, const char* operat
     RA_NCCL_CHECK(ncclGroupStart());
     enqueue();
     RA_NCCL_CHECK(ncclGroupEnd());  // may connect to a new peer: the host call is watched
+    settle(comm_);                  // `done` must follow the NCCL kernels on the stream
     RA_CUDA_CHECK(cudaEventRecord(done, comm_stream_));
     watchdog_->track(started, comm_stream_, operation, context_, timeout_seconds_);
   });
@@ -204,7 +221,11 @@ void NcclComm::broadcast(void* data, size_t count, ncclDataType_t type, int root
 std::unique_ptr<NcclComm> NcclComm::split(int color, int key) {
   ncclConfig_t config = blocking_config();
   ncclComm_t sub = nullptr;
-  host_call("split", [&] { RA_NCCL_CHECK(ncclCommSplit(comm_, color, key, &sub, &config)); });
+  host_call("split", [&] {
+    RA_NCCL_CHECK(ncclCommSplit(comm_, color, key, &sub, &config));
+    settle(comm_);
+    settle(sub);
+  });
   return std::unique_ptr<NcclComm>(new NcclComm(sub, device_, timeout_seconds_, context_));
 }
 
