@@ -111,19 +111,23 @@ void NcclComm::make_stream() {
 NcclComm::~NcclComm() {
   if (comm_ != nullptr && !aborted_) {
     // Finalize flushes pending work; a dead peer could block it, so it runs under the watchdog.
+    // The watchdog stops polling the communicator before it is freed.
+    bool finalized = false;
     try {
       host_call("finalize", [&] {
         RA_NCCL_CHECK(ncclCommFinalize(comm_));
         settle(comm_);
-        RA_NCCL_CHECK(ncclCommDestroy(comm_));
       });
+      finalized = true;
     } catch (...) {
+    }
+    watchdog_->set_comm(nullptr);
+    if (finalized) {
+      ncclCommDestroy(comm_);
+    } else {
       ncclCommAbort(comm_);
     }
-  } else if (comm_ != nullptr) {
-    ncclCommDestroy(comm_);  // already aborted: only the handle is left
   }
-  if (watchdog_) watchdog_->set_comm(nullptr);
   watchdog_.reset();
   if (compute_ready_) cudaEventDestroy(compute_ready_);
   if (comm_stream_) cudaStreamDestroy(comm_stream_);
@@ -131,7 +135,8 @@ NcclComm::~NcclComm() {
 
 void NcclComm::fail(const char* operation, const std::string& why) {
   if (comm_ != nullptr && !aborted_) {
-    ncclCommAbort(comm_);  // unblocks kernels waiting for the dead peer
+    watchdog_->set_comm(nullptr);  // it must not poll a freed communicator
+    ncclCommAbort(comm_);          // unblocks kernels waiting for the dead peer
     aborted_ = true;
   }
   throw CommTimeout(detail::concat("rank ", rank_, " of ", size_, " on host ", host_name(),
