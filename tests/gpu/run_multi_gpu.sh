@@ -9,7 +9,8 @@
 # bench stage to the dense causal ring vs context_parallel (and its local-copy and profile),
 # BENCH_SET=wide to the wide dilated config at 128K (ring, local copy, profile).
 #   STAGES="tests bench train sparse profile" bash tests/gpu/run_multi_gpu.sh
-# TEST_REGEX narrows the tests stage (a ctest -R pattern).
+# TEST_REGEX narrows the tests stage (a ctest -R pattern). Stage "sweep": the dense ring at 128K
+# under each NCCL setting in SWEEP_ENV.
 # Logs and JSON go to $OUT (default /tmp/ra_gpu_multi).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -81,6 +82,19 @@ if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" == all ]]; then
     bench 1 --config $cfg --seq-len $(( 4096 / GPUS ))K
   done
   elapsed "bench done"
+fi
+
+if [[ " $STAGES " == *" sweep "* ]]; then
+  # The dense causal ring at 128K under each NCCL setting of SWEEP_ENV (space-separated
+  # VAR=value items), e.g. SWEEP_ENV="NCCL_MAX_CTAS=2 NCCL_MAX_CTAS=4 NCCL_MAX_CTAS=8".
+  for assignment in ${SWEEP_ENV:-NCCL_MAX_CTAS=2 NCCL_MAX_CTAS=4 NCCL_MAX_CTAS=8}; do
+    echo "== $assignment" >> "$OUT/bench.log"
+    timeout 120 "${MPIRUN[@]}" -x "$assignment" -n "$GPUS" "$BUILD/bench/bench_ring_attention" \
+      --json "$RESULTS" --config dense-causal --seq-len 128K --zigzag >> "$OUT/bench.log" 2>&1 \
+      || echo "bench failed under $assignment" | tee -a "$OUT/bench.log"
+    tail -1 "$RESULTS" | sed "s/^/$assignment: /"
+  done
+  elapsed "sweep done"
 fi
 
 if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
