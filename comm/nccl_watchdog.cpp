@@ -3,8 +3,12 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
+#include <thread>
 
 #include "runtime/cuda_check.h"
 #include "runtime/error.h"
@@ -18,11 +22,10 @@ std::string host_name() {
   return name;
 }
 
-void print_and_exit(const std::string& message) {
+void print(const std::string& message) {
   std::fprintf(stderr, "ringattn: error: %s\n", message.c_str());
   std::fflush(stderr);
   std::fflush(stdout);
-  std::_Exit(1);
 }
 
 // A CUDA event as a DeadlineWatch query.
@@ -48,7 +51,31 @@ std::string NcclWatchdog::describe(const Identity& identity, const std::string& 
 }
 
 NcclWatchdog::NcclWatchdog(Identity identity, Expire expire) : identity_(identity) {
-  if (!expire) expire = print_and_exit;
+  if (!expire) {
+    // Print first (the message is what the user needs), then abort the communicator, which
+    // releases kernels stuck on a dead peer, and exit. The abort gets a few seconds on a thread
+    // of its own: a watchdog must not hang in its own exit path.
+    expire = [this](const std::string& message) {
+      print(message);
+      ncclComm_t comm = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::swap(comm, comm_);  // nobody polls it any more
+      }
+      if (comm != nullptr) {
+        auto aborted = std::make_shared<std::atomic<bool>>(false);
+        std::thread([comm, aborted] {
+          ncclCommAbort(comm);
+          *aborted = true;
+        }).detach();
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+        while (!*aborted && std::chrono::steady_clock::now() < until) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+      }
+      std::_Exit(1);
+    };
+  }
   watch_ = std::make_unique<DeadlineWatch>(
       [identity, expire](const std::string& operation, const std::string& why,
                          const std::string& context) {

@@ -4,9 +4,9 @@
 // NCCL (communicator init, split, finalize, a group launch that connects to a new peer) are
 // tracked from their start. The polling thread is a DeadlineWatch; this class adds the CUDA
 // events (pooled), ncclCommGetAsyncError and the message. On expiry it prints the rank, host,
-// GPU, operation and context and ends the process with exit code 1 (a hung NCCL kernel cannot
-// be unwound by an exception; the launcher then ends the other ranks, whose own watchdogs fire
-// too if they are waiting on this one).
+// GPU, operation and context, aborts the communicator (given 3 s on a thread of its own) and
+// ends the process with exit code 1 (a hung NCCL kernel cannot be unwound by an exception; the
+// launcher then ends the other ranks, whose own watchdogs fire too if they wait on this one).
 #pragma once
 
 #include <cuda_runtime_api.h>
