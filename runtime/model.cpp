@@ -10,6 +10,7 @@
 #include "attention/standard/token_linear.h"
 #include "runtime/block_checkpoint.h"
 #include "runtime/error.h"
+#include "runtime/gelu_layer_norm.h"
 #include "runtime/validation.h"
 
 namespace ra {
@@ -49,7 +50,9 @@ torch::nn::LayerNorm make_norm(int64_t dim, double eps) {
 DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& c, bool checkpointed,
                                    std::shared_ptr<DilatedAttentionBase> attention,
                                    std::shared_ptr<const PositionEncoding> position_encoding)
-    : ffn_chunk_tokens_(checkpointed ? c.ffn_chunk_tokens : 0) {
+    : ffn_chunk_tokens_(checkpointed ? c.ffn_chunk_tokens : 0),
+      fused_gelu_layer_norm_(c.fused_gelu_layer_norm),
+      layer_norm_eps_(c.layer_norm_eps) {
   const double gamma = magneto_decoder_gamma(c.num_layers);
   MultiheadConfig mh;
   mh.embed_dim = c.embed_dim;
@@ -73,8 +76,9 @@ DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& c, bool checkpointed,
 }
 
 at::Tensor DecoderBlockImpl::ffn(const at::Tensor& h) {
-  at::Tensor f = torch::nn::functional::gelu(token_linear(fc1, ffn_ln->forward(h)));
-  return token_linear(fc2, ffn_sub_ln->forward(f));
+  const at::Tensor f = token_linear(fc1, ffn_ln->forward(h));  // [B, S, ffn_dim]
+  return token_linear(fc2, gelu_layer_norm(f, ffn_sub_ln->weight, ffn_sub_ln->bias, layer_norm_eps_,
+                                           fused_gelu_layer_norm_));
 }
 
 at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, int64_t first_position) {

@@ -50,6 +50,9 @@ struct ModelConfig {
   // With checkpointing, keep the saved block inputs in host memory between forward and
   // backward (pinned, copied on a side stream; a plain copy on CPU). See CheckpointOffloader.
   bool offload_checkpoints = false;
+  // The FFN's GELU and sub-LayerNorm as one op (runtime/gelu_layer_norm.h): one kernel each way
+  // on CUDA fp16/bf16; the same math (to rounding) as the two ops.
+  bool fused_gelu_layer_norm = false;
 };
 
 void validate(const ModelConfig& config);
@@ -80,6 +83,8 @@ class DecoderBlockImpl : public torch::nn::Module {
 
  private:
   int64_t ffn_chunk_tokens_ = 0;  // > 0: chunked FFN in training (checkpointed blocks only)
+  bool fused_gelu_layer_norm_ = false;
+  double layer_norm_eps_ = 1e-5;
 };
 TORCH_MODULE(DecoderBlock);
 
