@@ -23,6 +23,28 @@ struct CheckpointState : torch::CustomClassHolder {
   int64_t slot = -1;
 };
 
+// The backward result of a recomputing autograd function: gradients of `output` (given its
+// gradient) w.r.t. the recomputed input (if it needs one) and each param that requires grad,
+// laid out one entry per forward argument: input, each param, then `trailing` non-tensors.
+torch::autograd::variable_list recomputed_gradients(const at::Tensor& output,
+                                                    const at::Tensor& grad_output,
+                                                    const at::Tensor& input,
+                                                    bool input_requires_grad, at::TensorList params,
+                                                    size_t trailing) {
+  torch::autograd::variable_list result(1 + params.size() + trailing);
+  std::vector<at::Tensor> wrt;
+  std::vector<size_t> slot;  // index into the result for each entry of wrt
+  if (input_requires_grad) wrt.push_back(input), slot.push_back(0);
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params[i].requires_grad()) wrt.push_back(params[i]), slot.push_back(1 + i);
+  }
+  if (wrt.empty() || !output.requires_grad()) return result;
+  auto grads = torch::autograd::grad({output}, wrt, {grad_output}, /*retain_graph=*/false,
+                                     /*create_graph=*/false, /*allow_unused=*/true);
+  for (size_t j = 0; j < grads.size(); ++j) result[slot[j]] = grads[j];
+  return result;
+}
+
 class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
@@ -77,22 +99,9 @@ class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> 
       if (autocast_then != autocast_now) compat::set_cuda_bf16_autocast(autocast_now);
     }
 
-    // Gradients w.r.t. the input and the parameters that need them. The result has one entry
-    // per forward argument: input, each param, fn, storage.
-    const size_t num_params = saved.size() - first_param;
-    torch::autograd::variable_list result(1 + num_params + 2);
-    std::vector<at::Tensor> wrt;
-    std::vector<size_t> slot;  // index into the result for each entry of wrt
-    if (state->input_requires_grad) wrt.push_back(input), slot.push_back(0);
-    for (size_t i = 0; i < num_params; ++i) {
-      const at::Tensor& param = saved[first_param + i];
-      if (param.requires_grad()) wrt.push_back(param), slot.push_back(1 + i);
-    }
-    if (wrt.empty() || !output.requires_grad()) return result;
-    auto grads = torch::autograd::grad({output}, wrt, {grad_outputs[0]}, /*retain_graph=*/false,
-                                       /*create_graph=*/false, /*allow_unused=*/true);
-    for (size_t j = 0; j < grads.size(); ++j) result[slot[j]] = grads[j];
-    return result;
+    // One result entry per forward argument: input, each param, fn, storage.
+    return recomputed_gradients(output, grad_outputs[0], input, state->input_requires_grad,
+                                at::TensorList(saved).slice(first_param), /*trailing=*/2);
   }
 };
 
@@ -126,19 +135,9 @@ class DeferredFunction : public torch::autograd::Function<DeferredFunction> {
       at::AutoGradMode grad_on(true);
       output = state->fn(input);
     }
-    // One entry per forward argument: input, each param, fn, output_sizes.
-    torch::autograd::variable_list result(saved.size() + 2);
-    std::vector<at::Tensor> wrt;
-    std::vector<size_t> slot;
-    if (input_requires_grad) wrt.push_back(input), slot.push_back(0);
-    for (size_t i = 1; i < saved.size(); ++i) {
-      if (saved[i].requires_grad()) wrt.push_back(saved[i]), slot.push_back(i);
-    }
-    if (wrt.empty() || !output.requires_grad()) return result;
-    auto grads = torch::autograd::grad({output}, wrt, {grad_outputs[0]}, /*retain_graph=*/false,
-                                       /*create_graph=*/false, /*allow_unused=*/true);
-    for (size_t j = 0; j < grads.size(); ++j) result[slot[j]] = grads[j];
-    return result;
+    // One result entry per forward argument: input, each param, fn, output_sizes.
+    return recomputed_gradients(output, grad_outputs[0], input, input_requires_grad,
+                                at::TensorList(saved).slice(1), /*trailing=*/2);
   }
 };
 
