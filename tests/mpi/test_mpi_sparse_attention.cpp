@@ -24,13 +24,8 @@
 namespace ra {
 namespace {
 
-#if defined(RA_TEST_ON_CUDA)
-constexpr auto kDevice = at::kCUDA;
-#else
-constexpr auto kDevice = at::kCPU;
-#endif
-
-std::shared_ptr<Communicator> world() { return testing::test_world(kDevice); }
+using testing::kDevice;
+using testing::world;
 
 constexpr int64_t kSeq = 256, kBlock = 16, kBatch = 2, kHeads = 2, kKvHeads = 1, kDim = 8;
 

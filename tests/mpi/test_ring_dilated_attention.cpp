@@ -27,13 +27,8 @@ using testing::dense_dilated_attention;
 using testing::relative_error;
 using testing::tolerance_for;
 
-#if defined(RA_TEST_ON_CUDA)
-constexpr auto kDevice = at::kCUDA;
-#else
-constexpr auto kDevice = at::kCPU;
-#endif
-
-std::shared_ptr<Communicator> world() { return testing::test_world(kDevice); }
+using testing::kDevice;
+using testing::world;
 
 constexpr int64_t kShard = 16;  // tokens per rank; S = 16 P
 

@@ -18,9 +18,20 @@ std::string device_skip_reason(c10::DeviceType device);
 // per process. MPI must already be initialised (mpi_test_main does it).
 std::shared_ptr<Communicator> test_world(c10::DeviceType device);
 
+// The device a multi-rank test file runs on: CUDA when built with RA_TEST_ON_CUDA.
+#if defined(RA_TEST_ON_CUDA)
+constexpr auto kDevice = c10::DeviceType::CUDA;
+#else
+constexpr auto kDevice = c10::DeviceType::CPU;
+#endif
+
+// test_world(kDevice).
+inline std::shared_ptr<Communicator> world() { return test_world(kDevice); }
+
 }  // namespace ra::testing
 
-// Skips the current test when the job cannot run on kDevice (defined by the test file).
-#define SKIP_WITHOUT_DEVICE()                                                           \
-  if (const std::string why = ::ra::testing::device_skip_reason(kDevice); !why.empty()) \
+// Skips the current test when the job cannot run on kDevice.
+#define SKIP_WITHOUT_DEVICE()                                                            \
+  if (const std::string why = ::ra::testing::device_skip_reason(::ra::testing::kDevice); \
+      !why.empty())                                                                      \
   GTEST_SKIP() << why
