@@ -77,8 +77,9 @@ __global__ void gelu_layer_norm_forward_kernel(const T* __restrict__ a, const T*
 }
 
 // dxhat = dy * gamma; dg = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)); da = dg gelu'(a).
-template <typename T>
-__global__ void gelu_layer_norm_backward_kernel(
+// kMaxThreads bounds the registers: ~80 per thread unbounded, too many for 1024-thread blocks.
+template <typename T, int kMaxThreads>
+__global__ void __launch_bounds__(kMaxThreads) gelu_layer_norm_backward_kernel(
     const T* __restrict__ dy, const T* __restrict__ a, const T* __restrict__ gamma,
     const float* __restrict__ mean_in, const float* __restrict__ rstd_in, T* __restrict__ da,
     float* __restrict__ dgamma_partial, float* __restrict__ dbeta_partial, int64_t rows,
@@ -136,6 +137,18 @@ void check_shape(int features, std::initializer_list<const void*> pointers) {
   }
 }
 
+template <typename T>
+void backward(const void* dy, const void* a, const void* gamma, const float* mean,
+              const float* rstd, void* da, float* dgamma_partial, float* dbeta_partial,
+              int64_t rows, int features, int blocks, int threads, cudaStream_t stream) {
+  auto kernel = threads <= 512 ? gelu_layer_norm_backward_kernel<T, 512>
+                               : gelu_layer_norm_backward_kernel<T, 1024>;
+  kernel<<<blocks, threads, 0, stream>>>(static_cast<const T*>(dy), static_cast<const T*>(a),
+                                         static_cast<const T*>(gamma), mean, rstd,
+                                         static_cast<T*>(da), dgamma_partial, dbeta_partial, rows,
+                                         features);
+}
+
 }  // namespace
 
 void launch_gelu_layer_norm_forward(const void* a, const void* gamma, const void* beta, void* y,
@@ -182,16 +195,12 @@ void launch_gelu_layer_norm_backward(const void* dy, const void* a, const void* 
   const int threads = threads_for(features);
   switch (kind) {
     case ScalarKind::kHalf:
-      gelu_layer_norm_backward_kernel<__half><<<blocks, threads, 0, stream>>>(
-          static_cast<const __half*>(dy), static_cast<const __half*>(a),
-          static_cast<const __half*>(gamma), mean, rstd, static_cast<__half*>(da), dgamma_partial,
-          dbeta_partial, rows, features);
+      backward<__half>(dy, a, gamma, mean, rstd, da, dgamma_partial, dbeta_partial, rows, features,
+                       blocks, threads, stream);
       break;
     case ScalarKind::kBFloat16:
-      gelu_layer_norm_backward_kernel<__nv_bfloat16><<<blocks, threads, 0, stream>>>(
-          static_cast<const __nv_bfloat16*>(dy), static_cast<const __nv_bfloat16*>(a),
-          static_cast<const __nv_bfloat16*>(gamma), mean, rstd, static_cast<__nv_bfloat16*>(da),
-          dgamma_partial, dbeta_partial, rows, features);
+      backward<__nv_bfloat16>(dy, a, gamma, mean, rstd, da, dgamma_partial, dbeta_partial, rows,
+                              features, blocks, threads, stream);
       break;
     default:
       RA_THROW("gelu_layer_norm: the kernel takes fp16 or bf16");
