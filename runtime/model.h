@@ -52,7 +52,7 @@ struct ModelConfig {
   bool offload_checkpoints = false;
   // The FFN's GELU and sub-LayerNorm as one op (runtime/gelu_layer_norm.h): one kernel each way
   // on CUDA fp16/bf16; the same math (to rounding) as the two ops.
-  bool fused_gelu_layer_norm = false;
+  bool fused_gelu_layer_norm = true;
 };
 
 void validate(const ModelConfig& config);

@@ -14,9 +14,13 @@ namespace {
 constexpr float kInvSqrt2 = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 
+// The kernels are ALU bound on erff (~25 instructions), so the backward computes it once for
+// both gelu(a) = a Phi(a) and gelu'(a) = Phi(a) + a phi(a).
 __device__ inline float gelu(float a) { return 0.5f * a * (1.f + erff(a * kInvSqrt2)); }
-__device__ inline float gelu_grad(float a) {
-  return 0.5f * (1.f + erff(a * kInvSqrt2)) + a * kInvSqrt2Pi * expf(-0.5f * a * a);
+__device__ inline void gelu_and_grad(float a, float& value, float& grad) {
+  const float cdf = 0.5f * (1.f + erff(a * kInvSqrt2));
+  value = a * cdf;
+  grad = cdf + a * kInvSqrt2Pi * __expf(-0.5f * a * a);
 }
 
 // The sum of v over the block, returned to every thread; blockDim.x is a multiple of 32.
@@ -33,12 +37,19 @@ __device__ inline float block_sum(float v, float* scratch) {
 
 int threads_for(int features) { return (features / 8 + 31) / 32 * 32; }
 
-int sm_count(int device) {
-  int count = 0;
-  RA_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
+// The blocks of `kernel` that fit on the GPU at once, at most `rows`: the kernels stride over
+// rows, so one full wave balances the work (more blocks would leave a part-empty last wave).
+template <typename Kernel>
+int resident_blocks(Kernel kernel, int threads, int64_t rows, int device) {
+  int sms = 0, per_sm = 0;
+  RA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  RA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+  return int(std::max<int64_t>(1, std::min<int64_t>(rows, int64_t(sms) * std::max(1, per_sm))));
 }
 
+// Each block walks rows blockIdx.x, + gridDim.x, ...; the next row's 16 bytes per thread are
+// loaded before this row's two block reductions so a load is always in flight (the kernels are
+// memory bound, and a block otherwise idles its memory pipe while it reduces).
 template <typename T>
 __global__ void gelu_layer_norm_forward_kernel(const T* __restrict__ a, const T* __restrict__ gamma,
                                                const T* __restrict__ beta, T* __restrict__ y,
@@ -51,11 +62,17 @@ __global__ void gelu_layer_norm_forward_kernel(const T* __restrict__ a, const T*
   float w[8], b[8];
   if (active) load8(gamma + column, w), load8(beta + column, b);
   const float inv_features = 1.f / float(features);
+  auto load_row = [&](int64_t row) {
+    return active && row < rows ? *reinterpret_cast<const uint4*>(a + row * features + column)
+                                : uint4{0, 0, 0, 0};
+  };
+  uint4 next = load_row(blockIdx.x);
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    float g[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float g[8];
+    unpack8<T>(next, g);
+    next = load_row(row + gridDim.x);
     float sum = 0.f;
     if (active) {
-      load8(a + row * features + column, g);
 #pragma unroll
       for (int e = 0; e < 8; ++e) g[e] = gelu(g[e]), sum += g[e];
     }
@@ -77,37 +94,51 @@ __global__ void gelu_layer_norm_forward_kernel(const T* __restrict__ a, const T*
 }
 
 // dxhat = dy * gamma; dg = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)); da = dg gelu'(a).
-// kMaxThreads bounds the registers: ~80 per thread unbounded, too many for 1024-thread blocks.
+// kMaxThreads bounds the registers (1024-thread blocks need <= 64). gamma is re-read per row
+// (an L1 hit) and gelu'(a) replaces a after the first use, to keep the registers down.
 template <typename T, int kMaxThreads>
-__global__ void __launch_bounds__(kMaxThreads) gelu_layer_norm_backward_kernel(
-    const T* __restrict__ dy, const T* __restrict__ a, const T* __restrict__ gamma,
-    const float* __restrict__ mean_in, const float* __restrict__ rstd_in, T* __restrict__ da,
-    float* __restrict__ dgamma_partial, float* __restrict__ dbeta_partial, int64_t rows,
-    int features) {
+__global__ void __launch_bounds__(kMaxThreads)
+    gelu_layer_norm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ a,
+                                    const T* __restrict__ gamma, const float* __restrict__ mean_in,
+                                    const float* __restrict__ rstd_in, T* __restrict__ da,
+                                    float* __restrict__ dgamma_partial,
+                                    float* __restrict__ dbeta_partial, int64_t rows, int features) {
   __shared__ float scratch[32];
   const int column = threadIdx.x * 8;
   const bool active = column < features;
-  float w[8];
-  if (active) load8(gamma + column, w);
   float dgamma[8] = {0, 0, 0, 0, 0, 0, 0, 0}, dbeta[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   const float inv_features = 1.f / float(features);
+  auto load_row = [&](const T* base, int64_t row) {
+    return active && row < rows ? *reinterpret_cast<const uint4*>(base + row * features + column)
+                                : uint4{0, 0, 0, 0};
+  };
+  uint4 next_a = load_row(a, blockIdx.x), next_dy = load_row(dy, blockIdx.x);
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const float mean = mean_in[row], rstd = rstd_in[row];
-    float x[8], xhat[8], dxhat[8];
+    float slope[8], xhat[8], dxhat[8];  // slope = gelu'(a)
+    {
+      float x[8], grad[8], w[8];
+      unpack8<T>(next_a, x);
+      unpack8<T>(next_dy, grad);
+      next_a = load_row(a, row + gridDim.x);
+      next_dy = load_row(dy, row + gridDim.x);
+      if (active) {
+        load8(gamma + column, w);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          float g;
+          gelu_and_grad(x[e], g, slope[e]);
+          xhat[e] = (g - mean) * rstd;
+          dxhat[e] = grad[e] * w[e];
+          dgamma[e] += grad[e] * xhat[e];
+          dbeta[e] += grad[e];
+        }
+      }
+    }
     float sum_dxhat = 0.f, sum_dxhat_xhat = 0.f;
     if (active) {
-      float grad[8];
-      load8(a + row * features + column, x);
-      load8(dy + row * features + column, grad);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        xhat[e] = (gelu(x[e]) - mean) * rstd;
-        dxhat[e] = grad[e] * w[e];
-        sum_dxhat += dxhat[e];
-        sum_dxhat_xhat += dxhat[e] * xhat[e];
-        dgamma[e] += grad[e] * xhat[e];
-        dbeta[e] += grad[e];
-      }
+      for (int e = 0; e < 8; ++e) sum_dxhat += dxhat[e], sum_dxhat_xhat += dxhat[e] * xhat[e];
     }
     const float mean_dxhat = block_sum(sum_dxhat, scratch) * inv_features;
     const float mean_dxhat_xhat = block_sum(sum_dxhat_xhat, scratch) * inv_features;
@@ -115,7 +146,7 @@ __global__ void __launch_bounds__(kMaxThreads) gelu_layer_norm_backward_kernel(
       float out[8];
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
-        out[e] = rstd * (dxhat[e] - mean_dxhat - xhat[e] * mean_dxhat_xhat) * gelu_grad(x[e]);
+        out[e] = rstd * (dxhat[e] - mean_dxhat - xhat[e] * mean_dxhat_xhat) * slope[e];
       }
       store8(da + row * features + column, out);
     }
@@ -126,6 +157,12 @@ __global__ void __launch_bounds__(kMaxThreads) gelu_layer_norm_backward_kernel(
 #pragma unroll
     for (int e = 0; e < 8; ++e) dg[e] = dgamma[e], db[e] = dbeta[e];
   }
+}
+
+template <typename T>
+auto backward_kernel(int threads) {
+  return threads <= 512 ? gelu_layer_norm_backward_kernel<T, 512>
+                        : gelu_layer_norm_backward_kernel<T, 1024>;
 }
 
 void check_shape(int features, std::initializer_list<const void*> pointers) {
@@ -141,12 +178,9 @@ template <typename T>
 void backward(const void* dy, const void* a, const void* gamma, const float* mean,
               const float* rstd, void* da, float* dgamma_partial, float* dbeta_partial,
               int64_t rows, int features, int blocks, int threads, cudaStream_t stream) {
-  auto kernel = threads <= 512 ? gelu_layer_norm_backward_kernel<T, 512>
-                               : gelu_layer_norm_backward_kernel<T, 1024>;
-  kernel<<<blocks, threads, 0, stream>>>(static_cast<const T*>(dy), static_cast<const T*>(a),
-                                         static_cast<const T*>(gamma), mean, rstd,
-                                         static_cast<T*>(da), dgamma_partial, dbeta_partial, rows,
-                                         features);
+  backward_kernel<T>(threads)<<<blocks, threads, 0, stream>>>(
+      static_cast<const T*>(dy), static_cast<const T*>(a), static_cast<const T*>(gamma), mean, rstd,
+      static_cast<T*>(da), dgamma_partial, dbeta_partial, rows, features);
 }
 
 }  // namespace
@@ -159,7 +193,8 @@ void launch_gelu_layer_norm_forward(const void* a, const void* gamma, const void
   int device = 0;
   RA_CUDA_CHECK(cudaGetDevice(&device));
   const int threads = threads_for(features);
-  const int blocks = int(std::min<int64_t>(rows, int64_t(sm_count(device)) * 16));
+  const int blocks = resident_blocks(gelu_layer_norm_forward_kernel<__nv_bfloat16>, threads, rows,
+                                     device);  // both scalar types use the same registers
   switch (kind) {
     case ScalarKind::kHalf:
       gelu_layer_norm_forward_kernel<__half><<<blocks, threads, 0, stream>>>(
@@ -180,9 +215,8 @@ void launch_gelu_layer_norm_forward(const void* a, const void* gamma, const void
 }
 
 int gelu_layer_norm_backward_blocks(int64_t rows, int features, int device) {
-  // Enough blocks to fill the GPU (a few per SM), few enough that the partial sums stay small.
-  const int per_sm = std::max(1, 2048 / threads_for(features));
-  return int(std::max<int64_t>(1, std::min<int64_t>(rows, int64_t(sm_count(device)) * per_sm)));
+  const int threads = threads_for(features);
+  return resident_blocks(backward_kernel<__nv_bfloat16>(threads), threads, rows, device);
 }
 
 void launch_gelu_layer_norm_backward(const void* dy, const void* a, const void* gamma,

@@ -23,12 +23,17 @@ __device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
+// 8 packed fp16/bf16 values (one 16-byte load) as fp32. Kernels that prefetch keep the raw form.
 template <typename T>
-__device__ inline void load8(const T* src, float (&dst)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(src);
+__device__ inline void unpack8(const uint4& raw, float (&dst)[8]) {
   const T* v = reinterpret_cast<const T*>(&raw);
 #pragma unroll
   for (int i = 0; i < 8; ++i) dst[i] = to_float(v[i]);
+}
+
+template <typename T>
+__device__ inline void load8(const T* src, float (&dst)[8]) {
+  unpack8<T>(*reinterpret_cast<const uint4*>(src), dst);
 }
 
 template <typename T>
