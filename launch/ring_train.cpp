@@ -66,9 +66,10 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       po::value(&c.offload_checkpoints)->default_value(c.offload_checkpoints),
       "off | on: keep the saved block inputs in pinned host memory, prefetched back during "
       "backward (CUDA; nothing to do on CPU)")(
-      "fused-ffn-norm", po::value(&c.fused_ffn_norm)->default_value(c.fused_ffn_norm),
-      "off | on: the FFN's GELU and sub-LayerNorm as one op, one CUDA kernel each way for "
-      "fp16/bf16 (experimental: see docs/PERFORMANCE.md)")(
+      "fused-norms", po::value(&c.fused_norms)->default_value(c.fused_norms),
+      "on | off: every LayerNorm as one CUDA kernel each way for fp16/bf16 (ATen's backward "
+      "reads its inputs twice), the FFN's GELU folded into its sub-LayerNorm; off = ATen's "
+      "layer_norm and gelu (same math to rounding)")(
       "dtype", po::value(&c.dtype)->default_value(c.dtype),
       "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 (bf16 model, fp32 master weights and AdamW "
       "state; slow on CPU)")(

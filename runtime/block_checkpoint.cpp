@@ -12,6 +12,18 @@
 namespace ra {
 namespace {
 
+// True on the thread running a checkpoint's recompute, while it runs (see inside_recompute()).
+thread_local bool recomputing = false;
+
+class RecomputeScope {
+ public:
+  RecomputeScope() : outer_(recomputing) { recomputing = true; }
+  ~RecomputeScope() { recomputing = outer_; }
+
+ private:
+  bool outer_;
+};
+
 // What backward needs besides the saved tensors, carried through the autograd context
 // (saved_data holds IValues).
 struct CheckpointState : torch::CustomClassHolder {
@@ -94,6 +106,7 @@ class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> 
     at::Tensor output;
     {
       at::AutoGradMode grad_on(true);
+      RecomputeScope scope;
       if (autocast_then != autocast_now) compat::set_cuda_bf16_autocast(autocast_then);
       output = state->fn(input);
       if (autocast_then != autocast_now) compat::set_cuda_bf16_autocast(autocast_now);
@@ -105,39 +118,57 @@ class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> 
   }
 };
 
-// recompute_in_backward: a placeholder forward, fn's forward and backward in backward.
+// add_recomputed_in_backward: forward returns h itself; backward runs fn chunk by chunk with a
+// graph and adds each chunk's input gradient into the residual gradient.
 struct DeferredState : torch::CustomClassHolder {
   BlockFunction fn;
+  int64_t chunk = 0;
 };
 
-class DeferredFunction : public torch::autograd::Function<DeferredFunction> {
+class DeferredResidualFunction : public torch::autograd::Function<DeferredResidualFunction> {
  public:
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
-                            at::TensorList params, const BlockFunction& fn,
-                            at::IntArrayRef output_sizes) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h,
+                            at::TensorList params, const BlockFunction& fn, int64_t chunk) {
     auto state = c10::make_intrusive<DeferredState>();
     state->fn = fn;
-    std::vector<at::Tensor> saved = {input};
+    state->chunk = chunk;
+    std::vector<at::Tensor> saved = {h};
     saved.insert(saved.end(), params.begin(), params.end());
     ctx->save_for_backward(saved);
     ctx->saved_data["state"] = c10::IValue::make_capsule(state);
-    return at::zeros(output_sizes, input.options());
+    return h;  // autograd returns it as a view of h: no copy
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     auto saved = ctx->get_saved_variables();
     auto state =
         c10::static_intrusive_pointer_cast<DeferredState>(ctx->saved_data["state"].toCapsule());
-    const bool input_requires_grad = saved[0].requires_grad();
-    at::Tensor input = saved[0].detach().requires_grad_(input_requires_grad);
-    at::Tensor output;
-    {
-      at::AutoGradMode grad_on(true);
-      output = state->fn(input);
+    const at::Tensor& grad = grad_outputs[0];  // [B, S, E]: of h + fn(h)
+    const at::Tensor h = saved[0].detach();
+    const bool h_requires_grad = saved[0].requires_grad();
+    const at::TensorList params = at::TensorList(saved).slice(1);
+    // One entry per forward argument: h, each param, fn, chunk.
+    torch::autograd::variable_list result(1 + params.size() + 2);
+    if (h_requires_grad) result[0] = grad.clone(at::MemoryFormat::Contiguous);  // the h path
+    const int64_t tokens = h.size(1);
+    for (int64_t start = 0; start < tokens; start += state->chunk) {
+      const int64_t length = std::min(state->chunk, tokens - start);
+      at::Tensor piece = h.narrow(1, start, length).requires_grad_(h_requires_grad);
+      at::Tensor output;
+      {
+        at::AutoGradMode grad_on(true);
+        output = state->fn(piece);
+      }
+      auto grads = recomputed_gradients(output, grad.narrow(1, start, length), piece,
+                                        h_requires_grad, params, /*trailing=*/0);
+      if (grads[0].defined()) result[0].narrow(1, start, length).add_(grads[0]);
+      for (size_t i = 0; i < params.size(); ++i) {
+        at::Tensor& total = result[1 + i];
+        const at::Tensor& g = grads[1 + i];
+        if (g.defined()) total = total.defined() ? total.add_(g) : g;
+      }
     }
-    // One result entry per forward argument: input, each param, fn, output_sizes.
-    return recomputed_gradients(output, grad_outputs[0], input, input_requires_grad,
-                                at::TensorList(saved).slice(1), /*trailing=*/2);
+    return result;
   }
 };
 
@@ -163,11 +194,15 @@ at::Tensor checkpoint_block(const BlockFunction& fn, const at::Tensor& input,
   return CheckpointFunction::apply(input, at::TensorList(params), fn, storage);
 }
 
-at::Tensor recompute_in_backward(const BlockFunction& fn, const at::Tensor& input,
-                                 const std::vector<at::Tensor>& params,
-                                 at::IntArrayRef output_sizes) {
-  RA_CHECK(fn != nullptr, "recompute_in_backward: fn is empty");
-  return DeferredFunction::apply(input, at::TensorList(params), fn, output_sizes);
+bool inside_recompute() { return recomputing; }
+
+at::Tensor add_recomputed_in_backward(const BlockFunction& fn, const at::Tensor& h,
+                                      const std::vector<at::Tensor>& params, int64_t chunk) {
+  RA_CHECK(fn != nullptr, "add_recomputed_in_backward: fn is empty");
+  RA_CHECK(h.dim() >= 2, "add_recomputed_in_backward: h must be [batch, tokens, ...], got ",
+           h.sizes());
+  RA_CHECK(chunk > 0, "add_recomputed_in_backward: chunk = ", chunk, ": must be positive");
+  return DeferredResidualFunction::apply(h, at::TensorList(params), fn, chunk);
 }
 
 at::Tensor round_through(const at::Tensor& input, at::ScalarType dtype) {

@@ -38,15 +38,19 @@ at::Tensor checkpoint_block(const BlockFunction& fn, const at::Tensor& input,
                             const std::vector<at::Tensor>& params,
                             const CheckpointStorage& storage = {});
 
-// For a piece of a block that runs inside that block's recompute (checkpoint_block's backward),
-// where only the graph matters: returns zeros of `output_sizes` without running fn, and its
-// backward runs fn(input) with a graph and backpropagates through it. So the piece runs forward
-// twice per step (the block's forward, then here) instead of three times (forward, recompute,
-// and the recompute of a nested checkpoint_block), holding one piece's activations at a time.
-// The value is wrong by design: only use it where nothing reads it but autograd.
-at::Tensor recompute_in_backward(const BlockFunction& fn, const at::Tensor& input,
-                                 const std::vector<at::Tensor>& params,
-                                 at::IntArrayRef output_sizes);
+// True while the calling thread runs the recompute of a checkpoint_block (its fn, in backward).
+bool inside_recompute();
+
+// For the residual tail h + fn(h) of a block, inside that block's recompute (inside_recompute()),
+// where only the graph matters: returns h without running fn, and its backward runs
+// fn token chunk by chunk (`chunk` tokens along dim 1) with a graph and backpropagates through
+// each, so the gradients are those of h + fn(h). fn then runs forward twice per step (the
+// block's forward, then here) instead of three times (forward, recompute, and the recompute of
+// a nested checkpoint_block), holding one chunk's activations at a time, and no [h]-sized
+// placeholder or concatenation is built. The value lacks fn(h) by design: only use it where
+// nothing reads it but autograd. fn must map each chunk independently ([B, n, ...] -> same).
+at::Tensor add_recomputed_in_backward(const BlockFunction& fn, const at::Tensor& h,
+                                      const std::vector<at::Tensor>& params, int64_t chunk);
 
 // round(input) with the straight-through gradient: the forward of a block that checkpoint_block
 // with `dtype` storage computes, without checkpointing (a reference for tests).

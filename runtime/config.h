@@ -47,6 +47,9 @@ struct MultiheadConfig {
   double layer_norm_eps = 1e-5;
   double gamma_init = 1.0;  // xavier gain for v_proj and out_proj
   bool qk_norm = false;     // LayerNorm on q and k per head
+  // The LayerNorms (sub_ln, qk_norm) as ringattn's one-pass kernels where they apply (CUDA
+  // fp16/bf16, attention/standard/layer_norm_op.h); false = torch::nn::LayerNorm's.
+  bool fused_norms = true;
   DilatedAttentionConfig attention;
 };
 

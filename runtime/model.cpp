@@ -7,10 +7,10 @@
 
 #include <cmath>
 
+#include "attention/standard/layer_norm_op.h"
 #include "attention/standard/token_linear.h"
 #include "runtime/block_checkpoint.h"
 #include "runtime/error.h"
-#include "runtime/gelu_layer_norm.h"
 #include "runtime/validation.h"
 
 namespace ra {
@@ -51,7 +51,7 @@ DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& c, bool checkpointed,
                                    std::shared_ptr<DilatedAttentionBase> attention,
                                    std::shared_ptr<const PositionEncoding> position_encoding)
     : ffn_chunk_tokens_(checkpointed ? c.ffn_chunk_tokens : 0),
-      fused_gelu_layer_norm_(c.fused_gelu_layer_norm),
+      fused_norms_(c.fused_norms),
       layer_norm_eps_(c.layer_norm_eps) {
   const double gamma = magneto_decoder_gamma(c.num_layers);
   MultiheadConfig mh;
@@ -61,6 +61,7 @@ DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& c, bool checkpointed,
   mh.layer_norm_eps = c.layer_norm_eps;
   mh.gamma_init = gamma;
   mh.attention = c.attention;
+  mh.fused_norms = c.fused_norms;
   attn_ln = register_module("attn_ln", make_norm(c.embed_dim, c.layer_norm_eps));
   attn = register_module("attn", MultiheadDilatedAttention(mh, std::move(attention)));
   attn->set_position_encoding(std::move(position_encoding));
@@ -75,34 +76,43 @@ DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& c, bool checkpointed,
   }
 }
 
+at::Tensor DecoderBlockImpl::norm(torch::nn::LayerNorm ln, const at::Tensor& x) const {
+  return fused_norms_ ? fast_layer_norm(x, ln->weight, ln->bias, layer_norm_eps_) : ln->forward(x);
+}
+
 at::Tensor DecoderBlockImpl::ffn(const at::Tensor& h) {
-  const at::Tensor f = token_linear(fc1, ffn_ln->forward(h));  // [B, S, ffn_dim]
-  return token_linear(fc2, gelu_layer_norm(f, ffn_sub_ln->weight, ffn_sub_ln->bias, layer_norm_eps_,
-                                           fused_gelu_layer_norm_));
+  const at::Tensor f = token_linear(fc1, norm(ffn_ln, h));  // [B, S, ffn_dim]
+  return token_linear(
+      fc2, gelu_layer_norm(f, ffn_sub_ln->weight, ffn_sub_ln->bias, layer_norm_eps_, fused_norms_));
 }
 
 at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, int64_t first_position) {
-  at::Tensor h = x + attn->forward(attn_ln->forward(x), first_position);
+  at::Tensor h = x + attn->forward(norm(attn_ln, x), first_position);
   const int64_t tokens = h.size(1), chunk = ffn_chunk_tokens_;
-  if (!is_training() || chunk <= 0 || tokens <= chunk) return h + ffn(h);
+  const bool recompute = inside_recompute() && at::GradMode::is_enabled();
+  const bool forward_of_checkpoint = !at::GradMode::is_enabled();
+  if (!is_training() || chunk <= 0 || tokens <= chunk || !(recompute || forward_of_checkpoint)) {
+    return h + ffn(h);
+  }
   std::vector<at::Tensor> params;
   auto add_params = [&](const torch::nn::Module& m) {
     for (const auto& p : m.parameters()) params.push_back(p);
   };
   add_params(*ffn_ln), add_params(*fc1), add_params(*ffn_sub_ln), add_params(*fc2);
-  // A checkpointed block runs its forward without grad, so each chunk's activations are freed
-  // at once. With grad on, this is the block's recompute: each chunk's FFN is deferred to its
-  // own backward (recompute_in_backward), so the recompute holds one chunk's [chunk, ffn_dim]
-  // activations at a time without running the FFN forward a third time.
-  const bool recompute = at::GradMode::is_enabled();
-  auto run_ffn = [this](const at::Tensor& in) { return ffn(in); };
-  std::vector<at::Tensor> parts;
-  for (int64_t start = 0; start < tokens; start += chunk) {
-    const at::Tensor piece = h.narrow(1, start, std::min(chunk, tokens - start));
-    parts.push_back(recompute ? recompute_in_backward(run_ffn, piece, params, piece.sizes())
-                              : ffn(piece));
+  // In the recompute of a checkpointed block (with grad): the FFN is deferred to its own
+  // backward, chunk by chunk (add_recomputed_in_backward), so the recompute holds one chunk's
+  // [chunk, ffn_dim] activations at a time without running the FFN forward a third time.
+  if (recompute) {
+    auto run_ffn = [this](const at::Tensor& in) { return ffn(in); };
+    return add_recomputed_in_backward(run_ffn, h, params, chunk);
   }
-  return h + at::cat(parts, 1);
+  // The block's forward without grad (checkpointed): h is ours, so each chunk's FFN output is
+  // added into it in place and freed at once.
+  for (int64_t start = 0; start < tokens; start += chunk) {
+    at::Tensor piece = h.narrow(1, start, std::min(chunk, tokens - start));
+    piece.add_(ffn(piece));
+  }
+  return h;
 }
 
 LongNetLMImpl::LongNetLMImpl(ModelConfig config, const AttentionMaker& make_attention)
@@ -145,7 +155,8 @@ at::Tensor LongNetLMImpl::hidden_states(const at::Tensor& tokens, int64_t first_
       x = block->forward(x, first_position);
     }
   }
-  return final_ln->forward(x);
+  if (!config_.fused_norms) return final_ln->forward(x);
+  return fast_layer_norm(x, final_ln->weight, final_ln->bias, config_.layer_norm_eps);
 }
 
 bool LongNetLMImpl::block_checkpointed(size_t index) const {

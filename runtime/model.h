@@ -50,9 +50,10 @@ struct ModelConfig {
   // With checkpointing, keep the saved block inputs in host memory between forward and
   // backward (pinned, copied on a side stream; a plain copy on CPU). See CheckpointOffloader.
   bool offload_checkpoints = false;
-  // The FFN's GELU and sub-LayerNorm as one op (runtime/gelu_layer_norm.h): one kernel each way
-  // on CUDA fp16/bf16; the same math (to rounding) as the two ops.
-  bool fused_gelu_layer_norm = true;
+  // Every LayerNorm as ringattn's one-pass op (attention/standard/layer_norm_op.h), the FFN's
+  // GELU folded into its sub-LN: one kernel each way on CUDA fp16/bf16; the same math (to
+  // rounding) as torch::nn::LayerNorm and at::gelu. false = those.
+  bool fused_norms = true;
 };
 
 void validate(const ModelConfig& config);
@@ -82,8 +83,10 @@ class DecoderBlockImpl : public torch::nn::Module {
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 
  private:
+  at::Tensor norm(torch::nn::LayerNorm ln, const at::Tensor& x) const;  // ln(x)
+
   int64_t ffn_chunk_tokens_ = 0;  // > 0: chunked FFN in training (checkpointed blocks only)
-  bool fused_gelu_layer_norm_ = false;
+  bool fused_norms_ = false;
   double layer_norm_eps_ = 1e-5;
 };
 TORCH_MODULE(DecoderBlock);

@@ -85,8 +85,8 @@ void validate_train_config(const TrainConfig& c, int world_size) {
            "float32, bfloat16");
   RA_CHECK(c.offload_checkpoints == "off" || c.offload_checkpoints == "on",
            "--offload-checkpoints = '", c.offload_checkpoints, "': allowed: off, on");
-  RA_CHECK(c.fused_ffn_norm == "off" || c.fused_ffn_norm == "on", "--fused-ffn-norm = '",
-           c.fused_ffn_norm, "': allowed: off, on");
+  RA_CHECK(c.fused_norms == "off" || c.fused_norms == "on", "--fused-norms = '", c.fused_norms,
+           "': allowed: on, off");
   RA_CHECK(c.dtype == "auto" || c.dtype == "fp32" || c.dtype == "bf16", "--dtype = '", c.dtype,
            "': allowed: auto (bf16 on GPU, fp32 on CPU), fp32, bf16");
   RA_CHECK(c.device == "auto" || c.device == "cpu" || c.device == "cuda", "--device = '", c.device,
@@ -147,13 +147,13 @@ std::string describe(const TrainConfig& c) {
      << (checkpointing_enabled(c) ? "on" : "off")
      << ")  checkpoint-layers = " << checkpointed_layers(c) << " of " << c.layers
      << "  checkpoint-dtype = " << c.checkpoint_dtype
-     << "  offload-checkpoints = " << c.offload_checkpoints
-     << "  fused-ffn-norm = " << c.fused_ffn_norm << "\n  dtype = " << c.dtype
-     << "  device = " << c.device << "  loss-chunk = " << c.loss_chunk_tokens
-     << "\n  optimizer: AdamW lr = " << c.lr << "  min-lr-ratio = " << c.min_lr_ratio
-     << "  warmup = " << c.warmup << "  weight-decay = " << c.weight_decay << "  betas = ("
-     << c.beta1 << ", " << c.beta2 << ")  clip = " << c.clip << "  seed = " << c.seed
-     << "\n  data = " << c.data << "  save-dir = " << (c.save_dir.empty() ? "(none)" : c.save_dir)
+     << "  offload-checkpoints = " << c.offload_checkpoints << "  fused-norms = " << c.fused_norms
+     << "\n  dtype = " << c.dtype << "  device = " << c.device
+     << "  loss-chunk = " << c.loss_chunk_tokens << "\n  optimizer: AdamW lr = " << c.lr
+     << "  min-lr-ratio = " << c.min_lr_ratio << "  warmup = " << c.warmup
+     << "  weight-decay = " << c.weight_decay << "  betas = (" << c.beta1 << ", " << c.beta2
+     << ")  clip = " << c.clip << "  seed = " << c.seed << "\n  data = " << c.data
+     << "  save-dir = " << (c.save_dir.empty() ? "(none)" : c.save_dir)
      << "  save-every = " << c.save_every << "  resume = " << c.resume
      << "\n  log-every = " << c.log_every
      << "  metrics-file = " << (c.metrics_file.empty() ? "(none)" : c.metrics_file)

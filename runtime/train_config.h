@@ -26,7 +26,7 @@ struct TrainConfig {
   int64_t checkpoint_layers = -1;           // with checkpointing: the first N blocks; -1 = all
   std::string checkpoint_dtype = "auto";    // auto | float32 | bfloat16 (saved block inputs)
   std::string offload_checkpoints = "off";  // off | on (saved block inputs in host memory)
-  std::string fused_ffn_norm = "on";        // off | on (GELU + FFN sub-LN as one kernel)
+  std::string fused_norms = "on";           // on | off (one-pass LayerNorm kernels, GELU folded)
   std::string dtype = "auto";               // auto | fp32 | bf16
   std::string device = "auto";              // auto | cpu | cuda
   int64_t loss_chunk_tokens = 4096;

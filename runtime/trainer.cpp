@@ -82,7 +82,7 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
   // On CPU the checkpoints already live in host memory: offloading would only copy them.
   mc.offload_checkpoints = config_.offload_checkpoints == "on" && cuda;
   mc.loss_chunk_tokens = config_.loss_chunk_tokens;
-  mc.fused_gelu_layer_norm = config_.fused_ffn_norm == "on";
+  mc.fused_norms = config_.fused_norms == "on";
   AttentionSpec spec;
   spec.attention = config_.attention;
   spec.sparse = config_.sparse;

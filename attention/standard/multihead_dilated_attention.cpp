@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "attention/standard/dilated_attention.h"
+#include "attention/standard/layer_norm_op.h"
 #include "attention/standard/token_linear.h"
 #include "runtime/error.h"
 #include "runtime/validation.h"
@@ -72,6 +73,11 @@ void MultiheadDilatedAttentionImpl::reset_parameters() {
   }
 }
 
+at::Tensor MultiheadDilatedAttentionImpl::norm(torch::nn::LayerNorm ln, const at::Tensor& x) const {
+  if (!config_.fused_norms) return ln->forward(x);
+  return fast_layer_norm(x, ln->weight, ln->bias, config_.layer_norm_eps);
+}
+
 at::Tensor MultiheadDilatedAttentionImpl::forward(const at::Tensor& query, const at::Tensor& key,
                                                   const at::Tensor& value, int64_t first_position) {
   const int64_t E = config_.embed_dim, H = config_.num_heads, D = E / H;
@@ -94,7 +100,7 @@ at::Tensor MultiheadDilatedAttentionImpl::forward(const at::Tensor& query, const
   }
   auto heads = [&](const at::Tensor& t) { return t.reshape({t.size(0), t.size(1), H, D}); };
   q = heads(q), k = heads(k), v = heads(v);  // [B, S, H, D]
-  if (config_.qk_norm) q = q_norm->forward(q), k = k_norm->forward(k);
+  if (config_.qk_norm) q = norm(q_norm, q), k = norm(k_norm, k);
   if (position_encoding_) {
     q = position_encoding_->encode_query(q, first_position);
     k = position_encoding_->encode_key(k, first_position);
@@ -102,7 +108,7 @@ at::Tensor MultiheadDilatedAttentionImpl::forward(const at::Tensor& query, const
   attention_->train(is_training());
   at::Tensor attn = attention_->forward(q, k, v).out;  // [B, S, H, D]
   attn = attn.reshape({attn.size(0), attn.size(1), E});
-  if (config_.sub_ln) attn = sub_ln->forward(attn);
+  if (config_.sub_ln) attn = norm(sub_ln, attn);
   return token_linear(out_proj, attn);
 }
 

@@ -51,6 +51,9 @@ class MultiheadDilatedAttentionImpl : public torch::nn::Module {
   torch::nn::LayerNorm sub_ln{nullptr}, q_norm{nullptr}, k_norm{nullptr};
 
  private:
+  // ln(x), through the one-pass kernels where config_.fused_norms and they apply.
+  at::Tensor norm(torch::nn::LayerNorm ln, const at::Tensor& x) const;
+
   MultiheadConfig config_;
   std::shared_ptr<DilatedAttentionBase> attention_;
   std::shared_ptr<const PositionEncoding> position_encoding_;

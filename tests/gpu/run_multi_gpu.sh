@@ -39,7 +39,7 @@ cmake --build "$BUILD" -j "$(nproc)" --target $targets > "$OUT/build.log" 2>&1 \
 elapsed "build done ($GPUS GPUs)"
 
 if [[ " $STAGES " == *" tests "* ]]; then
-  timeout 300 ctest --test-dir "$BUILD" -R "${TEST_REGEX:-gpu_Fused|gpu_ring|gpu_fault|gpu_sparse|gpu_GpuRotary|gpu_GpuGeluLayerNorm}" --output-on-failure \
+  timeout 300 ctest --test-dir "$BUILD" -R "${TEST_REGEX:-gpu_Fused|gpu_ring|gpu_fault|gpu_sparse|gpu_GpuRotary|gpu_GpuLayerNorm}" --output-on-failure \
     --timeout 200 > "$OUT/ctest.log" 2>&1
   grep -E "Failure|Expected|Which is|error:|FAILED|rank [0-9]+\]" "$OUT/ctest.log" | head -40
   grep -E "tests passed|tests failed|Test +#" "$OUT/ctest.log"

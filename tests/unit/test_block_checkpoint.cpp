@@ -54,16 +54,51 @@ TEST(BlockCheckpoint, FunctionGradientsEqualDirectOnes) {
   EXPECT_LT(testing::relative_error(checkpointed[1], direct[1]), 1e-14);
 }
 
-TEST(BlockCheckpoint, DeferredPieceHasTheDirectGradients) {
+TEST(BlockCheckpoint, DeferredResidualHasTheGradientsOfTheFullSum) {
   auto w = torch::randn({6, 6}, torch::kDouble).requires_grad_();
-  auto x = torch::randn({4, 6}, torch::kDouble).requires_grad_();
+  auto h = torch::randn({2, 7, 6}, torch::kDouble).requires_grad_();  // 7 tokens, chunks of 3
   auto fn = [&](const at::Tensor& in) { return torch::tanh(in.matmul(w)).pow(2); };
-  at::Tensor deferred = recompute_in_backward(fn, x, {w}, {4, 6});
-  EXPECT_TRUE(torch::equal(deferred, torch::zeros({4, 6}, torch::kDouble)));  // by design
-  auto direct = torch::autograd::grad({fn(x).sum()}, {x, w});
-  auto via_deferred = torch::autograd::grad({deferred.sum()}, {x, w});
+  at::Tensor deferred = add_recomputed_in_backward(fn, h, {w}, /*chunk=*/3);
+  EXPECT_TRUE(torch::equal(deferred, h));  // fn's part is left out by design
+  auto dy = torch::randn({2, 7, 6}, torch::kDouble);
+  auto direct = torch::autograd::grad({h + fn(h)}, {h, w}, {dy});
+  auto via_deferred = torch::autograd::grad({deferred}, {h, w}, {dy});
   EXPECT_LT(testing::relative_error(via_deferred[0], direct[0]), 1e-14);
   EXPECT_LT(testing::relative_error(via_deferred[1], direct[1]), 1e-14);
+}
+
+TEST(BlockCheckpoint, InsideRecomputeOnlyDuringTheRecompute) {
+  auto x = torch::randn({3}, torch::kDouble).requires_grad_();
+  std::vector<bool> seen;
+  auto fn = [&](const at::Tensor& in) {
+    seen.push_back(inside_recompute());
+    return in * 2;
+  };
+  at::Tensor y = checkpoint_block(fn, x, {});
+  EXPECT_FALSE(inside_recompute());
+  y.sum().backward();
+  EXPECT_FALSE(inside_recompute());
+  EXPECT_EQ(seen, (std::vector<bool>{false, true}));  // the forward, then the recompute
+}
+
+// A block built for checkpointing (chunked FFN) but run directly with grad, outside any
+// recompute, computes its true output: the deferred placeholder is only used in a recompute.
+TEST(BlockCheckpoint, CheckpointedBlockRunDirectlyIsExact) {
+  ModelConfig config = tiny_model(true);
+  LongNetLM model = make_model(config, torch::kDouble);
+  auto* block = model->blocks->ptr(0)->as<DecoderBlockImpl>();
+  auto x = torch::randn({2, 32, config.embed_dim}, torch::kDouble);
+  at::Tensor direct = block->forward(x, 0);
+  at::Tensor no_grad;
+  {
+    torch::NoGradGuard guard;  // the chunked, in-place forward of a checkpoint
+    no_grad = block->forward(x, 0);
+  }
+  ModelConfig plain_config = tiny_model(false);
+  LongNetLM plain = make_model(plain_config, torch::kDouble);
+  at::Tensor want = plain->blocks->ptr(0)->as<DecoderBlockImpl>()->forward(x, 0);
+  EXPECT_LT(testing::relative_error(direct, want), 1e-14);
+  EXPECT_LT(testing::relative_error(no_grad, want), 1e-14);
 }
 
 // Every block checkpointed (FFN chunked, its chunks deferred in the recompute), only the first

@@ -1,9 +1,10 @@
-// GELU + LayerNorm forward and backward kernels (see gelu_layer_norm.h). Each thread keeps its
-// 8 features of the current row in registers; the row statistics are block sums (warp shuffles,
-// then one float per warp in shared memory).
-#include "attention/standard/cuda/gelu_layer_norm.h"
+// LayerNorm (of GELU(a) with kGelu) forward and backward kernels (see layer_norm.h). Each
+// thread keeps its 8 features of the current row in registers; the row statistics are block
+// sums (warp shuffles, then one float per warp in shared memory).
+#include "attention/standard/cuda/layer_norm.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "attention/standard/cuda/vector_io.cuh"
 #include "runtime/cuda_check.h"
@@ -50,12 +51,12 @@ int resident_blocks(Kernel kernel, int threads, int64_t rows, int device) {
 // Each block walks rows blockIdx.x, + gridDim.x, ...; the next row's 16 bytes per thread are
 // loaded before this row's two block reductions so a load is always in flight (the kernels are
 // memory bound, and a block otherwise idles its memory pipe while it reduces).
-template <typename T>
-__global__ void gelu_layer_norm_forward_kernel(const T* __restrict__ a, const T* __restrict__ gamma,
-                                               const T* __restrict__ beta, T* __restrict__ y,
-                                               float* __restrict__ mean_out,
-                                               float* __restrict__ rstd_out, int64_t rows,
-                                               int features, float eps) {
+template <typename T, bool kGelu>
+__global__ void layer_norm_forward_kernel(const T* __restrict__ a, const T* __restrict__ gamma,
+                                          const T* __restrict__ beta, T* __restrict__ y,
+                                          float* __restrict__ mean_out,
+                                          float* __restrict__ rstd_out, int64_t rows, int features,
+                                          float eps) {
   __shared__ float scratch[32];
   const int column = threadIdx.x * 8;  // this thread's features: [column, column + 8)
   const bool active = column < features;
@@ -74,7 +75,10 @@ __global__ void gelu_layer_norm_forward_kernel(const T* __restrict__ a, const T*
     float sum = 0.f;
     if (active) {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) g[e] = gelu(g[e]), sum += g[e];
+      for (int e = 0; e < 8; ++e) {
+        if constexpr (kGelu) g[e] = gelu(g[e]);
+        sum += g[e];
+      }
     }
     const float mean = block_sum(sum, scratch) * inv_features;
     float squares = 0.f;
@@ -93,16 +97,17 @@ __global__ void gelu_layer_norm_forward_kernel(const T* __restrict__ a, const T*
   }
 }
 
-// dxhat = dy * gamma; dg = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)); da = dg gelu'(a).
-// kMaxThreads bounds the registers (1024-thread blocks need <= 64). gamma is re-read per row
-// (an L1 hit) and gelu'(a) replaces a after the first use, to keep the registers down.
-template <typename T, int kMaxThreads>
+// dxhat = dy * gamma; dg = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)); da = dg gelu'(a)
+// (da = dg without kGelu). kMaxThreads bounds the registers (1024-thread blocks need <= 64).
+// gamma is re-read per row (an L1 hit) and gelu'(a) replaces a after the first use, to keep the
+// registers down.
+template <typename T, bool kGelu, int kMaxThreads>
 __global__ void __launch_bounds__(kMaxThreads)
-    gelu_layer_norm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ a,
-                                    const T* __restrict__ gamma, const float* __restrict__ mean_in,
-                                    const float* __restrict__ rstd_in, T* __restrict__ da,
-                                    float* __restrict__ dgamma_partial,
-                                    float* __restrict__ dbeta_partial, int64_t rows, int features) {
+    layer_norm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ a,
+                               const T* __restrict__ gamma, const float* __restrict__ mean_in,
+                               const float* __restrict__ rstd_in, T* __restrict__ da,
+                               float* __restrict__ dgamma_partial,
+                               float* __restrict__ dbeta_partial, int64_t rows, int features) {
   __shared__ float scratch[32];
   const int column = threadIdx.x * 8;
   const bool active = column < features;
@@ -126,8 +131,9 @@ __global__ void __launch_bounds__(kMaxThreads)
         load8(gamma + column, w);
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          float g;
-          gelu_and_grad(x[e], g, slope[e]);
+          float g = x[e];
+          slope[e] = 1.f;
+          if constexpr (kGelu) gelu_and_grad(x[e], g, slope[e]);
           xhat[e] = (g - mean) * rstd;
           dxhat[e] = grad[e] * w[e];
           dgamma[e] += grad[e] * xhat[e];
@@ -159,85 +165,85 @@ __global__ void __launch_bounds__(kMaxThreads)
   }
 }
 
-template <typename T>
+template <typename T, bool kGelu>
 auto backward_kernel(int threads) {
-  return threads <= 512 ? gelu_layer_norm_backward_kernel<T, 512>
-                        : gelu_layer_norm_backward_kernel<T, 1024>;
+  return threads <= 512 ? layer_norm_backward_kernel<T, kGelu, 512>
+                        : layer_norm_backward_kernel<T, kGelu, 1024>;
 }
 
 void check_shape(int features, std::initializer_list<const void*> pointers) {
-  RA_CHECK(features > 0 && features % 8 == 0 && features <= kGeluLayerNormMaxFeatures,
-           "gelu_layer_norm: features = ", features, ": the kernel needs a multiple of 8 up to ",
-           kGeluLayerNormMaxFeatures);
+  RA_CHECK(features > 0 && features % 8 == 0 && features <= kLayerNormMaxFeatures,
+           "layer_norm kernels: features = ", features, ": they need a multiple of 8 up to ",
+           kLayerNormMaxFeatures);
   for (const void* p : pointers) {
-    RA_CHECK(aligned16(p), "gelu_layer_norm: operands must be 16-byte aligned");
+    RA_CHECK(aligned16(p), "layer_norm kernels: operands must be 16-byte aligned");
   }
 }
 
-template <typename T>
+template <typename T, bool kGelu>
+void forward(const void* a, const void* gamma, const void* beta, void* y, float* mean, float* rstd,
+             int64_t rows, int features, float eps, int device, cudaStream_t stream) {
+  const int threads = threads_for(features);
+  auto kernel = layer_norm_forward_kernel<T, kGelu>;
+  const int blocks = resident_blocks(kernel, threads, rows, device);
+  kernel<<<blocks, threads, 0, stream>>>(static_cast<const T*>(a), static_cast<const T*>(gamma),
+                                         static_cast<const T*>(beta), static_cast<T*>(y), mean,
+                                         rstd, rows, features, eps);
+}
+
+template <typename T, bool kGelu>
 void backward(const void* dy, const void* a, const void* gamma, const float* mean,
               const float* rstd, void* da, float* dgamma_partial, float* dbeta_partial,
-              int64_t rows, int features, int blocks, int threads, cudaStream_t stream) {
-  backward_kernel<T>(threads)<<<blocks, threads, 0, stream>>>(
+              int64_t rows, int features, int blocks, cudaStream_t stream) {
+  const int threads = threads_for(features);
+  backward_kernel<T, kGelu>(threads)<<<blocks, threads, 0, stream>>>(
       static_cast<const T*>(dy), static_cast<const T*>(a), static_cast<const T*>(gamma), mean, rstd,
       static_cast<T*>(da), dgamma_partial, dbeta_partial, rows, features);
 }
 
 }  // namespace
 
-void launch_gelu_layer_norm_forward(const void* a, const void* gamma, const void* beta, void* y,
-                                    float* mean, float* rstd, int64_t rows, int features, float eps,
-                                    ScalarKind kind, cudaStream_t stream) {
+void launch_layer_norm_forward(const void* a, const void* gamma, const void* beta, void* y,
+                               float* mean, float* rstd, int64_t rows, int features, float eps,
+                               bool gelu, ScalarKind kind, cudaStream_t stream) {
   check_shape(features, {a, gamma, beta, y});
   if (rows == 0) return;
   int device = 0;
   RA_CUDA_CHECK(cudaGetDevice(&device));
-  const int threads = threads_for(features);
-  const int blocks = resident_blocks(gelu_layer_norm_forward_kernel<__nv_bfloat16>, threads, rows,
-                                     device);  // both scalar types use the same registers
-  switch (kind) {
-    case ScalarKind::kHalf:
-      gelu_layer_norm_forward_kernel<__half><<<blocks, threads, 0, stream>>>(
-          static_cast<const __half*>(a), static_cast<const __half*>(gamma),
-          static_cast<const __half*>(beta), static_cast<__half*>(y), mean, rstd, rows, features,
-          eps);
-      break;
-    case ScalarKind::kBFloat16:
-      gelu_layer_norm_forward_kernel<__nv_bfloat16><<<blocks, threads, 0, stream>>>(
-          static_cast<const __nv_bfloat16*>(a), static_cast<const __nv_bfloat16*>(gamma),
-          static_cast<const __nv_bfloat16*>(beta), static_cast<__nv_bfloat16*>(y), mean, rstd, rows,
-          features, eps);
-      break;
-    default:
-      RA_THROW("gelu_layer_norm: the kernel takes fp16 or bf16");
+  const auto args =
+      std::make_tuple(a, gamma, beta, y, mean, rstd, rows, features, eps, device, stream);
+  if (kind == ScalarKind::kHalf) {
+    std::apply(gelu ? forward<__half, true> : forward<__half, false>, args);
+  } else if (kind == ScalarKind::kBFloat16) {
+    std::apply(gelu ? forward<__nv_bfloat16, true> : forward<__nv_bfloat16, false>, args);
+  } else {
+    RA_THROW("layer_norm kernels take fp16 or bf16");
   }
   RA_CUDA_CHECK_LAUNCH();
 }
 
-int gelu_layer_norm_backward_blocks(int64_t rows, int features, int device) {
+int layer_norm_backward_blocks(int64_t rows, int features, bool gelu, int device) {
+  // Both scalar types compile to the same register count.
   const int threads = threads_for(features);
-  return resident_blocks(backward_kernel<__nv_bfloat16>(threads), threads, rows, device);
+  return resident_blocks(gelu ? backward_kernel<__nv_bfloat16, true>(threads)
+                              : backward_kernel<__nv_bfloat16, false>(threads),
+                         threads, rows, device);
 }
 
-void launch_gelu_layer_norm_backward(const void* dy, const void* a, const void* gamma,
-                                     const float* mean, const float* rstd, void* da,
-                                     float* dgamma_partial, float* dbeta_partial, int64_t rows,
-                                     int features, int blocks, ScalarKind kind,
-                                     cudaStream_t stream) {
+void launch_layer_norm_backward(const void* dy, const void* a, const void* gamma, const float* mean,
+                                const float* rstd, void* da, float* dgamma_partial,
+                                float* dbeta_partial, int64_t rows, int features, int blocks,
+                                bool gelu, ScalarKind kind, cudaStream_t stream) {
   check_shape(features, {dy, a, gamma, da, dgamma_partial, dbeta_partial});
-  RA_CHECK(blocks > 0, "gelu_layer_norm backward: blocks = ", blocks);
-  const int threads = threads_for(features);
-  switch (kind) {
-    case ScalarKind::kHalf:
-      backward<__half>(dy, a, gamma, mean, rstd, da, dgamma_partial, dbeta_partial, rows, features,
-                       blocks, threads, stream);
-      break;
-    case ScalarKind::kBFloat16:
-      backward<__nv_bfloat16>(dy, a, gamma, mean, rstd, da, dgamma_partial, dbeta_partial, rows,
-                              features, blocks, threads, stream);
-      break;
-    default:
-      RA_THROW("gelu_layer_norm: the kernel takes fp16 or bf16");
+  RA_CHECK(blocks > 0, "layer_norm backward: blocks = ", blocks);
+  const auto args = std::make_tuple(dy, a, gamma, mean, rstd, da, dgamma_partial, dbeta_partial,
+                                    rows, features, blocks, stream);
+  if (kind == ScalarKind::kHalf) {
+    std::apply(gelu ? backward<__half, true> : backward<__half, false>, args);
+  } else if (kind == ScalarKind::kBFloat16) {
+    std::apply(gelu ? backward<__nv_bfloat16, true> : backward<__nv_bfloat16, false>, args);
+  } else {
+    RA_THROW("layer_norm kernels take fp16 or bf16");
   }
   RA_CUDA_CHECK_LAUNCH();
 }

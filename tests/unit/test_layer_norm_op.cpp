@@ -1,13 +1,13 @@
-// gelu_layer_norm: the fused autograd function (on CPU its forward and backward are the ATen-op
-// form of the formulas the CUDA kernels implement) against autograd of the two-op form
-// LayerNorm(GELU(a)), in float64 and float32; and a model with the fused FFN norm against the
-// same model without it.
+// layer_norm_op: the fused GELU + LayerNorm autograd function (on CPU its forward and backward
+// are the ATen-op form of the formulas the CUDA kernels implement) against autograd of the
+// two-op form LayerNorm(GELU(a)), in float64 and float32; fast_layer_norm off the kernels is
+// at::layer_norm; and a model with the fused norms against the same model without them.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "attention/factory.h"
+#include "attention/standard/layer_norm_op.h"
 #include "runtime/error.h"
-#include "runtime/gelu_layer_norm.h"
 #include "runtime/model.h"
 #include "tests/support/dense_reference.h"
 #include "tests/support/tiny_model.h"
@@ -51,15 +51,22 @@ TEST(GeluLayerNorm, FusedFunctionEqualsTheTwoOpForm) {
 TEST(GeluLayerNorm, KernelDoesNotApplyOnCpuAndShapesAreChecked) {
   auto a = torch::randn({4, 16}).to(torch::kBFloat16);
   auto w = torch::ones({16}).to(torch::kBFloat16), b = torch::zeros({16}).to(torch::kBFloat16);
-  EXPECT_FALSE(gelu_layer_norm_kernel_applies(a, w, b));
+  EXPECT_FALSE(layer_norm_kernel_applies(a, w, b));
   EXPECT_THROW(gelu_layer_norm(a, torch::ones({8}), b, 1e-5, true), Error);
+  EXPECT_THROW(fast_layer_norm(a, w, torch::zeros({8}), 1e-5), Error);
 }
 
-TEST(GeluLayerNorm, ModelWithFusedFfnNormMatchesTheTwoOpModel) {
+TEST(FastLayerNorm, OffTheKernelsIsAtenLayerNorm) {
+  auto x = torch::randn({3, 5, 24}, torch::kDouble);
+  auto w = torch::randn({24}, torch::kDouble), b = torch::randn({24}, torch::kDouble);
+  EXPECT_TRUE(torch::equal(fast_layer_norm(x, w, b, 1e-5), at::layer_norm(x, {24}, w, b, 1e-5)));
+}
+
+TEST(GeluLayerNorm, ModelWithFusedNormsMatchesTheAtenModel) {
   auto make = [](bool fused) {
     torch::manual_seed(7);
     ModelConfig config = testing::tiny_model_config(/*num_layers=*/2, /*checkpointing=*/true);
-    config.fused_gelu_layer_norm = fused;
+    config.fused_norms = fused;
     LongNetLM model(config, [&] {
       AttentionSpec spec;
       spec.attention = config.attention;
