@@ -50,7 +50,8 @@ __device__ inline void fence_proxy_async_shared() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 // The wgmma asm tells the compiler it writes the accumulators when issued, but the hardware
-// writes them until wgmma_wait: after the wait, this pins every later access after it.
+// writes them until wgmma_wait: after the wait, this pins every later access after it; before
+// wgmma_fence, it pins earlier writes (O's rescale, P) before the fence.
 template <int N>
 __device__ inline void fence_registers(float (&r)[N]) {
 #pragma unroll
