@@ -2,10 +2,14 @@
 // head, batch), each warp owning 16 or 32 query rows, walking the CSR row of its query block 64
 // keys at a time (cp.async double buffering: the next key tile loads while this one is computed).
 // S, the online softmax (exp2 of log2(e)-prescaled scores), P and O stay in registers; writes out
-// and the LSE.
+// and the LSE. block_sparse_forward sends D 128 / block 128 on compute capability 9.0 to the
+// wgmma kernel of block_sparse_forward_sm90.cu instead (block_sparse_forward_choice).
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "attention/sparse/cuda/block_sparse_diagonal.cuh"
+#include "attention/sparse/cuda/block_sparse_forward_sm90.h"
 #include "attention/sparse/cuda/block_sparse_kernels.h"
 #include "attention/sparse/cuda/block_sparse_tiles.cuh"
 
@@ -220,11 +224,33 @@ const char* block_sparse_unsupported(const BlockSparseShape& shape) {
   return nullptr;
 }
 
+SparseForwardKernel block_sparse_forward_choice(const BlockSparseShape& shape) {
+  const char* env = std::getenv("RA_SPARSE_FORWARD");
+  if (env != nullptr && std::strcmp(env, "mma") == 0) return SparseForwardKernel::kMma;
+  if (!detail::sm90_forward_supports(shape)) return SparseForwardKernel::kMma;
+  // wgmma is sm_90a only: the exact compute capability 9.0, not "9.0 or later".
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    cudaGetLastError();  // not left for the launch check to find
+    return SparseForwardKernel::kMma;
+  }
+  if (major != 9 || minor != 0) return SparseForwardKernel::kMma;
+  return env != nullptr && std::strcmp(env, "wgmma128") == 0 ? SparseForwardKernel::kWgmma128
+                                                             : SparseForwardKernel::kWgmma64;
+}
+
 cudaError_t block_sparse_forward(SparseDType dtype, const void* q, const void* k, const void* v,
                                  void* out, float* lse, const BlockSparseShape& shape,
                                  const DeviceBlockLayout& layout, float scale,
                                  cudaStream_t stream) {
   if (block_sparse_unsupported(shape) != nullptr) return cudaErrorInvalidValue;
+  const SparseForwardKernel choice = block_sparse_forward_choice(shape);
+  if (choice != SparseForwardKernel::kMma) {
+    return detail::block_sparse_forward_sm90(dtype, q, k, v, out, lse, shape, layout, scale, stream,
+                                             choice == SparseForwardKernel::kWgmma128 ? 128 : 64);
+  }
   const bool d64 = shape.head_dim == 64;
   if (dtype == SparseDType::kBFloat16) {
     return d64 ? launch_forward<__nv_bfloat16, 64>(q, k, v, out, lse, shape, layout, scale, stream)
