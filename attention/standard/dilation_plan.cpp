@@ -2,6 +2,7 @@
 #include "attention/standard/dilation_plan.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace ra {
 
@@ -48,6 +49,34 @@ double DilationPlan::forward_flops(int64_t batch, int64_t seq_len, int64_t head_
              (static_cast<double>(b.rate) * b.rate);
   }
   return causal ? flops / 2 : flops;
+}
+
+std::vector<GroupRef> DilationPlan::head_cover(int64_t num_heads) const {
+  // Candidates: all groups together (the partition mode's cover) and each branch alone (all
+  // mode: offsets h mod r give every head one group of the branch).
+  std::vector<std::vector<GroupRef>> candidates(1);
+  for (const BranchPlan& b : branches) {
+    std::vector<GroupRef> own;
+    for (int g = 0; g < static_cast<int>(b.groups.size()); ++g) own.push_back({b.index, g});
+    candidates[0].insert(candidates[0].end(), own.begin(), own.end());
+    candidates.push_back(std::move(own));
+  }
+  std::vector<GroupRef> best;
+  double best_rows = -1;
+  for (const auto& refs : candidates) {
+    std::vector<int> seen(static_cast<size_t>(std::max<int64_t>(num_heads, 0)), 0);
+    bool cover = num_heads > 0;
+    double rows = 0;  // kept (token, head) pairs per token: what the copies write
+    for (const GroupRef& ref : refs) {
+      const BranchPlan& b = branches[ref.branch];
+      const HeadGroup& g = b.groups[ref.group];
+      for (int64_t h : g.heads) cover = cover && h >= 0 && h < num_heads && ++seen[h] == 1;
+      rows += static_cast<double>(g.heads.size()) * b.kept_per_segment(g.offset) / b.segment;
+    }
+    for (int count : seen) cover = cover && count == 1;
+    if (cover && rows > best_rows) best = refs, best_rows = rows;
+  }
+  return best;
 }
 
 }  // namespace ra

@@ -29,6 +29,11 @@ struct BranchPlan {
   }
 };
 
+// One head group of a plan: plan.branches[branch].groups[group].
+struct GroupRef {
+  int branch = 0, group = 0;
+};
+
 struct DilationPlan {
   std::vector<BranchPlan> branches;
   double output_scale = 1.0;  // 1 for head_mode=all, 1/G for head_mode=partition
@@ -40,6 +45,12 @@ struct DilationPlan {
   // DESIGN.md's count: sum_i 4 * B * H_i * D * S * w'_i / r_i^2, halved when causal, where H_i
   // is H (all) or the branch's group size (partition). Backward is counted as 2.5x forward.
   double forward_flops(int64_t batch, int64_t seq_len, int64_t head_dim, bool causal) const;
+
+  // Head groups that hold every head of [0, num_heads) exactly once, so each (token, head) is
+  // kept by at most one of them: the fused backward writes their gradients (zeros where they
+  // keep nothing) instead of zero-filling and adding. Partition mode: every group; all mode:
+  // one branch's groups, the one keeping the most rows. Empty if no such set exists.
+  std::vector<GroupRef> head_cover(int64_t num_heads) const;
 };
 
 }  // namespace ra

@@ -2,9 +2,11 @@
 // group's kept rows ([N = B * S / w', h, L, D]), then launch_merge_branches writes out and lse
 // for all tokens in one fp32 pass. Backward: the merged output is one joint softmax over the
 // union of every branch's keys, so each group's fused backward, given the MERGED out and lse in
-// that group's layout, returns exactly that group's share of dq, dk, dv; the shares are added
-// in place into dq, dk, dv by launch_scatter_add_kept_rows (groups of a branch are disjoint),
-// and a rate-1 all-heads group's gradients become dq, dk, dv outright (no copy, no zero fill).
+// that group's layout, returns exactly that group's share of dq, dk, dv. The groups of the plan's
+// head cover (each head in one of them: partition mode's groups, or one branch in all mode)
+// write their shares into dq, dk, dv, zeros included, with launch_write_kept_rows; the other
+// groups add theirs in place (launch_scatter_add_kept_rows). A rate-1 all-heads group's
+// gradients become dq, dk, dv outright (no copy, no zero fill).
 #include "attention/standard/fused_dilated_attention.h"
 
 #include <ATen/cuda/CUDAContext.h>
@@ -18,6 +20,7 @@
 #include "attention/standard/cuda/gather_kept_rows.h"
 #include "attention/standard/cuda/merge_branches.h"
 #include "attention/standard/cuda/scatter_add_kept_rows.h"
+#include "attention/standard/cuda/write_kept_rows.h"
 #include "attention/standard/dilation_plan.h"
 #include "attention/standard/kernel_scalar_kind.h"
 #include "attention/standard/reference_attention.h"
@@ -52,15 +55,17 @@ cuda::RowTensor row_tensor(const at::Tensor& t) {
 
 // One branch head group of the plan, with its place in the branch list.
 struct GroupRows {
-  int branch = 0;
+  int branch = 0, group = 0;  // plan.branches[branch].groups[group]
   cuda::KeptRows rows;
+  bool writes = false;  // in the plan's head cover: its gradients are written, not added
 };
 
 std::vector<GroupRows> plan_groups(const DilationPlan& plan, int64_t B, int64_t S, int64_t H,
                                    bool partition) {
   std::vector<GroupRows> groups;
   for (const BranchPlan& branch : plan.branches) {
-    for (const HeadGroup& group : branch.groups) {
+    for (size_t gi = 0; gi < branch.groups.size(); ++gi) {
+      const HeadGroup& group = branch.groups[gi];
       cuda::KeptRows r;
       r.batch = int32_t(B);
       r.seq_len = int32_t(S);
@@ -72,7 +77,7 @@ std::vector<GroupRows> plan_groups(const DilationPlan& plan, int64_t B, int64_t 
       r.head_step = partition ? 1 : int32_t(branch.rate);
       r.head_count = int32_t(group.heads.size());
       r.kept = int32_t(branch.kept_per_segment(group.offset));
-      groups.push_back({branch.index, r});
+      groups.push_back({branch.index, int(gi), r});
     }
   }
   return groups;
@@ -106,13 +111,15 @@ at::Tensor kept_rows_view(const at::Tensor& t, const cuda::KeptRows& g) {
   return v.transpose(1, 2);     // [N, h, L, D]
 }
 
-// The same rows gathered into a contiguous [N, h, L, D] tensor by the gather kernel.
-at::Tensor gather_kept_rows(const at::Tensor& t, const cuda::KeptRows& g) {
+// The same rows times `scale` (exact copy when 1), gathered by the gather kernel into `dst`
+// ([N, h, L, D], any strides with D contiguous; undefined: a new contiguous tensor).
+at::Tensor gather_kept_rows(const at::Tensor& t, const cuda::KeptRows& g, float scale = 1.f,
+                            at::Tensor dst = {}) {
   const int64_t D = t.dim() == 4 ? t.size(3) : 1;
-  at::Tensor dst = at::empty({g.size_n(), g.head_count, g.kept, D}, t.options());
+  if (!dst.defined()) dst = at::empty({g.size_n(), g.head_count, g.kept, D}, t.options());
   cuda::launch_gather_kept_rows(g, token_tensor(t), row_tensor(dst), D,
                                 scalar_kind(t.scalar_type()),
-                                at::cuda::getCurrentCUDAStream().stream());
+                                at::cuda::getCurrentCUDAStream().stream(), scale);
   return dst;
 }
 
@@ -273,29 +280,50 @@ class FusedDilatedAttentionFunction
     const double scale = softmax_scale(s.config, D);
     at::Tensor grad_out = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(out);
 
-    // Partition mode: out holds s * merge (s = 1/G). Each group's kernel needs its own output
-    // and gradient: merge = out / s and d(merge) = s * grad_out, made per group (small).
+    // Partition mode: out holds s * merge (s = 1/G). Each group's kernel needs the merge and its
+    // gradient, out / s and s * grad_out: gathered with the scale applied, one pass each.
     const double out_scale = plan.output_scale;
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
     const cuda::ScalarKind kind = scalar_kind(q.scalar_type());
     at::Tensor lse_rows_src = lse.unsqueeze(-1);  // [B, S, H, 1]
     std::vector<GroupRows> groups = plan_groups(plan, B, S, H, partition);
-    // A group with rate 1 and every head (head_mode all) covers every row: its gradients, laid
-    // out like [B, S, H, D], become dq/dk/dv, and the other groups add into them in place.
+    // The head cover's groups run first and write every element of dq/dk/dv (their kept rows,
+    // zeros in their heads' other rows); the other groups then add into them. No zero fill, and
+    // no write replaces another group's share: each (token, head) is kept by at most one cover
+    // group. No cover: zero fill, and every group adds.
+    for (const GroupRef& ref : plan.head_cover(H)) {
+      for (GroupRows& gr : groups) gr.writes |= gr.branch == ref.branch && gr.group == ref.group;
+    }
     std::stable_partition(groups.begin(), groups.end(),
-                          [&](const GroupRows& gr) { return covers_everything(gr.rows); });
+                          [](const GroupRows& gr) { return gr.writes; });
+    const bool cover = !groups.empty() && groups.front().writes;
+    // A cover that is one rate-1 all-heads group (head_mode all): its gradients, laid out like
+    // [B, S, H, D], become dq/dk/dv (written into new tensors if their layout is not that).
+    const bool adopt = cover && covers_everything(groups.front().rows);
     at::Tensor dq, dk, dv;  // [B, S, H, D], input dtype
+    at::Tensor* accs[3] = {&dq, &dk, &dv};
+    if (!adopt) {
+      for (at::Tensor* acc : accs) {
+        *acc = cover ? at::empty({B, S, H, D}, q.options()) : at::zeros({B, S, H, D}, q.options());
+      }
+    }
     for (const GroupRows& group : groups) {
       const cuda::KeptRows& g = group.rows;
-      if (g.kept == 0) continue;
+      if (g.kept == 0) {  // offset >= w': keeps nothing, but a cover group owes its heads' zeros
+        if (!group.writes) continue;
+        for (at::Tensor* acc : accs) {
+          cuda::launch_write_kept_rows(g, {}, token_tensor(*acc), D, kind, stream);
+        }
+        continue;
+      }
       // The merged lse in this group's layout, contiguous, shaped as the kernel's forward
       // returned it: [N, h, L] (flash) or [N, h, L, 1] (cuDNN).
       at::Tensor lse_group = gather_kept_rows(lse_rows_src, g);
       if (lse_dim == 3) lse_group = lse_group.squeeze(-1);
       // The group whose gradients become dq/dk/dv runs whole; the others in chunks of
       // segment rows, which bounds the temporaries at no cost in kernel efficiency.
-      const bool adopt = covers_everything(g) && !dq.defined();
-      const int64_t step = adopt ? g.total_n() : backward_chunk_n(g, q);
+      const bool whole = adopt && &group == &groups.front();
+      const int64_t step = whole ? g.total_n() : backward_chunk_n(g, q);
       for (int64_t n0 = 0; n0 < g.total_n(); n0 += step) {
         cuda::KeptRows c = g;
         c.n_begin = n0;
@@ -305,38 +333,45 @@ class FusedDilatedAttentionFunction
           auto rows = [&](const at::Tensor& t) {
             return view ? kept_rows_view(t, c) : gather_kept_rows(t, c);
           };
-          at::Tensor out_c = rows(out), grad_out_c = rows(grad_out);
-          if (out_scale != 1.0) {
-            out_c = out_c * (1.0 / out_scale);
-            grad_out_c = grad_out_c * out_scale;
+          const at::Tensor q_c = rows(q);  // [n, h, L, D]
+          at::Tensor out_c, grad_out_c;    // [n, h, L, D], identical strides
+          if (out_scale == 1.0) {
+            out_c = rows(out);
+            grad_out_c = rows(grad_out);
+          } else {
+            // Dense in q_c's dimension order (empty_like): the out/grad_out layout the kernels'
+            // backward expects for these q rows.
+            out_c = gather_kept_rows(out, c, float(1.0 / out_scale), at::empty_like(q_c));
+            grad_out_c = gather_kept_rows(grad_out, c, float(out_scale), at::empty_like(q_c));
           }
           const compat::FusedAttentionForward merged{out_c, lse_c, seed, offset};
-          return compat::fused_attention_backward(s.kernel, grad_out_c, rows(q), rows(k), rows(v),
+          return compat::fused_attention_backward(s.kernel, grad_out_c, q_c, rows(k), rows(v),
                                                   merged, s.config.causal, scale);
         });
         at::Tensor parts[3] = {std::get<0>(grads_c), std::get<1>(grads_c), std::get<2>(grads_c)};
-        at::Tensor* accs[3] = {&dq, &dk, &dv};
         for (int i = 0; i < 3; ++i) {
-          at::Tensor part = parts[i];  // [n, h, L, D]
-          if (!accs[i]->defined()) {
+          at::Tensor part = parts[i];                // [n, h, L, D]
+          if (!accs[i]->defined()) {                 // the adopted group, run whole
             at::Tensor full = part.transpose(1, 2);  // [N, L, h, D] = [B * S / w', w', H, D]
-            if (covers_everything(c) && full.is_contiguous()) {
+            if (full.is_contiguous()) {
               *accs[i] = full.view({B, S, H, D});
               continue;
             }
-            *accs[i] = at::zeros({B, S, H, D}, q.options());
+            *accs[i] = at::empty({B, S, H, D}, q.options());  // the cover: written below
           }
           if (part.stride(3) != 1 || part.stride(0) % 8 || part.stride(1) % 8 ||
               part.stride(2) % 8 || reinterpret_cast<uintptr_t>(part.data_ptr()) % 16) {
             part = part.contiguous();
           }
-          cuda::launch_scatter_add_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
-                                             stream);
+          if (group.writes) {
+            cuda::launch_write_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
+                                         stream);
+          } else {
+            cuda::launch_scatter_add_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
+                                               stream);
+          }
         }
       }
-    }
-    for (at::Tensor* acc : {&dq, &dk, &dv}) {
-      if (!acc->defined()) *acc = at::zeros({B, S, H, D}, q.options());  // no group kept rows
     }
     return {dq, dk, dv, at::Tensor()};
   }

@@ -2,13 +2,17 @@
 // whole and chunked backward) against the float64 dense masked reference (S = 1K, 2K) and
 // against the exact fp32 reference backend on the GPU (S = 8K, 64K): out, lse, dq, dk, dv on
 // fresh random inputs, with the allocator's free memory filled with NaN before every call, so
-// an unwritten element fails.
+// an unwritten element fails. Also the head-cover cases of the backward (gradients written, not
+// added: gaps no group keeps, a group keeping nothing, empty branches) and its row kernels.
+#include <ATen/cuda/CUDAContext.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <limits>
 #include <sstream>
 
+#include "attention/standard/cuda/gather_kept_rows.h"
+#include "attention/standard/cuda/write_kept_rows.h"
 #include "attention/standard/dilated_attention.h"
 #include "attention/standard/fused_dilated_attention.h"
 #include "runtime/error.h"
@@ -188,6 +192,156 @@ INSTANTIATE_TEST_SUITE_P(
     Grid, FusedVsReferenceLong,
     ::testing::Combine(::testing::Values(0, 1), ::testing::Values(torch::kBFloat16, torch::kHalf),
                        ::testing::Bool(), ::testing::Values(HeadMode::kAll, HeadMode::kPartition)));
+
+// The backward's head cover: the groups that hold every head once write dq/dk/dv (zeros in the
+// rows they do not keep) and the rest add. Each case makes a different part of that count.
+const std::vector<Geometry> kCover = {
+    // Partition: branch 2 keeps nothing (offset 2 >= w' = 2), so its head gets only zeros;
+    // 5 heads over 3 branches (2, 2, 1). Partition only: all mode would run cuDNN on 1-row
+    // segments.
+    {{256, 512, 2}, {1, 2, 4}, 1, 1024, 5, 64},
+    // All: no rate-1 branch; the cover is branch 1 (rate 2) and branch 0 adds after it.
+    // Partition: 3 + 2 heads, offsets 0 and 1, rows between them kept by no branch.
+    {{256, 512}, {4, 2}, 2, 1024, 5, 64},
+    // Fewer heads than branches: partition leaves branch 2 without heads.
+    {{256, 512, 1024}, {1, 2, 4}, 1, 1024, 2, 64},
+    // One branch, rate 3 (not dividing 512): all mode writes its 3 groups and adds nothing;
+    // partition is one group with scale 1.
+    {{512}, {3}, 1, 1024, 4, 64},
+    // Rates that divide no segment, 7 heads over 3 branches (3, 2, 2), head dim 128.
+    {{256, 512, 1024}, {3, 5, 7}, 1, 1024, 7, 128},
+};
+
+using CoverParam = std::tuple<int, bool, HeadMode, AttentionBackend>;
+class FusedHeadCoverVsDenseFloat64 : public ::testing::TestWithParam<CoverParam> {
+ protected:
+  void TearDown() override {
+    set_fused_input_layout(FusedInputLayout::kAuto);
+    set_fused_backward_chunk_bytes(0);
+  }
+};
+
+TEST_P(FusedHeadCoverVsDenseFloat64, OutLseAndGradients) {
+  SKIP_WITHOUT_GPU();
+  const auto [index, causal, mode, backend] = GetParam();
+  const Geometry& g = kCover[index];
+  const FusedInputLayout layout =
+      causal ? FusedInputLayout::kGathered : FusedInputLayout::kStridedView;
+  set_fused_input_layout(layout);
+  // Chunks of a few segment rows for the flash cases: chunk edges inside the cover's writes.
+  if (backend == AttentionBackend::kFlash) set_fused_backward_chunk_bytes(32 << 10);
+  SCOPED_TRACE(describe_case(g, torch::kBFloat16, causal, mode, backend, layout) +
+               (backend == AttentionBackend::kFlash ? " chunked-backward" : ""));
+  run_and_compare(make_config(g, causal, mode, backend), g, torch::kBFloat16,
+                  /*dense_float64=*/true);
+}
+
+INSTANTIATE_TEST_SUITE_P(Grid, FusedHeadCoverVsDenseFloat64,
+                         ::testing::Combine(::testing::Values(1, 2, 3, 4), ::testing::Bool(),
+                                            ::testing::Values(HeadMode::kAll, HeadMode::kPartition),
+                                            ::testing::Values(AttentionBackend::kCudnn,
+                                                              AttentionBackend::kFlash)));
+INSTANTIATE_TEST_SUITE_P(PartitionOnly, FusedHeadCoverVsDenseFloat64,
+                         ::testing::Combine(::testing::Values(0), ::testing::Bool(),
+                                            ::testing::Values(HeadMode::kPartition),
+                                            ::testing::Values(AttentionBackend::kCudnn,
+                                                              AttentionBackend::kFlash)));
+
+// The row kernels the backward uses, against ATen ops on the same rows: the scaled gather
+// (bitwise equal to `view * scale`) and the cover write (kept rows copied, the group's other
+// rows zeroed, everything else untouched).
+class FusedRowKernels : public ::testing::Test {
+ protected:
+  // [B, S, H, D] = [2, 96, 6, 64]; branch w' = 32, r = 3, offset 1, heads 1, 3, 5 (step 2);
+  // segments 2 .. 4 of the 6.
+  cuda::KeptRows rows() const {
+    cuda::KeptRows r;
+    r.batch = 2, r.seq_len = 96, r.num_heads = 6;
+    r.segment = 32, r.rate = 3, r.offset = 1;
+    r.head_start = 1, r.head_step = 2, r.head_count = 3;
+    r.kept = (32 - 1 + 2) / 3;
+    r.n_begin = 2, r.n_count = 3;
+    return r;
+  }
+  // The rows of t [B, S, H, D] as a strided [n, h, L, D] view.
+  static torch::Tensor view_of(const torch::Tensor& t, const cuda::KeptRows& r) {
+    return t.view({r.total_n(), r.segment, t.size(2), t.size(3)})
+        .narrow(0, r.n_begin, r.size_n())
+        .slice(1, r.offset, r.offset + int64_t(r.kept - 1) * r.rate + 1, r.rate)
+        .slice(2, r.head_start, r.head_start + int64_t(r.head_count - 1) * r.head_step + 1,
+               r.head_step)
+        .transpose(1, 2);
+  }
+  static cuda::TokenTensor token_tensor(const torch::Tensor& t) {
+    return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)};
+  }
+  static cuda::RowTensor row_tensor(const torch::Tensor& t) {
+    return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)};
+  }
+  static bool same_bits(const torch::Tensor& a, const torch::Tensor& b) {
+    return torch::equal(torch::nan_to_num(a.to(torch::kFloat), 1e30),
+                        torch::nan_to_num(b.to(torch::kFloat), 1e30));
+  }
+};
+
+TEST_F(FusedRowKernels, ScaledGatherEqualsViewTimesScale) {
+  SKIP_WITHOUT_GPU();
+  const cuda::KeptRows r = rows();
+  const auto stream = at::cuda::getCurrentCUDAStream().stream();
+  for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
+    // Misaligned by one element: the one-element-per-thread path.
+    for (bool misaligned : {false, true}) {
+      const int64_t numel = 2 * 96 * 6 * 64;
+      torch::Tensor src =
+          torch::randn({numel + 1}, opts).narrow(0, misaligned ? 1 : 0, numel).view({2, 96, 6, 64});
+      const torch::Tensor view = view_of(src, r);
+      for (float scale : {5.f, 1.f / 3}) {
+        // Into a contiguous [n, h, L, D] and into q's dense layout (empty_like of the view).
+        for (bool dense_like_view : {false, true}) {
+          torch::Tensor dst =
+              dense_like_view ? torch::empty_like(view) : torch::empty(view.sizes(), opts);
+          dst.fill_(std::numeric_limits<float>::quiet_NaN());
+          cuda::launch_gather_kept_rows(
+              r, token_tensor(src), row_tensor(dst), 64,
+              dtype == torch::kHalf ? cuda::ScalarKind::kHalf : cuda::ScalarKind::kBFloat16, stream,
+              scale);
+          EXPECT_TRUE(same_bits(dst, view * double(scale)))
+              << "scale " << scale << (dense_like_view ? " view layout" : " contiguous")
+              << (misaligned ? " misaligned" : "");
+        }
+      }
+    }
+  }
+}
+
+TEST_F(FusedRowKernels, CoverWriteCopiesKeptRowsAndZerosTheRest) {
+  SKIP_WITHOUT_GPU();
+  const cuda::KeptRows r = rows();
+  const auto stream = at::cuda::getCurrentCUDAStream().stream();
+  auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // A part as the fused backward returns it: [n, h, L, D] in the view's dense layout.
+  torch::Tensor part = torch::empty_like(view_of(torch::empty({2, 96, 6, 64}, opts), r));
+  part.copy_(torch::randn(part.sizes(), opts));
+  torch::Tensor got = torch::full({2, 96, 6, 64}, nan, opts);
+  cuda::launch_write_kept_rows(r, row_tensor(part), token_tensor(got), 64,
+                               cuda::ScalarKind::kBFloat16, stream);
+  torch::Tensor want = torch::full({2, 96, 6, 64}, nan, opts);
+  want.view({6, 32, 6, 64}).narrow(0, 2, 3).slice(2, 1, 6, 2).zero_();
+  view_of(want, r).copy_(part);
+  EXPECT_TRUE(same_bits(got, want));
+
+  // A group that keeps nothing writes only zeros, and needs no source.
+  cuda::KeptRows none = r;
+  none.offset = 32, none.kept = 0;
+  torch::Tensor zeros = torch::full({2, 96, 6, 64}, nan, opts);
+  cuda::launch_write_kept_rows(none, {}, token_tensor(zeros), 64, cuda::ScalarKind::kBFloat16,
+                               stream);
+  want.fill_(nan);
+  want.view({6, 32, 6, 64}).narrow(0, 2, 3).slice(2, 1, 6, 2).zero_();
+  EXPECT_TRUE(same_bits(zeros, want));
+}
 
 // GQA through the fused path, fp32 fallback, and the errors users can hit.
 TEST(FusedPathBehaviour, GroupedQueryAttentionMatchesDense) {

@@ -1,5 +1,8 @@
-// DilationPlan: head groups, offsets and kept counts for both head modes; the FLOP count.
+// DilationPlan: head groups, offsets and kept counts for both head modes; the FLOP count; the
+// head cover whose gradients the fused backward writes instead of adding.
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include "attention/standard/dilation_plan.h"
 
@@ -47,6 +50,51 @@ TEST(DilationPlan, PartitionModeSplitsHeadsExtraFirst) {
 TEST(DilationPlan, PartitionWithFewerHeadsThanBranchesLeavesBranchesEmpty) {
   auto plan = DilationPlan::build(config_of({8, 16, 32}, {1, 2, 4}, HeadMode::kPartition), 32, 2);
   EXPECT_EQ(plan.branches[2].groups.size(), 0u);
+}
+
+// The heads of a cover, in order of appearance, and whether each appears once.
+std::vector<int64_t> cover_heads(const DilationPlan& plan, const std::vector<GroupRef>& cover) {
+  std::vector<int64_t> heads;
+  for (const GroupRef& ref : cover) {
+    const auto& g = plan.branches[ref.branch].groups[ref.group].heads;
+    heads.insert(heads.end(), g.begin(), g.end());
+  }
+  std::sort(heads.begin(), heads.end());
+  return heads;
+}
+
+TEST(DilationPlan, PartitionHeadCoverIsEveryGroup) {
+  // 7 heads, 3 branches (3, 2, 2 heads), rates leaving gaps in branches 1 and 2.
+  auto plan = DilationPlan::build(config_of({8, 16, 32}, {1, 2, 4}, HeadMode::kPartition), 32, 7);
+  const auto cover = plan.head_cover(7);
+  ASSERT_EQ(cover.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(cover[i].branch, i);
+  EXPECT_EQ(cover_heads(plan, cover), (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6}));
+  // Fewer heads than branches: the empty branch is simply not in the cover.
+  auto few = DilationPlan::build(config_of({8, 16, 32}, {1, 2, 4}, HeadMode::kPartition), 32, 2);
+  EXPECT_EQ(cover_heads(few, few.head_cover(2)), (std::vector<int64_t>{0, 1}));
+}
+
+TEST(DilationPlan, AllModeHeadCoverIsTheBranchKeepingMostRows) {
+  // Every branch's groups hold each head once; rate 2 keeps the most rows.
+  auto plan = DilationPlan::build(config_of({8, 16, 32}, {4, 2, 3}, HeadMode::kAll), 32, 5);
+  const auto cover = plan.head_cover(5);
+  ASSERT_EQ(cover.size(), 2u);  // offsets 0 and 1
+  for (const GroupRef& ref : cover) EXPECT_EQ(ref.branch, 1);
+  EXPECT_EQ(cover_heads(plan, cover), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  // A rate-1 branch is one group of every head.
+  auto dense = DilationPlan::build(config_of({8, 16}, {2, 1}, HeadMode::kAll), 32, 5);
+  ASSERT_EQ(dense.head_cover(5).size(), 1u);
+  EXPECT_EQ(dense.head_cover(5)[0].branch, 1);
+  // Rate above the head count: offsets 0 .. H-1, one head each.
+  auto sparse = DilationPlan::build(config_of({16}, {8}, HeadMode::kAll), 32, 3);
+  EXPECT_EQ(cover_heads(sparse, sparse.head_cover(3)), (std::vector<int64_t>{0, 1, 2}));
+}
+
+TEST(DilationPlan, NoHeadCoverWhenHeadsAreMissing) {
+  auto plan = DilationPlan::build(config_of({8, 16}, {1, 2}, HeadMode::kPartition), 32, 4);
+  EXPECT_TRUE(plan.head_cover(5).empty());  // head 4 is in no group
+  EXPECT_TRUE(plan.head_cover(0).empty());
 }
 
 TEST(DilationPlan, FlopsFollowDesignFormula) {
