@@ -1,11 +1,11 @@
 // The Hopper (wgmma) backward of the block-sparse kernels, block_sparse_backward_sm90.cu, through
-// the raw per-call launch (wgmma dQ and dK/dV, and wgmma dK/dV beside the mma.sync dQ): dq/dk/dv
-// against the float64 dense masked reference and against the mma.sync kernels
-// (RA_SPARSE_BACKWARD=mma) on the same out/lse, every pattern, causal and not, fp16/bf16, D 128,
-// block 128, GQA, strided inputs and gradients, ring-style layouts (kv_len != q_len, an empty query
-// block, an unattended key block, diagonal_col). dq/dk/dv are NaN-poisoned before every call. The
-// DenseBlock smoke test prints the first wrong (row, col) and a map of wrong 16x8 fragments to
-// debug layouts. Skips without a compute capability 9.0 GPU.
+// the raw per-call launch (wgmma dQ and dK/dV with and without overlap, and wgmma dK/dV beside the
+// mma.sync dQ): dq/dk/dv against the float64 dense masked reference and against the mma.sync
+// kernels (RA_SPARSE_BACKWARD=mma) on the same out/lse, every pattern, causal and not, fp16/bf16,
+// D 128, block 128, GQA, strided inputs and gradients, ring-style layouts (kv_len != q_len, an
+// empty query block, an unattended key block, diagonal_col). dq/dk/dv are NaN-poisoned before
+// every call. The DenseBlock smoke test prints the first wrong (row, col) and a map of wrong 16x8
+// fragments to debug layouts. Skips without a compute capability 9.0 GPU.
 #include <ATen/cuda/CUDAContext.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -152,8 +152,9 @@ at::Tensor random(at::IntArrayRef shape, at::ScalarType dtype) {
 }
 
 // The wgmma backwards every test checks (RA_SPARSE_BACKWARD): "wgmma" (the default: dQ and dK/dV
-// on wgmma) and "wgmma_dkdv" (dQ on mma.sync). The baseline is "mma" (both on mma.sync).
-const char* const kWgmmaEnvs[] = {"wgmma", "wgmma_dkdv"};
+// on wgmma, elementwise work beside the wgmmas), "wgmma_sync" (the same without the overlap) and
+// "wgmma_dkdv" (dQ on mma.sync). The baseline is "mma" (both on mma.sync).
+const char* const kWgmmaEnvs[] = {"wgmma", "wgmma_sync", "wgmma_dkdv"};
 
 // One (query block, key block) or 2 x 2 dense layouts, one head: the smallest cases, to debug
 // the descriptor and fragment layouts when everything else fails.
@@ -200,6 +201,11 @@ TEST(GpuSparseWgmmaBackward, ChoiceFollowsEnvironment) {
     EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmma);
     EXPECT_EQ(choice_for(64, 128), cuda::SparseBackwardKernel::kMma);
     EXPECT_EQ(choice_for(128, 64), cuda::SparseBackwardKernel::kMma);
+  }
+  {
+    ScopedBackwardKernel env("wgmma_sync");
+    EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmmaSync);
+    EXPECT_EQ(choice_for(64, 128), cuda::SparseBackwardKernel::kMma);
   }
   {
     ScopedBackwardKernel env("wgmma_dkdv");

@@ -297,8 +297,10 @@ cudaError_t launch_backward(const void* q, const void* k, const void* v, const v
 
   constexpr SparseDType dtype =
       std::is_same_v<T, __nv_bfloat16> ? SparseDType::kBFloat16 : SparseDType::kFloat16;
-  if (kernels == SparseBackwardKernel::kWgmma) {
-    err = block_sparse_dq_sm90(dtype, q, k, v, dout, lse, delta, dq, shape, layout, scale, stream);
+  const bool overlap = kernels != SparseBackwardKernel::kWgmmaSync;
+  if (kernels == SparseBackwardKernel::kWgmma || kernels == SparseBackwardKernel::kWgmmaSync) {
+    err = block_sparse_dq_sm90(dtype, q, k, v, dout, lse, delta, dq, shape, layout, scale, stream,
+                               overlap);
     if (err != cudaSuccess) return err;
   } else {
     using Dq = DqConfig<T, D, kBlock>;
@@ -311,7 +313,7 @@ cudaError_t launch_backward(const void* q, const void* k, const void* v, const v
 
   if (kernels != SparseBackwardKernel::kMma) {
     return block_sparse_dkdv_sm90(dtype, q, k, v, dout, lse, delta, dk, dv, shape, layout, scale,
-                                  stream);
+                                  stream, overlap);
   }
   using Kv = DkdvConfig<T, D, kBlock>;
   if ((err = allow_smem(dkdv_kernel<T, D, kBlock>, Kv::kSmemBytes)) != cudaSuccess) return err;
@@ -349,8 +351,11 @@ SparseBackwardKernel block_sparse_backward_choice(const BlockSparseShape& shape)
     return SparseBackwardKernel::kMma;
   }
   if (major != 9 || minor != 0) return SparseBackwardKernel::kMma;
-  return env != nullptr && std::strcmp(env, "wgmma_dkdv") == 0 ? SparseBackwardKernel::kWgmmaDkdv
-                                                               : SparseBackwardKernel::kWgmma;
+  if (env != nullptr && std::strcmp(env, "wgmma_sync") == 0)
+    return SparseBackwardKernel::kWgmmaSync;
+  if (env != nullptr && std::strcmp(env, "wgmma_dkdv") == 0)
+    return SparseBackwardKernel::kWgmmaDkdv;
+  return SparseBackwardKernel::kWgmma;
 }
 
 cudaError_t block_sparse_backward(SparseDType dtype, const void* q, const void* k, const void* v,

@@ -36,7 +36,9 @@ constexpr uint32_t kKvBytes = kBlock * kD * 2, kTileBytes = kM * kD * 2;
 constexpr uint32_t kRowsOffset = 2 * kKvBytes + 4 * kTileBytes;
 constexpr size_t kSmemBytes = kRowsOffset + 4 * kM * sizeof(float) + 1024;
 
-template <typename T>
+// kOverlap: S^T and dP^T in separate wgmma groups, P^T computed while dP^T runs and dS^T while
+// dV runs; else each product group is waited for before its results are used.
+template <typename T, bool kOverlap>
 __global__ void __launch_bounds__(kThreads, 1)
     dkdv_sm90_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                      const T* __restrict__ dout, const float* __restrict__ lse,
@@ -140,14 +142,18 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int kk = 0; kk < kD / 16; ++kk) {
         wgmma_ss<T, kM>(st, kv_desc(k_s, kk), tile_kmajor(q_tile, kk), kk > 0);
       }
+      if constexpr (kOverlap) wgmma_commit();  // S^T alone: P^T is computed while dP^T runs
 #pragma unroll
       for (int kk = 0; kk < kD / 16; ++kk) {
         wgmma_ss<T, kM>(dpt, kv_desc(v_s, kk), tile_kmajor(do_tile, kk), kk > 0);
       }
       wgmma_commit();
-      wgmma_wait<0>();
+      if constexpr (kOverlap) {
+        wgmma_wait<1>();
+      } else {
+        wgmma_wait<0>();
+      }
       fence_registers(st);
-      fence_registers(dpt);
 
       // st[x], dpt[x]: key key_g + 8 * ((x >> 1) & 1), query q_off + 8 * (x >> 2) + 2c + (x & 1).
       // Register j of P^T / dS^T packs x = 2j, 2j + 1, so k16 step kk of the second products
@@ -156,25 +162,46 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int j = 0; j < kM / 4; ++j) {
         const int key = key_g + 8 * (j & 1);
-        float pv[2], dsv[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int col = 8 * (j >> 1) + 2 * c + e;
-          pv[e] = diagonal && key > q_off + col
-                      ? 0.0f
-                      : exp2f(st[2 * j + e] * scale_log2 - lse_rows[col] * kLog2e);
-          dsv[e] = pv[e] * (dpt[2 * j + e] - delta_rows[col]) * scale;
+          st[2 * j + e] = diagonal && key > q_off + col  // P^T, in place
+                              ? 0.0f
+                              : exp2f(st[2 * j + e] * scale_log2 - lse_rows[col] * kLog2e);
         }
-        p[j] = pack2<T>(pv[0], pv[1]);
+        p[j] = pack2<T>(st[2 * j], st[2 * j + 1]);
+      }
+      fence_registers(p);  // P^T is written before the fence
+      if constexpr (kOverlap) {
+        // dV += P^T dO runs while dS^T is computed; waiting for all but it completes dP^T.
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kM / 16; ++kk) {
+          wgmma_rs_tb<T, kD>(dv_acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
+                             tile_mnmajor(do_tile, kk), true);
+        }
+        wgmma_commit();
+        wgmma_wait<1>();
+      }
+      fence_registers(dpt);
+#pragma unroll
+      for (int j = 0; j < kM / 4; ++j) {
+        float dsv[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = 8 * (j >> 1) + 2 * c + e;
+          dsv[e] = st[2 * j + e] * (dpt[2 * j + e] - delta_rows[col]) * scale;
+        }
         ds[j] = pack2<T>(dsv[0], dsv[1]);
       }
-      fence_registers(p);  // P^T and dS^T are written before the fence
-      fence_registers(ds);
+      fence_registers(ds);  // dS^T is written before the fence
       wgmma_fence();
+      if constexpr (!kOverlap) {
 #pragma unroll
-      for (int kk = 0; kk < kM / 16; ++kk) {
-        wgmma_rs_tb<T, kD>(dv_acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
-                           tile_mnmajor(do_tile, kk), true);
+        for (int kk = 0; kk < kM / 16; ++kk) {
+          wgmma_rs_tb<T, kD>(dv_acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
+                             tile_mnmajor(do_tile, kk), true);
+        }
       }
 #pragma unroll
       for (int kk = 0; kk < kM / 16; ++kk) {
@@ -234,7 +261,8 @@ constexpr int kN = 64;  // keys per tile
 constexpr uint32_t kDqKvTileBytes = kN * kD * 2;
 constexpr size_t kDqSmemBytes = 2 * kKvBytes + 4 * kDqKvTileBytes + 1024;
 
-template <typename T>
+// kOverlap: S and dP in separate wgmma groups, P computed while dP runs.
+template <typename T, bool kOverlap>
 __global__ void __launch_bounds__(kThreads, 1)
     dq_sm90_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                    const T* __restrict__ dout, const float* __restrict__ lse,
@@ -330,31 +358,44 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int kk = 0; kk < kD / 16; ++kk) {
         wgmma_ss<T, kN>(s, row_desc(q_s, kk), tile_kmajor(k_s + buffer, kk), kk > 0);
       }
+      if constexpr (kOverlap) wgmma_commit();  // S alone: P is computed while dP runs
 #pragma unroll
       for (int kk = 0; kk < kD / 16; ++kk) {
         wgmma_ss<T, kN>(dp, row_desc(do_s, kk), tile_kmajor(v_s + buffer, kk), kk > 0);
       }
       wgmma_commit();
-      wgmma_wait<0>();
+      if constexpr (kOverlap) {
+        wgmma_wait<1>();
+      } else {
+        wgmma_wait<0>();
+      }
       fence_registers(s);
-      fence_registers(dp);
 
       // s[x], dp[x]: row row_g + 8 * ((x >> 1) & 1), key k_off + 8 * (x >> 2) + 2c + (x & 1).
       // Register j of dS packs x = 2j, 2j + 1 (row row_g + 8 * (j & 1)): k16 step kk of dS K
       // takes registers 4kk..4kk+3 (keys 16kk..16kk+15), the register A fragment layout.
+#pragma unroll
+      for (int j = 0; j < kN / 4; ++j) {
+        const int r = j & 1;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int key = k_off + 8 * (j >> 1) + 2 * c + e;
+          s[2 * j + e] = diagonal && key > row_g + 8 * r  // P, in place
+                             ? 0.0f
+                             : exp2f(s[2 * j + e] * scale_log2 - lse2[r]);
+        }
+      }
+      if constexpr (kOverlap) {
+        fence_registers(s);  // P is computed before the wait, beside dP
+        wgmma_wait<0>();
+      }
+      fence_registers(dp);
       uint32_t ds[kN / 4];
 #pragma unroll
       for (int j = 0; j < kN / 4; ++j) {
         const int r = j & 1;
-        float dsv[2];
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int key = k_off + 8 * (j >> 1) + 2 * c + e;
-          const float p =
-              diagonal && key > row_g + 8 * r ? 0.0f : exp2f(s[2 * j + e] * scale_log2 - lse2[r]);
-          dsv[e] = p * (dp[2 * j + e] - dlt[r]) * scale;
-        }
-        ds[j] = pack2<T>(dsv[0], dsv[1]);
+        ds[j] = pack2<T>(s[2 * j] * (dp[2 * j] - dlt[r]) * scale,
+                         s[2 * j + 1] * (dp[2 * j + 1] - dlt[r]) * scale);
       }
       fence_registers(ds);  // dS is written before the fence
       wgmma_fence();
@@ -396,11 +437,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif  // RA_SM90A_DEVICE
 }
 
-template <typename T>
+template <typename T, bool kOverlap>
 cudaError_t launch_dq(const void* q, const void* k, const void* v, const void* dout,
                       const float* lse, const float* delta, void* dq, const BlockSparseShape& shape,
                       const DeviceBlockLayout& layout, float scale, cudaStream_t stream) {
-  auto kernel = dq_sm90_kernel<T>;
+  auto kernel = dq_sm90_kernel<T, kOverlap>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(kDqSmemBytes));
   if (err != cudaSuccess) return err;
@@ -412,12 +453,12 @@ cudaError_t launch_dq(const void* q, const void* k, const void* v, const void* d
   return cudaGetLastError();
 }
 
-template <typename T>
+template <typename T, bool kOverlap>
 cudaError_t launch_dkdv(const void* q, const void* k, const void* v, const void* dout,
                         const float* lse, const float* delta, void* dk, void* dv,
                         const BlockSparseShape& shape, const DeviceBlockLayout& layout, float scale,
                         cudaStream_t stream) {
-  auto kernel = dkdv_sm90_kernel<T>;
+  auto kernel = dkdv_sm90_kernel<T, kOverlap>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(kSmemBytes));
   if (err != cudaSuccess) return err;
@@ -439,28 +480,28 @@ cudaError_t block_sparse_dkdv_sm90(SparseDType dtype, const void* q, const void*
                                    const void* dout, const float* lse, const float* delta, void* dk,
                                    void* dv, const BlockSparseShape& shape,
                                    const DeviceBlockLayout& layout, float scale,
-                                   cudaStream_t stream) {
+                                   cudaStream_t stream, bool overlap) {
   if (block_sparse_unsupported(shape) != nullptr || !sm90_backward_supports(shape)) {
     return cudaErrorInvalidValue;
   }
-  if (dtype == SparseDType::kBFloat16) {
-    return launch_dkdv<__nv_bfloat16>(q, k, v, dout, lse, delta, dk, dv, shape, layout, scale,
-                                      stream);
-  }
-  return launch_dkdv<__half>(q, k, v, dout, lse, delta, dk, dv, shape, layout, scale, stream);
+  const bool bf16 = dtype == SparseDType::kBFloat16;
+  auto launch =
+      bf16 ? (overlap ? launch_dkdv<__nv_bfloat16, true> : launch_dkdv<__nv_bfloat16, false>)
+           : (overlap ? launch_dkdv<__half, true> : launch_dkdv<__half, false>);
+  return launch(q, k, v, dout, lse, delta, dk, dv, shape, layout, scale, stream);
 }
 
 cudaError_t block_sparse_dq_sm90(SparseDType dtype, const void* q, const void* k, const void* v,
                                  const void* dout, const float* lse, const float* delta, void* dq,
                                  const BlockSparseShape& shape, const DeviceBlockLayout& layout,
-                                 float scale, cudaStream_t stream) {
+                                 float scale, cudaStream_t stream, bool overlap) {
   if (block_sparse_unsupported(shape) != nullptr || !sm90_backward_supports(shape)) {
     return cudaErrorInvalidValue;
   }
-  if (dtype == SparseDType::kBFloat16) {
-    return launch_dq<__nv_bfloat16>(q, k, v, dout, lse, delta, dq, shape, layout, scale, stream);
-  }
-  return launch_dq<__half>(q, k, v, dout, lse, delta, dq, shape, layout, scale, stream);
+  const bool bf16 = dtype == SparseDType::kBFloat16;
+  auto launch = bf16 ? (overlap ? launch_dq<__nv_bfloat16, true> : launch_dq<__nv_bfloat16, false>)
+                     : (overlap ? launch_dq<__half, true> : launch_dq<__half, false>);
+  return launch(q, k, v, dout, lse, delta, dq, shape, layout, scale, stream);
 }
 
 }  // namespace ra::cuda::detail

@@ -8,6 +8,10 @@
 
 namespace ra::cuda::detail {
 
+// overlap: the elementwise work of each query (dQ: key) tile runs beside that tile's wgmmas (the
+// default); false waits for each product before using it (the simpler schedule, kept to compare
+// and to fall back on).
+
 // Shapes it handles (on top of block_sparse_unsupported's rules): head_dim 128, block_size 128.
 bool sm90_backward_supports(const BlockSparseShape& shape);
 
@@ -17,12 +21,12 @@ cudaError_t block_sparse_dkdv_sm90(SparseDType dtype, const void* q, const void*
                                    const void* dout, const float* lse, const float* delta, void* dk,
                                    void* dv, const BlockSparseShape& shape,
                                    const DeviceBlockLayout& layout, float scale,
-                                   cudaStream_t stream);
+                                   cudaStream_t stream, bool overlap);
 
 // dq (q's strides) is overwritten, 0 for query blocks without active blocks.
 cudaError_t block_sparse_dq_sm90(SparseDType dtype, const void* q, const void* k, const void* v,
                                  const void* dout, const float* lse, const float* delta, void* dq,
                                  const BlockSparseShape& shape, const DeviceBlockLayout& layout,
-                                 float scale, cudaStream_t stream);
+                                 float scale, cudaStream_t stream, bool overlap);
 
 }  // namespace ra::cuda::detail

@@ -65,13 +65,14 @@ cudaError_t block_sparse_forward(SparseDType dtype, const void* q, const void* k
 
 // The backward kernels block_sparse_backward chooses from: mma.sync dQ and dK/dV (any D/block,
 // sm_80+), or the Hopper wgmma kernels (block_sparse_backward_sm90.cu, compiled for sm_90a) for
-// both, or for dK/dV only (dQ on mma.sync).
-enum class SparseBackwardKernel { kMma, kWgmma, kWgmmaDkdv };
+// both, with the elementwise work overlapping the wgmmas (kWgmma) or not (kWgmmaSync), or for
+// dK/dV only (kWgmmaDkdv, overlapping; dQ on mma.sync).
+enum class SparseBackwardKernel { kMma, kWgmma, kWgmmaSync, kWgmmaDkdv };
 
-// The backward kernels for `shape` on the current device: wgmma dQ and dK/dV for head_dim 128
-// and block_size 128 on compute capability 9.0, else mma.sync. The environment variable
-// RA_SPARSE_BACKWARD (read at every call) overrides: "mma" forces the mma.sync kernels,
-// "wgmma_dkdv" takes dQ from mma.sync (where wgmma applies); unset, "wgmma" or anything else
+// The backward kernels for `shape` on the current device: kWgmma for head_dim 128 and block_size
+// 128 on compute capability 9.0, else mma.sync. The environment variable RA_SPARSE_BACKWARD (read
+// at every call) overrides: "mma" forces the mma.sync kernels; where wgmma applies,
+// "wgmma_sync" selects kWgmmaSync and "wgmma_dkdv" kWgmmaDkdv; unset, "wgmma" or anything else
 // is the default.
 SparseBackwardKernel block_sparse_backward_choice(const BlockSparseShape& shape);
 
