@@ -6,9 +6,13 @@
 // Both on FA2-style warp tiles (block_sparse_tiles.cuh): one warp per 16 rows of the output
 // (queries for dQ, keys for dK/dV), products transposed so that P / dS come out of the first
 // product in the accumulator layout the second consumes as its A operand; the streamed tiles
-// are cp.async double-buffered.
+// are cp.async double-buffered. On compute capability 9.0, D 128 / block 128 takes dQ and dK/dV
+// from the wgmma kernels of block_sparse_backward_sm90.cu instead (block_sparse_backward_choice).
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
+#include "attention/sparse/cuda/block_sparse_backward_sm90.h"
 #include "attention/sparse/cuda/block_sparse_diagonal.cuh"
 #include "attention/sparse/cuda/block_sparse_kernels.h"
 #include "attention/sparse/cuda/block_sparse_tiles.cuh"
@@ -279,7 +283,8 @@ template <typename T, int D, int kBlock>
 cudaError_t launch_backward(const void* q, const void* k, const void* v, const void* out,
                             const void* dout, const float* lse, float* delta, void* dq, void* dk,
                             void* dv, const BlockSparseShape& shape,
-                            const DeviceBlockLayout& layout, float scale, cudaStream_t stream) {
+                            const DeviceBlockLayout& layout, float scale, cudaStream_t stream,
+                            SparseBackwardKernel kernels) {
   const T *qt = static_cast<const T*>(q), *kt = static_cast<const T*>(k),
           *vt = static_cast<const T*>(v), *dot = static_cast<const T*>(dout);
   const int64_t rows = static_cast<int64_t>(shape.batch) * shape.q_len * shape.heads;
@@ -290,13 +295,26 @@ cudaError_t launch_backward(const void* q, const void* k, const void* v, const v
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
 
-  using Dq = DqConfig<T, D, kBlock>;
-  if ((err = allow_smem(dq_kernel<T, D, kBlock>, Dq::kSmemBytes)) != cudaSuccess) return err;
-  dq_kernel<T, D, kBlock>
-      <<<dim3(shape.q_len / kBlock, shape.heads, shape.batch), Dq::kThreads, Dq::kSmemBytes,
-         stream>>>(qt, kt, vt, dot, lse, delta, static_cast<T*>(dq), shape, layout, scale);
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  constexpr SparseDType dtype =
+      std::is_same_v<T, __nv_bfloat16> ? SparseDType::kBFloat16 : SparseDType::kFloat16;
+  const bool overlap = kernels != SparseBackwardKernel::kWgmmaSync;
+  if (kernels == SparseBackwardKernel::kWgmma || kernels == SparseBackwardKernel::kWgmmaSync) {
+    err = block_sparse_dq_sm90(dtype, q, k, v, dout, lse, delta, dq, shape, layout, scale, stream,
+                               overlap);
+    if (err != cudaSuccess) return err;
+  } else {
+    using Dq = DqConfig<T, D, kBlock>;
+    if ((err = allow_smem(dq_kernel<T, D, kBlock>, Dq::kSmemBytes)) != cudaSuccess) return err;
+    dq_kernel<T, D, kBlock>
+        <<<dim3(shape.q_len / kBlock, shape.heads, shape.batch), Dq::kThreads, Dq::kSmemBytes,
+           stream>>>(qt, kt, vt, dot, lse, delta, static_cast<T*>(dq), shape, layout, scale);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  }
 
+  if (kernels != SparseBackwardKernel::kMma) {
+    return block_sparse_dkdv_sm90(dtype, q, k, v, dout, lse, delta, dk, dv, shape, layout, scale,
+                                  stream, overlap);
+  }
   using Kv = DkdvConfig<T, D, kBlock>;
   if ((err = allow_smem(dkdv_kernel<T, D, kBlock>, Kv::kSmemBytes)) != cudaSuccess) return err;
   dkdv_kernel<T, D, kBlock><<<dim3(shape.kv_len / kBlock, shape.kv_heads, shape.batch),
@@ -309,14 +327,36 @@ template <typename T, int D>
 cudaError_t launch_backward(const void* q, const void* k, const void* v, const void* out,
                             const void* dout, const float* lse, float* delta, void* dq, void* dk,
                             void* dv, const BlockSparseShape& shape,
-                            const DeviceBlockLayout& layout, float scale, cudaStream_t stream) {
-  return shape.block_size == 64 ? launch_backward<T, D, 64>(q, k, v, out, dout, lse, delta, dq, dk,
-                                                            dv, shape, layout, scale, stream)
-                                : launch_backward<T, D, 128>(q, k, v, out, dout, lse, delta, dq, dk,
-                                                             dv, shape, layout, scale, stream);
+                            const DeviceBlockLayout& layout, float scale, cudaStream_t stream,
+                            SparseBackwardKernel kernels) {
+  return shape.block_size == 64
+             ? launch_backward<T, D, 64>(q, k, v, out, dout, lse, delta, dq, dk, dv, shape, layout,
+                                         scale, stream, kernels)
+             : launch_backward<T, D, 128>(q, k, v, out, dout, lse, delta, dq, dk, dv, shape, layout,
+                                          scale, stream, kernels);
 }
 
 }  // namespace
+
+SparseBackwardKernel block_sparse_backward_choice(const BlockSparseShape& shape) {
+  const char* env = std::getenv("RA_SPARSE_BACKWARD");
+  if (env != nullptr && std::strcmp(env, "mma") == 0) return SparseBackwardKernel::kMma;
+  if (!detail::sm90_backward_supports(shape)) return SparseBackwardKernel::kMma;
+  // wgmma is sm_90a only: the exact compute capability 9.0, not "9.0 or later".
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    cudaGetLastError();  // not left for the launch check to find
+    return SparseBackwardKernel::kMma;
+  }
+  if (major != 9 || minor != 0) return SparseBackwardKernel::kMma;
+  if (env != nullptr && std::strcmp(env, "wgmma_sync") == 0)
+    return SparseBackwardKernel::kWgmmaSync;
+  if (env != nullptr && std::strcmp(env, "wgmma_dkdv") == 0)
+    return SparseBackwardKernel::kWgmmaDkdv;
+  return SparseBackwardKernel::kWgmma;
+}
 
 cudaError_t block_sparse_backward(SparseDType dtype, const void* q, const void* k, const void* v,
                                   const void* out, const void* dout, const float* lse, float* delta,
@@ -324,17 +364,20 @@ cudaError_t block_sparse_backward(SparseDType dtype, const void* q, const void* 
                                   const DeviceBlockLayout& layout, float scale,
                                   cudaStream_t stream) {
   if (block_sparse_unsupported(shape) != nullptr) return cudaErrorInvalidValue;
+  // Only D 128 / block 128 gets a wgmma choice (sm90_backward_supports).
+  const SparseBackwardKernel kernels = block_sparse_backward_choice(shape);
   const bool d64 = shape.head_dim == 64;
   if (dtype == SparseDType::kBFloat16) {
     return d64 ? launch_backward<__nv_bfloat16, 64>(q, k, v, out, dout, lse, delta, dq, dk, dv,
-                                                    shape, layout, scale, stream)
+                                                    shape, layout, scale, stream,
+                                                    SparseBackwardKernel::kMma)
                : launch_backward<__nv_bfloat16, 128>(q, k, v, out, dout, lse, delta, dq, dk, dv,
-                                                     shape, layout, scale, stream);
+                                                     shape, layout, scale, stream, kernels);
   }
   return d64 ? launch_backward<__half, 64>(q, k, v, out, dout, lse, delta, dq, dk, dv, shape,
-                                           layout, scale, stream)
+                                           layout, scale, stream, SparseBackwardKernel::kMma)
              : launch_backward<__half, 128>(q, k, v, out, dout, lse, delta, dq, dk, dv, shape,
-                                            layout, scale, stream);
+                                            layout, scale, stream, kernels);
 }
 
 }  // namespace ra::cuda

@@ -12,6 +12,7 @@
 #include "attention/sparse/cuda/block_sparse_forward_sm90.h"
 #include "attention/sparse/cuda/block_sparse_mma.cuh"
 #include "attention/sparse/cuda/block_sparse_tiles.cuh"
+#include "attention/sparse/cuda/block_sparse_tiles_sm90.cuh"
 #include "attention/sparse/cuda/wgmma_sm90.cuh"
 
 // wgmma exists only in the arch-specific sm_90a target; any other device pass compiles an empty
@@ -38,33 +39,6 @@ struct Sm90Config {
   // + 1024: the dynamic shared memory base is aligned up to 1024 in the kernel.
   static constexpr size_t kSmemBytes = kQBytes + 4 * kKvTileBytes + 1024;
 };
-
-// Byte offset of (row, 16-byte chunk) in a [Rows x 128] tile stored as two 64-column panels of
-// 128-byte rows ([2][Rows][64]): chunk c of a row lives in panel c / 8 at chunk (c % 8) ^ (row %
-// 8). This is the canonical 128B-swizzle layout wgmma reads, K-major (Q, K) and MN-major (V) alike.
-template <int Rows>
-__device__ __forceinline__ uint32_t panel_offset(int row, int chunk) {
-  return (chunk >> 3) * (Rows * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
-}
-
-// cp.async rows row0..row0+Rows-1 of one head of a [B, S, H, 128] tensor (`head` points at token
-// 0) into the panel tile at shared address dst. All threads of the CTA take part: thread t copies
-// chunk t % 16 of rows t / 16 + 16 * it, so 16 consecutive threads read one 256-byte row and the
-// thread's swizzled offset is the same in every round (16 rows on, 2048 bytes on).
-template <typename T, int Rows>
-__device__ __forceinline__ void copy_panel_tile_async(uint32_t dst, const T* head,
-                                                      int64_t token_stride, int row0) {
-  constexpr int kChunks = kD / 8;
-  static_assert(kThreads % kChunks == 0 && Rows % (kThreads / kChunks) == 0, "whole rounds");
-  const int r = threadIdx.x / kChunks, c = threadIdx.x % kChunks;
-  const uint32_t to = dst + panel_offset<Rows>(r, c);
-  const T* from = head + (row0 + r) * token_stride + c * 8;
-#pragma unroll
-  for (int it = 0; it < Rows / (kThreads / kChunks); ++it) {
-    cp_async_16(to + it * (kThreads / kChunks) * 128,
-                from + it * (kThreads / kChunks) * token_stride);
-  }
-}
 
 template <typename T, int kN>
 __global__ void __launch_bounds__(kThreads, Sm90Config<kN>::kMinBlocks)
@@ -103,11 +77,11 @@ __global__ void __launch_bounds__(kThreads, Sm90Config<kN>::kMinBlocks)
   };
   auto load_kv = [&](int i) {
     const uint32_t offset = (i & 1) * C::kKvTileBytes;
-    copy_panel_tile_async<T, kN>(k_s + offset, k_head, shape.k.token, key0(i));
-    copy_panel_tile_async<T, kN>(v_s + offset, v_head, shape.v.token, key0(i));
+    copy_panel_tile_async<T, kN, kThreads>(k_s + offset, k_head, shape.k.token, key0(i));
+    copy_panel_tile_async<T, kN, kThreads>(v_s + offset, v_head, shape.v.token, key0(i));
   };
 
-  copy_panel_tile_async<T, kBlock>(q_s, q_head, shape.q.token, q0);
+  copy_panel_tile_async<T, kBlock, kThreads>(q_s, q_head, shape.q.token, q0);
   if (tiles > 0) load_kv(0);
   cp_async_commit();
 

@@ -63,6 +63,19 @@ cudaError_t block_sparse_forward(SparseDType dtype, const void* q, const void* k
                                  void* out, float* lse, const BlockSparseShape& shape,
                                  const DeviceBlockLayout& layout, float scale, cudaStream_t stream);
 
+// The backward kernels block_sparse_backward chooses from: mma.sync dQ and dK/dV (any D/block,
+// sm_80+), or the Hopper wgmma kernels (block_sparse_backward_sm90.cu, compiled for sm_90a) for
+// both, with the elementwise work overlapping the wgmmas (kWgmma) or not (kWgmmaSync), or for
+// dK/dV only (kWgmmaDkdv, overlapping; dQ on mma.sync).
+enum class SparseBackwardKernel { kMma, kWgmma, kWgmmaSync, kWgmmaDkdv };
+
+// The backward kernels for `shape` on the current device: kWgmma for head_dim 128 and block_size
+// 128 on compute capability 9.0, else mma.sync. The environment variable RA_SPARSE_BACKWARD (read
+// at every call) overrides: "mma" forces the mma.sync kernels; where wgmma applies,
+// "wgmma_sync" selects kWgmmaSync and "wgmma_dkdv" kWgmmaDkdv; unset, "wgmma" or anything else
+// is the default.
+SparseBackwardKernel block_sparse_backward_choice(const BlockSparseShape& shape);
+
 // delta: [B, q_len, H] float32 workspace. dq/dk/dv have q/k/v's strides and are overwritten.
 cudaError_t block_sparse_backward(SparseDType dtype, const void* q, const void* k, const void* v,
                                   const void* out, const void* dout, const float* lse, float* delta,

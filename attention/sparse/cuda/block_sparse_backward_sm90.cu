@@ -1,0 +1,507 @@
+// The block-sparse backward for Hopper (sm_90a) on warpgroup MMA (wgmma), D = 128, block 128,
+// fp16/bf16, both kernels without atomics (each gradient row is written by one CTA), results as
+// the mma.sync kernels of block_sparse_backward.cu (delta = rowsum(dO * O) precomputed there).
+// dK/dV: one CTA of two warpgroups per (key block of 128, kv head, batch), each warpgroup owning
+// 64 keys, walking the key block's CSC column (over the query heads that share the kv head) 64
+// queries at a time. Per query tile, transposed so that P^T and dS^T come out of the first
+// products in the accumulator layout that the second ones take as their register A operand:
+//   S^T = K Q^T, dP^T = V dO^T        (SS: K/V rows and the Q/dO tile K-major in shared memory)
+//   P^T = exp2(S^T * scale_log2 - lse2), dS^T = P^T (dP^T - delta) * scale
+//   dV += P^T dO, dK += dS^T Q        (RS: the Q/dO tile read MN-major, the same bytes)
+// The Q/dO tiles and their lse/delta are cp.async double-buffered. dQ: see dq_sm90_kernel.
+#include <cmath>
+
+#include "attention/sparse/cuda/block_sparse_backward_sm90.h"
+#include "attention/sparse/cuda/block_sparse_diagonal.cuh"
+#include "attention/sparse/cuda/block_sparse_mma.cuh"
+#include "attention/sparse/cuda/block_sparse_tiles_sm90.cuh"
+#include "attention/sparse/cuda/wgmma_sm90.cuh"
+
+// wgmma exists only in the arch-specific sm_90a target; any other device pass compiles an empty
+// kernel (the dispatch never launches it off compute capability 9.0).
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define RA_SM90A_DEVICE 1
+#endif
+
+namespace ra::cuda::detail {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kD = 128, kBlock = 128, kThreads = 256;
+constexpr int kM = 64;  // queries per tile
+constexpr uint32_t kKvBytes = kBlock * kD * 2, kTileBytes = kM * kD * 2;
+// dK/dV. Shared memory: K, V [128 x D], Q[2], dO[2] [kM x D] (each 1024-byte aligned for the
+// swizzle atoms), then lse/delta [2][2][kM] fp32; + 1024: the base is aligned up in the kernel.
+// 130 KB, one CTA per SM: dK and dV take 128 fp32 registers per thread beside S^T and dP^T.
+constexpr uint32_t kRowsOffset = 2 * kKvBytes + 4 * kTileBytes;
+constexpr size_t kSmemBytes = kRowsOffset + 4 * kM * sizeof(float) + 1024;
+
+// kOverlap: S^T and dP^T in separate wgmma groups, P^T computed while dP^T runs and dS^T while
+// dV runs; else each product group is waited for before its results are used.
+template <typename T, bool kOverlap>
+__global__ void __launch_bounds__(kThreads, 1)
+    dkdv_sm90_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                     const T* __restrict__ dout, const float* __restrict__ lse,
+                     const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv,
+                     BlockSparseShape shape, DeviceBlockLayout layout, float scale,
+                     float scale_log2) {
+#ifdef RA_SM90A_DEVICE
+  constexpr int kSubTiles = kBlock / kM;  // query tiles per query block
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const uint32_t raw_s = smem_address(smem_raw);
+  const uint32_t k_s = (raw_s + 1023) & ~1023u;
+  unsigned char* k_ptr = smem_raw + (k_s - raw_s);  // generic pointers, for the epilogue
+  unsigned char* v_ptr = k_ptr + kKvBytes;
+  const uint32_t v_s = k_s + kKvBytes;
+  const uint32_t q_s = v_s + kKvBytes;         // + buffer * kTileBytes
+  const uint32_t do_s = q_s + 2 * kTileBytes;  // + buffer * kTileBytes
+  float* rows_s = reinterpret_cast<float*>(k_ptr + kRowsOffset);
+  // rows_s[buffer * 2 * kM + i]: lse of query i of the tile; + kM: its delta.
+
+  // Low key blocks first: under a causal layout their columns hold the most query blocks.
+  const int k_block = blockIdx.x, kv_h = blockIdx.y, b = blockIdx.z;
+  const int k0 = k_block * kBlock;
+  const int group = shape.heads / shape.kv_heads;
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int g = lane / 4, c = lane % 4;
+  const int wg_row0 = 64 * wg;                // the warpgroup's first key in the block
+  const int key_g = wg_row0 + 16 * warp + g;  // this thread's keys: key_g and key_g + 8
+
+  const int first = layout.col_offsets[k_block];
+  const int per_head = (layout.col_offsets[k_block + 1] - first) * kSubTiles;
+  const int tiles = group * per_head;  // (query head, query block, kM-query sub-tile)
+  auto head_of = [&](int i) { return kv_h * group + i / per_head; };
+  auto query0 = [&](int i) {
+    const int rest = i % per_head;
+    return layout.row_indices[first + rest / kSubTiles] * kBlock + (rest % kSubTiles) * kM;
+  };
+  auto load_q = [&](int i) {
+    const int h = head_of(i), q0 = query0(i), buffer = i & 1;
+    copy_panel_tile_async<T, kM, kThreads>(
+        q_s + buffer * kTileBytes, q + b * shape.q.batch + h * shape.q.head, shape.q.token, q0);
+    copy_panel_tile_async<T, kM, kThreads>(do_s + buffer * kTileBytes,
+                                           dout + b * shape.out.batch + h * shape.out.head,
+                                           shape.out.token, q0);
+    const int t = threadIdx.x;
+    if (t < 2 * kM) {
+      const int64_t row = (static_cast<int64_t>(b) * shape.q_len + q0 + t % kM) * shape.heads + h;
+      cp_async_4(smem_address(rows_s + buffer * 2 * kM + t), t < kM ? lse + row : delta + row);
+    }
+  };
+
+  copy_panel_tile_async<T, kBlock, kThreads>(k_s, k + b * shape.k.batch + kv_h * shape.k.head,
+                                             shape.k.token, k0);
+  copy_panel_tile_async<T, kBlock, kThreads>(v_s, v + b * shape.v.batch + kv_h * shape.v.head,
+                                             shape.v.token, k0);
+  if (tiles > 0) load_q(0);
+  cp_async_commit();
+
+  // Descriptors. K, V (A, K-major): the warpgroup's 64 rows of panel kk / 4, 32 bytes per k16
+  // step, 8-row groups 1024 bytes apart. Q / dO tile as B K-major (S^T, dP^T: N = the kM
+  // queries): the same walk over the tile's rows. As B MN-major (dK, dV: K = the queries, N = D):
+  // rows 16kk.. (2048 bytes per k16 step), 8-row groups 1024 bytes apart, the two 64-column
+  // panels kM * 128 bytes apart. These are the forward's Q, K and V descriptors.
+  auto kv_desc = [&](uint32_t block, int kk) {
+    return smem_desc_sw128<16, 1024>(block + (kk / 4) * (kBlock * 128) + wg_row0 * 128 +
+                                     (kk % 4) * 32);
+  };
+  auto tile_kmajor = [&](uint32_t tile, int kk) {
+    return smem_desc_sw128<16, 1024>(tile + (kk / 4) * (kM * 128) + (kk % 4) * 32);
+  };
+  auto tile_mnmajor = [&](uint32_t tile, int kk) {
+    return smem_desc_sw128<kM * 128, 1024>(tile + kk * 2048);
+  };
+
+  float dk_acc[kD / 2], dv_acc[kD / 2];  // 64 x 128 per warpgroup: accumulator fragments
+#pragma unroll
+  for (int j = 0; j < kD / 2; ++j) dk_acc[j] = dv_acc[j] = 0.0f;
+
+  for (int i = 0; i < tiles; ++i) {
+    if (i + 1 < tiles) {
+      load_q(i + 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    fence_proxy_async_shared();  // this thread's cp.async data, visible to wgmma's async proxy
+    __syncthreads();
+    const int q0 = query0(i);
+    const bool diagonal = diagonal_key_block(layout, q0 / kBlock) == k_block;
+    const int q_off = q0 % kBlock;  // the tile's first query, as an offset in its block
+    // On the diagonal a warpgroup whose keys all follow the tile's queries has nothing to add
+    // (uniform per warpgroup, as wgmma needs).
+    if (!(diagonal && wg_row0 > q_off + kM - 1)) {
+      const int buffer = i & 1;
+      const uint32_t q_tile = q_s + buffer * kTileBytes, do_tile = do_s + buffer * kTileBytes;
+      const float* lse_rows = rows_s + buffer * 2 * kM;
+      const float* delta_rows = lse_rows + kM;
+      float st[kM / 2], dpt[kM / 2];
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        wgmma_ss<T, kM>(st, kv_desc(k_s, kk), tile_kmajor(q_tile, kk), kk > 0);
+      }
+      if constexpr (kOverlap) wgmma_commit();  // S^T alone: P^T is computed while dP^T runs
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        wgmma_ss<T, kM>(dpt, kv_desc(v_s, kk), tile_kmajor(do_tile, kk), kk > 0);
+      }
+      wgmma_commit();
+      if constexpr (kOverlap) {
+        wgmma_wait<1>();
+      } else {
+        wgmma_wait<0>();
+      }
+      fence_registers(st);
+
+      // st[x], dpt[x]: key key_g + 8 * ((x >> 1) & 1), query q_off + 8 * (x >> 2) + 2c + (x & 1).
+      // Register j of P^T / dS^T packs x = 2j, 2j + 1, so k16 step kk of the second products
+      // takes registers 4kk..4kk+3 (queries 16kk..16kk+15), the register A fragment layout.
+      uint32_t p[kM / 4], ds[kM / 4];
+#pragma unroll
+      for (int j = 0; j < kM / 4; ++j) {
+        const int key = key_g + 8 * (j & 1);
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = 8 * (j >> 1) + 2 * c + e;
+          st[2 * j + e] = diagonal && key > q_off + col  // P^T, in place
+                              ? 0.0f
+                              : exp2f(st[2 * j + e] * scale_log2 - lse_rows[col] * kLog2e);
+        }
+        p[j] = pack2<T>(st[2 * j], st[2 * j + 1]);
+      }
+      fence_registers(p);  // P^T is written before the fence
+      if constexpr (kOverlap) {
+        // dV += P^T dO runs while dS^T is computed; waiting for all but it completes dP^T.
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kM / 16; ++kk) {
+          wgmma_rs_tb<T, kD>(dv_acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
+                             tile_mnmajor(do_tile, kk), true);
+        }
+        wgmma_commit();
+        wgmma_wait<1>();
+      }
+      fence_registers(dpt);
+#pragma unroll
+      for (int j = 0; j < kM / 4; ++j) {
+        float dsv[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = 8 * (j >> 1) + 2 * c + e;
+          dsv[e] = st[2 * j + e] * (dpt[2 * j + e] - delta_rows[col]) * scale;
+        }
+        ds[j] = pack2<T>(dsv[0], dsv[1]);
+      }
+      fence_registers(ds);  // dS^T is written before the fence
+      wgmma_fence();
+      if constexpr (!kOverlap) {
+#pragma unroll
+        for (int kk = 0; kk < kM / 16; ++kk) {
+          wgmma_rs_tb<T, kD>(dv_acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
+                             tile_mnmajor(do_tile, kk), true);
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < kM / 16; ++kk) {
+        wgmma_rs_tb<T, kD>(dk_acc, ds[4 * kk], ds[4 * kk + 1], ds[4 * kk + 2], ds[4 * kk + 3],
+                           tile_mnmajor(q_tile, kk), true);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_registers(dv_acc);
+      fence_registers(dk_acc);
+      fence_registers(p);
+      fence_registers(ds);
+    }
+    __syncthreads();  // the buffer is refilled by the prefetch of iteration i + 1
+  }
+
+  // With no tile at all K/V's copy was never waited for: wait, so the staging below cannot race
+  // with it. Past this barrier every warp is past its last wgmma wait, so K and V's shared memory
+  // is free: each warp stages its own 16 rows of dK (dV) there, then writes them out with 16-byte
+  // stores.
+  cp_async_wait<0>();
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < kD / 8; ++j) {  // column tile j = 16-byte chunk j of the row
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const uint32_t at = panel_offset<kBlock>(key_g + 8 * r, j) + 4 * c;
+      *reinterpret_cast<uint32_t*>(k_ptr + at) =
+          pack2<T>(dk_acc[4 * j + 2 * r], dk_acc[4 * j + 2 * r + 1]);
+      *reinterpret_cast<uint32_t*>(v_ptr + at) =
+          pack2<T>(dv_acc[4 * j + 2 * r], dv_acc[4 * j + 2 * r + 1]);
+    }
+  }
+  __syncwarp();
+  const int warp_row0 = wg_row0 + 16 * warp;
+  T* dk_tile = dk + b * shape.k.batch + kv_h * shape.k.head + k0 * shape.k.token;
+  T* dv_tile = dv + b * shape.v.batch + kv_h * shape.v.head + k0 * shape.v.token;
+#pragma unroll
+  for (int it = 0; it < 16 * (kD / 8) / 32; ++it) {
+    const int idx = it * 32 + lane, row = warp_row0 + idx / (kD / 8), chunk = idx % (kD / 8);
+    const uint32_t at = panel_offset<kBlock>(row, chunk);
+    *reinterpret_cast<uint4*>(dk_tile + row * shape.k.token + chunk * 8) =
+        *reinterpret_cast<const uint4*>(k_ptr + at);
+    *reinterpret_cast<uint4*>(dv_tile + row * shape.v.token + chunk * 8) =
+        *reinterpret_cast<const uint4*>(v_ptr + at);
+  }
+#endif  // RA_SM90A_DEVICE
+}
+
+// dQ: one CTA of two warpgroups per (query block of 128, head, batch), each warpgroup owning 64
+// queries, walking the query block's CSR row kN = 64 keys at a time (so every dQ row is written
+// once). Per key tile: S = Q K^T, dP = dO V^T (SS, all K-major), P = exp2(S * scale_log2 - lse2),
+// dS = P (dP - delta) * scale, dQ += dS K (RS, the K tile read MN-major). The forward's structure
+// and descriptors, with dO beside Q and no online softmax. Shared memory: Q, dO [128 x D], then
+// K[2], V[2] [kN x D]; 129 KB, one CTA per SM.
+constexpr int kN = 64;  // keys per tile
+constexpr uint32_t kDqKvTileBytes = kN * kD * 2;
+constexpr size_t kDqSmemBytes = 2 * kKvBytes + 4 * kDqKvTileBytes + 1024;
+
+// kOverlap: S and dP in separate wgmma groups, P computed while dP runs.
+template <typename T, bool kOverlap>
+__global__ void __launch_bounds__(kThreads, 1)
+    dq_sm90_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                   const T* __restrict__ dout, const float* __restrict__ lse,
+                   const float* __restrict__ delta, T* __restrict__ dq, BlockSparseShape shape,
+                   DeviceBlockLayout layout, float scale, float scale_log2) {
+#ifdef RA_SM90A_DEVICE
+  constexpr int kSubTiles = kBlock / kN;  // key tiles per key block
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const uint32_t raw_s = smem_address(smem_raw);
+  const uint32_t q_s = (raw_s + 1023) & ~1023u;
+  unsigned char* q_ptr = smem_raw + (q_s - raw_s);  // generic pointer to Q, for the epilogue
+  const uint32_t do_s = q_s + kKvBytes;
+  const uint32_t k_s = do_s + kKvBytes;  // + buffer * kDqKvTileBytes
+  const uint32_t v_s = k_s + 2 * kDqKvTileBytes;
+
+  // Last query blocks first: under a causal layout they have the most key blocks.
+  const int q_block = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int q0 = q_block * kBlock;
+  const int kv_h = h / (shape.heads / shape.kv_heads);
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int g = lane / 4, c = lane % 4;
+  const int wg_row0 = 64 * wg;                // the warpgroup's first row in the block
+  const int row_g = wg_row0 + 16 * warp + g;  // this thread's rows: row_g and row_g + 8
+  const T* k_head = k + b * shape.k.batch + kv_h * shape.k.head;
+  const T* v_head = v + b * shape.v.batch + kv_h * shape.v.head;
+
+  const int first = layout.row_offsets[q_block];
+  const int tiles = (layout.row_offsets[q_block + 1] - first) * kSubTiles;
+  const int diagonal_block = diagonal_key_block(layout, q_block);
+  auto key0 = [&](int i) {  // first key token of tile i (in the k/v buffer)
+    return layout.col_indices[first + i / kSubTiles] * kBlock + (i % kSubTiles) * kN;
+  };
+  auto load_kv = [&](int i) {
+    const uint32_t offset = (i & 1) * kDqKvTileBytes;
+    copy_panel_tile_async<T, kN, kThreads>(k_s + offset, k_head, shape.k.token, key0(i));
+    copy_panel_tile_async<T, kN, kThreads>(v_s + offset, v_head, shape.v.token, key0(i));
+  };
+
+  copy_panel_tile_async<T, kBlock, kThreads>(q_s, q + b * shape.q.batch + h * shape.q.head,
+                                             shape.q.token, q0);
+  copy_panel_tile_async<T, kBlock, kThreads>(do_s, dout + b * shape.out.batch + h * shape.out.head,
+                                             shape.out.token, q0);
+  if (tiles > 0) load_kv(0);
+  cp_async_commit();
+  float lse2[2], dlt[2];  // rows row_g and row_g + 8; lse in the log2 domain
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row =
+        (static_cast<int64_t>(b) * shape.q_len + q0 + row_g + 8 * r) * shape.heads + h;
+    lse2[r] = lse[row] * kLog2e;
+    dlt[r] = delta[row];
+  }
+
+  // Descriptors. Q, dO (A, K-major): the warpgroup's 64 rows of panel kk / 4, 32 bytes per k16
+  // step; 8-row groups 1024 bytes apart. K, V tile (B, K-major): the same walk over the tile's kN
+  // rows. K tile as B MN-major (dQ: K = the keys, N = D): rows 16kk.. (2048 bytes per k16 step),
+  // 8-row groups 1024 bytes apart, the two 64-column panels kN * 128 bytes apart.
+  auto row_desc = [&](uint32_t block, int kk) {
+    return smem_desc_sw128<16, 1024>(block + (kk / 4) * (kBlock * 128) + wg_row0 * 128 +
+                                     (kk % 4) * 32);
+  };
+  auto tile_kmajor = [&](uint32_t tile, int kk) {
+    return smem_desc_sw128<16, 1024>(tile + (kk / 4) * (kN * 128) + (kk % 4) * 32);
+  };
+  auto tile_mnmajor = [&](uint32_t tile, int kk) {
+    return smem_desc_sw128<kN * 128, 1024>(tile + kk * 2048);
+  };
+
+  float dq_acc[kD / 2];  // dQ, 64 x 128 per warpgroup: accumulator fragment
+#pragma unroll
+  for (int j = 0; j < kD / 2; ++j) dq_acc[j] = 0.0f;
+
+  for (int i = 0; i < tiles; ++i) {
+    if (i + 1 < tiles) {
+      load_kv(i + 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    fence_proxy_async_shared();  // this thread's cp.async data, visible to wgmma's async proxy
+    __syncthreads();
+    const int k0 = key0(i);
+    const bool diagonal = k0 / kBlock == diagonal_block;
+    const int k_off = k0 % kBlock;  // the tile's first key, as an offset in its block
+    // On the diagonal a warpgroup whose queries all precede the tile has nothing to add (uniform
+    // per warpgroup, as wgmma needs).
+    if (!(diagonal && k_off > wg_row0 + 63)) {
+      const uint32_t buffer = (i & 1) * kDqKvTileBytes;
+      float s[kN / 2], dp[kN / 2];
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        wgmma_ss<T, kN>(s, row_desc(q_s, kk), tile_kmajor(k_s + buffer, kk), kk > 0);
+      }
+      if constexpr (kOverlap) wgmma_commit();  // S alone: P is computed while dP runs
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        wgmma_ss<T, kN>(dp, row_desc(do_s, kk), tile_kmajor(v_s + buffer, kk), kk > 0);
+      }
+      wgmma_commit();
+      if constexpr (kOverlap) {
+        wgmma_wait<1>();
+      } else {
+        wgmma_wait<0>();
+      }
+      fence_registers(s);
+
+      // s[x], dp[x]: row row_g + 8 * ((x >> 1) & 1), key k_off + 8 * (x >> 2) + 2c + (x & 1).
+      // Register j of dS packs x = 2j, 2j + 1 (row row_g + 8 * (j & 1)): k16 step kk of dS K
+      // takes registers 4kk..4kk+3 (keys 16kk..16kk+15), the register A fragment layout.
+#pragma unroll
+      for (int j = 0; j < kN / 4; ++j) {
+        const int r = j & 1;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int key = k_off + 8 * (j >> 1) + 2 * c + e;
+          s[2 * j + e] = diagonal && key > row_g + 8 * r  // P, in place
+                             ? 0.0f
+                             : exp2f(s[2 * j + e] * scale_log2 - lse2[r]);
+        }
+      }
+      if constexpr (kOverlap) {
+        fence_registers(s);  // P is computed before the wait, beside dP
+        wgmma_wait<0>();
+      }
+      fence_registers(dp);
+      uint32_t ds[kN / 4];
+#pragma unroll
+      for (int j = 0; j < kN / 4; ++j) {
+        const int r = j & 1;
+        ds[j] = pack2<T>(s[2 * j] * (dp[2 * j] - dlt[r]) * scale,
+                         s[2 * j + 1] * (dp[2 * j + 1] - dlt[r]) * scale);
+      }
+      fence_registers(ds);  // dS is written before the fence
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kN / 16; ++kk) {
+        wgmma_rs_tb<T, kD>(dq_acc, ds[4 * kk], ds[4 * kk + 1], ds[4 * kk + 2], ds[4 * kk + 3],
+                           tile_mnmajor(k_s + buffer, kk), true);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_registers(dq_acc);
+      fence_registers(ds);
+    }
+    __syncthreads();  // the buffer is refilled by the prefetch of iteration i + 1
+  }
+
+  // With no tile at all Q's copy was never waited for: wait, so the staging below cannot race
+  // with it. Past this barrier every warp is past its last wgmma wait, so Q's shared memory is
+  // free: each warp stages its own 16 rows of dQ there, then writes them out with 16-byte stores.
+  cp_async_wait<0>();
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < kD / 8; ++j) {  // column tile j = 16-byte chunk j of the row
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      *reinterpret_cast<uint32_t*>(q_ptr + panel_offset<kBlock>(row_g + 8 * r, j) + 4 * c) =
+          pack2<T>(dq_acc[4 * j + 2 * r], dq_acc[4 * j + 2 * r + 1]);
+    }
+  }
+  __syncwarp();
+  const int warp_row0 = wg_row0 + 16 * warp;
+  T* dq_tile = dq + b * shape.q.batch + h * shape.q.head + q0 * shape.q.token;
+#pragma unroll
+  for (int it = 0; it < 16 * (kD / 8) / 32; ++it) {
+    const int idx = it * 32 + lane, row = warp_row0 + idx / (kD / 8), chunk = idx % (kD / 8);
+    *reinterpret_cast<uint4*>(dq_tile + row * shape.q.token + chunk * 8) =
+        *reinterpret_cast<const uint4*>(q_ptr + panel_offset<kBlock>(row, chunk));
+  }
+#endif  // RA_SM90A_DEVICE
+}
+
+template <typename T, bool kOverlap>
+cudaError_t launch_dq(const void* q, const void* k, const void* v, const void* dout,
+                      const float* lse, const float* delta, void* dq, const BlockSparseShape& shape,
+                      const DeviceBlockLayout& layout, float scale, cudaStream_t stream) {
+  auto kernel = dq_sm90_kernel<T, kOverlap>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(kDqSmemBytes));
+  if (err != cudaSuccess) return err;
+  dim3 grid(shape.q_len / kBlock, shape.heads, shape.batch);
+  kernel<<<grid, kThreads, kDqSmemBytes, stream>>>(
+      static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
+      static_cast<const T*>(dout), lse, delta, static_cast<T*>(dq), shape, layout, scale,
+      scale * kLog2e);
+  return cudaGetLastError();
+}
+
+template <typename T, bool kOverlap>
+cudaError_t launch_dkdv(const void* q, const void* k, const void* v, const void* dout,
+                        const float* lse, const float* delta, void* dk, void* dv,
+                        const BlockSparseShape& shape, const DeviceBlockLayout& layout, float scale,
+                        cudaStream_t stream) {
+  auto kernel = dkdv_sm90_kernel<T, kOverlap>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(kSmemBytes));
+  if (err != cudaSuccess) return err;
+  dim3 grid(shape.kv_len / kBlock, shape.kv_heads, shape.batch);
+  kernel<<<grid, kThreads, kSmemBytes, stream>>>(
+      static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
+      static_cast<const T*>(dout), lse, delta, static_cast<T*>(dk), static_cast<T*>(dv), shape,
+      layout, scale, scale * kLog2e);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool sm90_backward_supports(const BlockSparseShape& shape) {
+  return shape.head_dim == kD && shape.block_size == kBlock;
+}
+
+cudaError_t block_sparse_dkdv_sm90(SparseDType dtype, const void* q, const void* k, const void* v,
+                                   const void* dout, const float* lse, const float* delta, void* dk,
+                                   void* dv, const BlockSparseShape& shape,
+                                   const DeviceBlockLayout& layout, float scale,
+                                   cudaStream_t stream, bool overlap) {
+  if (block_sparse_unsupported(shape) != nullptr || !sm90_backward_supports(shape)) {
+    return cudaErrorInvalidValue;
+  }
+  const bool bf16 = dtype == SparseDType::kBFloat16;
+  auto launch =
+      bf16 ? (overlap ? launch_dkdv<__nv_bfloat16, true> : launch_dkdv<__nv_bfloat16, false>)
+           : (overlap ? launch_dkdv<__half, true> : launch_dkdv<__half, false>);
+  return launch(q, k, v, dout, lse, delta, dk, dv, shape, layout, scale, stream);
+}
+
+cudaError_t block_sparse_dq_sm90(SparseDType dtype, const void* q, const void* k, const void* v,
+                                 const void* dout, const float* lse, const float* delta, void* dq,
+                                 const BlockSparseShape& shape, const DeviceBlockLayout& layout,
+                                 float scale, cudaStream_t stream, bool overlap) {
+  if (block_sparse_unsupported(shape) != nullptr || !sm90_backward_supports(shape)) {
+    return cudaErrorInvalidValue;
+  }
+  const bool bf16 = dtype == SparseDType::kBFloat16;
+  auto launch = bf16 ? (overlap ? launch_dq<__nv_bfloat16, true> : launch_dq<__nv_bfloat16, false>)
+                     : (overlap ? launch_dq<__half, true> : launch_dq<__half, false>);
+  return launch(q, k, v, dout, lse, delta, dq, shape, layout, scale, stream);
+}
+
+}  // namespace ra::cuda::detail
