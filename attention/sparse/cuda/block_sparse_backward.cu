@@ -115,13 +115,7 @@ __global__ void __launch_bounds__(DqConfig<T, D, kBlock>::kThreads)
 
   float acc[D / 8][4] = {};
   for (int i = 0; i < tiles; ++i) {
-    if (i + 1 < tiles) {
-      load_kv(i + 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+    prefetch_next_tile(i, tiles, load_kv);
     __syncthreads();
     const int k0 = key0(i);
     // Looked up per tile, not held across the loop: D 128, b 64 sits at the register limit.
@@ -223,13 +217,7 @@ __global__ void __launch_bounds__(DkdvConfig<T, D, kBlock>::kThreads)
 
   float dk_acc[D / 8][4] = {}, dv_acc[D / 8][4] = {};
   for (int i = 0; i < tiles; ++i) {
-    if (i + 1 < tiles) {
-      load_q(i + 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+    prefetch_next_tile(i, tiles, load_q);
     __syncthreads();
     const int q0 = query0(i);
     const bool diagonal = diagonal_key_block(layout, q0 / kBlock) == k_block;

@@ -117,13 +117,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int j = 0; j < kD / 2; ++j) dk_acc[j] = dv_acc[j] = 0.0f;
 
   for (int i = 0; i < tiles; ++i) {
-    if (i + 1 < tiles) {
-      load_q(i + 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+    prefetch_next_tile(i, tiles, load_q);
     fence_proxy_async_shared();  // this thread's cp.async data, visible to wgmma's async proxy
     __syncthreads();
     const int q0 = query0(i);
@@ -336,13 +330,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int j = 0; j < kD / 2; ++j) dq_acc[j] = 0.0f;
 
   for (int i = 0; i < tiles; ++i) {
-    if (i + 1 < tiles) {
-      load_kv(i + 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+    prefetch_next_tile(i, tiles, load_kv);
     fence_proxy_async_shared();  // this thread's cp.async data, visible to wgmma's async proxy
     __syncthreads();
     const int k0 = key0(i);

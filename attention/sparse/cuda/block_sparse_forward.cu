@@ -95,13 +95,7 @@ __global__ void __launch_bounds__(ForwardConfig<T, D, kBlock>::kThreads)
     row_sum[m][0] = row_sum[m][1] = 0.0f;
   }
   for (int i = 0; i < tiles; ++i) {
-    if (i + 1 < tiles) {
-      load_kv(i + 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+    prefetch_next_tile(i, tiles, load_kv);
     __syncthreads();
     const int k0 = key0(i);
     const bool diagonal = k0 / kBlock == diagonal_block;

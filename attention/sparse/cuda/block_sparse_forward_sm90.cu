@@ -107,13 +107,7 @@ __global__ void __launch_bounds__(kThreads, Sm90Config<kN>::kMinBlocks)
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
 
   for (int i = 0; i < tiles; ++i) {
-    if (i + 1 < tiles) {
-      load_kv(i + 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+    prefetch_next_tile(i, tiles, load_kv);
     fence_proxy_async_shared();  // this thread's cp.async data, visible to wgmma's async proxy
     __syncthreads();
     const int k0 = key0(i);

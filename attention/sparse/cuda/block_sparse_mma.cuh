@@ -64,6 +64,19 @@ __device__ inline void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// Double buffering: starts the copies of tile i + 1, if there is one, and waits until this
+// thread's copies of tile i have landed (the caller then synchronises the block).
+template <typename LoadTile>
+__device__ inline void prefetch_next_tile(int i, int tiles, LoadTile&& load_tile) {
+  if (i + 1 < tiles) {
+    load_tile(i + 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
+  }
+}
+
 // Two fp32 -> one register of two 16-bit values, the first in the low half (the lower column of
 // an mma fragment).
 template <typename T>
