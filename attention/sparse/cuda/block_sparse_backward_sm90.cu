@@ -218,30 +218,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   // stores.
   cp_async_wait<0>();
   __syncthreads();
-#pragma unroll
-  for (int j = 0; j < kD / 8; ++j) {  // column tile j = 16-byte chunk j of the row
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const uint32_t at = panel_offset<kBlock>(key_g + 8 * r, j) + 4 * c;
-      *reinterpret_cast<uint32_t*>(k_ptr + at) =
-          pack2<T>(dk_acc[4 * j + 2 * r], dk_acc[4 * j + 2 * r + 1]);
-      *reinterpret_cast<uint32_t*>(v_ptr + at) =
-          pack2<T>(dv_acc[4 * j + 2 * r], dv_acc[4 * j + 2 * r + 1]);
-    }
-  }
+  constexpr float kUnscaled[2] = {1.0f, 1.0f};
+  stage_accumulator_rows<T, kBlock>(dk_acc, k_ptr, key_g, c, kUnscaled);
+  stage_accumulator_rows<T, kBlock>(dv_acc, v_ptr, key_g, c, kUnscaled);
   __syncwarp();
   const int warp_row0 = wg_row0 + 16 * warp;
   T* dk_tile = dk + b * shape.k.batch + kv_h * shape.k.head + k0 * shape.k.token;
   T* dv_tile = dv + b * shape.v.batch + kv_h * shape.v.head + k0 * shape.v.token;
-#pragma unroll
-  for (int it = 0; it < 16 * (kD / 8) / 32; ++it) {
-    const int idx = it * 32 + lane, row = warp_row0 + idx / (kD / 8), chunk = idx % (kD / 8);
-    const uint32_t at = panel_offset<kBlock>(row, chunk);
-    *reinterpret_cast<uint4*>(dk_tile + row * shape.k.token + chunk * 8) =
-        *reinterpret_cast<const uint4*>(k_ptr + at);
-    *reinterpret_cast<uint4*>(dv_tile + row * shape.v.token + chunk * 8) =
-        *reinterpret_cast<const uint4*>(v_ptr + at);
-  }
+  store_staged_rows<T, kBlock>(k_ptr, warp_row0, lane, dk_tile, shape.k.token);
+  store_staged_rows<T, kBlock>(v_ptr, warp_row0, lane, dv_tile, shape.v.token);
 #endif  // RA_SM90A_DEVICE
 }
 
@@ -405,23 +390,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   // free: each warp stages its own 16 rows of dQ there, then writes them out with 16-byte stores.
   cp_async_wait<0>();
   __syncthreads();
-#pragma unroll
-  for (int j = 0; j < kD / 8; ++j) {  // column tile j = 16-byte chunk j of the row
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      *reinterpret_cast<uint32_t*>(q_ptr + panel_offset<kBlock>(row_g + 8 * r, j) + 4 * c) =
-          pack2<T>(dq_acc[4 * j + 2 * r], dq_acc[4 * j + 2 * r + 1]);
-    }
-  }
+  constexpr float kUnscaled[2] = {1.0f, 1.0f};
+  stage_accumulator_rows<T, kBlock>(dq_acc, q_ptr, row_g, c, kUnscaled);
   __syncwarp();
-  const int warp_row0 = wg_row0 + 16 * warp;
   T* dq_tile = dq + b * shape.q.batch + h * shape.q.head + q0 * shape.q.token;
-#pragma unroll
-  for (int it = 0; it < 16 * (kD / 8) / 32; ++it) {
-    const int idx = it * 32 + lane, row = warp_row0 + idx / (kD / 8), chunk = idx % (kD / 8);
-    *reinterpret_cast<uint4*>(dq_tile + row * shape.q.token + chunk * 8) =
-        *reinterpret_cast<const uint4*>(q_ptr + panel_offset<kBlock>(row, chunk));
-  }
+  store_staged_rows<T, kBlock>(q_ptr, wg_row0 + 16 * warp, lane, dq_tile, shape.q.token);
 #endif  // RA_SM90A_DEVICE
 }
 

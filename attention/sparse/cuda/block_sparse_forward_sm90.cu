@@ -191,23 +191,10 @@ __global__ void __launch_bounds__(kThreads, Sm90Config<kN>::kMinBlocks)
     row_sum[r] = quad_sum(row_sum[r]);
     inv[r] = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;
   }
-#pragma unroll
-  for (int j = 0; j < kD / 8; ++j) {  // column tile j = 16-byte chunk j of the row
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      *reinterpret_cast<uint32_t*>(q_ptr + panel_offset<kBlock>(row_g + 8 * r, j) + 4 * c) =
-          pack2<T>(o[4 * j + 2 * r] * inv[r], o[4 * j + 2 * r + 1] * inv[r]);
-    }
-  }
+  stage_accumulator_rows<T, kBlock>(o, q_ptr, row_g, c, inv);
   __syncwarp();
-  const int warp_row0 = wg_row0 + 16 * warp;
   T* out_tile = out + b * shape.out.batch + h * shape.out.head + q0 * shape.out.token;
-#pragma unroll
-  for (int it = 0; it < 16 * (kD / 8) / 32; ++it) {
-    const int idx = it * 32 + lane, row = warp_row0 + idx / (kD / 8), chunk = idx % (kD / 8);
-    *reinterpret_cast<uint4*>(out_tile + row * shape.out.token + chunk * 8) =
-        *reinterpret_cast<const uint4*>(q_ptr + panel_offset<kBlock>(row, chunk));
-  }
+  store_staged_rows<T, kBlock>(q_ptr, wg_row0 + 16 * warp, lane, out_tile, shape.out.token);
   if (c == 0) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
