@@ -6,14 +6,10 @@
 // empty query block, an unattended key block, diagonal_col). dq/dk/dv are NaN-poisoned before
 // every call. The DenseBlock smoke test prints the first wrong (row, col) and a map of wrong 16x8
 // fragments to debug layouts. Skips without a compute capability 9.0 GPU.
-#include <ATen/cuda/CUDAContext.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <limits>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,6 +17,7 @@
 #include "attention/sparse/cuda/block_sparse_cuda.h"
 #include "attention/sparse/cuda/block_sparse_kernels.h"
 #include "attention/sparse/sparse_patterns.h"
+#include "tests/gpu/sparse_wgmma_test_support.h"
 #include "tests/support/dense_reference.h"
 #include "tests/support/sparse_cases.h"
 #include "tests/support/sparse_token_mask.h"
@@ -28,40 +25,9 @@
 namespace ra {
 namespace {
 
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-#define SKIP_WITHOUT_SM90()                                                                 \
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";                       \
-  if (at::cuda::getCurrentDeviceProperties()->major != 9 ||                                 \
-      at::cuda::getCurrentDeviceProperties()->minor != 0) {                                 \
-    GTEST_SKIP() << "the wgmma backward needs compute capability 9.0 (H100/H200), this is " \
-                 << at::cuda::getCurrentDeviceProperties()->major << "."                    \
-                 << at::cuda::getCurrentDeviceProperties()->minor;                          \
-  }
-
-// Sets RA_SPARSE_BACKWARD (the backward kernel choice) for one scope; unset when value is null.
-class ScopedBackwardKernel {
- public:
-  explicit ScopedBackwardKernel(const char* value) {
-    if (const char* old = std::getenv("RA_SPARSE_BACKWARD")) old_ = old, had_ = true;
-    if (value != nullptr) {
-      setenv("RA_SPARSE_BACKWARD", value, 1);
-    } else {
-      unsetenv("RA_SPARSE_BACKWARD");
-    }
-  }
-  ~ScopedBackwardKernel() {
-    if (had_) {
-      setenv("RA_SPARSE_BACKWARD", old_.c_str(), 1);
-    } else {
-      unsetenv("RA_SPARSE_BACKWARD");
-    }
-  }
-
- private:
-  std::string old_;
-  bool had_ = false;
-};
+using testing::kNaN;
+using testing::mismatch_report;
+using testing::random_on_gpu;
 
 cuda::SparseBackwardKernel choice_for(int64_t head_dim, int64_t block_size) {
   cuda::BlockSparseShape shape;
@@ -89,12 +55,12 @@ AttentionResult forward(const at::Tensor& q, const at::Tensor& k, const at::Tens
   return {out, lse};
 }
 
-// One backward launch (kernels chosen by `env`, see ScopedBackwardKernel) into NaN-filled
+// One backward launch (kernels chosen by `env`, RA_SPARSE_BACKWARD) into NaN-filled
 // gradients with the strides of q/k/v; dout has out's strides.
 Grads backward(const char* env, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                const AttentionResult& fwd, const at::Tensor& dout, const SparseDeviceLayout& layout,
                double scale) {
-  ScopedBackwardKernel kernel(env);
+  testing::ScopedEnv kernel("RA_SPARSE_BACKWARD", env);
   Grads g{poisoned_like(q), poisoned_like(k), poisoned_like(v)};
   block_sparse_backward_cuda(q, k, v, fwd.out, dout, fwd.lse, layout, scale, g.dq, g.dk, g.dv);
   torch::cuda::synchronize();
@@ -113,30 +79,6 @@ Grads reference_grads(const at::Tensor& mask, const at::Tensor& q, const at::Ten
   return {g[0], g[1], g[2]};
 }
 
-// "row r col c: got x want y" for the first element off by more than tol * max|want| (rows are
-// tokens of batch 0, head 0), and a map of the 16-row x 8-column fragments holding such elements
-// ('X'), which shows fragment-layout and descriptor mistakes at a glance.
-std::string mismatch_report(const at::Tensor& got, const at::Tensor& want, double tol) {
-  at::Tensor g = got.select(0, 0).select(1, 0).to(at::kDouble).cpu();  // [S, D]
-  at::Tensor w = want.select(0, 0).select(1, 0).to(at::kDouble).cpu();
-  const double limit = tol * w.abs().max().item<double>();
-  at::Tensor bad = (g - w).abs().gt(limit).logical_or(at::isnan(g));
-  std::ostringstream os;
-  at::Tensor where = bad.nonzero();
-  if (where.size(0) == 0) return "no element off by more than " + std::to_string(limit);
-  const int64_t r = where[0][0].item<int64_t>(), c = where[0][1].item<int64_t>();
-  os << where.size(0) << " of " << bad.numel() << " elements wrong; first: row " << r << " col "
-     << c << ": got " << g[r][c].item<double>() << " want " << w[r][c].item<double>()
-     << "\nwrong fragments (rows of 16 tokens x columns of 8 dims):\n";
-  at::Tensor frag = bad.reshape({g.size(0) / 16, 16, g.size(1) / 8, 8}).any(3).any(1);
-  for (int64_t i = 0; i < frag.size(0); ++i) {
-    os << "  rows " << 16 * i << "-" << 16 * i + 15 << "\t";
-    for (int64_t j = 0; j < frag.size(1); ++j) os << (frag[i][j].item<bool>() ? 'X' : '.');
-    os << "\n";
-  }
-  return os.str();
-}
-
 // Each gradient of `got` against `want` at tol, with the mismatch report on failure.
 void expect_close(const Grads& got, const Grads& want, double tol, const char* against) {
   SCOPED_TRACE(against);
@@ -148,10 +90,6 @@ void expect_close(const Grads& got, const Grads& want, double tol, const char* a
   }
 }
 
-at::Tensor random(at::IntArrayRef shape, at::ScalarType dtype) {
-  return torch::randn(shape, torch::TensorOptions().dtype(dtype).device(torch::kCUDA));
-}
-
 // The wgmma backwards every test checks (RA_SPARSE_BACKWARD): "wgmma" (the default: dQ and dK/dV
 // on wgmma, elementwise work beside the wgmmas), "wgmma_sync" (the same without the overlap) and
 // "wgmma_dkdv" (dQ on mma.sync). The baseline is "mma" (both on mma.sync).
@@ -160,9 +98,9 @@ const char* const kWgmmaEnvs[] = {"wgmma", "wgmma_sync", "wgmma_dkdv"};
 // One (query block, key block) or 2 x 2 dense layouts, one head: the smallest cases, to debug
 // the descriptor and fragment layouts when everything else fails.
 TEST(GpuSparseWgmmaBackward, DenseBlockSmoke) {
-  SKIP_WITHOUT_SM90();
+  SKIP_WITHOUT_SM90("the wgmma backward");
   {
-    ScopedBackwardKernel env(nullptr);
+    testing::ScopedEnv env("RA_SPARSE_BACKWARD", nullptr);
     ASSERT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmma);
   }
   torch::manual_seed(7);
@@ -178,8 +116,10 @@ TEST(GpuSparseWgmmaBackward, DenseBlockSmoke) {
         }
         SparseDeviceLayout layout =
             upload_layout(BlockLayout::from_rows(rows, 128, causal), at::Device(at::kCUDA));
-        at::Tensor q = random({1, S, 1, 128}, dtype), k = random({1, S, 1, 128}, dtype),
-                   v = random({1, S, 1, 128}, dtype), dout = random({1, S, 1, 128}, dtype);
+        at::Tensor q = random_on_gpu({1, S, 1, 128}, dtype),
+                   k = random_on_gpu({1, S, 1, 128}, dtype),
+                   v = random_on_gpu({1, S, 1, 128}, dtype),
+                   dout = random_on_gpu({1, S, 1, 128}, dtype);
         const double scale = 1.0 / std::sqrt(128.0);
         AttentionResult fwd = forward(q, k, v, layout, scale);
         at::Tensor mask = at::ones({S, S}, at::kBool);
@@ -196,25 +136,25 @@ TEST(GpuSparseWgmmaBackward, DenseBlockSmoke) {
 }
 
 TEST(GpuSparseWgmmaBackward, ChoiceFollowsEnvironment) {
-  SKIP_WITHOUT_SM90();
+  SKIP_WITHOUT_SM90("the wgmma backward");
   {
-    ScopedBackwardKernel env(nullptr);
+    testing::ScopedEnv env("RA_SPARSE_BACKWARD", nullptr);
     EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmma);
     EXPECT_EQ(choice_for(64, 128), cuda::SparseBackwardKernel::kMma);
     EXPECT_EQ(choice_for(128, 64), cuda::SparseBackwardKernel::kMma);
   }
   {
-    ScopedBackwardKernel env("wgmma_sync");
+    testing::ScopedEnv env("RA_SPARSE_BACKWARD", "wgmma_sync");
     EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmmaSync);
     EXPECT_EQ(choice_for(64, 128), cuda::SparseBackwardKernel::kMma);
   }
   {
-    ScopedBackwardKernel env("wgmma_dkdv");
+    testing::ScopedEnv env("RA_SPARSE_BACKWARD", "wgmma_dkdv");
     EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmmaDkdv);
     EXPECT_EQ(choice_for(64, 128), cuda::SparseBackwardKernel::kMma);
   }
   {
-    ScopedBackwardKernel env("mma");
+    testing::ScopedEnv env("RA_SPARSE_BACKWARD", "mma");
     EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kMma);
   }
 }
@@ -223,7 +163,7 @@ TEST(GpuSparseWgmmaBackward, ChoiceFollowsEnvironment) {
 // tensor) and fp16 (contiguous), GQA 4/2: the wgmma backward against the float64 reference and
 // against the mma.sync kernels on the same inputs, out and lse.
 TEST(GpuSparseWgmmaBackward, MatchesDenseReferenceAndMmaKernel) {
-  SKIP_WITHOUT_SM90();
+  SKIP_WITHOUT_SM90("the wgmma backward");
   torch::manual_seed(47);
   constexpr int64_t B = 2, S = 1024, H = 4, Hkv = 2, D = 128, b = 128;
   const double scale = 1.0 / std::sqrt(double(D));
@@ -231,15 +171,8 @@ TEST(GpuSparseWgmmaBackward, MatchesDenseReferenceAndMmaKernel) {
     for (const auto& c : testing::sparse_pattern_cases(S, b)) {
       for (bool causal : {false, true}) {
         SCOPED_TRACE(c.name + (causal ? " causal" : "") + (dtype == at::kHalf ? " fp16" : " bf16"));
-        at::Tensor q, k, v;
-        if (dtype == at::kBFloat16) {
-          at::Tensor qkv = random({B, S, H + 2 * Hkv, D}, dtype);
-          q = qkv.narrow(2, 0, H), k = qkv.narrow(2, H, Hkv), v = qkv.narrow(2, H + Hkv, Hkv);
-        } else {
-          q = random({B, S, H, D}, dtype), k = random({B, S, Hkv, D}, dtype);
-          v = random({B, S, Hkv, D}, dtype);
-        }
-        at::Tensor dout = random({B, S, H, D}, dtype);
+        const auto [q, k, v] = testing::random_qkv(B, S, H, Hkv, D, dtype);
+        at::Tensor dout = random_on_gpu({B, S, H, D}, dtype);
         DilatedAttentionConfig attention = testing::sparse_test_attention(S, causal);
         SparseDeviceLayout layout =
             upload_layout(build_block_layout(c.sparse, attention, S), at::Device(at::kCUDA));
@@ -263,7 +196,7 @@ TEST(GpuSparseWgmmaBackward, MatchesDenseReferenceAndMmaKernel) {
 // an empty query block (dq 0), a key block no query block attends (dk, dv 0), and causal
 // diagonals in other key blocks (diagonal_col) or none (-1).
 TEST(GpuSparseWgmmaBackward, RingStyleLayouts) {
-  SKIP_WITHOUT_SM90();
+  SKIP_WITHOUT_SM90("the wgmma backward");
   torch::manual_seed(53);
   constexpr int64_t B = 2, H = 2, Hkv = 1, D = 128, b = 128, nq = 3, nk = 5;
   const std::vector<std::vector<int64_t>> rows = {{2, 0, 3}, {}, {1, 3}};
@@ -272,45 +205,16 @@ TEST(GpuSparseWgmmaBackward, RingStyleLayouts) {
   for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
     for (bool causal : {false, true}) {
       SCOPED_TRACE(std::string(causal ? "causal" : "") + (dtype == at::kHalf ? " fp16" : " bf16"));
-      // CSR, CSC and the [nq*b, nk*b] token mask of this layout.
-      std::vector<int> row_offsets = {0}, col_indices, col_offsets(nk + 1, 0), row_indices;
-      at::Tensor mask = at::zeros({nq * b, nk * b}, at::kBool);
-      at::Tensor tri = at::ones({b, b}, at::kBool).tril();
-      for (int64_t i = 0; i < nq; ++i) {
-        for (int64_t j : rows[i]) {
-          col_indices.push_back(static_cast<int>(j));
-          ++col_offsets[j + 1];
-          const bool on_diagonal = causal && diagonal[i] == j;
-          mask.narrow(0, i * b, b)
-              .narrow(1, j * b, b)
-              .copy_(on_diagonal ? tri : at::ones_like(tri));
-        }
-        row_offsets.push_back(static_cast<int>(col_indices.size()));
-      }
-      for (int64_t j = 0; j < nk; ++j) {
-        col_offsets[j + 1] += col_offsets[j];
-        for (int64_t i = 0; i < nq; ++i) {
-          for (int64_t jj : rows[i]) {
-            if (jj == j) row_indices.push_back(static_cast<int>(i));
-          }
-        }
-      }
-      auto dev = [](const std::vector<int>& x) {
-        return at::tensor(x, at::kInt).to(at::Device(at::kCUDA));
-      };
-      SparseDeviceLayout layout;
-      layout.row_offsets = dev(row_offsets);
-      layout.col_indices = dev(col_indices);
-      layout.col_offsets = dev(col_offsets);
-      layout.row_indices = dev(row_indices);
-      layout.diagonal_col = dev(std::vector<int>(diagonal.begin(), diagonal.end()));
-      layout.causal = causal;
-      layout.block_size = b;
+      const testing::RingStyleLayout ring =
+          testing::ring_style_layout(rows, diagonal, nk, b, causal);
+      const SparseDeviceLayout& layout = ring.layout;
 
-      at::Tensor q = random({B, nq * b, H, D}, dtype), k = random({B, nk * b, Hkv, D}, dtype),
-                 v = random({B, nk * b, Hkv, D}, dtype), dout = random({B, nq * b, H, D}, dtype);
+      at::Tensor q = random_on_gpu({B, nq * b, H, D}, dtype),
+                 k = random_on_gpu({B, nk * b, Hkv, D}, dtype),
+                 v = random_on_gpu({B, nk * b, Hkv, D}, dtype),
+                 dout = random_on_gpu({B, nq * b, H, D}, dtype);
       AttentionResult fwd = forward(q, k, v, layout, scale);
-      Grads want = reference_grads(mask, q, k, v, dout, scale);
+      Grads want = reference_grads(ring.mask, q, k, v, dout, scale);
       const double tol = testing::tolerance_for(dtype);
       Grads mma = backward("mma", q, k, v, fwd, dout, layout, scale);
       for (const char* env : kWgmmaEnvs) {
