@@ -54,7 +54,6 @@ template <typename T, int D, int kBlock>
 struct DqConfig {
   static constexpr int kWarps = kBlock / 16, kThreads = 32 * kWarps;
   static constexpr int kN = 64;
-  static constexpr int kSubTiles = kBlock / kN;
   static constexpr uint32_t kKvTileBytes = kN * D * sizeof(T);
   static constexpr size_t kSmemBytes = (2 * kBlock + 4 * kN) * D * sizeof(T);  // Q, dO, K/V[2]
 };
@@ -84,15 +83,12 @@ __global__ void __launch_bounds__(DqConfig<T, D, kBlock>::kThreads)
   const T* k_head = k + b * shape.k.batch + kv_h * shape.k.head;
   const T* v_head = v + b * shape.v.batch + kv_h * shape.v.head;
 
-  const int first = layout.row_offsets[q_block];
-  const int tiles = (layout.row_offsets[q_block + 1] - first) * C::kSubTiles;
-  auto key0 = [&](int i) {
-    return layout.col_indices[first + i / C::kSubTiles] * kBlock + (i % C::kSubTiles) * kN;
-  };
+  const CsrKeyTiles<kBlock, kN> key_tiles(layout, q_block);
+  const int tiles = key_tiles.count;
   auto load_kv = [&](int i) {
     const uint32_t offset = (i & 1) * C::kKvTileBytes;
-    copy_tile_async<T, D, kN, C::kThreads>(k_s + offset, k_head, shape.k.token, key0(i));
-    copy_tile_async<T, D, kN, C::kThreads>(v_s + offset, v_head, shape.v.token, key0(i));
+    copy_tile_async<T, D, kN, C::kThreads>(k_s + offset, k_head, shape.k.token, key_tiles.key0(i));
+    copy_tile_async<T, D, kN, C::kThreads>(v_s + offset, v_head, shape.v.token, key_tiles.key0(i));
   };
 
   copy_tile_async<T, D, kBlock, C::kThreads>(q_s, q + b * shape.q.batch + h * shape.q.head,
@@ -117,7 +113,7 @@ __global__ void __launch_bounds__(DqConfig<T, D, kBlock>::kThreads)
   for (int i = 0; i < tiles; ++i) {
     prefetch_next_tile(i, tiles, load_kv);
     __syncthreads();
-    const int k0 = key0(i);
+    const int k0 = key_tiles.key0(i);
     // Looked up per tile, not held across the loop: D 128, b 64 sits at the register limit.
     const bool diagonal = k0 / kBlock == diagonal_key_block(layout, q_block);
     const int k_off = k0 % kBlock;             // offsets in the blocks decide the causal mask

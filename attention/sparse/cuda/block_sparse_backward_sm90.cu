@@ -248,7 +248,6 @@ __global__ void __launch_bounds__(kThreads, 1)
                    const float* __restrict__ delta, T* __restrict__ dq, BlockSparseShape shape,
                    DeviceBlockLayout layout, float scale, float scale_log2) {
 #ifdef RA_SM90A_DEVICE
-  constexpr int kSubTiles = kBlock / kN;  // key tiles per key block
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw_s = smem_address(smem_raw);
   const uint32_t q_s = (raw_s + 1023) & ~1023u;
@@ -268,16 +267,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   const T* k_head = k + b * shape.k.batch + kv_h * shape.k.head;
   const T* v_head = v + b * shape.v.batch + kv_h * shape.v.head;
 
-  const int first = layout.row_offsets[q_block];
-  const int tiles = (layout.row_offsets[q_block + 1] - first) * kSubTiles;
+  const CsrKeyTiles<kBlock, kN> key_tiles(layout, q_block);
+  const int tiles = key_tiles.count;
   const int diagonal_block = diagonal_key_block(layout, q_block);
-  auto key0 = [&](int i) {  // first key token of tile i (in the k/v buffer)
-    return layout.col_indices[first + i / kSubTiles] * kBlock + (i % kSubTiles) * kN;
-  };
   auto load_kv = [&](int i) {
     const uint32_t offset = (i & 1) * kDqKvTileBytes;
-    copy_panel_tile_async<T, kN, kThreads>(k_s + offset, k_head, shape.k.token, key0(i));
-    copy_panel_tile_async<T, kN, kThreads>(v_s + offset, v_head, shape.v.token, key0(i));
+    copy_panel_tile_async<T, kN, kThreads>(k_s + offset, k_head, shape.k.token, key_tiles.key0(i));
+    copy_panel_tile_async<T, kN, kThreads>(v_s + offset, v_head, shape.v.token, key_tiles.key0(i));
   };
 
   copy_panel_tile_async<T, kBlock, kThreads>(q_s, q + b * shape.q.batch + h * shape.q.head,
@@ -318,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     prefetch_next_tile(i, tiles, load_kv);
     fence_proxy_async_shared();  // this thread's cp.async data, visible to wgmma's async proxy
     __syncthreads();
-    const int k0 = key0(i);
+    const int k0 = key_tiles.key0(i);
     const bool diagonal = k0 / kBlock == diagonal_block;
     const int k_off = k0 % kBlock;  // the tile's first key, as an offset in its block
     // On the diagonal a warpgroup whose queries all precede the tile has nothing to add (uniform

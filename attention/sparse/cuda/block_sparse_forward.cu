@@ -31,7 +31,6 @@ struct ForwardConfig {
   static constexpr int kWarpRows = 16 * kMT;
   static constexpr int kWarps = kBlock / kWarpRows, kThreads = 32 * kWarps;
   static constexpr int kN = 64;  // keys per tile
-  static constexpr int kSubTiles = kBlock / kN;
   static constexpr uint32_t kKvTileBytes = kN * D * sizeof(T);
   static constexpr size_t kSmemBytes = (kBlock + 4 * kN) * D * sizeof(T);  // Q, K[2], V[2]
 };
@@ -62,16 +61,13 @@ __global__ void __launch_bounds__(ForwardConfig<T, D, kBlock>::kThreads)
   const T* k_head = k + b * shape.k.batch + kv_h * shape.k.head;
   const T* v_head = v + b * shape.v.batch + kv_h * shape.v.head;
 
-  const int first = layout.row_offsets[q_block];
-  const int tiles = (layout.row_offsets[q_block + 1] - first) * C::kSubTiles;
+  const CsrKeyTiles<kBlock, kN> key_tiles(layout, q_block);
+  const int tiles = key_tiles.count;
   const int diagonal_block = diagonal_key_block(layout, q_block);
-  auto key0 = [&](int i) {  // first key token of tile i (in the k/v buffer)
-    return layout.col_indices[first + i / C::kSubTiles] * kBlock + (i % C::kSubTiles) * kN;
-  };
   auto load_kv = [&](int i) {
     const uint32_t offset = (i & 1) * C::kKvTileBytes;
-    copy_tile_async<T, D, kN, C::kThreads>(k_s + offset, k_head, shape.k.token, key0(i));
-    copy_tile_async<T, D, kN, C::kThreads>(v_s + offset, v_head, shape.v.token, key0(i));
+    copy_tile_async<T, D, kN, C::kThreads>(k_s + offset, k_head, shape.k.token, key_tiles.key0(i));
+    copy_tile_async<T, D, kN, C::kThreads>(v_s + offset, v_head, shape.v.token, key_tiles.key0(i));
   };
 
   copy_tile_async<T, D, kBlock, C::kThreads>(q_s, q_head, shape.q.token, q0);
@@ -97,7 +93,7 @@ __global__ void __launch_bounds__(ForwardConfig<T, D, kBlock>::kThreads)
   for (int i = 0; i < tiles; ++i) {
     prefetch_next_tile(i, tiles, load_kv);
     __syncthreads();
-    const int k0 = key0(i);
+    const int k0 = key_tiles.key0(i);
     const bool diagonal = k0 / kBlock == diagonal_block;
     const int k_off = k0 % kBlock;  // the tile's first key, as an offset in its block
     // On the diagonal a warp whose queries all precede the tile has nothing to add.
