@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/record_function.h>
 #include <torch/autograd.h>
 
 #include "attention/standard/cuda/rotate_pairs.h"
@@ -37,6 +38,7 @@ class RotatePairsFunction : public torch::autograd::Function<RotatePairsFunction
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& cos, const at::Tensor& sin) {
+    RECORD_FUNCTION("ra::rotary", std::vector<c10::IValue>({x}));
     ctx->saved_data["cos"] = cos;
     ctx->saved_data["sin"] = sin;
     return rotate(x, cos, sin, 1.0f);

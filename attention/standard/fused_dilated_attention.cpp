@@ -10,6 +10,7 @@
 #include "attention/standard/fused_dilated_attention.h"
 
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/record_function.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -254,6 +255,7 @@ class FusedDilatedAttentionFunction
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
                                                 const at::Tensor& q, const at::Tensor& k,
                                                 const at::Tensor& v, FusedSettings settings) {
+    RECORD_FUNCTION("ra::fused_dilated_attention", std::vector<c10::IValue>({q}));
     at::Tensor seed, offset;
     int64_t lse_dim = 3;
     AttentionResult r = fused_forward(settings, q, k, v, seed, offset, lse_dim);

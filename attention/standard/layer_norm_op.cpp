@@ -3,6 +3,7 @@
 #include "attention/standard/layer_norm_op.h"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <torch/autograd.h>
 
 #include "runtime/error.h"
@@ -54,6 +55,8 @@ class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& a,
                             const at::Tensor& gamma, const at::Tensor& beta, double eps,
                             bool gelu) {
+    // Named in profiles (a custom function's forward is not an op of its own).
+    RECORD_FUNCTION(gelu ? "ra::gelu_layer_norm" : "ra::layer_norm", std::vector<c10::IValue>({a}));
     at::Tensor y, mean, rstd;
 #if RA_TORCH_HAS_CUDA
     if (layer_norm_kernel_applies(a, gamma, beta)) {
