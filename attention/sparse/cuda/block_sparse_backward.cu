@@ -148,7 +148,6 @@ template <typename T, int D, int kBlock>
 struct DkdvConfig {
   static constexpr int kWarps = kBlock / 16, kThreads = 32 * kWarps;
   static constexpr int kM = D == 64 ? 64 : 32;
-  static constexpr int kSubTiles = kBlock / kM;
   static constexpr uint32_t kQTileBytes = kM * D * sizeof(T);
   // K, V, Q[2], dO[2], then lse[2][kM] and delta[2][kM] in fp32.
   static constexpr size_t kSmemBytes =
@@ -179,16 +178,11 @@ __global__ void __launch_bounds__(DkdvConfig<T, D, kBlock>::kThreads)
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int key_row0 = 16 * w;  // this warp's first key, as an offset in the block
 
-  const int first = layout.col_offsets[k_block];
-  const int per_head = (layout.col_offsets[k_block + 1] - first) * C::kSubTiles;
-  const int tiles = group * per_head;  // (query head, query block, kM-row sub-tile)
-  auto head_of = [&](int i) { return kv_h * group + i / per_head; };
-  auto query0 = [&](int i) {
-    const int rest = i % per_head;
-    return layout.row_indices[first + rest / C::kSubTiles] * kBlock + (rest % C::kSubTiles) * kM;
-  };
+  // Tiles (query head, query block, kM-query sub-tile) of this key block's column.
+  const CscQueryTiles<kBlock, kM> query_tiles(layout, k_block, kv_h, group);
+  const int tiles = query_tiles.count;
   auto load_q = [&](int i) {
-    const int h = head_of(i), q0 = query0(i), buffer = i & 1;
+    const int h = query_tiles.head(i), q0 = query_tiles.query0(i), buffer = i & 1;
     copy_tile_async<T, D, kM, C::kThreads>(
         q_s + buffer * C::kQTileBytes, q + b * shape.q.batch + h * shape.q.head, shape.q.token, q0);
     copy_tile_async<T, D, kM, C::kThreads>(do_s + buffer * C::kQTileBytes,
@@ -215,7 +209,7 @@ __global__ void __launch_bounds__(DkdvConfig<T, D, kBlock>::kThreads)
   for (int i = 0; i < tiles; ++i) {
     prefetch_next_tile(i, tiles, load_q);
     __syncthreads();
-    const int q0 = query0(i);
+    const int q0 = query_tiles.query0(i);
     const bool diagonal = diagonal_key_block(layout, q0 / kBlock) == k_block;
     const int q_off = q0 % kBlock;  // the tile's first query, as an offset in its block
     // On the diagonal a warp whose 16 keys all follow the tile's queries has nothing to add.

@@ -46,7 +46,6 @@ __global__ void __launch_bounds__(kThreads, 1)
                      BlockSparseShape shape, DeviceBlockLayout layout, float scale,
                      float scale_log2) {
 #ifdef RA_SM90A_DEVICE
-  constexpr int kSubTiles = kBlock / kM;  // query tiles per query block
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw_s = smem_address(smem_raw);
   const uint32_t k_s = (raw_s + 1023) & ~1023u;
@@ -67,16 +66,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wg_row0 = 64 * wg;                // the warpgroup's first key in the block
   const int key_g = wg_row0 + 16 * warp + g;  // this thread's keys: key_g and key_g + 8
 
-  const int first = layout.col_offsets[k_block];
-  const int per_head = (layout.col_offsets[k_block + 1] - first) * kSubTiles;
-  const int tiles = group * per_head;  // (query head, query block, kM-query sub-tile)
-  auto head_of = [&](int i) { return kv_h * group + i / per_head; };
-  auto query0 = [&](int i) {
-    const int rest = i % per_head;
-    return layout.row_indices[first + rest / kSubTiles] * kBlock + (rest % kSubTiles) * kM;
-  };
+  // Tiles (query head, query block, kM-query sub-tile) of this key block's column.
+  const CscQueryTiles<kBlock, kM> query_tiles(layout, k_block, kv_h, group);
+  const int tiles = query_tiles.count;
   auto load_q = [&](int i) {
-    const int h = head_of(i), q0 = query0(i), buffer = i & 1;
+    const int h = query_tiles.head(i), q0 = query_tiles.query0(i), buffer = i & 1;
     copy_panel_tile_async<T, kM, kThreads>(
         q_s + buffer * kTileBytes, q + b * shape.q.batch + h * shape.q.head, shape.q.token, q0);
     copy_panel_tile_async<T, kM, kThreads>(do_s + buffer * kTileBytes,
@@ -120,7 +114,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     prefetch_next_tile(i, tiles, load_q);
     fence_proxy_async_shared();  // this thread's cp.async data, visible to wgmma's async proxy
     __syncthreads();
-    const int q0 = query0(i);
+    const int q0 = query_tiles.query0(i);
     const bool diagonal = diagonal_key_block(layout, q0 / kBlock) == k_block;
     const int q_off = q0 % kBlock;  // the tile's first query, as an offset in its block
     // On the diagonal a warpgroup whose keys all follow the tile's queries has nothing to add
