@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -95,6 +96,26 @@ void expect_close(const Grads& got, const Grads& want, double tol, const char* a
 // "wgmma_dkdv" (dQ on mma.sync). The baseline is "mma" (both on mma.sync).
 const char* const kWgmmaEnvs[] = {"wgmma", "wgmma_sync", "wgmma_dkdv"};
 
+// Every wgmma backward (kWgmmaEnvs), on the default forward's out and lse, against the float64
+// reference for `mask` and against the mma.sync backward on the same inputs; `also` runs extra
+// checks on each result.
+void expect_wgmma_backwards_match(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const at::Tensor& dout, const SparseDeviceLayout& layout,
+                                  const at::Tensor& mask, double scale,
+                                  const std::function<void(const Grads&)>& also = {}) {
+  AttentionResult fwd = forward(q, k, v, layout, scale);
+  Grads want = reference_grads(mask, q, k, v, dout, scale);
+  const double tol = testing::tolerance_for(q.scalar_type());
+  Grads mma = backward("mma", q, k, v, fwd, dout, layout, scale);
+  for (const char* env : kWgmmaEnvs) {
+    SCOPED_TRACE(env);
+    Grads got = backward(env, q, k, v, fwd, dout, layout, scale);
+    expect_close(got, want, tol, "reference");
+    expect_close(got, mma, tol, "mma.sync backward");
+    if (also) also(got);
+  }
+}
+
 // One (query block, key block) or 2 x 2 dense layouts, one head: the smallest cases, to debug
 // the descriptor and fragment layouts when everything else fails.
 TEST(GpuSparseWgmmaBackward, DenseBlockSmoke) {
@@ -176,17 +197,8 @@ TEST(GpuSparseWgmmaBackward, MatchesDenseReferenceAndMmaKernel) {
         DilatedAttentionConfig attention = testing::sparse_test_attention(S, causal);
         SparseDeviceLayout layout =
             upload_layout(build_block_layout(c.sparse, attention, S), at::Device(at::kCUDA));
-        AttentionResult fwd = forward(q, k, v, layout, scale);
-        Grads want = reference_grads(testing::sparse_token_mask(c.sparse, attention, S), q, k, v,
-                                     dout, scale);
-        const double tol = testing::tolerance_for(dtype);
-        Grads mma = backward("mma", q, k, v, fwd, dout, layout, scale);
-        for (const char* env : kWgmmaEnvs) {
-          SCOPED_TRACE(env);
-          Grads got = backward(env, q, k, v, fwd, dout, layout, scale);
-          expect_close(got, want, tol, "reference");
-          expect_close(got, mma, tol, "mma.sync backward");
-        }
+        expect_wgmma_backwards_match(q, k, v, dout, layout,
+                                     testing::sparse_token_mask(c.sparse, attention, S), scale);
       }
     }
   }
@@ -213,20 +225,12 @@ TEST(GpuSparseWgmmaBackward, RingStyleLayouts) {
                  k = random_on_gpu({B, nk * b, Hkv, D}, dtype),
                  v = random_on_gpu({B, nk * b, Hkv, D}, dtype),
                  dout = random_on_gpu({B, nq * b, H, D}, dtype);
-      AttentionResult fwd = forward(q, k, v, layout, scale);
-      Grads want = reference_grads(ring.mask, q, k, v, dout, scale);
-      const double tol = testing::tolerance_for(dtype);
-      Grads mma = backward("mma", q, k, v, fwd, dout, layout, scale);
-      for (const char* env : kWgmmaEnvs) {
-        SCOPED_TRACE(env);
-        Grads got = backward(env, q, k, v, fwd, dout, layout, scale);
-        expect_close(got, want, tol, "reference");
-        expect_close(got, mma, tol, "mma.sync backward");
+      expect_wgmma_backwards_match(q, k, v, dout, layout, ring.mask, scale, [&](const Grads& got) {
         // The empty query block and the unattended key block: exactly 0.
         EXPECT_TRUE(got.dq.narrow(1, b, b).eq(0).all().item<bool>());
         EXPECT_TRUE(got.dk.narrow(1, 4 * b, b).eq(0).all().item<bool>());
         EXPECT_TRUE(got.dv.narrow(1, 4 * b, b).eq(0).all().item<bool>());
-      }
+      });
     }
   }
 }
