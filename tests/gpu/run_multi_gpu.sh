@@ -3,7 +3,8 @@
 # multi-rank GPU tests (ring/allgather equality over NCCL, fault tests, sparse kernels), the
 # sequence-parallel benchmarks (dense causal ring vs PyTorch context_parallel, dilated configs
 # with weak scaling and the local-copy overlap check) and a ring_train run, then prints a table.
-# Optional stages: "sparse" (block-sparse kernels vs cuDNN and FlexAttention on one GPU) and
+# Optional stages: "sparse" (block-sparse kernels vs cuDNN and FlexAttention on one GPU; each
+# kernel variant of SPARSE_VARIANTS, see the stage) and
 # "profile" (one Kineto-traced step of ring_train, the dense ring, context_parallel and the
 # 1-GPU dilated path, summarised by bench/summarize_trace.py). BENCH_SET=dense limits the
 # bench stage to the dense causal ring vs context_parallel (and its local-copy and profile),
@@ -129,9 +130,17 @@ fi
 
 if [[ " $STAGES " == *" sparse "* ]]; then
   # Block-sparse kernels vs dense cuDNN and FlexAttention (compiled), same masks, one GPU.
+  # SPARSE_VARIANTS: "label:forward:backward" items, each run with RA_SPARSE_FORWARD /
+  # RA_SPARSE_BACKWARD set to those values (empty = the default kernels).
   for S in ${SPARSE_SEQ_LENS:-64K 256K}; do
-    timeout 240 "$BUILD/bench/sparse_attention_bench" --seq-len $S --json "/tmp/sparse_$S.json" \
-      2>&1 | tee -a "$OUT/sparse.log" | tail -4
+    for variant in ${SPARSE_VARIANTS:-default::}; do
+      IFS=: read -r label fwd_kernel bwd_kernel <<< "$variant"
+      echo "== $S $label (RA_SPARSE_FORWARD=$fwd_kernel RA_SPARSE_BACKWARD=$bwd_kernel)" \
+        | tee -a "$OUT/sparse.log"
+      RA_SPARSE_FORWARD=$fwd_kernel RA_SPARSE_BACKWARD=$bwd_kernel timeout 240 \
+        "$BUILD/bench/sparse_attention_bench" --seq-len $S --json "$OUT/sparse_${S}_$label.json" \
+        2>&1 | tee -a "$OUT/sparse.log" | tail -4
+    done
     timeout 300 python3 bench/sparse_flex_bench.py --seq-len $S --json "/tmp/flex_$S.json" 2>&1 \
       | grep -v Warning | tee -a "$OUT/sparse.log" | tail -4
   done
