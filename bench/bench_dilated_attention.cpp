@@ -107,6 +107,7 @@ int main(int argc, char** argv) {
     std::string configs, seq_lens, causal_list, head_modes, passes, backend, layout, json_path,
         profile_prefix;
     int warmup = 0, reps = 0;
+    int64_t backward_chunk_mib = 0;
     po::options_description opts("bench_dilated_attention options");
     opts.add_options()("help,h", "print this help")(
         "configs", po::value(&configs)->default_value("longnet-base,wide"), "longnet-base,wide")(
@@ -118,6 +119,9 @@ int main(int argc, char** argv) {
         "layout", po::value(&layout)->default_value("auto"), "auto | strided | gathered")(
         "warmup", po::value(&warmup)->default_value(2), "untimed steps first")(
         "reps", po::value(&reps)->default_value(5), "timed steps (median reported)")(
+        "backward-chunk-mib", po::value(&backward_chunk_mib)->default_value(0),
+        "the fused backward's per-chunk temporary budget in MiB (0: the library default, "
+        "max(64 MiB, |q| / 32))")(
         "json", po::value(&json_path)->default_value(""), "append JSON lines here too")(
         "profile", po::value(&profile_prefix)->default_value(""),
         "after timing each row, record one more step as a Chrome trace at "
@@ -132,6 +136,9 @@ int main(int argc, char** argv) {
     RA_CHECK(torch::cuda::is_available(), "bench_dilated_attention needs a CUDA GPU");
     RA_CHECK(reps > 0 && warmup >= 0, "--reps = ", reps, ", --warmup = ", warmup,
              ": need reps > 0 and warmup >= 0");
+    RA_CHECK(backward_chunk_mib >= 0, "--backward-chunk-mib = ", backward_chunk_mib,
+             ": must be >= 0");
+    ra::set_fused_backward_chunk_bytes(backward_chunk_mib << 20);
     const ra::AttentionBackend attention_backend = ra::parse_backend(backend, "--backend");
     RA_CHECK(layout == "auto" || layout == "strided" || layout == "gathered", "--layout = ", layout,
              ": use auto, strided or gathered");

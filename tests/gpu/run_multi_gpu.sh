@@ -10,6 +10,7 @@
 # bench stage to the dense causal ring vs context_parallel (and its local-copy and profile),
 # BENCH_SET=wide to the wide dilated config at 128K (ring, local copy, profile).
 #   STAGES="tests bench train sparse profile" bash tests/gpu/run_multi_gpu.sh
+# Stage "dilated": single-GPU dilated attention rows (DILATED_RUNS, see the stage).
 # TEST_REGEX narrows the tests stage (a ctest -R pattern). Stage "sweep": the dense ring at 128K
 # under each NCCL setting in SWEEP_ENV.
 # Logs and JSON go to $OUT (default /tmp/ra_gpu_multi).
@@ -145,6 +146,23 @@ if [[ " $STAGES " == *" sparse "* ]]; then
       | grep -v Warning | tee -a "$OUT/sparse.log" | tail -4
   done
   elapsed "sparse bench done"
+fi
+
+if [[ " $STAGES " == *" dilated "* ]]; then
+  # Single-GPU dilated attention rows (issue 3): each DILATED_RUNS item is one
+  # bench_dilated_attention command line with its flags joined by commas; with --profile PREFIX
+  # the traces are summarised into profile.log.
+  for item in ${DILATED_RUNS:---configs,longnet-base,--seq-lens,1M,--head-modes,partition,--passes,fwdbwd}; do
+    args=(${item//,/ })
+    echo "== bench_dilated_attention ${args[*]}" | tee -a "$OUT/dilated.log"
+    timeout 200 "$BUILD/bench/bench_dilated_attention" --json "$OUT/dilated.jsonl" "${args[@]}" \
+      2>&1 | tee -a "$OUT/dilated.log" | grep '^{' | sed 's/,"backend.*/}/'
+  done
+  for trace in /tmp/dilated_profile*.json; do
+    [ -f "$trace" ] && python3 bench/summarize_trace.py "$trace" --top 15 --by-op --gaps 10 \
+      >> "$OUT/profile.log" 2>&1
+  done
+  elapsed "dilated done"
 fi
 
 if [[ " $STAGES " == *" profile "* ]]; then
