@@ -158,6 +158,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     // On the diagonal a warpgroup whose keys all follow the tile's queries has nothing to add
     // (uniform per warpgroup, as wgmma needs).
     const bool skipped = diagonal && wg_row0 > q_off + kM - 1;
+    // P^T and dS^T (register A operands of dV and dK): here, so that the fused dQ variant can
+    // leave dV/dK in flight under its dQ product and pin them after the one wait for both.
+    uint32_t p[kM / 4], ds[kM / 4];
     if (!skipped) {
       const int buffer = i & 1;
       const uint32_t q_tile = q_s + buffer * kTileBytes, do_tile = do_s + buffer * kTileBytes;
@@ -185,7 +188,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       // st[x], dpt[x]: key key_g + 8 * ((x >> 1) & 1), query q_off + 8 * (x >> 2) + 2c + (x & 1).
       // Register j of P^T / dS^T packs x = 2j, 2j + 1, so k16 step kk of the second products
       // takes registers 4kk..4kk+3 (queries 16kk..16kk+15), the register A fragment layout.
-      uint32_t p[kM / 4], ds[kM / 4];
 #pragma unroll
       for (int j = 0; j < kM / 4; ++j) {
         const int key = key_g + 8 * (j & 1);
@@ -248,11 +250,13 @@ __global__ void __launch_bounds__(kThreads, 1)
                            tile_mnmajor(q_tile, kk), true);
       }
       wgmma_commit();
-      wgmma_wait<0>();
-      fence_registers(dv_acc);
-      fence_registers(dk_acc);
-      fence_registers(p);
-      fence_registers(ds);
+      if constexpr (!kFusedDq) {  // the fused variant waits after its dQ product
+        wgmma_wait<0>();
+        fence_registers(dv_acc);
+        fence_registers(dk_acc);
+        fence_registers(p);
+        fence_registers(ds);
+      }
     }
     if constexpr (kFusedDq) {
       if (skipped) {
@@ -275,8 +279,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         wgmma_ss_tt<T, 64>(dq_acc, ds_desc(kk), k_mnmajor(kk), kk > 0);
       }
       wgmma_commit();
-      wgmma_wait<0>();
+      wgmma_wait<0>();  // dQ and this tile's dV/dK: P^T and dS^T are free after it
       fence_registers(dq_acc);
+      fence_registers(dv_acc);
+      fence_registers(dk_acc);
+      fence_registers(p);
+      fence_registers(ds);
       // Fire-and-forget fp32 adds in fragment order (see kFusedDq above), 16 bytes each.
       const int h = query_tiles.head(i);
       float* work = dq_work +
