@@ -1,11 +1,11 @@
 // The Hopper (wgmma) backward of the block-sparse kernels, block_sparse_backward_sm90.cu, through
-// the raw per-call launch (wgmma dQ and dK/dV with and without overlap, and wgmma dK/dV beside the
-// mma.sync dQ): dq/dk/dv against the float64 dense masked reference and against the mma.sync
-// kernels (RA_SPARSE_BACKWARD=mma) on the same out/lse, every pattern, causal and not, fp16/bf16,
-// D 128, block 128, GQA, strided inputs and gradients, ring-style layouts (kv_len != q_len, an
-// empty query block, an unattended key block, diagonal_col). dq/dk/dv are NaN-poisoned before
-// every call. The DenseBlock smoke test prints the first wrong (row, col) and a map of wrong 16x8
-// fragments to debug layouts. Skips without a compute capability 9.0 GPU.
+// the raw per-call launch (wgmma dQ and dK/dV with and without overlap, wgmma dK/dV beside the
+// mma.sync dQ, and dK/dV with the fused dQ): dq/dk/dv against the float64 dense masked reference
+// and against the mma.sync kernels (RA_SPARSE_BACKWARD=mma) on the same out/lse, every pattern,
+// causal and not, fp16/bf16, D 128, block 128, GQA, strided inputs and gradients, ring-style
+// layouts (kv_len != q_len, an empty query block, an unattended key block, diagonal_col). dq/dk/dv
+// are NaN-poisoned before every call. The DenseBlock smoke test prints the first wrong (row, col)
+// and a map of wrong 16x8 fragments to debug layouts. Skips without a compute capability 9.0 GPU.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -92,9 +92,10 @@ void expect_close(const Grads& got, const Grads& want, double tol, const char* a
 }
 
 // The wgmma backwards every test checks (RA_SPARSE_BACKWARD): "wgmma" (the default: dQ and dK/dV
-// on wgmma, elementwise work beside the wgmmas), "wgmma_sync" (the same without the overlap) and
-// "wgmma_dkdv" (dQ on mma.sync). The baseline is "mma" (both on mma.sync).
-const char* const kWgmmaEnvs[] = {"wgmma", "wgmma_sync", "wgmma_dkdv"};
+// on wgmma, elementwise work beside the wgmmas), "wgmma_sync" (the same without the overlap),
+// "wgmma_dkdv" (dQ on mma.sync) and "wgmma_fused" (dQ inside the dK/dV kernel, fp32 atomics into
+// a workspace). The baseline is "mma" (both on mma.sync).
+const char* const kWgmmaEnvs[] = {"wgmma", "wgmma_sync", "wgmma_dkdv", "wgmma_fused"};
 
 // Every wgmma backward (kWgmmaEnvs), on the default forward's out and lse, against the float64
 // reference for `mask` and against the mma.sync backward on the same inputs; `also` runs extra
@@ -173,6 +174,12 @@ TEST(GpuSparseWgmmaBackward, ChoiceFollowsEnvironment) {
     testing::ScopedEnv env("RA_SPARSE_BACKWARD", "wgmma_dkdv");
     EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmmaDkdv);
     EXPECT_EQ(choice_for(64, 128), cuda::SparseBackwardKernel::kMma);
+  }
+  {
+    testing::ScopedEnv env("RA_SPARSE_BACKWARD", "wgmma_fused");
+    EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmmaFusedDq);
+    EXPECT_EQ(choice_for(64, 128), cuda::SparseBackwardKernel::kMma);
+    EXPECT_EQ(choice_for(128, 64), cuda::SparseBackwardKernel::kMma);
   }
   {
     testing::ScopedEnv env("RA_SPARSE_BACKWARD", "mma");

@@ -7,7 +7,8 @@
 // (queries for dQ, keys for dK/dV), products transposed so that P / dS come out of the first
 // product in the accumulator layout the second consumes as its A operand; the streamed tiles
 // are cp.async double-buffered. On compute capability 9.0, D 128 / block 128 takes dQ and dK/dV
-// from the wgmma kernels of block_sparse_backward_sm90.cu instead (block_sparse_backward_choice).
+// from the wgmma kernels of block_sparse_backward_sm90.cu instead (block_sparse_backward_choice),
+// optionally (kWgmmaFusedDq) dQ from inside the dK/dV kernel, with fp32 atomics.
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -262,7 +263,7 @@ cudaError_t launch_backward(const void* q, const void* k, const void* v, const v
                             const void* dout, const float* lse, float* delta, void* dq, void* dk,
                             void* dv, const BlockSparseShape& shape,
                             const DeviceBlockLayout& layout, float scale, cudaStream_t stream,
-                            SparseBackwardKernel kernels) {
+                            SparseBackwardKernel kernels, float* dq_workspace) {
   const T *qt = static_cast<const T*>(q), *kt = static_cast<const T*>(k),
           *vt = static_cast<const T*>(v), *dot = static_cast<const T*>(dout);
   const int64_t rows = static_cast<int64_t>(shape.batch) * shape.q_len * shape.heads;
@@ -275,6 +276,10 @@ cudaError_t launch_backward(const void* q, const void* k, const void* v, const v
 
   constexpr SparseDType dtype =
       std::is_same_v<T, __nv_bfloat16> ? SparseDType::kBFloat16 : SparseDType::kFloat16;
+  if (kernels == SparseBackwardKernel::kWgmmaFusedDq) {
+    return block_sparse_dkdv_dq_sm90(dtype, q, k, v, dout, lse, delta, dq, dk, dv, dq_workspace,
+                                     shape, layout, scale, stream);
+  }
   const bool overlap = kernels != SparseBackwardKernel::kWgmmaSync;
   if (kernels == SparseBackwardKernel::kWgmma || kernels == SparseBackwardKernel::kWgmmaSync) {
     err = block_sparse_dq_sm90(dtype, q, k, v, dout, lse, delta, dq, shape, layout, scale, stream,
@@ -306,12 +311,12 @@ cudaError_t launch_backward(const void* q, const void* k, const void* v, const v
                             const void* dout, const float* lse, float* delta, void* dq, void* dk,
                             void* dv, const BlockSparseShape& shape,
                             const DeviceBlockLayout& layout, float scale, cudaStream_t stream,
-                            SparseBackwardKernel kernels) {
+                            SparseBackwardKernel kernels, float* dq_workspace) {
   return shape.block_size == 64
              ? launch_backward<T, D, 64>(q, k, v, out, dout, lse, delta, dq, dk, dv, shape, layout,
-                                         scale, stream, kernels)
+                                         scale, stream, kernels, dq_workspace)
              : launch_backward<T, D, 128>(q, k, v, out, dout, lse, delta, dq, dk, dv, shape, layout,
-                                          scale, stream, kernels);
+                                          scale, stream, kernels, dq_workspace);
 }
 
 }  // namespace
@@ -333,29 +338,43 @@ SparseBackwardKernel block_sparse_backward_choice(const BlockSparseShape& shape)
     return SparseBackwardKernel::kWgmmaSync;
   if (env != nullptr && std::strcmp(env, "wgmma_dkdv") == 0)
     return SparseBackwardKernel::kWgmmaDkdv;
+  if (env != nullptr && std::strcmp(env, "wgmma_fused") == 0)
+    return SparseBackwardKernel::kWgmmaFusedDq;
   return SparseBackwardKernel::kWgmma;
+}
+
+size_t block_sparse_backward_workspace_bytes(const BlockSparseShape& shape,
+                                             SparseBackwardKernel kernels) {
+  return kernels == SparseBackwardKernel::kWgmmaFusedDq
+             ? detail::block_sparse_fused_dq_workspace_bytes(shape)
+             : 0;
 }
 
 cudaError_t block_sparse_backward(SparseDType dtype, const void* q, const void* k, const void* v,
                                   const void* out, const void* dout, const float* lse, float* delta,
                                   void* dq, void* dk, void* dv, const BlockSparseShape& shape,
                                   const DeviceBlockLayout& layout, float scale,
+                                  SparseBackwardKernel kernels, float* dq_workspace,
                                   cudaStream_t stream) {
   if (block_sparse_unsupported(shape) != nullptr) return cudaErrorInvalidValue;
   // Only D 128 / block 128 gets a wgmma choice (sm90_backward_supports).
-  const SparseBackwardKernel kernels = block_sparse_backward_choice(shape);
+  if (kernels != SparseBackwardKernel::kMma && !detail::sm90_backward_supports(shape)) {
+    return cudaErrorInvalidValue;
+  }
   const bool d64 = shape.head_dim == 64;
   if (dtype == SparseDType::kBFloat16) {
     return d64 ? launch_backward<__nv_bfloat16, 64>(q, k, v, out, dout, lse, delta, dq, dk, dv,
                                                     shape, layout, scale, stream,
-                                                    SparseBackwardKernel::kMma)
+                                                    SparseBackwardKernel::kMma, nullptr)
                : launch_backward<__nv_bfloat16, 128>(q, k, v, out, dout, lse, delta, dq, dk, dv,
-                                                     shape, layout, scale, stream, kernels);
+                                                     shape, layout, scale, stream, kernels,
+                                                     dq_workspace);
   }
   return d64 ? launch_backward<__half, 64>(q, k, v, out, dout, lse, delta, dq, dk, dv, shape,
-                                           layout, scale, stream, SparseBackwardKernel::kMma)
+                                           layout, scale, stream, SparseBackwardKernel::kMma,
+                                           nullptr)
              : launch_backward<__half, 128>(q, k, v, out, dout, lse, delta, dq, dk, dv, shape,
-                                            layout, scale, stream, kernels);
+                                            layout, scale, stream, kernels, dq_workspace);
 }
 
 }  // namespace ra::cuda

@@ -1,6 +1,8 @@
 // The block-sparse backward for Hopper (sm_90a) on warpgroup MMA (wgmma), D = 128, block 128,
-// fp16/bf16, both kernels without atomics (each gradient row is written by one CTA), results as
-// the mma.sync kernels of block_sparse_backward.cu (delta = rowsum(dO * O) precomputed there).
+// fp16/bf16, results as the mma.sync kernels of block_sparse_backward.cu (delta = rowsum(dO * O)
+// precomputed there). The dQ and dK/dV kernels use no atomics (each gradient row is written by
+// one CTA); the fused variant (kFusedDq) computes dQ inside the dK/dV kernel instead, adding it
+// into an fp32 workspace with reductions (5 tile products per query tile and key block, not 7).
 // dK/dV: one CTA of two warpgroups per (key block of 128, kv head, batch), each warpgroup owning
 // 64 keys, walking the key block's CSC column (over the query heads that share the kv head) 64
 // queries at a time. Per query tile, transposed so that P^T and dS^T come out of the first
@@ -35,16 +37,42 @@ constexpr uint32_t kKvBytes = kBlock * kD * 2, kTileBytes = kM * kD * 2;
 // 130 KB, one CTA per SM: dK and dV take 128 fp32 registers per thread beside S^T and dP^T.
 constexpr uint32_t kRowsOffset = 2 * kKvBytes + 4 * kTileBytes;
 constexpr size_t kSmemBytes = kRowsOffset + 4 * kM * sizeof(float) + 1024;
+// Fused dQ: dS^T of the query tile, [128 keys x kM queries] in 16-bit, one 128-byte swizzled row
+// per key (kM = 64 queries), after lse/delta at the next 1024-byte boundary. 147 KB.
+constexpr uint32_t kDsOffset = kRowsOffset + 1024, kDsBytes = kBlock * kM * 2;
+constexpr size_t kFusedSmemBytes = kDsOffset + kDsBytes + 1024;
+static_assert(4 * kM * sizeof(float) <= 1024, "lse/delta fit below the dS^T tile");
+// The fused dQ workspace: per (batch, head, kM-query tile) one kM x 128 fp32 tile in wgmma
+// accumulator fragment order (see dkdv_sm90_kernel), kM * kD floats.
+constexpr int kDqTileFloats = kM * kD;
+
+// kFusedDq: also dQ_partial = dS K per query tile (dS^T staged in shared memory; warpgroup wg
+// computes dQ columns 64 wg.. over all 128 keys of the block as one m64n64 SS wgmma with both
+// operands MN-major), added into dq_work with red.global.add.v4.f32 in fragment order: the
+// value of register 4 n + r of thread t (of 128) of warpgroup wg goes to float
+//   tile * kDqTileFloats + wg * 4096 + n * 512 + 4 t + r,
+// tile = (b * heads + h) * (q_len / kM) + q0 / kM, so each wgmma fragment is 16 contiguous
+// bytes per thread and a warp's reductions cover 512 contiguous bytes.
+
+// *address += (a, b, c, d), a fire-and-forget fp32 reduction of 16 aligned bytes (PTX 8.1,
+// sm_90): the order of the adds of different CTAs is not fixed, so the sum is not bitwise
+// deterministic run to run.
+__device__ __forceinline__ void red_add_v4(float* address, float a, float b, float c, float d) {
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(address), "f"(a), "f"(b),
+               "f"(c), "f"(d)
+               : "memory");
+}
 
 // kOverlap: S^T and dP^T in separate wgmma groups, P^T computed while dP^T runs and dS^T while
-// dV runs; else each product group is waited for before its results are used.
-template <typename T, bool kOverlap>
+// dV runs; else each product group is waited for before its results are used. kFusedDq: see
+// above; dq_work is unused (may be null) without it.
+template <typename T, bool kOverlap, bool kFusedDq>
 __global__ void __launch_bounds__(kThreads, 1)
     dkdv_sm90_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                      const T* __restrict__ dout, const float* __restrict__ lse,
                      const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv,
-                     BlockSparseShape shape, DeviceBlockLayout layout, float scale,
-                     float scale_log2) {
+                     float* __restrict__ dq_work, BlockSparseShape shape, DeviceBlockLayout layout,
+                     float scale, float scale_log2) {
 #ifdef RA_SM90A_DEVICE
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw_s = smem_address(smem_raw);
@@ -56,6 +84,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t do_s = q_s + 2 * kTileBytes;  // + buffer * kTileBytes
   float* rows_s = reinterpret_cast<float*>(k_ptr + kRowsOffset);
   // rows_s[buffer * 2 * kM + i]: lse of query i of the tile; + kM: its delta.
+  const uint32_t ds_s = k_s + kDsOffset;  // fused dQ: dS^T [128 keys x kM queries]
+  unsigned char* ds_ptr = k_ptr + kDsOffset;
 
   // Low key blocks first: under a causal layout their columns hold the most query blocks.
   const int k_block = blockIdx.x, kv_h = blockIdx.y, b = blockIdx.z;
@@ -105,6 +135,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto tile_mnmajor = [&](uint32_t tile, int kk) {
     return smem_desc_sw128<kM * 128, 1024>(tile + kk * 2048);
   };
+  // Fused dQ = dS K, warpgroup wg: A = dS (M = the kM queries, K = keys) is the dS^T tile read
+  // MN-major: keys 16kk.. (2048 bytes per k16 step), 8-key groups 1024 bytes apart, one 64-query
+  // panel (LBO unused). B = K (K = keys, N = D columns 64 wg..) MN-major: panel wg of the K
+  // block, the same walk over its rows.
+  auto ds_desc = [&](int kk) { return smem_desc_sw128<kDsBytes, 1024>(ds_s + kk * 2048); };
+  auto k_mnmajor = [&](int kk) {
+    return smem_desc_sw128<kBlock * 128, 1024>(k_s + wg * (kBlock * 128) + kk * 2048);
+  };
 
   float dk_acc[kD / 2], dv_acc[kD / 2];  // 64 x 128 per warpgroup: accumulator fragments
 #pragma unroll
@@ -119,7 +157,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int q_off = q0 % kBlock;  // the tile's first query, as an offset in its block
     // On the diagonal a warpgroup whose keys all follow the tile's queries has nothing to add
     // (uniform per warpgroup, as wgmma needs).
-    if (!(diagonal && wg_row0 > q_off + kM - 1)) {
+    const bool skipped = diagonal && wg_row0 > q_off + kM - 1;
+    // P^T and dS^T (register A operands of dV and dK): here, so that the fused dQ variant can
+    // leave dV/dK in flight under its dQ product and pin them after the one wait for both.
+    uint32_t p[kM / 4], ds[kM / 4];
+    if (!skipped) {
       const int buffer = i & 1;
       const uint32_t q_tile = q_s + buffer * kTileBytes, do_tile = do_s + buffer * kTileBytes;
       const float* lse_rows = rows_s + buffer * 2 * kM;
@@ -146,7 +188,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       // st[x], dpt[x]: key key_g + 8 * ((x >> 1) & 1), query q_off + 8 * (x >> 2) + 2c + (x & 1).
       // Register j of P^T / dS^T packs x = 2j, 2j + 1, so k16 step kk of the second products
       // takes registers 4kk..4kk+3 (queries 16kk..16kk+15), the register A fragment layout.
-      uint32_t p[kM / 4], ds[kM / 4];
 #pragma unroll
       for (int j = 0; j < kM / 4; ++j) {
         const int key = key_g + 8 * (j & 1);
@@ -183,6 +224,18 @@ __global__ void __launch_bounds__(kThreads, 1)
         ds[j] = pack2<T>(dsv[0], dsv[1]);
       }
       fence_registers(ds);  // dS^T is written before the fence
+      if constexpr (kFusedDq) {
+        // dS^T to shared memory for the dQ product: register j holds keys key_g + 8 (j & 1),
+        // queries 8 (j >> 1) + 2c, + 1: chunk j >> 1 of the key's 128-byte row, swizzled by the
+        // key's index mod 8 (= g). Conflict-free: the warp's 8 keys hit 8 different chunks.
+#pragma unroll
+        for (int j = 0; j < kM / 4; ++j) {
+          const int key = key_g + 8 * (j & 1);
+          *reinterpret_cast<uint32_t*>(ds_ptr + key * 128 + (((j >> 1) ^ (key & 7)) << 4) + 4 * c) =
+              ds[j];
+        }
+        fence_proxy_async_shared();  // visible to the dQ wgmma after the barrier below
+      }
       wgmma_fence();
       if constexpr (!kOverlap) {
 #pragma unroll
@@ -197,11 +250,52 @@ __global__ void __launch_bounds__(kThreads, 1)
                            tile_mnmajor(q_tile, kk), true);
       }
       wgmma_commit();
-      wgmma_wait<0>();
+      if constexpr (!kFusedDq) {  // the fused variant waits after its dQ product
+        wgmma_wait<0>();
+        fence_registers(dv_acc);
+        fence_registers(dk_acc);
+        fence_registers(p);
+        fence_registers(ds);
+      }
+    }
+    if constexpr (kFusedDq) {
+      if (skipped) {
+        // Its keys' dS^T is 0 (all after the tile's queries): zeros, so the dQ product below
+        // runs all 128 keys on every tile without branching between wgmmas.
+#pragma unroll
+        for (int j = 0; j < kM / 4; ++j) {
+          const int key = key_g + 8 * (j & 1);
+          *reinterpret_cast<uint32_t*>(ds_ptr + key * 128 + (((j >> 1) ^ (key & 7)) << 4) + 4 * c) =
+              0u;
+        }
+        fence_proxy_async_shared();
+      }
+      // Both warpgroups' dS^T is in shared memory (each thread fenced its stores).
+      __syncthreads();
+      float dq_acc[kM / 2];  // dQ_partial, kM queries x D columns 64 wg..: accumulator fragment
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBlock / 16; ++kk) {
+        wgmma_ss_tt<T, 64>(dq_acc, ds_desc(kk), k_mnmajor(kk), kk > 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();  // dQ and this tile's dV/dK: P^T and dS^T are free after it
+      fence_registers(dq_acc);
       fence_registers(dv_acc);
       fence_registers(dk_acc);
       fence_registers(p);
       fence_registers(ds);
+      // Fire-and-forget fp32 adds in fragment order (see kFusedDq above), 16 bytes each.
+      const int h = query_tiles.head(i);
+      float* work = dq_work +
+                    ((static_cast<int64_t>(b) * shape.heads + h) * (shape.q_len / kM) + q0 / kM) *
+                        kDqTileFloats +
+                    wg * 4096 + 4 * (threadIdx.x % 128);
+#pragma unroll
+      for (int n = 0; n < kM / 8; ++n) {
+        red_add_v4(work + n * 512, dq_acc[4 * n], dq_acc[4 * n + 1], dq_acc[4 * n + 2],
+                   dq_acc[4 * n + 3]);
+      }
     }
     __syncthreads();  // the buffer is refilled by the prefetch of iteration i + 1
   }
@@ -388,6 +482,41 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif  // RA_SM90A_DEVICE
 }
 
+// The fused dQ's epilogue: dq (q's strides, T) from the fp32 workspace in fragment order (the
+// softmax scale is already in dS). Thread t of a tile's 512 reads the 16 contiguous floats of
+// lanes 4g..4g+3 of warp w for n-tile n of warpgroup wg (t = g + 8 (w + 4 (n + 8 wg))): queries
+// 16w + g and + 8, D columns 64 wg + 8n.. (8 each), written as two 16-byte stores.
+template <typename T>
+__global__ void __launch_bounds__(256)
+    dq_from_workspace_kernel(const float* __restrict__ dq_work, T* __restrict__ dq,
+                             BlockSparseShape shape) {
+  const int64_t tile = blockIdx.x / 2;
+  const int t = (blockIdx.x % 2) * 256 + threadIdx.x;
+  const int g = t % 8, w = (t / 8) % 4, n = (t / 32) % 8, wg = t / 256;
+  const int q_tiles = shape.q_len / kM;
+  const int q0 = static_cast<int>(tile % q_tiles) * kM;
+  const int h = static_cast<int>((tile / q_tiles) % shape.heads);
+  const int64_t b = tile / q_tiles / shape.heads;
+  const float4* from = reinterpret_cast<const float4*>(dq_work + tile * kDqTileFloats + wg * 4096 +
+                                                       n * 512 + 4 * (32 * w + 4 * g));
+  float f[16];  // f[4 c + 2 r + e]: query 16w + g + 8r, column 64 wg + 8n + 2c + e
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    const float4 x = from[c];
+    f[4 * c] = x.x, f[4 * c + 1] = x.y, f[4 * c + 2] = x.z, f[4 * c + 3] = x.w;
+  }
+  T* row0 = dq + b * shape.q.batch + h * shape.q.head + 64 * wg + 8 * n;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    uint4 packed;
+    packed.x = pack2<T>(f[2 * r], f[2 * r + 1]);
+    packed.y = pack2<T>(f[4 + 2 * r], f[4 + 2 * r + 1]);
+    packed.z = pack2<T>(f[8 + 2 * r], f[8 + 2 * r + 1]);
+    packed.w = pack2<T>(f[12 + 2 * r], f[12 + 2 * r + 1]);
+    *reinterpret_cast<uint4*>(row0 + (q0 + 16 * w + g + 8 * r) * shape.q.token) = packed;
+  }
+}
+
 template <typename T, bool kOverlap>
 cudaError_t launch_dq(const void* q, const void* k, const void* v, const void* dout,
                       const float* lse, const float* delta, void* dq, const BlockSparseShape& shape,
@@ -404,20 +533,34 @@ cudaError_t launch_dq(const void* q, const void* k, const void* v, const void* d
   return cudaGetLastError();
 }
 
-template <typename T, bool kOverlap>
+// dq_work: null, or (kFusedDq) the fp32 workspace, zeroed here, and dq written from it.
+template <typename T, bool kOverlap, bool kFusedDq>
 cudaError_t launch_dkdv(const void* q, const void* k, const void* v, const void* dout,
-                        const float* lse, const float* delta, void* dk, void* dv,
-                        const BlockSparseShape& shape, const DeviceBlockLayout& layout, float scale,
-                        cudaStream_t stream) {
-  auto kernel = dkdv_sm90_kernel<T, kOverlap>;
+                        const float* lse, const float* delta, void* dq, void* dk, void* dv,
+                        float* dq_work, const BlockSparseShape& shape,
+                        const DeviceBlockLayout& layout, float scale, cudaStream_t stream) {
+  auto kernel = dkdv_sm90_kernel<T, kOverlap, kFusedDq>;
+  constexpr size_t kBytes = kFusedDq ? kFusedSmemBytes : kSmemBytes;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kSmemBytes));
+                                         static_cast<int>(kBytes));
   if (err != cudaSuccess) return err;
+  const int64_t work_tiles = static_cast<int64_t>(shape.batch) * shape.heads * (shape.q_len / kM);
+  if constexpr (kFusedDq) {
+    err = cudaMemsetAsync(dq_work, 0, work_tiles * kDqTileFloats * sizeof(float), stream);
+    if (err != cudaSuccess) return err;
+  }
   dim3 grid(shape.kv_len / kBlock, shape.kv_heads, shape.batch);
-  kernel<<<grid, kThreads, kSmemBytes, stream>>>(
-      static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
-      static_cast<const T*>(dout), lse, delta, static_cast<T*>(dk), static_cast<T*>(dv), shape,
-      layout, scale, scale * kLog2e);
+  kernel<<<grid, kThreads, kBytes, stream>>>(static_cast<const T*>(q), static_cast<const T*>(k),
+                                             static_cast<const T*>(v), static_cast<const T*>(dout),
+                                             lse, delta, static_cast<T*>(dk), static_cast<T*>(dv),
+                                             dq_work, shape, layout, scale, scale * kLog2e);
+  if constexpr (kFusedDq) {
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    if (work_tiles > 0) {
+      dq_from_workspace_kernel<T><<<static_cast<unsigned>(2 * work_tiles), 256, 0, stream>>>(
+          dq_work, static_cast<T*>(dq), shape);
+    }
+  }
   return cudaGetLastError();
 }
 
@@ -437,9 +580,29 @@ cudaError_t block_sparse_dkdv_sm90(SparseDType dtype, const void* q, const void*
   }
   const bool bf16 = dtype == SparseDType::kBFloat16;
   auto launch =
-      bf16 ? (overlap ? launch_dkdv<__nv_bfloat16, true> : launch_dkdv<__nv_bfloat16, false>)
-           : (overlap ? launch_dkdv<__half, true> : launch_dkdv<__half, false>);
-  return launch(q, k, v, dout, lse, delta, dk, dv, shape, layout, scale, stream);
+      bf16 ? (overlap ? launch_dkdv<__nv_bfloat16, true, false>
+                      : launch_dkdv<__nv_bfloat16, false, false>)
+           : (overlap ? launch_dkdv<__half, true, false> : launch_dkdv<__half, false, false>);
+  return launch(q, k, v, dout, lse, delta, nullptr, dk, dv, nullptr, shape, layout, scale, stream);
+}
+
+size_t block_sparse_fused_dq_workspace_bytes(const BlockSparseShape& shape) {
+  return static_cast<size_t>(shape.batch) * shape.heads * shape.q_len * kD * sizeof(float);
+}
+
+cudaError_t block_sparse_dkdv_dq_sm90(SparseDType dtype, const void* q, const void* k,
+                                      const void* v, const void* dout, const float* lse,
+                                      const float* delta, void* dq, void* dk, void* dv,
+                                      float* dq_workspace, const BlockSparseShape& shape,
+                                      const DeviceBlockLayout& layout, float scale,
+                                      cudaStream_t stream) {
+  if (block_sparse_unsupported(shape) != nullptr || !sm90_backward_supports(shape) ||
+      dq_workspace == nullptr || reinterpret_cast<uintptr_t>(dq_workspace) % 16 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  auto launch = dtype == SparseDType::kBFloat16 ? launch_dkdv<__nv_bfloat16, true, true>
+                                                : launch_dkdv<__half, true, true>;
+  return launch(q, k, v, dout, lse, delta, dq, dk, dv, dq_workspace, shape, layout, scale, stream);
 }
 
 cudaError_t block_sparse_dq_sm90(SparseDType dtype, const void* q, const void* k, const void* v,

@@ -1,8 +1,11 @@
 // The Hopper dQ and dK/dV kernels of the block-sparse backward (warpgroup MMA,
 // block_sparse_backward_sm90.cu). They are compiled for sm_90a only, in the forward's object
 // library; block_sparse_backward runs them instead of the mma.sync kernels where
-// block_sparse_backward_choice says so (delta stays on its kernel).
+// block_sparse_backward_choice says so (delta stays on its kernel). The fused variant computes dQ
+// inside the dK/dV kernel (fp32 atomics into a workspace) instead of a dQ kernel.
 #pragma once
+
+#include <cstddef>
 
 #include "attention/sparse/cuda/block_sparse_kernels.h"
 
@@ -22,6 +25,18 @@ cudaError_t block_sparse_dkdv_sm90(SparseDType dtype, const void* q, const void*
                                    void* dv, const BlockSparseShape& shape,
                                    const DeviceBlockLayout& layout, float scale,
                                    cudaStream_t stream, bool overlap);
+
+// kWgmmaFusedDq: dK/dV as block_sparse_dkdv_sm90 (overlapped), and in the same kernel dQ_partial
+// = dS K per query tile, added with fp32 reductions into dq_workspace (16-byte aligned,
+// block_sparse_fused_dq_workspace_bytes(shape); zeroed here on the stream), then converted into
+// dq (q's strides, overwritten, 0 for query rows without active blocks) by a small kernel.
+size_t block_sparse_fused_dq_workspace_bytes(const BlockSparseShape& shape);
+cudaError_t block_sparse_dkdv_dq_sm90(SparseDType dtype, const void* q, const void* k,
+                                      const void* v, const void* dout, const float* lse,
+                                      const float* delta, void* dq, void* dk, void* dv,
+                                      float* dq_workspace, const BlockSparseShape& shape,
+                                      const DeviceBlockLayout& layout, float scale,
+                                      cudaStream_t stream);
 
 // dq (q's strides) is overwritten, 0 for query blocks without active blocks.
 cudaError_t block_sparse_dq_sm90(SparseDType dtype, const void* q, const void* k, const void* v,

@@ -265,10 +265,20 @@ void block_sparse_backward_cuda(const at::Tensor& q, const at::Tensor& k, const 
   check_shape(shape, q, b);
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor delta = at::empty_like(lse);  // [B, S, H] float32 workspace
+  // The kernel choice is made once here, so the dq workspace (fused dQ only: [B * H * q_len *
+  // 128] fp32 from the caching allocator, zeroed by the kernels on the stream) fits it.
+  const cuda::SparseBackwardKernel kernels = cuda::block_sparse_backward_choice(shape);
+  const size_t work_bytes = cuda::block_sparse_backward_workspace_bytes(shape, kernels);
+  at::Tensor dq_work;
+  if (work_bytes > 0) {
+    dq_work = at::empty({static_cast<int64_t>(work_bytes / sizeof(float))},
+                        q.options().dtype(at::kFloat));
+  }
   RA_CUDA_CHECK(cuda::block_sparse_backward(
       dtype_of(q), q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), dout.data_ptr(),
       lse.data_ptr<float>(), delta.data_ptr<float>(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(),
-      shape, view_of(layout), static_cast<float>(scale), at::cuda::getCurrentCUDAStream()));
+      shape, view_of(layout), static_cast<float>(scale), kernels,
+      work_bytes > 0 ? dq_work.data_ptr<float>() : nullptr, at::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace ra

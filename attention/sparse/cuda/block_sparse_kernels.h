@@ -8,6 +8,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace ra::cuda {
@@ -66,21 +67,32 @@ cudaError_t block_sparse_forward(SparseDType dtype, const void* q, const void* k
 // The backward kernels block_sparse_backward chooses from: mma.sync dQ and dK/dV (any D/block,
 // sm_80+), or the Hopper wgmma kernels (block_sparse_backward_sm90.cu, compiled for sm_90a) for
 // both, with the elementwise work overlapping the wgmmas (kWgmma) or not (kWgmmaSync), or for
-// dK/dV only (kWgmmaDkdv, overlapping; dQ on mma.sync).
-enum class SparseBackwardKernel { kMma, kWgmma, kWgmmaSync, kWgmmaDkdv };
+// dK/dV only (kWgmmaDkdv, overlapping; dQ on mma.sync), or kWgmmaFusedDq: one wgmma kernel for
+// dK/dV that also computes dQ (5 tile products instead of 7; dQ added with fp32 atomics into a
+// workspace, so dq is not bitwise deterministic run to run), then a small dq conversion kernel.
+enum class SparseBackwardKernel { kMma, kWgmma, kWgmmaSync, kWgmmaDkdv, kWgmmaFusedDq };
 
 // The backward kernels for `shape` on the current device: kWgmma for head_dim 128 and block_size
 // 128 on compute capability 9.0, else mma.sync. The environment variable RA_SPARSE_BACKWARD (read
 // at every call) overrides: "mma" forces the mma.sync kernels; where wgmma applies,
-// "wgmma_sync" selects kWgmmaSync and "wgmma_dkdv" kWgmmaDkdv; unset, "wgmma" or anything else
-// is the default.
+// "wgmma_sync" selects kWgmmaSync, "wgmma_dkdv" kWgmmaDkdv and "wgmma_fused" kWgmmaFusedDq;
+// unset, "wgmma" or anything else is the default.
 SparseBackwardKernel block_sparse_backward_choice(const BlockSparseShape& shape);
 
+// Bytes of the dq workspace block_sparse_backward needs for `shape` with `kernels` (its choice):
+// B * H * q_len * 128 fp32 for kWgmmaFusedDq, else 0.
+size_t block_sparse_backward_workspace_bytes(const BlockSparseShape& shape,
+                                             SparseBackwardKernel kernels);
+
 // delta: [B, q_len, H] float32 workspace. dq/dk/dv have q/k/v's strides and are overwritten.
+// kernels: block_sparse_backward_choice(shape), passed in so that the workspace was sized for the
+// same choice. dq_workspace: block_sparse_backward_workspace_bytes(shape, kernels) bytes, 16-byte
+// aligned (contents ignored, it is zeroed on the stream), or null when that is 0.
 cudaError_t block_sparse_backward(SparseDType dtype, const void* q, const void* k, const void* v,
                                   const void* out, const void* dout, const float* lse, float* delta,
                                   void* dq, void* dk, void* dv, const BlockSparseShape& shape,
                                   const DeviceBlockLayout& layout, float scale,
+                                  SparseBackwardKernel kernels, float* dq_workspace,
                                   cudaStream_t stream);
 
 }  // namespace ra::cuda

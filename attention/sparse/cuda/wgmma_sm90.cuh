@@ -1,7 +1,8 @@
 // Inline-PTX wrappers for Hopper warpgroup MMA (sm_90a only): shared-memory matrix descriptors
 // for 128-byte-swizzled tiles, wgmma.mma_async m64nNk16 (fp32 accumulate, fp16/bf16 inputs) with
-// both operands in shared memory or A in registers, and the fence/commit/wait that order it. A
-// warpgroup is 4 consecutive warps (128 threads); every wgmma here is issued by all of them.
+// both operands in shared memory (K-major, or both MN-major) or A in registers, and the
+// fence/commit/wait that order it. A warpgroup is 4 consecutive warps (128 threads); every wgmma
+// here is issued by all of them.
 //
 // Accumulator fragment of an m64nN result (N/2 fp32 per thread): warp w of the warpgroup holds
 // rows 16w..16w+15; d[i] is row 16w + lane/4 + 8 * ((i >> 1) & 1), column 8 * (i >> 2) +
@@ -87,6 +88,14 @@ __device__ inline void fence_registers(uint32_t (&r)[N]) {
                ", p, 1, 1, 0, 0;\n}\n"                                                           \
                : ACC                                                                             \
                : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)))
+// Both operands in shared memory, both MN-major (imm-trans-a = imm-trans-b = 1; 16-bit types only).
+#define RA_WGMMA_SS_TT(N, TY, REGS, ACC, A, B, P)                                                \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" P                                            \
+               ", 0;\n"                                                                          \
+               "wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " " REGS "%" A ", %" B \
+               ", p, 1, 1, 1, 1;\n}\n"                                                           \
+               : ACC                                                                             \
+               : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)))
 // A in registers (4 x 32-bit), B in shared memory MN-major (imm-trans-b = 1).
 // Operands after the accumulators: a0..a3, b desc, accumulate flag.
 #define RA_WGMMA_RS_TB(N, TY, REGS, ACC, AREGS, B, P)                                            \
@@ -114,6 +123,19 @@ __device__ inline void wgmma_ss(float (&d)[N / 2], uint64_t a, uint64_t b, bool 
   }
 }
 
+// d (64 x N, fp32) = A B (+ d if accumulate): A = 64 x 16 at descriptor a, MN-major (16 rows of
+// k, the 64 M elements contiguous), B = 16 x N at descriptor b, MN-major. N: 64 only (the fused
+// dQ product of block_sparse_backward_sm90.cu).
+template <typename T, int N>
+__device__ inline void wgmma_ss_tt(float (&d)[N / 2], uint64_t a, uint64_t b, bool accumulate) {
+  static_assert(N == 64, "m64n64k16");
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    RA_WGMMA_SS_TT("64", "bf16", RA_WGMMA_R32, RA_WGMMA_F32, "32", "33", "34");
+  } else {
+    RA_WGMMA_SS_TT("64", "f16", RA_WGMMA_R32, RA_WGMMA_F32, "32", "33", "34");
+  }
+}
+
 // d (64 x N, fp32) = A B (+ d if accumulate): A = 64 x 16 in registers (a0..a3, two T each, in
 // the register A fragment layout), B = 16 x N at descriptor b, MN-major (16 rows of k, N
 // contiguous).
@@ -134,6 +156,7 @@ __device__ inline void wgmma_rs_tb(float (&d)[N / 2], uint32_t a0, uint32_t a1, 
 }
 
 #undef RA_WGMMA_RS_TB
+#undef RA_WGMMA_SS_TT
 #undef RA_WGMMA_SS
 #undef RA_WGMMA_R64
 #undef RA_WGMMA_R32
