@@ -1,10 +1,10 @@
 // The Hopper (wgmma) forward of the block-sparse kernels, block_sparse_forward_sm90.cu, through
 // the raw per-call launch: against the float64 dense masked reference and against the mma.sync
 // kernel (RA_SPARSE_FORWARD=mma), every pattern, causal and not, fp16/bf16, D 128, block 128,
-// GQA, strided inputs, both key-tile variants, ring-style layouts (kv_len != q_len, empty query
-// blocks, diagonal_col). out and lse are NaN-poisoned before every call. The DenseBlock smoke
-// test prints the first wrong (row, col) and a map of wrong 16x8 fragments to debug layouts.
-// Skips without a compute capability 9.0 GPU.
+// GQA, strided inputs, every variant (64- and 128-key steps, overlapped, warp-specialized),
+// ring-style layouts (kv_len != q_len, empty query blocks, diagonal_col). out and lse are
+// NaN-poisoned before every call. The DenseBlock smoke test prints the first wrong (row, col) and a
+// map of wrong 16x8 fragments to debug layouts. Skips without a compute capability 9.0 GPU.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -29,6 +29,10 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 using testing::kNaN;
 using testing::mismatch_report;
 using testing::random_on_gpu;
+
+// Every wgmma forward variant, by its RA_SPARSE_FORWARD value ("wgmma" is the default kWgmma64).
+constexpr const char* kWgmmaVariants[] = {"wgmma", "wgmma128", "wgmma_overlap", "wgmma_ws",
+                                          "wgmma_ws_pingpong"};
 
 cuda::SparseForwardKernel choice_for_d128_b128() {
   cuda::BlockSparseShape shape;
@@ -76,7 +80,7 @@ TEST(GpuSparseWgmma, DenseBlockSmoke) {
   for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
     for (int64_t blocks : {1, 2}) {
       for (bool causal : {false, true}) {
-        for (const char* env : {"wgmma", "wgmma128"}) {
+        for (const char* env : kWgmmaVariants) {
           const int64_t S = 128 * blocks;
           SCOPED_TRACE(std::string(env) + (dtype == at::kHalf ? " fp16" : " bf16") +
                        " S=" + std::to_string(S) + (causal ? " causal" : ""));
@@ -118,6 +122,18 @@ TEST(GpuSparseWgmma, ChoiceFollowsEnvironment) {
     testing::ScopedEnv env("RA_SPARSE_FORWARD", "wgmma128");
     EXPECT_EQ(choice_for_d128_b128(), cuda::SparseForwardKernel::kWgmma128);
   }
+  {
+    testing::ScopedEnv env("RA_SPARSE_FORWARD", "wgmma_overlap");
+    EXPECT_EQ(choice_for_d128_b128(), cuda::SparseForwardKernel::kWgmmaOverlap);
+  }
+  {
+    testing::ScopedEnv env("RA_SPARSE_FORWARD", "wgmma_ws");
+    EXPECT_EQ(choice_for_d128_b128(), cuda::SparseForwardKernel::kWgmmaWs);
+  }
+  {
+    testing::ScopedEnv env("RA_SPARSE_FORWARD", "wgmma_ws_pingpong");
+    EXPECT_EQ(choice_for_d128_b128(), cuda::SparseForwardKernel::kWgmmaWsPingpong);
+  }
   cuda::BlockSparseShape d64;
   d64.head_dim = 64;
   d64.block_size = 128;
@@ -125,7 +141,7 @@ TEST(GpuSparseWgmma, ChoiceFollowsEnvironment) {
 }
 
 // Every pattern, causal and not, bf16 (q/k/v strided views of one packed tensor) and fp16
-// (contiguous), GQA 4/2: both wgmma variants against the float64 reference, and against the
+// (contiguous), GQA 4/2: every wgmma variant against the float64 reference, and against the
 // mma.sync kernel on the same inputs.
 TEST(GpuSparseWgmma, MatchesDenseReferenceAndMmaKernel) {
   SKIP_WITHOUT_SM90("the wgmma forward");
@@ -144,7 +160,7 @@ TEST(GpuSparseWgmma, MatchesDenseReferenceAndMmaKernel) {
             reference(testing::sparse_token_mask(c.sparse, attention, S), q, k, v, scale);
         const double tol = testing::tolerance_for(dtype);
         AttentionResult mma = forward("mma", q, k, v, layout, scale);
-        for (const char* env : {"wgmma", "wgmma128"}) {
+        for (const char* env : kWgmmaVariants) {
           SCOPED_TRACE(env);
           AttentionResult got = forward(env, q, k, v, layout, scale);
           const double err = testing::relative_error(got.out, want.out);
@@ -160,7 +176,7 @@ TEST(GpuSparseWgmma, MatchesDenseReferenceAndMmaKernel) {
 
 // The ring form's launches: nq = 3 query blocks against nk = 4 buffered key blocks in any order,
 // an empty query block (out 0, lse -inf), and causal diagonals in other key blocks (diagonal_col)
-// or none (-1).
+// or none (-1); against the float64 reference and the mma.sync kernel.
 TEST(GpuSparseWgmma, RingStyleLayouts) {
   SKIP_WITHOUT_SM90("the wgmma forward");
   torch::manual_seed(43);
@@ -180,12 +196,15 @@ TEST(GpuSparseWgmma, RingStyleLayouts) {
                  v = random_on_gpu({B, nk * b, Hkv, D}, dtype);
       testing::DenseResult want = reference(ring.mask, q, k, v, scale);
       const double tol = testing::tolerance_for(dtype);
-      for (const char* env : {"wgmma", "wgmma128"}) {
+      AttentionResult mma = forward("mma", q, k, v, layout, scale);
+      for (const char* env : kWgmmaVariants) {
         SCOPED_TRACE(env);
         AttentionResult got = forward(env, q, k, v, layout, scale);
         EXPECT_LT(testing::relative_error(got.out, want.out), tol)
             << mismatch_report(got.out, want.out, 4 * tol);
         EXPECT_LT(lse_error(got.lse, want.lse), 1e-4);
+        EXPECT_LT(testing::relative_error(got.out, mma.out), tol);
+        EXPECT_LT(lse_error(got.lse, mma.lse), 1e-4);
         // The empty query block: exactly 0 and -inf.
         EXPECT_TRUE(got.out.narrow(1, b, b).eq(0).all().item<bool>());
         EXPECT_TRUE(at::isneginf(got.lse.narrow(1, b, b)).all().item<bool>());

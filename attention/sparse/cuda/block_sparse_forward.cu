@@ -227,8 +227,15 @@ SparseForwardKernel block_sparse_forward_choice(const BlockSparseShape& shape) {
     return SparseForwardKernel::kMma;
   }
   if (major != 9 || minor != 0) return SparseForwardKernel::kMma;
-  return env != nullptr && std::strcmp(env, "wgmma128") == 0 ? SparseForwardKernel::kWgmma128
-                                                             : SparseForwardKernel::kWgmma64;
+  if (env != nullptr && std::strcmp(env, "wgmma128") == 0) return SparseForwardKernel::kWgmma128;
+  if (env != nullptr && std::strcmp(env, "wgmma_overlap") == 0) {
+    return SparseForwardKernel::kWgmmaOverlap;
+  }
+  if (env != nullptr && std::strcmp(env, "wgmma_ws") == 0) return SparseForwardKernel::kWgmmaWs;
+  if (env != nullptr && std::strcmp(env, "wgmma_ws_pingpong") == 0) {
+    return SparseForwardKernel::kWgmmaWsPingpong;
+  }
+  return SparseForwardKernel::kWgmma64;
 }
 
 cudaError_t block_sparse_forward(SparseDType dtype, const void* q, const void* k, const void* v,
@@ -239,7 +246,7 @@ cudaError_t block_sparse_forward(SparseDType dtype, const void* q, const void* k
   const SparseForwardKernel choice = block_sparse_forward_choice(shape);
   if (choice != SparseForwardKernel::kMma) {
     return detail::block_sparse_forward_sm90(dtype, q, k, v, out, lse, shape, layout, scale, stream,
-                                             choice == SparseForwardKernel::kWgmma128 ? 128 : 64);
+                                             choice);
   }
   const bool d64 = shape.head_dim == 64;
   if (dtype == SparseDType::kBFloat16) {

@@ -10,11 +10,12 @@ namespace ra::cuda::detail {
 // Shapes it handles (on top of block_sparse_unsupported's rules): head_dim 128, block_size 128.
 bool sm90_forward_supports(const BlockSparseShape& shape);
 
-// key_tile: keys per pipeline step, 64 (two CTAs per SM) or 128 (one CTA per SM).
+// kernel: which wgmma variant (SparseForwardKernel, block_sparse_kernels.h); any non-wgmma value
+// runs the default kWgmma64.
 cudaError_t block_sparse_forward_sm90(SparseDType dtype, const void* q, const void* k,
                                       const void* v, void* out, float* lse,
                                       const BlockSparseShape& shape,
                                       const DeviceBlockLayout& layout, float scale,
-                                      cudaStream_t stream, int key_tile);
+                                      cudaStream_t stream, SparseForwardKernel kernel);
 
 }  // namespace ra::cuda::detail

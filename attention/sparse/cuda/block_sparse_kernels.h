@@ -50,13 +50,25 @@ const char* block_sparse_unsupported(const BlockSparseShape& shape);
 
 // The forward kernels block_sparse_forward chooses from: mma.sync (any D/block, sm_80+), or the
 // Hopper wgmma kernel (block_sparse_forward_sm90.cu, compiled for sm_90a) with 64-key steps (two
-// CTAs per SM, the default) or 128-key steps (one CTA per SM).
-enum class SparseForwardKernel { kMma, kWgmma64, kWgmma128 };
+// CTAs per SM, the default) or 128-key steps (one CTA per SM), its overlapped variant (128-key
+// steps, tile i's softmax runs while tile i - 1's P V is on the tensor cores), or the overlapped
+// loop warp-specialized (a producer warpgroup loads K/V with TMA, two consumer warpgroups
+// compute), with or without the consumers taking turns to issue their wgmmas (pingpong).
+enum class SparseForwardKernel {
+  kMma,
+  kWgmma64,
+  kWgmma128,
+  kWgmmaOverlap,
+  kWgmmaWs,
+  kWgmmaWsPingpong
+};
 
 // The forward kernel for `shape` on the current device: wgmma for head_dim 128 and block_size
 // 128 on compute capability 9.0, else mma.sync. The environment variable RA_SPARSE_FORWARD
-// (read at every call) overrides: "mma" forces the mma.sync kernel, "wgmma128" asks for the
-// 128-key wgmma variant (where wgmma applies); unset or anything else is the default.
+// (read at every call) overrides: "mma" forces the mma.sync kernel; where wgmma applies,
+// "wgmma128" asks for the 128-key wgmma variant, "wgmma_overlap" for the overlapped one and
+// "wgmma_ws" / "wgmma_ws_pingpong" for the warp-specialized ones; unset or anything else is the
+// default.
 SparseForwardKernel block_sparse_forward_choice(const BlockSparseShape& shape);
 
 // out: [B, q_len, H, D]; lse: [B, q_len, H] float32, contiguous.
