@@ -12,15 +12,18 @@
 namespace ra::cuda {
 namespace {
 
-template <typename Word>
+// Index: uint32_t or int64_t, the flat index's type (kept_row_index.cuh).
+template <typename Word, typename Index>
 __global__ void gather_kept_rows_kernel(KeptRows rows, const char* __restrict__ src, int64_t src_sb,
                                         int64_t src_ss, int64_t src_sh, char* __restrict__ dst,
                                         int64_t dst_sn, int64_t dst_sh, int64_t dst_sl,
-                                        int words_per_row, int64_t total) {
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
-       t += int64_t(gridDim.x) * blockDim.x) {
-    const int word = int(t % words_per_row);
-    const KeptRowPlace p = locate_kept_row(rows, t / words_per_row);
+                                        int words_per_row, Index total) {
+  const Index per_row = Index(words_per_row);
+  for (Index t = blockIdx.x * Index(blockDim.x) + threadIdx.x; t < total;
+       t += Index(gridDim.x) * blockDim.x) {
+    const Index row = t / per_row;
+    const int word = int(t - row * per_row);
+    const KeptRowPlace p = locate_kept_row(rows, row);
     // Strides are in bytes here.
     const Word* from =
         reinterpret_cast<const Word*>(src + p.b * src_sb + p.s * src_ss + p.h * src_sh);
@@ -30,13 +33,15 @@ __global__ void gather_kept_rows_kernel(KeptRows rows, const char* __restrict__ 
 }
 
 // kVec elements per thread (8: 16-byte loads and stores; 1: any alignment). Element strides.
-template <typename T, int kVec>
+template <typename T, int kVec, typename Index>
 __global__ void gather_scaled_kernel(KeptRows rows, TokenTensor src, RowTensor dst,
-                                     int vecs_per_row, float scale, int64_t total) {
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
-       t += int64_t(gridDim.x) * blockDim.x) {
-    const int vec = int(t % vecs_per_row);
-    const KeptRowPlace p = locate_kept_row(rows, t / vecs_per_row);
+                                     int vecs_per_row, float scale, Index total) {
+  const Index per_row = Index(vecs_per_row);
+  for (Index t = blockIdx.x * Index(blockDim.x) + threadIdx.x; t < total;
+       t += Index(gridDim.x) * blockDim.x) {
+    const Index row = t / per_row;
+    const int vec = int(t - row * per_row);
+    const KeptRowPlace p = locate_kept_row(rows, row);
     const T* from = static_cast<const T*>(src.data) + p.b * src.stride_b + p.s * src.stride_s +
                     p.h * src.stride_h + vec * kVec;
     T* to = static_cast<T*>(dst.data) + p.n * dst.stride_n + p.j * dst.stride_h +
@@ -64,11 +69,14 @@ void launch_words(const KeptRows& rows, const TokenTensor& src, const RowTensor&
   const int64_t total = rows.num_rows() * words_per_row;
   if (total == 0) return;
   const int threads = 256;
-  gather_kept_rows_kernel<Word><<<grid_for(total, threads), threads, 0, stream>>>(
-      rows, static_cast<const char*>(src.data), src.stride_b * elem_bytes,
-      src.stride_s * elem_bytes, src.stride_h * elem_bytes, static_cast<char*>(dst.data),
-      dst.stride_n * elem_bytes, dst.stride_h * elem_bytes, dst.stride_l * elem_bytes,
-      words_per_row, total);
+  with_index_type(rows, total, [&](auto index) {
+    using Index = decltype(index);
+    gather_kept_rows_kernel<Word, Index><<<grid_for(total, threads), threads, 0, stream>>>(
+        rows, static_cast<const char*>(src.data), src.stride_b * elem_bytes,
+        src.stride_s * elem_bytes, src.stride_h * elem_bytes, static_cast<char*>(dst.data),
+        dst.stride_n * elem_bytes, dst.stride_h * elem_bytes, dst.stride_l * elem_bytes,
+        words_per_row, Index(total));
+  });
   RA_CUDA_CHECK_LAUNCH();
 }
 
@@ -82,13 +90,16 @@ void launch_scaled(const KeptRows& rows, const TokenTensor& src, const RowTensor
   const int64_t total = rows.num_rows() * vecs_per_row;
   if (total == 0) return;
   const int threads = 256;
-  if (vec8) {
-    gather_scaled_kernel<T, 8><<<grid_for(total, threads), threads, 0, stream>>>(
-        rows, src, dst, vecs_per_row, scale, total);
-  } else {
-    gather_scaled_kernel<T, 1><<<grid_for(total, threads), threads, 0, stream>>>(
-        rows, src, dst, vecs_per_row, scale, total);
-  }
+  with_index_type(rows, total, [&](auto index) {
+    using Index = decltype(index);
+    if (vec8) {
+      gather_scaled_kernel<T, 8, Index><<<grid_for(total, threads), threads, 0, stream>>>(
+          rows, src, dst, vecs_per_row, scale, Index(total));
+    } else {
+      gather_scaled_kernel<T, 1, Index><<<grid_for(total, threads), threads, 0, stream>>>(
+          rows, src, dst, vecs_per_row, scale, Index(total));
+    }
+  });
   RA_CUDA_CHECK_LAUNCH();
 }
 

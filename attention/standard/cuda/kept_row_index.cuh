@@ -1,7 +1,12 @@
 // Where a kept row lives: decodes a flat index over a group's [N, h, L] rows into its place in
 // the [N, h, L, *] layout and in the [B, S, H, *] token layout. Shared by the gather and
 // scatter-add kernels so the head/offset rules of the plan are decoded in one place.
+// Index: the integer type of the decode. 64-bit division is a ~70-instruction software routine on
+// the GPU and made these copy kernels ALU-bound (~55% of the memory bandwidth); launches whose
+// flat index fits 32 bits (every realistic chunk) use uint32_t (see fits_32_bits).
 #pragma once
+
+#include <cstdint>
 
 #include "attention/standard/cuda/kept_rows.h"
 
@@ -14,18 +19,40 @@ struct KeptRowPlace {
 };
 
 // row: flat index over the [size_n, h, L] rows of `rows`.
-__device__ inline KeptRowPlace locate_kept_row(const KeptRows& rows, int64_t row) {
+template <typename Index>
+__device__ inline KeptRowPlace locate_kept_row(const KeptRows& rows, Index row) {
   KeptRowPlace p;
-  p.l = int(row % rows.kept);
-  row /= rows.kept;
-  p.j = int(row % rows.head_count);
-  p.n = row / rows.head_count;
-  const int64_t n = p.n + rows.n_begin;
-  const int nseg = rows.seq_len / rows.segment;
-  p.b = n / nseg;
-  p.s = (n % nseg) * rows.segment + rows.offset + int64_t(p.l) * rows.rate;
+  const Index kept = Index(rows.kept), heads = Index(rows.head_count);
+  const Index row_in_n = row / kept;
+  p.l = int(row - row_in_n * kept);
+  const Index n = row_in_n / heads;
+  p.j = int(row_in_n - n * heads);
+  p.n = int64_t(n);
+  const Index nseg = Index(rows.seq_len / rows.segment);
+  const Index m = n + Index(rows.n_begin);
+  const Index b = m / nseg;
+  p.b = int64_t(b);
+  p.s = int64_t(m - b * nseg) * rows.segment + rows.offset + int64_t(p.l) * rows.rate;
   p.h = rows.head_start + int64_t(p.j) * rows.head_step;
   return p;
+}
+
+// Whether a launch over `total` flat items of `rows` can decode in 32 bits: the item index and
+// every segment-batch index stay below 2^31, so a grid-stride step (< 2^31) cannot wrap.
+inline bool fits_32_bits(const KeptRows& rows, int64_t total) {
+  constexpr int64_t kLimit = int64_t(1) << 31;
+  return total < kLimit && rows.n_begin + rows.size_n() < kLimit;
+}
+
+// Calls launch(uint32_t{}) where fits_32_bits(rows, total), else launch(int64_t{}): the
+// argument's type is the kernel's Index.
+template <typename Launch>
+void with_index_type(const KeptRows& rows, int64_t total, Launch&& launch) {
+  if (fits_32_bits(rows, total)) {
+    launch(uint32_t{});
+  } else {
+    launch(int64_t{});
+  }
 }
 
 }  // namespace ra::cuda

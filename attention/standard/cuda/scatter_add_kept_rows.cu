@@ -11,13 +11,16 @@
 namespace ra::cuda {
 namespace {
 
-template <typename T>
+// Index: uint32_t or int64_t, the flat index's type (kept_row_index.cuh).
+template <typename T, typename Index>
 __global__ void scatter_add_kept_rows_kernel(KeptRows rows, RowTensor src, TokenTensor acc,
-                                             int chunks_per_row, int64_t total) {
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
-       t += int64_t(gridDim.x) * blockDim.x) {
-    const int chunk = int(t % chunks_per_row);
-    const KeptRowPlace p = locate_kept_row(rows, t / chunks_per_row);
+                                             int chunks_per_row, Index total) {
+  const Index per_row = Index(chunks_per_row);
+  for (Index t = blockIdx.x * Index(blockDim.x) + threadIdx.x; t < total;
+       t += Index(gridDim.x) * blockDim.x) {
+    const Index row = t / per_row;
+    const int chunk = int(t - row * per_row);
+    const KeptRowPlace p = locate_kept_row(rows, row);
     float g[8];
     load8(static_cast<const T*>(src.data) + p.n * src.stride_n + p.j * src.stride_h +
               p.l * src.stride_l + chunk * 8,
@@ -50,18 +53,18 @@ void launch_scatter_add_kept_rows(const KeptRows& rows, const RowTensor& src,
   if (total == 0) return;
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 1 << 20);
-  switch (kind) {
-    case ScalarKind::kHalf:
-      scatter_add_kept_rows_kernel<__half>
-          <<<blocks, threads, 0, stream>>>(rows, src, acc, chunks_per_row, total);
-      break;
-    case ScalarKind::kBFloat16:
-      scatter_add_kept_rows_kernel<__nv_bfloat16>
-          <<<blocks, threads, 0, stream>>>(rows, src, acc, chunks_per_row, total);
-      break;
-    default:
-      RA_THROW("scatter_add_kept_rows: gradient rows must be fp16 or bf16");
-  }
+  RA_CHECK(kind == ScalarKind::kHalf || kind == ScalarKind::kBFloat16,
+           "scatter_add_kept_rows: gradient rows must be fp16 or bf16");
+  with_index_type(rows, total, [&](auto index) {
+    using Index = decltype(index);
+    if (kind == ScalarKind::kHalf) {
+      scatter_add_kept_rows_kernel<__half, Index>
+          <<<blocks, threads, 0, stream>>>(rows, src, acc, chunks_per_row, Index(total));
+    } else {
+      scatter_add_kept_rows_kernel<__nv_bfloat16, Index>
+          <<<blocks, threads, 0, stream>>>(rows, src, acc, chunks_per_row, Index(total));
+    }
+  });
   RA_CUDA_CHECK_LAUNCH();
 }
 
