@@ -112,6 +112,10 @@ TEST(GpuSparseWgmma, ChoiceFollowsEnvironment) {
   SKIP_WITHOUT_SM90("the wgmma forward");
   {
     testing::ScopedEnv env("RA_SPARSE_FORWARD", nullptr);
+    EXPECT_EQ(choice_for_d128_b128(), cuda::SparseForwardKernel::kWgmmaWsPingpong);
+  }
+  {
+    testing::ScopedEnv env("RA_SPARSE_FORWARD", "wgmma");
     EXPECT_EQ(choice_for_d128_b128(), cuda::SparseForwardKernel::kWgmma64);
   }
   {

@@ -161,9 +161,13 @@ TEST(GpuSparseWgmmaBackward, ChoiceFollowsEnvironment) {
   SKIP_WITHOUT_SM90("the wgmma backward");
   {
     testing::ScopedEnv env("RA_SPARSE_BACKWARD", nullptr);
-    EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmma);
+    EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmmaFusedDq);
     EXPECT_EQ(choice_for(64, 128), cuda::SparseBackwardKernel::kMma);
     EXPECT_EQ(choice_for(128, 64), cuda::SparseBackwardKernel::kMma);
+  }
+  {
+    testing::ScopedEnv env("RA_SPARSE_BACKWARD", "wgmma");
+    EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmma);
   }
   {
     testing::ScopedEnv env("RA_SPARSE_BACKWARD", "wgmma_sync");

@@ -338,9 +338,8 @@ SparseBackwardKernel block_sparse_backward_choice(const BlockSparseShape& shape)
     return SparseBackwardKernel::kWgmmaSync;
   if (env != nullptr && std::strcmp(env, "wgmma_dkdv") == 0)
     return SparseBackwardKernel::kWgmmaDkdv;
-  if (env != nullptr && std::strcmp(env, "wgmma_fused") == 0)
-    return SparseBackwardKernel::kWgmmaFusedDq;
-  return SparseBackwardKernel::kWgmma;
+  if (env != nullptr && std::strcmp(env, "wgmma") == 0) return SparseBackwardKernel::kWgmma;
+  return SparseBackwardKernel::kWgmmaFusedDq;
 }
 
 size_t block_sparse_backward_workspace_bytes(const BlockSparseShape& shape,

@@ -235,7 +235,8 @@ SparseForwardKernel block_sparse_forward_choice(const BlockSparseShape& shape) {
   if (env != nullptr && std::strcmp(env, "wgmma_ws_pingpong") == 0) {
     return SparseForwardKernel::kWgmmaWsPingpong;
   }
-  return SparseForwardKernel::kWgmma64;
+  if (env != nullptr && std::strcmp(env, "wgmma") == 0) return SparseForwardKernel::kWgmma64;
+  return SparseForwardKernel::kWgmmaWsPingpong;
 }
 
 cudaError_t block_sparse_forward(SparseDType dtype, const void* q, const void* k, const void* v,

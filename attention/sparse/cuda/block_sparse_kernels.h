@@ -50,10 +50,11 @@ const char* block_sparse_unsupported(const BlockSparseShape& shape);
 
 // The forward kernels block_sparse_forward chooses from: mma.sync (any D/block, sm_80+), or the
 // Hopper wgmma kernel (block_sparse_forward_sm90.cu, compiled for sm_90a) with 64-key steps (two
-// CTAs per SM, the default) or 128-key steps (one CTA per SM), its overlapped variant (128-key
+// CTAs per SM) or 128-key steps (one CTA per SM), its overlapped variant (128-key
 // steps, tile i's softmax runs while tile i - 1's P V is on the tensor cores), or the overlapped
 // loop warp-specialized (a producer warpgroup loads K/V with TMA, two consumer warpgroups
-// compute), with or without the consumers taking turns to issue their wgmmas (pingpong).
+// compute), with or without the consumers taking turns to issue their wgmmas (pingpong, the
+// default: fastest at every density measured, docs/PERFORMANCE.md session 5).
 enum class SparseForwardKernel {
   kMma,
   kWgmma64,
@@ -63,12 +64,12 @@ enum class SparseForwardKernel {
   kWgmmaWsPingpong
 };
 
-// The forward kernel for `shape` on the current device: wgmma for head_dim 128 and block_size
-// 128 on compute capability 9.0, else mma.sync. The environment variable RA_SPARSE_FORWARD
-// (read at every call) overrides: "mma" forces the mma.sync kernel; where wgmma applies,
-// "wgmma128" asks for the 128-key wgmma variant, "wgmma_overlap" for the overlapped one and
-// "wgmma_ws" / "wgmma_ws_pingpong" for the warp-specialized ones; unset or anything else is the
-// default.
+// The forward kernel for `shape` on the current device: kWgmmaWsPingpong for head_dim 128 and
+// block_size 128 on compute capability 9.0, else mma.sync. The environment variable
+// RA_SPARSE_FORWARD (read at every call) overrides: "mma" forces the mma.sync kernel; where wgmma
+// applies, "wgmma" asks for the 64-key cp.async kernel, "wgmma128" for its 128-key variant,
+// "wgmma_overlap" for the overlapped one and "wgmma_ws" for the warp-specialized one without
+// pingpong; unset or anything else is the default.
 SparseForwardKernel block_sparse_forward_choice(const BlockSparseShape& shape);
 
 // out: [B, q_len, H, D]; lse: [B, q_len, H] float32, contiguous.
@@ -84,11 +85,11 @@ cudaError_t block_sparse_forward(SparseDType dtype, const void* q, const void* k
 // workspace, so dq is not bitwise deterministic run to run), then a small dq conversion kernel.
 enum class SparseBackwardKernel { kMma, kWgmma, kWgmmaSync, kWgmmaDkdv, kWgmmaFusedDq };
 
-// The backward kernels for `shape` on the current device: kWgmma for head_dim 128 and block_size
-// 128 on compute capability 9.0, else mma.sync. The environment variable RA_SPARSE_BACKWARD (read
-// at every call) overrides: "mma" forces the mma.sync kernels; where wgmma applies,
-// "wgmma_sync" selects kWgmmaSync, "wgmma_dkdv" kWgmmaDkdv and "wgmma_fused" kWgmmaFusedDq;
-// unset, "wgmma" or anything else is the default.
+// The backward kernels for `shape` on the current device: kWgmmaFusedDq for head_dim 128 and
+// block_size 128 on compute capability 9.0, else mma.sync. The environment variable
+// RA_SPARSE_BACKWARD (read at every call) overrides: "mma" forces the mma.sync kernels; where
+// wgmma applies, "wgmma" selects kWgmma (deterministic: no atomics), "wgmma_sync" kWgmmaSync and
+// "wgmma_dkdv" kWgmmaDkdv; unset, "wgmma_fused" or anything else is the default.
 SparseBackwardKernel block_sparse_backward_choice(const BlockSparseShape& shape);
 
 // Bytes of the dq workspace block_sparse_backward needs for `shape` with `kernels` (its choice):
