@@ -30,7 +30,8 @@ using testing::kNaN;
 using testing::mismatch_report;
 using testing::random_on_gpu;
 
-// Every wgmma forward variant, by its RA_SPARSE_FORWARD value ("wgmma" is the default kWgmma64).
+// Every wgmma forward variant, by its RA_SPARSE_FORWARD value ("wgmma" is kWgmma64; the default
+// is wgmma_ws_pingpong).
 constexpr const char* kWgmmaVariants[] = {"wgmma", "wgmma128", "wgmma_overlap", "wgmma_ws",
                                           "wgmma_ws_pingpong"};
 
@@ -74,7 +75,7 @@ TEST(GpuSparseWgmma, DenseBlockSmoke) {
   SKIP_WITHOUT_SM90("the wgmma forward");
   {
     testing::ScopedEnv env("RA_SPARSE_FORWARD", nullptr);
-    ASSERT_EQ(choice_for_d128_b128(), cuda::SparseForwardKernel::kWgmma64);
+    ASSERT_EQ(choice_for_d128_b128(), cuda::SparseForwardKernel::kWgmmaWsPingpong);
   }
   torch::manual_seed(5);
   for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {

@@ -123,7 +123,7 @@ TEST(GpuSparseWgmmaBackward, DenseBlockSmoke) {
   SKIP_WITHOUT_SM90("the wgmma backward");
   {
     testing::ScopedEnv env("RA_SPARSE_BACKWARD", nullptr);
-    ASSERT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmma);
+    ASSERT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmmaFusedDq);
   }
   torch::manual_seed(7);
   for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
