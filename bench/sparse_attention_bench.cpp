@@ -17,6 +17,7 @@
 #include "attention/factory.h"
 #include "attention/sparse/sparse_patterns.h"
 #include "runtime/cli_values.h"
+#include "runtime/kernel_profiler.h"
 #include "runtime/torch_compat.h"
 
 namespace po = boost::program_options;
@@ -44,7 +45,8 @@ double time_ms(const std::function<void()>& fn, int warmup, int iters) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string seq_text = "64K", densities_text = "25,10,2", json_path = "sparse_bench.json";
+  std::string seq_text = "64K", densities_text = "25,10,2", json_path = "sparse_bench.json",
+              profile_prefix;
   int64_t heads = 16, head_dim = 128, block_size = 128, batch = 1;
   int warmup = 3, iters = 10;
   po::options_description opts("sparse_attention_bench");
@@ -54,7 +56,10 @@ int main(int argc, char** argv) {
       "heads", po::value(&heads), "heads")("head-dim", po::value(&head_dim), "head dim (64/128)")(
       "block-size", po::value(&block_size), "block size (64/128)")(
       "batch", po::value(&batch), "batch")("warmup", po::value(&warmup), "warmup runs")(
-      "iters", po::value(&iters), "timed runs")("json", po::value(&json_path), "JSON output");
+      "iters", po::value(&iters), "timed runs")("json", po::value(&json_path), "JSON output")(
+      "profile", po::value(&profile_prefix),
+      "after timing each density, record one forward+backward as a Chrome trace at "
+      "PREFIX.<density>.json (bench/summarize_trace.py summarises it)");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, opts), vm);
   po::notify(vm);
@@ -127,6 +132,13 @@ int main(int argc, char** argv) {
           torch::autograd::grad({out}, {q, k, v}, {grad});
         },
         warmup, iters);
+    if (!profile_prefix.empty()) {
+      ra::KernelProfiler profiler(/*cuda=*/true);
+      at::Tensor out = attention->forward(q, k, v).out;
+      torch::autograd::grad({out}, {q, k, v}, {grad});
+      torch::cuda::synchronize();
+      profiler.save(profile_prefix + "." + std::to_string(target) + ".json");
+    }
     std::printf("%9lld %9.2f %11lld %10.2f %13.0f %10.2f ms %6.0f\n", (long long)target,
                 100 * layout.density(), (long long)spec.sparse.window, fwd, flops / fwd / 1e9,
                 fwdbwd, 3.5 * flops / fwdbwd / 1e9);
