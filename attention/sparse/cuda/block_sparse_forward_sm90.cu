@@ -37,6 +37,78 @@ namespace {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kD = 128, kBlock = 128, kThreads = 256;
 
+// Every variant's epilogue, once the warp's last wgmma is waited for and Q's shared memory
+// (q_ptr, generic pointer) is free: normalises O by the quad-reduced row sums, stages the warp's
+// 16 rows in Q's place and writes them to out with 16-byte stores, and writes the rows' LSE
+// (natural log; -inf for rows that saw no key). row_g: the thread's first row in the block.
+template <typename T>
+__device__ inline void write_output_rows(const float (&o)[kD / 2], float (&row_sum)[2],
+                                         const float (&row_max)[2], unsigned char* q_ptr,
+                                         T* __restrict__ out, float* __restrict__ lse,
+                                         const BlockSparseShape& shape, int b, int h, int q0,
+                                         int row_g, int lane) {
+  constexpr float kLn2 = 0.6931471805599453f;
+  const int c = lane % 4;
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    row_sum[r] = quad_sum(row_sum[r]);
+    inv[r] = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;
+  }
+  stage_accumulator_rows<T, kBlock>(o, q_ptr, row_g, c, inv);
+  __syncwarp();
+  T* out_tile = out + b * shape.out.batch + h * shape.out.head + q0 * shape.out.token;
+  store_staged_rows<T, kBlock>(q_ptr, row_g - lane / 4, lane, out_tile, shape.out.token);
+  if (c == 0) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t row =
+          (static_cast<int64_t>(b) * shape.q_len + q0 + row_g + 8 * r) * shape.heads + h;
+      lse[row] = row_sum[r] > 0.0f ? (row_max[r] + log2f(row_sum[r])) * kLn2 : -INFINITY;
+    }
+  }
+}
+
+// One warpgroup's products on the 128-byte-swizzled panels. Descriptors: Q (A, K-major): the
+// warpgroup's 64 rows of panel kk / 4, 32 bytes per k16 step, 8-row groups 1024 bytes apart. K (B,
+// K-major): the same walk over the tile's kN rows. V (B, MN-major): rows 16kk.. (2048 bytes per
+// k16 step), 8-row groups 1024 bytes apart, the two 64-column panels kN * 128 bytes apart. Each
+// issue_* call is one committed wgmma group; the caller fences before and waits after.
+template <typename T, int kN>
+struct WarpgroupProducts {
+  uint32_t q_s;  // Q's panels (shared address)
+  int wg_row0;   // the warpgroup's first row in the block
+
+  __device__ uint64_t q_desc(int kk) const {
+    return smem_desc_sw128<16, 1024>(q_s + (kk / 4) * (kBlock * 128) + wg_row0 * 128 +
+                                     (kk % 4) * 32);
+  }
+  __device__ static uint64_t k_desc(uint32_t tile, int kk) {
+    return smem_desc_sw128<16, 1024>(tile + (kk / 4) * (kN * 128) + (kk % 4) * 32);
+  }
+  __device__ static uint64_t v_desc(uint32_t tile, int kk) {
+    return smem_desc_sw128<kN * 128, 1024>(tile + kk * 2048);
+  }
+  // s = Q K^T against the K tile at k_tile (raw scores, fp32 accumulator fragment).
+  __device__ void issue_scores(float (&s)[kN / 2], uint32_t k_tile) const {
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      wgmma_ss<T, kN>(s, q_desc(kk), k_desc(k_tile, kk), kk > 0);
+    }
+    wgmma_commit();
+  }
+  // o += P V with P in the register A layout and the V tile at v_tile.
+  __device__ static void issue_pv(float (&o)[kD / 2], const uint32_t (&p)[kN / 4],
+                                  uint32_t v_tile) {
+#pragma unroll
+    for (int kk = 0; kk < kN / 16; ++kk) {
+      wgmma_rs_tb<T, kD>(o, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
+                         v_desc(v_tile, kk), true);
+    }
+    wgmma_commit();
+  }
+};
+
 // Shared memory: Q [128 x D], then K[2] and V[2] tiles [kN x D], each 1024-byte aligned (the
 // swizzle repeats every 8 rows of 128 bytes and the descriptors assume aligned atoms). kN = 64
 // leaves 96 KB, two CTAs per SM (registers capped at 128), so one CTA's softmax overlaps the
@@ -58,7 +130,6 @@ __global__ void __launch_bounds__(kThreads, Sm90Config<kN>::kMinBlocks)
                                      DeviceBlockLayout layout, float scale_log2) {
 #ifdef RA_SM90A_DEVICE
   using C = Sm90Config<kN>;
-  constexpr float kLn2 = 0.6931471805599453f;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw_s = smem_address(smem_raw);
   const uint32_t q_s = (raw_s + 1023) & ~1023u;
@@ -91,20 +162,7 @@ __global__ void __launch_bounds__(kThreads, Sm90Config<kN>::kMinBlocks)
   if (tiles > 0) load_kv(0);
   cp_async_commit();
 
-  // Descriptors. Q (A, K-major): the warpgroup's 64 rows of panel kk / 4, 32 bytes per k16 step;
-  // 8-row groups 1024 bytes apart. K (B, K-major): the same walk over the tile's kN rows. V (B,
-  // MN-major): rows 16kk.. (2048 bytes per k16 step), 8-row groups 1024 bytes apart, the two
-  // 64-column panels kN * 128 bytes apart.
-  auto q_desc = [&](int kk) {
-    return smem_desc_sw128<16, 1024>(q_s + (kk / 4) * (kBlock * 128) + wg_row0 * 128 +
-                                     (kk % 4) * 32);
-  };
-  auto k_desc = [&](uint32_t tile, int kk) {
-    return smem_desc_sw128<16, 1024>(tile + (kk / 4) * (kN * 128) + (kk % 4) * 32);
-  };
-  auto v_desc = [&](uint32_t tile, int kk) {
-    return smem_desc_sw128<kN * 128, 1024>(tile + kk * 2048);
-  };
+  const WarpgroupProducts<T, kN> products{q_s, wg_row0};
 
   float o[kD / 2];  // O, 64 x 128 per warpgroup: accumulator fragment
 #pragma unroll
@@ -125,11 +183,7 @@ __global__ void __launch_bounds__(kThreads, Sm90Config<kN>::kMinBlocks)
       const uint32_t buffer = (i & 1) * C::kKvTileBytes;
       float s[kN / 2];
       wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kD / 16; ++kk) {
-        wgmma_ss<T, kN>(s, q_desc(kk), k_desc(k_s + buffer, kk), kk > 0);
-      }
-      wgmma_commit();
+      products.issue_scores(s, k_s + buffer);
       wgmma_wait<0>();
       fence_registers(s);
 
@@ -173,12 +227,7 @@ __global__ void __launch_bounds__(kThreads, Sm90Config<kN>::kMinBlocks)
       fence_registers(o);  // the rescale and P are written before the fence
       fence_registers(p);
       wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kN / 16; ++kk) {
-        wgmma_rs_tb<T, kD>(o, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
-                           v_desc(v_s + buffer, kk), true);
-      }
-      wgmma_commit();
+      products.issue_pv(o, p, v_s + buffer);
       wgmma_wait<0>();
       fence_registers(o);
       fence_registers(p);
@@ -191,24 +240,7 @@ __global__ void __launch_bounds__(kThreads, Sm90Config<kN>::kMinBlocks)
   // is free: each warp stages its own 16 rows there, then writes them out with 16-byte stores.
   cp_async_wait<0>();
   __syncthreads();
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    row_sum[r] = quad_sum(row_sum[r]);
-    inv[r] = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;
-  }
-  stage_accumulator_rows<T, kBlock>(o, q_ptr, row_g, c, inv);
-  __syncwarp();
-  T* out_tile = out + b * shape.out.batch + h * shape.out.head + q0 * shape.out.token;
-  store_staged_rows<T, kBlock>(q_ptr, wg_row0 + 16 * warp, lane, out_tile, shape.out.token);
-  if (c == 0) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int64_t row =
-          (static_cast<int64_t>(b) * shape.q_len + q0 + row_g + 8 * r) * shape.heads + h;
-      lse[row] = row_sum[r] > 0.0f ? (row_max[r] + log2f(row_sum[r])) * kLn2 : -INFINITY;
-    }
-  }
+  write_output_rows<T>(o, row_sum, row_max, q_ptr, out, lse, shape, b, h, q0, row_g, lane);
 #endif  // RA_SM90A_DEVICE
 }
 
@@ -288,7 +320,6 @@ __global__ void __launch_bounds__(kThreads, 1)
                                              DeviceBlockLayout layout, float scale_log2) {
 #ifdef RA_SM90A_DEVICE
   using C = OverlapConfig<kN>;
-  constexpr float kLn2 = 0.6931471805599453f;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw_s = smem_address(smem_raw);
   const uint32_t q_s = (raw_s + 1023) & ~1023u;
@@ -324,17 +355,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tiles > 0) load_kv(0);
   cp_async_commit();
 
-  // Descriptors as in block_sparse_forward_sm90_kernel.
-  auto q_desc = [&](int kk) {
-    return smem_desc_sw128<16, 1024>(q_s + (kk / 4) * (kBlock * 128) + wg_row0 * 128 +
-                                     (kk % 4) * 32);
-  };
-  auto k_desc = [&](uint32_t tile, int kk) {
-    return smem_desc_sw128<16, 1024>(tile + (kk / 4) * (kN * 128) + (kk % 4) * 32);
-  };
-  auto v_desc = [&](uint32_t tile, int kk) {
-    return smem_desc_sw128<kN * 128, 1024>(tile + kk * 2048);
-  };
+  const WarpgroupProducts<T, kN> products{q_s, wg_row0};
   auto is_diagonal = [&](int i, int& k_off) {
     const int k0 = key_tiles.key0(i);
     k_off = k0 % kBlock;  // the tile's first key, as an offset in its block
@@ -358,11 +379,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (tiles > 1) load_kv(1);
     cp_async_commit();
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kD / 16; ++kk) {
-      wgmma_ss<T, kN>(s, q_desc(kk), k_desc(k_stage(0), kk), kk > 0);
-    }
-    wgmma_commit();
+    products.issue_scores(s, k_stage(0));
     wgmma_wait<0>();
     fence_registers(s);
     {
@@ -383,17 +400,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       cp_async_commit();
       const uint32_t k_tile = k_stage(i), v_tile = k_stage(i - 1) + C::kKvTileBytes;
       wgmma_fence();  // O's rescale and P_{i-1}, written last iteration, before the wgmmas
-#pragma unroll
-      for (int kk = 0; kk < kD / 16; ++kk) {
-        wgmma_ss<T, kN>(s, q_desc(kk), k_desc(k_tile, kk), kk > 0);
-      }
-      wgmma_commit();
-#pragma unroll
-      for (int kk = 0; kk < kN / 16; ++kk) {
-        wgmma_rs_tb<T, kD>(o, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
-                           v_desc(v_tile, kk), true);
-      }
-      wgmma_commit();
+      products.issue_scores(s, k_tile);
+      products.issue_pv(o, p, v_tile);
       wgmma_wait<1>();  // S_i is complete; P_{i-1} V_{i-1} may still run
       fence_registers(s);
       {
@@ -411,12 +419,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     // The last tile's P V.
     wgmma_fence();
     const uint32_t v_tile = k_stage(tiles - 1) + C::kKvTileBytes;
-#pragma unroll
-    for (int kk = 0; kk < kN / 16; ++kk) {
-      wgmma_rs_tb<T, kD>(o, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
-                         v_desc(v_tile, kk), true);
-    }
-    wgmma_commit();
+    products.issue_pv(o, p, v_tile);
     wgmma_wait<0>();
     fence_registers(o);
     fence_registers(p);
@@ -427,24 +430,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // its last wgmma wait, so Q's shared memory is free for the epilogue.
   cp_async_wait<0>();
   __syncthreads();
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    row_sum[r] = quad_sum(row_sum[r]);
-    inv[r] = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;
-  }
-  stage_accumulator_rows<T, kBlock>(o, q_ptr, row_g, c, inv);
-  __syncwarp();
-  T* out_tile = out + b * shape.out.batch + h * shape.out.head + q0 * shape.out.token;
-  store_staged_rows<T, kBlock>(q_ptr, wg_row0 + 16 * warp, lane, out_tile, shape.out.token);
-  if (c == 0) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int64_t row =
-          (static_cast<int64_t>(b) * shape.q_len + q0 + row_g + 8 * r) * shape.heads + h;
-      lse[row] = row_sum[r] > 0.0f ? (row_max[r] + log2f(row_sum[r])) * kLn2 : -INFINITY;
-    }
-  }
+  write_output_rows<T>(o, row_sum, row_max, q_ptr, out, lse, shape, b, h, q0, row_g, lane);
 #endif  // RA_SM90A_DEVICE
 }
 
@@ -488,7 +474,6 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 #ifdef RA_SM90A_DEVICE
   using C = WsConfig<kN>;
   constexpr int kStages = C::kStages;
-  constexpr float kLn2 = 0.6931471805599453f;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw_s = smem_address(smem_raw);
   const uint32_t q_s = (raw_s + 1023) & ~1023u;
@@ -552,17 +537,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   const int row_g = wg_row0 + 16 * warp + g;  // this thread's rows: row_g and row_g + 8
   const int diagonal_block = diagonal_key_block(layout, q_block);
 
-  // Descriptors as in block_sparse_forward_sm90_kernel.
-  auto q_desc = [&](int kk) {
-    return smem_desc_sw128<16, 1024>(q_s + (kk / 4) * (kBlock * 128) + wg_row0 * 128 +
-                                     (kk % 4) * 32);
-  };
-  auto k_desc = [&](uint32_t tile, int kk) {
-    return smem_desc_sw128<16, 1024>(tile + (kk / 4) * (kN * 128) + (kk % 4) * 32);
-  };
-  auto v_desc = [&](uint32_t tile, int kk) {
-    return smem_desc_sw128<kN * 128, 1024>(tile + kk * 2048);
-  };
+  const WarpgroupProducts<T, kN> products{q_s, wg_row0};
   auto is_diagonal = [&](int i, int& k_off) {
     const int k0 = key_tiles.key0(i);
     k_off = k0 % kBlock;  // the tile's first key, as an offset in its block
@@ -610,11 +585,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     wait_full(0);
     take_turn();
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kD / 16; ++kk) {
-      wgmma_ss<T, kN>(s, q_desc(kk), k_desc(k_stage(0), kk), kk > 0);
-    }
-    wgmma_commit();
+    products.issue_scores(s, k_stage(0));
     pass_turn();
     wgmma_wait<0>();
     fence_registers(s);
@@ -630,17 +601,8 @@ __global__ void __launch_bounds__(kWsThreads, 1)
       const uint32_t k_tile = k_stage(i), v_tile = k_stage(i - 1) + C::kKvTileBytes;
       take_turn();
       wgmma_fence();  // O's rescale and P_{i-1}, written last iteration, before the wgmmas
-#pragma unroll
-      for (int kk = 0; kk < kD / 16; ++kk) {
-        wgmma_ss<T, kN>(s, q_desc(kk), k_desc(k_tile, kk), kk > 0);
-      }
-      wgmma_commit();
-#pragma unroll
-      for (int kk = 0; kk < kN / 16; ++kk) {
-        wgmma_rs_tb<T, kD>(o, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
-                           v_desc(v_tile, kk), true);
-      }
-      wgmma_commit();
+      products.issue_scores(s, k_tile);
+      products.issue_pv(o, p, v_tile);
       pass_turn();
       wgmma_wait<1>();  // S_i is complete; P_{i-1} V_{i-1} may still run
       fence_registers(s);
@@ -660,12 +622,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     // The last tile's P V.
     wgmma_fence();
     const uint32_t v_tile = k_stage(tiles - 1) + C::kKvTileBytes;
-#pragma unroll
-    for (int kk = 0; kk < kN / 16; ++kk) {
-      wgmma_rs_tb<T, kD>(o, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
-                         v_desc(v_tile, kk), true);
-    }
-    wgmma_commit();
+    products.issue_pv(o, p, v_tile);
     wgmma_wait<0>();
     fence_registers(o);
     fence_registers(p);
@@ -682,24 +639,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   } else {
     named_barrier_sync<2, 128>();
   }
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    row_sum[r] = quad_sum(row_sum[r]);
-    inv[r] = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;
-  }
-  stage_accumulator_rows<T, kBlock>(o, q_ptr, row_g, c, inv);
-  __syncwarp();
-  T* out_tile = out + b * shape.out.batch + h * shape.out.head + q0 * shape.out.token;
-  store_staged_rows<T, kBlock>(q_ptr, wg_row0 + 16 * warp, lane, out_tile, shape.out.token);
-  if (c == 0) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int64_t row =
-          (static_cast<int64_t>(b) * shape.q_len + q0 + row_g + 8 * r) * shape.heads + h;
-      lse[row] = row_sum[r] > 0.0f ? (row_max[r] + log2f(row_sum[r])) * kLn2 : -INFINITY;
-    }
-  }
+  write_output_rows<T>(o, row_sum, row_max, q_ptr, out, lse, shape, b, h, q0, row_g, lane);
 #endif  // RA_SM90A_DEVICE
 }
 

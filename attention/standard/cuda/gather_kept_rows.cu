@@ -18,30 +18,20 @@ __global__ void gather_kept_rows_kernel(KeptRows rows, const char* __restrict__ 
                                         int64_t src_ss, int64_t src_sh, char* __restrict__ dst,
                                         int64_t dst_sn, int64_t dst_sh, int64_t dst_sl,
                                         int words_per_row, Index total) {
-  const Index per_row = Index(words_per_row);
-  for (Index t = blockIdx.x * Index(blockDim.x) + threadIdx.x; t < total;
-       t += Index(gridDim.x) * blockDim.x) {
-    const Index row = t / per_row;
-    const int word = int(t - row * per_row);
-    const KeptRowPlace p = locate_kept_row(rows, row);
+  for_each_kept_row_item(rows, words_per_row, total, [&](const KeptRowPlace& p, int word) {
     // Strides are in bytes here.
     const Word* from =
         reinterpret_cast<const Word*>(src + p.b * src_sb + p.s * src_ss + p.h * src_sh);
     Word* to = reinterpret_cast<Word*>(dst + p.n * dst_sn + p.j * dst_sh + p.l * dst_sl);
     to[word] = from[word];
-  }
+  });
 }
 
 // kVec elements per thread (8: 16-byte loads and stores; 1: any alignment). Element strides.
 template <typename T, int kVec, typename Index>
 __global__ void gather_scaled_kernel(KeptRows rows, TokenTensor src, RowTensor dst,
                                      int vecs_per_row, float scale, Index total) {
-  const Index per_row = Index(vecs_per_row);
-  for (Index t = blockIdx.x * Index(blockDim.x) + threadIdx.x; t < total;
-       t += Index(gridDim.x) * blockDim.x) {
-    const Index row = t / per_row;
-    const int vec = int(t - row * per_row);
-    const KeptRowPlace p = locate_kept_row(rows, row);
+  for_each_kept_row_item(rows, vecs_per_row, total, [&](const KeptRowPlace& p, int vec) {
     const T* from = static_cast<const T*>(src.data) + p.b * src.stride_b + p.s * src.stride_s +
                     p.h * src.stride_h + vec * kVec;
     T* to = static_cast<T*>(dst.data) + p.n * dst.stride_n + p.j * dst.stride_h +
@@ -55,7 +45,7 @@ __global__ void gather_scaled_kernel(KeptRows rows, TokenTensor src, RowTensor d
     } else {
       *to = from_float<T>(to_float(*from) * scale);
     }
-  }
+  });
 }
 
 int64_t grid_for(int64_t total, int threads) {

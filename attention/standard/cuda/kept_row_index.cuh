@@ -37,6 +37,19 @@ __device__ inline KeptRowPlace locate_kept_row(const KeptRows& rows, Index row) 
   return p;
 }
 
+// The grid-stride loop of the kept-row kernels: calls fn(place, item) for every (kept row, item of
+// the row) of this thread, items_per_row items (words, vectors) per row, `total` in all.
+template <typename Index, typename Fn>
+__device__ inline void for_each_kept_row_item(const KeptRows& rows, int items_per_row, Index total,
+                                              Fn&& fn) {
+  const Index per_row = Index(items_per_row);
+  for (Index t = blockIdx.x * Index(blockDim.x) + threadIdx.x; t < total;
+       t += Index(gridDim.x) * blockDim.x) {
+    const Index row = t / per_row;
+    fn(locate_kept_row(rows, row), int(t - row * per_row));
+  }
+}
+
 // Whether a launch over `total` flat items of `rows` can decode in 32 bits: the item index and
 // every segment-batch index stay below 2^31, so a grid-stride step (< 2^31) cannot wrap.
 inline bool fits_32_bits(const KeptRows& rows, int64_t total) {

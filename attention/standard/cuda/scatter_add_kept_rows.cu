@@ -15,12 +15,7 @@ namespace {
 template <typename T, typename Index>
 __global__ void scatter_add_kept_rows_kernel(KeptRows rows, RowTensor src, TokenTensor acc,
                                              int chunks_per_row, Index total) {
-  const Index per_row = Index(chunks_per_row);
-  for (Index t = blockIdx.x * Index(blockDim.x) + threadIdx.x; t < total;
-       t += Index(gridDim.x) * blockDim.x) {
-    const Index row = t / per_row;
-    const int chunk = int(t - row * per_row);
-    const KeptRowPlace p = locate_kept_row(rows, row);
+  for_each_kept_row_item(rows, chunks_per_row, total, [&](const KeptRowPlace& p, int chunk) {
     float g[8];
     load8(static_cast<const T*>(src.data) + p.n * src.stride_n + p.j * src.stride_h +
               p.l * src.stride_l + chunk * 8,
@@ -32,7 +27,7 @@ __global__ void scatter_add_kept_rows_kernel(KeptRows rows, RowTensor src, Token
 #pragma unroll
     for (int e = 0; e < 8; ++e) sum[e] += g[e];
     store8(to, sum);
-  }
+  });
 }
 
 }  // namespace
