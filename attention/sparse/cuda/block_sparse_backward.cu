@@ -340,15 +340,7 @@ SparseBackwardKernel block_sparse_backward_choice(const BlockSparseShape& shape)
   const char* env = std::getenv("RA_SPARSE_BACKWARD");
   if (env != nullptr && std::strcmp(env, "mma") == 0) return SparseBackwardKernel::kMma;
   if (!detail::sm90_backward_supports(shape)) return SparseBackwardKernel::kMma;
-  // wgmma is sm_90a only: the exact compute capability 9.0, not "9.0 or later".
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
-    cudaGetLastError();  // not left for the launch check to find
-    return SparseBackwardKernel::kMma;
-  }
-  if (major != 9 || minor != 0) return SparseBackwardKernel::kMma;
+  if (!current_device_runs_sm90a()) return SparseBackwardKernel::kMma;
   if (env != nullptr && std::strcmp(env, "wgmma_sync") == 0)
     return SparseBackwardKernel::kWgmmaSync;
   if (env != nullptr && std::strcmp(env, "wgmma_dkdv") == 0)

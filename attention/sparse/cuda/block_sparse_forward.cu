@@ -214,19 +214,23 @@ const char* block_sparse_unsupported(const BlockSparseShape& shape) {
   return nullptr;
 }
 
-SparseForwardKernel block_sparse_forward_choice(const BlockSparseShape& shape) {
-  const char* env = std::getenv("RA_SPARSE_FORWARD");
-  if (env != nullptr && std::strcmp(env, "mma") == 0) return SparseForwardKernel::kMma;
-  if (!detail::sm90_forward_supports(shape)) return SparseForwardKernel::kMma;
+bool current_device_runs_sm90a() {
   // wgmma is sm_90a only: the exact compute capability 9.0, not "9.0 or later".
   int device = 0, major = 0, minor = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
     cudaGetLastError();  // not left for the launch check to find
-    return SparseForwardKernel::kMma;
+    return false;
   }
-  if (major != 9 || minor != 0) return SparseForwardKernel::kMma;
+  return major == 9 && minor == 0;
+}
+
+SparseForwardKernel block_sparse_forward_choice(const BlockSparseShape& shape) {
+  const char* env = std::getenv("RA_SPARSE_FORWARD");
+  if (env != nullptr && std::strcmp(env, "mma") == 0) return SparseForwardKernel::kMma;
+  if (!detail::sm90_forward_supports(shape)) return SparseForwardKernel::kMma;
+  if (!current_device_runs_sm90a()) return SparseForwardKernel::kMma;
   if (env != nullptr && std::strcmp(env, "wgmma128") == 0) return SparseForwardKernel::kWgmma128;
   if (env != nullptr && std::strcmp(env, "wgmma_overlap") == 0) {
     return SparseForwardKernel::kWgmmaOverlap;

@@ -48,6 +48,10 @@ struct DeviceBlockLayout {
 // Shape rules the kernels need; returns nullptr when supported, else what is wrong.
 const char* block_sparse_unsupported(const BlockSparseShape& shape);
 
+// Whether the current device is compute capability exactly 9.0, where the sm_90a (wgmma / TMA)
+// kernels run; false on any CUDA error (cleared).
+bool current_device_runs_sm90a();
+
 // The forward kernels block_sparse_forward chooses from: mma.sync (any D/block, sm_80+), or the
 // Hopper wgmma kernel (block_sparse_forward_sm90.cu, compiled for sm_90a) with 64-key steps (two
 // CTAs per SM) or 128-key steps (one CTA per SM), its overlapped variant (128-key
