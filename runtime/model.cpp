@@ -80,20 +80,35 @@ at::Tensor DecoderBlockImpl::norm(torch::nn::LayerNorm ln, const at::Tensor& x) 
   return fused_norms_ ? fast_layer_norm(x, ln->weight, ln->bias, layer_norm_eps_) : ln->forward(x);
 }
 
-at::Tensor DecoderBlockImpl::ffn(const at::Tensor& h) {
-  const at::Tensor f = token_linear(fc1, norm(ffn_ln, h));  // [B, S, ffn_dim]
-  return token_linear(
-      fc2, gelu_layer_norm(f, ffn_sub_ln->weight, ffn_sub_ln->bias, layer_norm_eps_, fused_norms_));
+at::Tensor DecoderBlockImpl::ffn(const at::Tensor& h) { return ffn_of_normed(norm(ffn_ln, h)); }
+
+at::Tensor DecoderBlockImpl::ffn_of_normed(const at::Tensor& x) {
+  at::Tensor g;  // sub_ln(gelu(fc1(x))), [B, S, ffn_dim]
+  if (fused_norms_) {
+    // fc1's bias goes into the GELU + LayerNorm op, whose backward also returns its gradient
+    // (no separate reduction over [S, ffn_dim]).
+    g = gelu_layer_norm(token_matmul(fc1, x), fc1->bias, ffn_sub_ln->weight, ffn_sub_ln->bias,
+                        layer_norm_eps_, /*fused=*/true);
+  } else {
+    g = gelu_layer_norm(token_linear(fc1, x), at::Tensor(), ffn_sub_ln->weight, ffn_sub_ln->bias,
+                        layer_norm_eps_, /*fused=*/false);
+  }
+  return token_linear(fc2, g);
 }
 
 at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, int64_t first_position) {
-  at::Tensor h = x + attn->forward(norm(attn_ln, x), first_position);
-  const int64_t tokens = h.size(1), chunk = ffn_chunk_tokens_;
+  const at::Tensor attended = attn->forward(norm(attn_ln, x), first_position);
+  const int64_t tokens = x.size(1), chunk = ffn_chunk_tokens_;
   const bool recompute = inside_recompute() && at::GradMode::is_enabled();
   const bool forward_of_checkpoint = !at::GradMode::is_enabled();
   if (!is_training() || chunk <= 0 || tokens <= chunk || !(recompute || forward_of_checkpoint)) {
-    return h + ffn(h);
+    // The residual add and the FFN's pre-LN as one op: h and ffn_ln(h) in one pass, and in
+    // backward h's two gradients summed by the LayerNorm kernel.
+    const ResidualNorm h =
+        add_layer_norm(x, attended, ffn_ln->weight, ffn_ln->bias, layer_norm_eps_, fused_norms_);
+    return h.sum + ffn_of_normed(h.normed);
   }
+  at::Tensor h = x + attended;
   std::vector<at::Tensor> params;
   auto add_params = [&](const torch::nn::Module& m) {
     for (const auto& p : m.parameters()) params.push_back(p);

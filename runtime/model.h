@@ -77,6 +77,8 @@ class DecoderBlockImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, int64_t first_position);
   // h: [B, S, E] -> fc2(sub_ln(gelu(fc1(ln(h))))), token-local.
   at::Tensor ffn(const at::Tensor& h);
+  // The same from x = ln(h).
+  at::Tensor ffn_of_normed(const at::Tensor& x);
 
   torch::nn::LayerNorm attn_ln{nullptr}, ffn_ln{nullptr}, ffn_sub_ln{nullptr};
   MultiheadDilatedAttention attn{nullptr};

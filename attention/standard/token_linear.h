@@ -18,4 +18,12 @@ inline at::Tensor token_linear(const torch::nn::Linear& layer, const at::Tensor&
   return at::addmm(bias, x.reshape({-1, x.size(-1)}), layer->weight.t()).view(sizes);
 }
 
+// x: [..., in] -> x W^T [..., out], the layer's bias left out (for an op that adds it itself and
+// returns its gradient, e.g. gelu_layer_norm).
+inline at::Tensor token_matmul(const torch::nn::Linear& layer, const at::Tensor& x) {
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes.back() = layer->weight.size(0);
+  return at::mm(x.reshape({-1, x.size(-1)}), layer->weight.t()).view(sizes);
+}
+
 }  // namespace ra

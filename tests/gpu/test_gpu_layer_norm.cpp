@@ -1,7 +1,8 @@
 // The one-pass LayerNorm kernels (attention/standard/layer_norm_op.h) against float64 ATen on the
-// CPU: LayerNorm(a) and LayerNorm(GELU(a)), y and the gradients of a, gamma, beta; bf16 and fp16;
-// F from 8 to the 8192 limit (including a partly filled last warp), one row to many rows per
-// block; no output may hold a NaN. Skips without a GPU.
+// CPU: LayerNorm(a), LayerNorm(GELU(a + bias)) and {h = r + a, LayerNorm(h)}, the outputs and the
+// gradients of every input (a, bias, r, gamma, beta; h gets a gradient of its own, as a residual
+// stream does); bf16 and fp16; F from 8 to the 8192 limit (including a partly filled last warp),
+// one row to many rows per block; no output may hold a NaN. Skips without a GPU.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -11,48 +12,82 @@
 namespace ra {
 namespace {
 
-// The op under test (kernels on the GPU) or, on float64 CPU tensors, the ATen reference.
-at::Tensor norm(const at::Tensor& a, const at::Tensor& gamma, const at::Tensor& beta, bool gelu,
-                bool fused) {
-  if (gelu) return gelu_layer_norm(a, gamma, beta, 1e-5, fused);
-  return fused ? fast_layer_norm(a, gamma, beta, 1e-5)
-               : at::layer_norm(a, {a.size(-1)}, gamma, beta, 1e-5);
+enum class Form { kPlain, kGelu, kResidual };
+
+struct Inputs {
+  at::Tensor a, bias, r, gamma, beta;
+};
+
+// The op under test (kernels on the GPU) or, with fused = false on float64 CPU tensors, the ATen
+// reference. Returns {y} or {y, h}.
+std::vector<at::Tensor> norm(const Inputs& in, Form form, bool fused) {
+  switch (form) {
+    case Form::kGelu:
+      return {gelu_layer_norm(in.a, in.bias, in.gamma, in.beta, 1e-5, fused)};
+    case Form::kResidual: {
+      const ResidualNorm out = add_layer_norm(in.r, in.a, in.gamma, in.beta, 1e-5, fused);
+      return {out.normed, out.sum};
+    }
+    default:
+      return {fused ? fast_layer_norm(in.a, in.gamma, in.beta, 1e-5)
+                    : at::layer_norm(in.a, {in.a.size(-1)}, in.gamma, in.beta, 1e-5)};
+  }
+}
+
+// The inputs that take part in `form`, in a fixed order.
+std::vector<at::Tensor> leaves(const Inputs& in, Form form) {
+  if (form == Form::kGelu) return {in.a, in.bias, in.gamma, in.beta};
+  if (form == Form::kResidual) return {in.a, in.r, in.gamma, in.beta};
+  return {in.a, in.gamma, in.beta};
+}
+
+const char* name(Form form) {
+  return form == Form::kGelu ? "gelu " : form == Form::kResidual ? "residual " : "plain ";
 }
 
 TEST(GpuLayerNorm, KernelsMatchFloat64Aten) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   torch::manual_seed(9);
-  for (bool gelu : {true, false}) {
+  for (Form form : {Form::kGelu, Form::kPlain, Form::kResidual}) {
     for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
       for (int64_t F : {8, 264, 768, 3072, 8192}) {
         for (int64_t rows : {1, 37, 4099}) {
-          SCOPED_TRACE(std::string(gelu ? "gelu " : "plain ") + c10::toString(dtype) +
-                       " F=" + std::to_string(F) + " rows=" + std::to_string(rows));
+          SCOPED_TRACE(std::string(name(form)) + c10::toString(dtype) + " F=" + std::to_string(F) +
+                       " rows=" + std::to_string(rows));
           const auto on_gpu = torch::dtype(dtype).device(torch::kCUDA);
           // An offset mean, so a kernel that skips the centring fails.
-          at::Tensor a = (2 * torch::randn({rows, F}, on_gpu) + 0.5).requires_grad_();
-          at::Tensor gamma = (1 + 0.5 * torch::randn({F}, on_gpu)).requires_grad_();
-          at::Tensor beta = torch::randn({F}, on_gpu).requires_grad_();
-          at::Tensor dy = torch::randn({rows, F}, on_gpu);
-          ASSERT_TRUE(layer_norm_kernel_applies(a, gamma, beta));
-          at::Tensor y = norm(a, gamma, beta, gelu, /*fused=*/true);
-          auto grads = torch::autograd::grad({y}, {a, gamma, beta}, {dy});
-          for (const at::Tensor& t : {y, grads[0], grads[1], grads[2]}) {
+          Inputs in{(2 * torch::randn({rows, F}, on_gpu) + 0.5).requires_grad_(),
+                    (0.5 * torch::randn({F}, on_gpu)).requires_grad_(),
+                    (2 * torch::randn({rows, F}, on_gpu) - 0.5).requires_grad_(),
+                    (1 + 0.5 * torch::randn({F}, on_gpu)).requires_grad_(),
+                    torch::randn({F}, on_gpu).requires_grad_()};
+          ASSERT_TRUE(layer_norm_kernel_applies(in.a, in.gamma, in.beta));
+          const std::vector<at::Tensor> outs = norm(in, form, /*fused=*/true);
+          std::vector<at::Tensor> seeds;  // dy (and dh)
+          for (const at::Tensor& out : outs) seeds.push_back(torch::randn_like(out));
+          const auto grads = torch::autograd::grad(outs, leaves(in, form), seeds);
+          for (const at::Tensor& t : outs) {
+            ASSERT_FALSE(torch::isnan(t.to(at::kFloat)).any().item<bool>());
+          }
+          for (const at::Tensor& t : grads) {
             ASSERT_FALSE(torch::isnan(t.to(at::kFloat)).any().item<bool>());
           }
 
           auto to64 = [](const at::Tensor& t) {
             return t.detach().cpu().to(at::kDouble).requires_grad_();
           };
-          at::Tensor a64 = to64(a), gamma64 = to64(gamma), beta64 = to64(beta);
-          at::Tensor want = norm(a64, gamma64, beta64, gelu, /*fused=*/false);
-          auto want_grads =
-              torch::autograd::grad({want}, {a64, gamma64, beta64}, {dy.cpu().to(at::kDouble)});
+          const Inputs in64{to64(in.a), to64(in.bias), to64(in.r), to64(in.gamma), to64(in.beta)};
+          const std::vector<at::Tensor> want = norm(in64, form, /*fused=*/false);
+          std::vector<at::Tensor> seeds64;
+          for (const at::Tensor& s : seeds) seeds64.push_back(s.cpu().to(at::kDouble));
+          const auto want_grads = torch::autograd::grad(want, leaves(in64, form), seeds64);
           const double tol = dtype == at::kBFloat16 ? 1e-2 : 5e-3;
-          EXPECT_LT(testing::relative_error(y, want), tol);
-          EXPECT_LT(testing::relative_error(grads[0], want_grads[0]), tol);
-          EXPECT_LT(testing::relative_error(grads[1], want_grads[1]), tol);
-          EXPECT_LT(testing::relative_error(grads[2], want_grads[2]), tol);
+          for (size_t i = 0; i < outs.size(); ++i) {
+            EXPECT_LT(testing::relative_error(outs[i], want[i]), tol) << "output " << i;
+          }
+          for (size_t i = 0; i < grads.size(); ++i) {
+            EXPECT_LT(testing::relative_error(grads[i], want_grads[i]), tol) << "gradient " << i;
+          }
         }
       }
     }
@@ -62,13 +97,17 @@ TEST(GpuLayerNorm, KernelsMatchFloat64Aten) {
 TEST(GpuLayerNorm, OperandsTheKernelDoesNotTakeFallBackToOps) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   const auto on_gpu = torch::dtype(at::kBFloat16).device(torch::kCUDA);
-  at::Tensor a = torch::randn({5, 20}, on_gpu);  // F % 8 != 0
-  at::Tensor gamma = torch::ones({20}, on_gpu), beta = torch::zeros({20}, on_gpu);
-  EXPECT_FALSE(layer_norm_kernel_applies(a, gamma, beta));
-  for (bool gelu : {true, false}) {
-    at::Tensor want = norm(a.cpu().to(at::kDouble), gamma.cpu().to(at::kDouble),
-                           beta.cpu().to(at::kDouble), gelu, false);
-    EXPECT_LT(testing::relative_error(norm(a, gamma, beta, gelu, true), want), 1e-2);
+  const Inputs in{torch::randn({5, 20}, on_gpu), torch::randn({20}, on_gpu),  // F % 8 != 0
+                  torch::randn({5, 20}, on_gpu), torch::ones({20}, on_gpu),
+                  torch::zeros({20}, on_gpu)};
+  EXPECT_FALSE(layer_norm_kernel_applies(in.a, in.gamma, in.beta));
+  auto to64 = [](const at::Tensor& t) { return t.cpu().to(at::kDouble); };
+  const Inputs in64{to64(in.a), to64(in.bias), to64(in.r), to64(in.gamma), to64(in.beta)};
+  for (Form form : {Form::kGelu, Form::kPlain, Form::kResidual}) {
+    const auto got = norm(in, form, true), want = norm(in64, form, false);
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_LT(testing::relative_error(got[i], want[i]), 1e-2) << name(form) << i;
+    }
   }
 }
 

@@ -1,7 +1,9 @@
 // layer_norm_op: the fused GELU + LayerNorm autograd function (on CPU its forward and backward
 // are the ATen-op form of the formulas the CUDA kernels implement) against autograd of the
-// two-op form LayerNorm(GELU(a)), in float64 and float32; fast_layer_norm off the kernels is
-// at::layer_norm; and a model with the fused norms against the same model without them.
+// unfused ops LayerNorm(GELU(a + bias)), in float64 and float32; fast_layer_norm and
+// add_layer_norm off the kernels are the ATen ops (the kernels are tested on the GPU:
+// tests/gpu/test_gpu_layer_norm.cpp); and a model with the fused norms against the same model
+// without them.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -16,16 +18,18 @@ namespace ra {
 namespace {
 
 struct Result {
-  at::Tensor y, da, dgamma, dbeta;
+  at::Tensor y, da, dbias, dgamma, dbeta;
 };
 
-Result run(const at::Tensor& a0, const at::Tensor& gamma0, const at::Tensor& beta0,
-           const at::Tensor& dy, bool fused) {
+Result run(const at::Tensor& a0, const at::Tensor& bias0, const at::Tensor& gamma0,
+           const at::Tensor& beta0, const at::Tensor& dy, bool fused) {
   at::Tensor a = a0.clone().requires_grad_(), gamma = gamma0.clone().requires_grad_(),
              beta = beta0.clone().requires_grad_();
-  at::Tensor y = gelu_layer_norm(a, gamma, beta, 1e-5, fused);
+  at::Tensor bias = bias0.defined() ? bias0.clone().requires_grad_() : bias0;
+  at::Tensor y = gelu_layer_norm(a, bias, gamma, beta, 1e-5, fused);
   y.backward(dy);
-  return {y.detach(), a.grad(), gamma.grad(), beta.grad()};
+  return {y.detach(), a.grad(), bias.defined() ? bias.grad() : at::Tensor(), gamma.grad(),
+          beta.grad()};
 }
 
 TEST(GeluLayerNorm, FusedFunctionEqualsTheTwoOpForm) {
@@ -39,11 +43,48 @@ TEST(GeluLayerNorm, FusedFunctionEqualsTheTwoOpForm) {
       at::Tensor a = 2 * torch::randn(shape, dtype);  // both GELU regimes
       at::Tensor gamma = 1 + 0.5 * torch::randn({F}, dtype), beta = torch::randn({F}, dtype);
       at::Tensor dy = torch::randn(shape, dtype);
-      const Result fused = run(a, gamma, beta, dy, true), plain = run(a, gamma, beta, dy, false);
-      EXPECT_LT(testing::relative_error(fused.y, plain.y), tol);
-      EXPECT_LT(testing::relative_error(fused.da, plain.da), tol);
-      EXPECT_LT(testing::relative_error(fused.dgamma, plain.dgamma), tol);
-      EXPECT_LT(testing::relative_error(fused.dbeta, plain.dbeta), tol);
+      for (const at::Tensor& bias : {at::Tensor(), 0.5 * torch::randn({F}, dtype)}) {
+        SCOPED_TRACE(bias.defined() ? "with bias" : "no bias");
+        const Result fused = run(a, bias, gamma, beta, dy, true),
+                     plain = run(a, bias, gamma, beta, dy, false);
+        EXPECT_LT(testing::relative_error(fused.y, plain.y), tol);
+        EXPECT_LT(testing::relative_error(fused.da, plain.da), tol);
+        EXPECT_LT(testing::relative_error(fused.dgamma, plain.dgamma), tol);
+        EXPECT_LT(testing::relative_error(fused.dbeta, plain.dbeta), tol);
+        if (bias.defined()) {
+          EXPECT_LT(testing::relative_error(fused.dbias, plain.dbias), tol);
+        }
+      }
+    }
+  }
+}
+
+// h = r + a feeds the LayerNorm and (like a residual stream) a use of its own; r and a get h's
+// whole gradient. Off the kernels fused = true is the same ATen ops.
+TEST(AddLayerNorm, OffTheKernelsEqualsTheUnfusedOps) {
+  for (auto dtype : {torch::kDouble, torch::kFloat}) {
+    const double tol = dtype == torch::kDouble ? 1e-10 : 1e-5;
+    for (auto shape : std::vector<std::vector<int64_t>>{{1, 8}, {3, 5, 24}}) {
+      SCOPED_TRACE(std::string(c10::toString(dtype)) + " shape " +
+                   c10::str(at::IntArrayRef(shape)));
+      torch::manual_seed(4);
+      const int64_t F = shape.back();
+      const at::Tensor r0 = torch::randn(shape, dtype), a0 = torch::randn(shape, dtype) + 1;
+      const at::Tensor gamma0 = 1 + 0.5 * torch::randn({F}, dtype),
+                       beta0 = torch::randn({F}, dtype);
+      const at::Tensor dy = torch::randn(shape, dtype), dh = torch::randn(shape, dtype);
+      std::vector<std::vector<at::Tensor>> results;
+      for (bool fused : {true, false}) {
+        at::Tensor r = r0.clone().requires_grad_(), a = a0.clone().requires_grad_(),
+                   gamma = gamma0.clone().requires_grad_(), beta = beta0.clone().requires_grad_();
+        const ResidualNorm out = add_layer_norm(r, a, gamma, beta, 1e-5, fused);
+        ((out.normed * dy).sum() + (out.sum * dh).sum()).backward();
+        results.push_back(
+            {out.sum.detach(), out.normed.detach(), r.grad(), a.grad(), gamma.grad(), beta.grad()});
+      }
+      for (size_t i = 0; i < results[0].size(); ++i) {
+        EXPECT_LT(testing::relative_error(results[0][i], results[1][i]), tol) << "item " << i;
+      }
     }
   }
 }
@@ -52,8 +93,11 @@ TEST(GeluLayerNorm, KernelDoesNotApplyOnCpuAndShapesAreChecked) {
   auto a = torch::randn({4, 16}).to(torch::kBFloat16);
   auto w = torch::ones({16}).to(torch::kBFloat16), b = torch::zeros({16}).to(torch::kBFloat16);
   EXPECT_FALSE(layer_norm_kernel_applies(a, w, b));
-  EXPECT_THROW(gelu_layer_norm(a, torch::ones({8}), b, 1e-5, true), Error);
+  EXPECT_THROW(gelu_layer_norm(a, at::Tensor(), torch::ones({8}), b, 1e-5, true), Error);
+  EXPECT_THROW(gelu_layer_norm(a, torch::zeros({8}).to(torch::kBFloat16), w, b, 1e-5, true), Error);
   EXPECT_THROW(fast_layer_norm(a, w, torch::zeros({8}), 1e-5), Error);
+  EXPECT_THROW(add_layer_norm(a, torch::randn({4, 8}).to(torch::kBFloat16), w, b, 1e-5, true),
+               Error);
 }
 
 TEST(FastLayerNorm, OffTheKernelsIsAtenLayerNorm) {

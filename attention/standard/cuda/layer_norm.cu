@@ -1,10 +1,10 @@
-// LayerNorm (of GELU(a) with kGelu) forward and backward kernels (see layer_norm.h). Each
-// thread keeps its 8 features of the current row in registers; the row statistics are block
-// sums (warp shuffles, then one float per warp in shared memory).
+// LayerNorm forward and backward kernels, plain, of GELU(a + bias) or of a residual sum (see
+// layer_norm.h). Each thread keeps its 8 features of the current row in registers; the row
+// statistics are block sums (warp shuffles, then one float per warp in shared memory).
 #include "attention/standard/cuda/layer_norm.h"
 
 #include <algorithm>
-#include <tuple>
+#include <type_traits>
 
 #include "attention/standard/cuda/vector_io.cuh"
 #include "runtime/cuda_check.h"
@@ -15,8 +15,8 @@ namespace {
 constexpr float kInvSqrt2 = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 
-// The kernels are ALU bound on erff (~25 instructions), so the backward computes it once for
-// both gelu(a) = a Phi(a) and gelu'(a) = Phi(a) + a phi(a).
+// erff is ~22 instructions, so the backward computes it once for both gelu(a) = a Phi(a) and
+// gelu'(a) = Phi(a) + a phi(a).
 __device__ inline float gelu(float a) { return 0.5f * a * (1.f + erff(a * kInvSqrt2)); }
 __device__ inline void gelu_and_grad(float a, float& value, float& grad) {
   const float cdf = 0.5f * (1.f + erff(a * kInvSqrt2));
@@ -48,35 +48,49 @@ int resident_blocks(Kernel kernel, int threads, int64_t rows, int device) {
   return int(std::max<int64_t>(1, std::min<int64_t>(rows, int64_t(sms) * std::max(1, per_sm))));
 }
 
-// Each block walks rows blockIdx.x, + gridDim.x, ...; the next row's 16 bytes per thread are
-// loaded before this row's two block reductions so a load is always in flight (the kernels are
-// memory bound, and a block otherwise idles its memory pipe while it reduces).
-template <typename T, bool kGelu>
-__global__ void layer_norm_forward_kernel(const T* __restrict__ a, const T* __restrict__ gamma,
-                                          const T* __restrict__ beta, T* __restrict__ y,
-                                          float* __restrict__ mean_out,
-                                          float* __restrict__ rstd_out, int64_t rows, int features,
-                                          float eps) {
+// Each block walks rows blockIdx.x, + gridDim.x, ...; the next row's 16 bytes per thread (per
+// input) are loaded before this row's two block reductions so a load is always in flight (the
+// kernels are memory bound, and a block otherwise idles its memory pipe while it reduces).
+template <typename T, LayerNormForm kForm>
+__global__ void layer_norm_forward_kernel(const LayerNormForwardParams p) {
   __shared__ float scratch[32];
+  const int features = p.features;
   const int column = threadIdx.x * 8;  // this thread's features: [column, column + 8)
   const bool active = column < features;
-  float w[8], b[8];
-  if (active) load8(gamma + column, w), load8(beta + column, b);
+  float w[8], b[8], bias[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (active) {
+    load8(static_cast<const T*>(p.gamma) + column, w);
+    load8(static_cast<const T*>(p.beta) + column, b);
+    if (kForm == LayerNormForm::kGelu && p.bias)
+      load8(static_cast<const T*>(p.bias) + column, bias);
+  }
   const float inv_features = 1.f / float(features);
-  auto load_row = [&](int64_t row) {
-    return active && row < rows ? *reinterpret_cast<const uint4*>(a + row * features + column)
-                                : uint4{0, 0, 0, 0};
+  auto load_row = [&](const void* base, int64_t row) {
+    return active && row < p.rows ? *reinterpret_cast<const uint4*>(static_cast<const T*>(base) +
+                                                                    row * features + column)
+                                  : uint4{0, 0, 0, 0};
   };
-  uint4 next = load_row(blockIdx.x);
-  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+  constexpr bool kResidual = kForm == LayerNormForm::kResidual;
+  uint4 next = load_row(p.a, blockIdx.x);
+  uint4 next_residual = kResidual ? load_row(p.residual, blockIdx.x) : uint4{0, 0, 0, 0};
+  for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
     float g[8];
     unpack8<T>(next, g);
-    next = load_row(row + gridDim.x);
+    next = load_row(p.a, row + gridDim.x);
+    if constexpr (kResidual) {
+      float r[8];
+      unpack8<T>(next_residual, r);
+      next_residual = load_row(p.residual, row + gridDim.x);
+      // h is normalised as stored (rounded), so the backward's recompute from h agrees.
+#pragma unroll
+      for (int e = 0; e < 8; ++e) g[e] = to_float(from_float<T>(g[e] + r[e]));
+      if (active) store8(static_cast<T*>(p.sum) + row * features + column, g);
+    }
     float sum = 0.f;
     if (active) {
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
-        if constexpr (kGelu) g[e] = gelu(g[e]);
+        if constexpr (kForm == LayerNormForm::kGelu) g[e] = gelu(g[e] + bias[e]);
         sum += g[e];
       }
     }
@@ -86,49 +100,59 @@ __global__ void layer_norm_forward_kernel(const T* __restrict__ a, const T* __re
 #pragma unroll
       for (int e = 0; e < 8; ++e) squares += (g[e] - mean) * (g[e] - mean);
     }
-    const float rstd = rsqrtf(block_sum(squares, scratch) * inv_features + eps);
+    const float rstd = rsqrtf(block_sum(squares, scratch) * inv_features + p.eps);
     if (active) {
       float out[8];
 #pragma unroll
       for (int e = 0; e < 8; ++e) out[e] = (g[e] - mean) * rstd * w[e] + b[e];
-      store8(y + row * features + column, out);
+      store8(static_cast<T*>(p.y) + row * features + column, out);
     }
-    if (threadIdx.x == 0) mean_out[row] = mean, rstd_out[row] = rstd;
+    if (threadIdx.x == 0) p.mean[row] = mean, p.rstd[row] = rstd;
   }
 }
 
-// dxhat = dy * gamma; dg = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)); da = dg gelu'(a)
-// (da = dg without kGelu). kMaxThreads bounds the registers (1024-thread blocks need <= 64).
-// gamma is re-read per row (an L1 hit) and gelu'(a) replaces a after the first use, to keep the
-// registers down.
-template <typename T, bool kGelu, int kMaxThreads>
-__global__ void __launch_bounds__(kMaxThreads)
-    layer_norm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ a,
-                               const T* __restrict__ gamma, const float* __restrict__ mean_in,
-                               const float* __restrict__ rstd_in, T* __restrict__ da,
-                               float* __restrict__ dgamma_partial,
-                               float* __restrict__ dbeta_partial, int64_t rows, int features) {
+// dxhat = dy * gamma; dg = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)); dx = dg
+// gelu'(x + bias) (kGelu), dg + extra_grad (kResidual), dg (kPlain). kMaxThreads and
+// kMinBlocks bound the registers (1024-thread blocks need <= 64). gamma and bias are re-read per
+// row (L1 hits) and gelu'(x) replaces x after the first use, to keep the registers down.
+template <typename T, LayerNormForm kForm, int kMaxThreads, int kMinBlocks>
+__global__ void __launch_bounds__(kMaxThreads, kMinBlocks)
+    layer_norm_backward_kernel(const LayerNormBackwardParams p) {
+  constexpr bool kGelu = kForm == LayerNormForm::kGelu;
+  constexpr bool kResidual = kForm == LayerNormForm::kResidual;
   __shared__ float scratch[32];
+  const int features = p.features;
   const int column = threadIdx.x * 8;
   const bool active = column < features;
+  const bool has_bias = kGelu && p.bias != nullptr;
+  const bool has_extra = kResidual && p.extra_grad != nullptr;
   float dgamma[8] = {0, 0, 0, 0, 0, 0, 0, 0}, dbeta[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float dbias[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   const float inv_features = 1.f / float(features);
-  auto load_row = [&](const T* base, int64_t row) {
-    return active && row < rows ? *reinterpret_cast<const uint4*>(base + row * features + column)
-                                : uint4{0, 0, 0, 0};
+  auto load_row = [&](const void* base, int64_t row) {
+    return active && row < p.rows ? *reinterpret_cast<const uint4*>(static_cast<const T*>(base) +
+                                                                    row * features + column)
+                                  : uint4{0, 0, 0, 0};
   };
-  uint4 next_a = load_row(a, blockIdx.x), next_dy = load_row(dy, blockIdx.x);
-  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const float mean = mean_in[row], rstd = rstd_in[row];
-    float slope[8], xhat[8], dxhat[8];  // slope = gelu'(a)
+  uint4 next_x = load_row(p.x, blockIdx.x), next_dy = load_row(p.dy, blockIdx.x);
+  uint4 next_extra = has_extra ? load_row(p.extra_grad, blockIdx.x) : uint4{0, 0, 0, 0};
+  for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+    const float mean = p.mean[row], rstd = p.rstd[row];
+    float slope[8], xhat[8], dxhat[8];  // slope = gelu'(x + bias)
     {
       float x[8], grad[8], w[8];
-      unpack8<T>(next_a, x);
+      unpack8<T>(next_x, x);
       unpack8<T>(next_dy, grad);
-      next_a = load_row(a, row + gridDim.x);
-      next_dy = load_row(dy, row + gridDim.x);
+      next_x = load_row(p.x, row + gridDim.x);
+      next_dy = load_row(p.dy, row + gridDim.x);
       if (active) {
-        load8(gamma + column, w);
+        load8(static_cast<const T*>(p.gamma) + column, w);
+        if (has_bias) {
+          float bias[8];
+          load8(static_cast<const T*>(p.bias) + column, bias);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) x[e] += bias[e];
+        }
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
           float g = x[e];
@@ -148,27 +172,41 @@ __global__ void __launch_bounds__(kMaxThreads)
     }
     const float mean_dxhat = block_sum(sum_dxhat, scratch) * inv_features;
     const float mean_dxhat_xhat = block_sum(sum_dxhat_xhat, scratch) * inv_features;
+    float extra[8];
+    if constexpr (kResidual) {
+      unpack8<T>(next_extra, extra);
+      if (has_extra) next_extra = load_row(p.extra_grad, row + gridDim.x);
+    }
     if (active) {
       float out[8];
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
         out[e] = rstd * (dxhat[e] - mean_dxhat - xhat[e] * mean_dxhat_xhat) * slope[e];
+        if constexpr (kResidual) out[e] += extra[e];
+        if constexpr (kGelu) dbias[e] += out[e];
       }
-      store8(da + row * features + column, out);
+      store8(static_cast<T*>(p.dx) + row * features + column, out);
     }
   }
   if (active) {
-    float* dg = dgamma_partial + int64_t(blockIdx.x) * features + column;
-    float* db = dbeta_partial + int64_t(blockIdx.x) * features + column;
+    const int64_t offset = int64_t(blockIdx.x) * features + column;
 #pragma unroll
-    for (int e = 0; e < 8; ++e) dg[e] = dgamma[e], db[e] = dbeta[e];
+    for (int e = 0; e < 8; ++e) {
+      p.dgamma_partial[offset + e] = dgamma[e];
+      p.dbeta_partial[offset + e] = dbeta[e];
+      if (has_bias) p.dbias_partial[offset + e] = dbias[e];
+    }
   }
 }
 
-template <typename T, bool kGelu>
+// Up to 384 threads (F <= 3072, the FFN's sub-LN) two blocks must fit on an SM: unbounded, the
+// GELU form took 83 registers (88 allocated), so a 384-thread block filled the register file
+// alone and the SM had one row in flight.
+template <typename T, LayerNormForm kForm>
 auto backward_kernel(int threads) {
-  return threads <= 512 ? layer_norm_backward_kernel<T, kGelu, 512>
-                        : layer_norm_backward_kernel<T, kGelu, 1024>;
+  if (threads <= 384) return layer_norm_backward_kernel<T, kForm, 384, 2>;
+  return threads <= 512 ? layer_norm_backward_kernel<T, kForm, 512, 1>
+                        : layer_norm_backward_kernel<T, kForm, 1024, 1>;
 }
 
 void check_shape(int features, std::initializer_list<const void*> pointers) {
@@ -176,75 +214,96 @@ void check_shape(int features, std::initializer_list<const void*> pointers) {
            "layer_norm kernels: features = ", features, ": they need a multiple of 8 up to ",
            kLayerNormMaxFeatures);
   for (const void* p : pointers) {
-    RA_CHECK(aligned16(p), "layer_norm kernels: operands must be 16-byte aligned");
+    RA_CHECK(p == nullptr || aligned16(p), "layer_norm kernels: operands must be 16-byte aligned");
   }
 }
 
-template <typename T, bool kGelu>
-void forward(const void* a, const void* gamma, const void* beta, void* y, float* mean, float* rstd,
-             int64_t rows, int features, float eps, int device, cudaStream_t stream) {
-  const int threads = threads_for(features);
-  auto kernel = layer_norm_forward_kernel<T, kGelu>;
-  const int blocks = resident_blocks(kernel, threads, rows, device);
-  kernel<<<blocks, threads, 0, stream>>>(static_cast<const T*>(a), static_cast<const T*>(gamma),
-                                         static_cast<const T*>(beta), static_cast<T*>(y), mean,
-                                         rstd, rows, features, eps);
+template <typename T, LayerNormForm kForm>
+void forward(const LayerNormForwardParams& p, int device, cudaStream_t stream) {
+  const int threads = threads_for(p.features);
+  auto kernel = layer_norm_forward_kernel<T, kForm>;
+  const int blocks = resident_blocks(kernel, threads, p.rows, device);
+  kernel<<<blocks, threads, 0, stream>>>(p);
 }
 
-template <typename T, bool kGelu>
-void backward(const void* dy, const void* a, const void* gamma, const float* mean,
-              const float* rstd, void* da, float* dgamma_partial, float* dbeta_partial,
-              int64_t rows, int features, int blocks, cudaStream_t stream) {
-  const int threads = threads_for(features);
-  backward_kernel<T, kGelu>(threads)<<<blocks, threads, 0, stream>>>(
-      static_cast<const T*>(dy), static_cast<const T*>(a), static_cast<const T*>(gamma), mean, rstd,
-      static_cast<T*>(da), dgamma_partial, dbeta_partial, rows, features);
+template <typename T, LayerNormForm kForm>
+void backward(const LayerNormBackwardParams& p, cudaStream_t stream) {
+  const int threads = threads_for(p.features);
+  backward_kernel<T, kForm>(threads)<<<p.blocks, threads, 0, stream>>>(p);
+}
+
+// Calls f(T{}, std::integral_constant<LayerNormForm, form>{}) for the runtime scalar kind and form.
+template <typename F>
+void dispatch(ScalarKind kind, LayerNormForm form, F&& f) {
+  auto by_form = [&](auto type) {
+    using Form = LayerNormForm;
+    switch (form) {
+      case Form::kPlain:
+        return f(type, std::integral_constant<Form, Form::kPlain>{});
+      case Form::kGelu:
+        return f(type, std::integral_constant<Form, Form::kGelu>{});
+      case Form::kResidual:
+        return f(type, std::integral_constant<Form, Form::kResidual>{});
+    }
+  };
+  if (kind == ScalarKind::kHalf) {
+    by_form(__half{});
+  } else if (kind == ScalarKind::kBFloat16) {
+    by_form(__nv_bfloat16{});
+  } else {
+    RA_THROW("layer_norm kernels take fp16 or bf16");
+  }
 }
 
 }  // namespace
 
-void launch_layer_norm_forward(const void* a, const void* gamma, const void* beta, void* y,
-                               float* mean, float* rstd, int64_t rows, int features, float eps,
-                               bool gelu, ScalarKind kind, cudaStream_t stream) {
-  check_shape(features, {a, gamma, beta, y});
-  if (rows == 0) return;
+void launch_layer_norm_forward(const LayerNormForwardParams& p, ScalarKind kind,
+                               cudaStream_t stream) {
+  check_shape(p.features, {p.a, p.bias, p.residual, p.sum, p.gamma, p.beta, p.y});
+  RA_CHECK(p.a && p.gamma && p.beta && p.y && p.mean && p.rstd,
+           "layer_norm forward: a, gamma, beta, y, mean and rstd are required");
+  RA_CHECK((p.form == LayerNormForm::kResidual) == (p.residual != nullptr && p.sum != nullptr),
+           "layer_norm forward: residual and sum go with (only) the residual form");
+  RA_CHECK(p.bias == nullptr || p.form == LayerNormForm::kGelu,
+           "layer_norm forward: a bias goes with the GELU form only");
+  if (p.rows == 0) return;
   int device = 0;
   RA_CUDA_CHECK(cudaGetDevice(&device));
-  const auto args =
-      std::make_tuple(a, gamma, beta, y, mean, rstd, rows, features, eps, device, stream);
-  if (kind == ScalarKind::kHalf) {
-    std::apply(gelu ? forward<__half, true> : forward<__half, false>, args);
-  } else if (kind == ScalarKind::kBFloat16) {
-    std::apply(gelu ? forward<__nv_bfloat16, true> : forward<__nv_bfloat16, false>, args);
-  } else {
-    RA_THROW("layer_norm kernels take fp16 or bf16");
-  }
+  dispatch(kind, p.form, [&](auto type, auto form) {
+    forward<decltype(type), decltype(form)::value>(p, device, stream);
+  });
   RA_CUDA_CHECK_LAUNCH();
 }
 
-int layer_norm_backward_blocks(int64_t rows, int features, bool gelu, int device) {
+int layer_norm_backward_blocks(int64_t rows, int features, LayerNormForm form, int device) {
   // Both scalar types compile to the same register count.
   const int threads = threads_for(features);
-  return resident_blocks(gelu ? backward_kernel<__nv_bfloat16, true>(threads)
-                              : backward_kernel<__nv_bfloat16, false>(threads),
-                         threads, rows, device);
+  auto blocks = [&](auto kernel) { return resident_blocks(kernel, threads, rows, device); };
+  switch (form) {
+    case LayerNormForm::kGelu:
+      return blocks(backward_kernel<__nv_bfloat16, LayerNormForm::kGelu>(threads));
+    case LayerNormForm::kResidual:
+      return blocks(backward_kernel<__nv_bfloat16, LayerNormForm::kResidual>(threads));
+    default:
+      return blocks(backward_kernel<__nv_bfloat16, LayerNormForm::kPlain>(threads));
+  }
 }
 
-void launch_layer_norm_backward(const void* dy, const void* a, const void* gamma, const float* mean,
-                                const float* rstd, void* da, float* dgamma_partial,
-                                float* dbeta_partial, int64_t rows, int features, int blocks,
-                                bool gelu, ScalarKind kind, cudaStream_t stream) {
-  check_shape(features, {dy, a, gamma, da, dgamma_partial, dbeta_partial});
-  RA_CHECK(blocks > 0, "layer_norm backward: blocks = ", blocks);
-  const auto args = std::make_tuple(dy, a, gamma, mean, rstd, da, dgamma_partial, dbeta_partial,
-                                    rows, features, blocks, stream);
-  if (kind == ScalarKind::kHalf) {
-    std::apply(gelu ? backward<__half, true> : backward<__half, false>, args);
-  } else if (kind == ScalarKind::kBFloat16) {
-    std::apply(gelu ? backward<__nv_bfloat16, true> : backward<__nv_bfloat16, false>, args);
-  } else {
-    RA_THROW("layer_norm kernels take fp16 or bf16");
-  }
+void launch_layer_norm_backward(const LayerNormBackwardParams& p, ScalarKind kind,
+                                cudaStream_t stream) {
+  check_shape(p.features, {p.dy, p.x, p.bias, p.gamma, p.extra_grad, p.dx, p.dgamma_partial,
+                           p.dbeta_partial, p.dbias_partial});
+  RA_CHECK(p.blocks > 0, "layer_norm backward: blocks = ", p.blocks);
+  RA_CHECK(
+      p.dy && p.x && p.gamma && p.mean && p.rstd && p.dx && p.dgamma_partial && p.dbeta_partial,
+      "layer_norm backward: dy, x, gamma, mean, rstd, dx and the partial sums are required");
+  RA_CHECK(p.bias == nullptr || (p.form == LayerNormForm::kGelu && p.dbias_partial),
+           "layer_norm backward: a bias goes with the GELU form and dbias_partial");
+  RA_CHECK(p.extra_grad == nullptr || p.form == LayerNormForm::kResidual,
+           "layer_norm backward: extra_grad goes with the residual form only");
+  dispatch(kind, p.form, [&](auto type, auto form) {
+    backward<decltype(type), decltype(form)::value>(p, stream);
+  });
   RA_CUDA_CHECK_LAUNCH();
 }
 
