@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -167,6 +168,11 @@ void Trainer::print_header() {
   for (const auto& p : flat_.params()) n_params += p.numel();
   os << "model: " << n_params << " parameters, compute " << (bf16_ ? "bf16 (fp32 master)" : "fp32")
      << ", checkpointing " << (model_->config().checkpointing ? "on" : "off") << "\n";
+  if (runtime_.device.is_cuda()) {
+    const char* alloc_conf = std::getenv("PYTORCH_CUDA_ALLOC_CONF");
+    os << "CUDA allocator: PYTORCH_CUDA_ALLOC_CONF=" << (alloc_conf ? alloc_conf : "(unset)")
+       << "\n";
+  }
   os << "MFU peak: ";
   if (peak > 0)
     os << peak / 1e12 << " TFLOP/s bf16 dense per GPU\n";
