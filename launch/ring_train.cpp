@@ -69,8 +69,9 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "backward (CUDA; nothing to do on CPU)")(
       "fused-norms", po::value(&c.fused_norms)->default_value(c.fused_norms),
       "on | off: every LayerNorm as one CUDA kernel each way for fp16/bf16 (ATen's backward "
-      "reads its inputs twice), the FFN's GELU folded into its sub-LayerNorm; off = ATen's "
-      "layer_norm and gelu (same math to rounding)")(
+      "reads its inputs twice), the FFN's GELU and fc1's bias folded into its sub-LayerNorm, "
+      "the attention's residual add into the FFN's pre-LayerNorm; off = ATen's layer_norm, "
+      "gelu and add (same math to rounding)")(
       "dtype", po::value(&c.dtype)->default_value(c.dtype),
       "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 (bf16 model, fp32 master weights and AdamW "
       "state; slow on CPU)")(
