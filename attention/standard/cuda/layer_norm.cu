@@ -24,16 +24,24 @@ __device__ inline void gelu_and_grad(float a, float& value, float& grad) {
   grad = cdf + a * kInvSqrt2Pi * __expf(-0.5f * a * a);
 }
 
-// The sum of v over the block, returned to every thread; blockDim.x is a multiple of 32.
-__device__ inline float block_sum(float v, float* scratch) {
+// The sums of v over the block, returned to every thread; blockDim.x is a multiple of 32. Two
+// barriers per call (the first lets the previous call's readers finish with scratch), so the
+// backward reduces its two row sums in one call.
+__device__ inline float2 block_sum(float2 v, float2* scratch) {
 #pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  __syncthreads();  // the previous call's readers are done with scratch
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    v.x += __shfl_xor_sync(0xffffffffu, v.x, offset);
+    v.y += __shfl_xor_sync(0xffffffffu, v.y, offset);
+  }
+  __syncthreads();
   if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
   __syncthreads();
-  float total = 0.f;
-  for (int w = 0; w < int(blockDim.x / 32); ++w) total += scratch[w];
+  float2 total = make_float2(0.f, 0.f);
+  for (int w = 0; w < int(blockDim.x / 32); ++w) total.x += scratch[w].x, total.y += scratch[w].y;
   return total;
+}
+__device__ inline float block_sum(float v, float2* scratch) {
+  return block_sum(make_float2(v, 0.f), scratch).x;
 }
 
 int threads_for(int features) { return (features / 8 + 31) / 32 * 32; }
@@ -53,7 +61,7 @@ int resident_blocks(Kernel kernel, int threads, int64_t rows, int device) {
 // kernels are memory bound, and a block otherwise idles its memory pipe while it reduces).
 template <typename T, LayerNormForm kForm>
 __global__ void layer_norm_forward_kernel(const LayerNormForwardParams p) {
-  __shared__ float scratch[32];
+  __shared__ float2 scratch[32];
   const int features = p.features;
   const int column = threadIdx.x * 8;  // this thread's features: [column, column + 8)
   const bool active = column < features;
@@ -120,7 +128,7 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks)
     layer_norm_backward_kernel(const LayerNormBackwardParams p) {
   constexpr bool kGelu = kForm == LayerNormForm::kGelu;
   constexpr bool kResidual = kForm == LayerNormForm::kResidual;
-  __shared__ float scratch[32];
+  __shared__ float2 scratch[32];
   const int features = p.features;
   const int column = threadIdx.x * 8;
   const bool active = column < features;
@@ -170,8 +178,8 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks)
 #pragma unroll
       for (int e = 0; e < 8; ++e) sum_dxhat += dxhat[e], sum_dxhat_xhat += dxhat[e] * xhat[e];
     }
-    const float mean_dxhat = block_sum(sum_dxhat, scratch) * inv_features;
-    const float mean_dxhat_xhat = block_sum(sum_dxhat_xhat, scratch) * inv_features;
+    const float2 sums = block_sum(make_float2(sum_dxhat, sum_dxhat_xhat), scratch);
+    const float mean_dxhat = sums.x * inv_features, mean_dxhat_xhat = sums.y * inv_features;
     float extra[8];
     if constexpr (kResidual) {
       unpack8<T>(next_extra, extra);
