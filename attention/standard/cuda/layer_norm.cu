@@ -6,22 +6,19 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "attention/standard/cuda/normal_cdf.h"
 #include "attention/standard/cuda/vector_io.cuh"
 #include "runtime/cuda_check.h"
 
 namespace ra::cuda {
 namespace {
 
-constexpr float kInvSqrt2 = 0.70710678118654752f;
-constexpr float kInvSqrt2Pi = 0.39894228040143268f;
-
-// erff is ~22 instructions, so the backward computes it once for both gelu(a) = a Phi(a) and
-// gelu'(a) = Phi(a) + a phi(a).
-__device__ inline float gelu(float a) { return 0.5f * a * (1.f + erff(a * kInvSqrt2)); }
+__device__ inline float gelu(float a) { return a * normal_cdf_pdf(a).cdf; }
+// The backward needs both gelu(a) (to recompute the normalised value) and gelu'(a).
 __device__ inline void gelu_and_grad(float a, float& value, float& grad) {
-  const float cdf = 0.5f * (1.f + erff(a * kInvSqrt2));
-  value = a * cdf;
-  grad = cdf + a * kInvSqrt2Pi * __expf(-0.5f * a * a);
+  const NormalCdfPdf n = normal_cdf_pdf(a);
+  value = a * n.cdf;
+  grad = n.cdf + a * n.pdf;
 }
 
 // The sums of v over the block, returned to every thread; blockDim.x is a multiple of 32. Two
