@@ -96,19 +96,31 @@ at::Tensor DecoderBlockImpl::ffn_of_normed(const at::Tensor& x) {
   return token_linear(fc2, g);
 }
 
+ResidualStream DecoderBlockImpl::forward_stream(const ResidualStream& in, int64_t first_position) {
+  // Each residual add is one op with the LayerNorm that reads its sum: the sum and its norm in
+  // one pass, and in backward the sum's two gradients added by the LayerNorm kernel.
+  at::Tensor x, x_normed;
+  if (in.delta.defined()) {
+    ResidualNorm r = add_layer_norm(in.base, in.delta, attn_ln->weight, attn_ln->bias,
+                                    layer_norm_eps_, fused_norms_);
+    x = std::move(r.sum), x_normed = std::move(r.normed);
+  } else {
+    x = in.base, x_normed = norm(attn_ln, x);
+  }
+  const at::Tensor attended = attn->forward(x_normed, first_position);
+  ResidualNorm h =
+      add_layer_norm(x, attended, ffn_ln->weight, ffn_ln->bias, layer_norm_eps_, fused_norms_);
+  return {std::move(h.sum), ffn_of_normed(h.normed)};
+}
+
 at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, int64_t first_position) {
-  const at::Tensor attended = attn->forward(norm(attn_ln, x), first_position);
   const int64_t tokens = x.size(1), chunk = ffn_chunk_tokens_;
   const bool recompute = inside_recompute() && at::GradMode::is_enabled();
   const bool forward_of_checkpoint = !at::GradMode::is_enabled();
   if (!is_training() || chunk <= 0 || tokens <= chunk || !(recompute || forward_of_checkpoint)) {
-    // The residual add and the FFN's pre-LN as one op: h and ffn_ln(h) in one pass, and in
-    // backward h's two gradients summed by the LayerNorm kernel.
-    const ResidualNorm h =
-        add_layer_norm(x, attended, ffn_ln->weight, ffn_ln->bias, layer_norm_eps_, fused_norms_);
-    return h.sum + ffn_of_normed(h.normed);
+    return forward_stream({x, at::Tensor()}, first_position).sum();
   }
-  at::Tensor h = x + attended;
+  at::Tensor h = x + attn->forward(norm(attn_ln, x), first_position);
   std::vector<at::Tensor> params;
   auto add_params = [&](const torch::nn::Module& m) {
     for (const auto& p : m.parameters()) params.push_back(p);
@@ -153,7 +165,7 @@ LongNetLMImpl::LongNetLMImpl(ModelConfig config, const AttentionMaker& make_atte
 at::Tensor LongNetLMImpl::hidden_states(const at::Tensor& tokens, int64_t first_position) {
   RA_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong,
            "tokens must be [batch, seq_len] int64, got ", tokens.sizes(), " ", tokens.dtype());
-  at::Tensor x = embed->forward(tokens);  // [B, S, E]
+  ResidualStream x{embed->forward(tokens), at::Tensor()};  // [B, S, E]
   CheckpointStorage storage;
   storage.dtype = config_.checkpoint_dtype;
   // One offloader per forward pass: it lives as long as this pass's autograd graph.
@@ -165,13 +177,18 @@ at::Tensor LongNetLMImpl::hidden_states(const at::Tensor& tokens, int64_t first_
       auto fn = [block, first_position](const at::Tensor& in) mutable {
         return block->forward(in, first_position);
       };
-      x = checkpoint_block(fn, x, block->parameters(), storage);
+      x = {checkpoint_block(fn, x.sum(), block->parameters(), storage), at::Tensor()};
     } else {
-      x = block->forward(x, first_position);
+      x = block->forward_stream(x, first_position);
     }
   }
-  if (!config_.fused_norms) return final_ln->forward(x);
-  return fast_layer_norm(x, final_ln->weight, final_ln->bias, config_.layer_norm_eps);
+  if (x.delta.defined()) {
+    return add_layer_norm(x.base, x.delta, final_ln->weight, final_ln->bias, config_.layer_norm_eps,
+                          config_.fused_norms)
+        .normed;
+  }
+  if (!config_.fused_norms) return final_ln->forward(x.base);
+  return fast_layer_norm(x.base, final_ln->weight, final_ln->bias, config_.layer_norm_eps);
 }
 
 bool LongNetLMImpl::block_checkpointed(size_t index) const {

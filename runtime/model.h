@@ -63,6 +63,13 @@ void validate(const ModelConfig& config);
 // v_proj, out_proj, fc1 and fc2 by it when subln is on).
 double magneto_decoder_gamma(int64_t num_layers);
 
+// The residual stream between blocks as its last two addends, x = base + delta (delta undefined:
+// x = base), so that the sum and the LayerNorm that reads it run as one op (add_layer_norm).
+struct ResidualStream {
+  at::Tensor base, delta;  // [B, S, E]
+  at::Tensor sum() const { return delta.defined() ? base + delta : base; }
+};
+
 // Creates the attention of one layer (e.g. make_attention(name, spec) with the communicator).
 using AttentionMaker = std::function<std::shared_ptr<DilatedAttentionBase>()>;
 
@@ -75,6 +82,9 @@ class DecoderBlockImpl : public torch::nn::Module {
                    std::shared_ptr<const PositionEncoding> position_encoding);
   // x: [B, S, E] -> [B, S, E]; token 0 of x is global token first_position.
   at::Tensor forward(const at::Tensor& x, int64_t first_position);
+  // The same on x = in.base + in.delta, returned as {h, ffn(h)} (their sum is the output): the
+  // model passes the stream from block to block this way when the block is not checkpointed.
+  ResidualStream forward_stream(const ResidualStream& in, int64_t first_position);
   // h: [B, S, E] -> fc2(sub_ln(gelu(fc1(ln(h))))), token-local.
   at::Tensor ffn(const at::Tensor& h);
   // The same from x = ln(h).

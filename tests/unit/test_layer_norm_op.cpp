@@ -17,6 +17,16 @@
 namespace ra {
 namespace {
 
+// LayerNorm gains and all biases start as ones and zeros: perturbed, a LayerNorm applied with
+// another one's parameters (or a bias left out) changes the result.
+void perturb_vector_parameters(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(5);
+  for (auto& p : model.parameters()) {
+    if (p.dim() == 1) p.add_(0.3 * torch::randn_like(p));
+  }
+}
+
 struct Result {
   at::Tensor y, da, dbias, dgamma, dbeta;
 };
@@ -106,34 +116,63 @@ TEST(FastLayerNorm, OffTheKernelsIsAtenLayerNorm) {
   EXPECT_TRUE(torch::equal(fast_layer_norm(x, w, b, 1e-5), at::layer_norm(x, {24}, w, b, 1e-5)));
 }
 
+// Every block checkpointed, the first of three (the others pass the residual stream as two
+// addends: add_layer_norm across blocks), and none.
 TEST(GeluLayerNorm, ModelWithFusedNormsMatchesTheAtenModel) {
-  auto make = [](bool fused) {
-    torch::manual_seed(7);
-    ModelConfig config = testing::tiny_model_config(/*num_layers=*/2, /*checkpointing=*/true);
-    config.fused_norms = fused;
-    LongNetLM model(config, [&] {
-      AttentionSpec spec;
-      spec.attention = config.attention;
-      return make_attention("standard", spec);
-    });
-    model->to(torch::kDouble);
-    model->train();
-    return model;
-  };
-  LongNetLM plain = make(false), fused = make(true);
-  torch::manual_seed(11);
-  auto tokens = torch::randint(0, 50, {2, 32}, torch::kLong);
-  auto targets = torch::randint(-1, 50, {2, 32}, torch::kLong);
-  auto loss_plain = plain->loss_sum(plain->hidden_states(tokens, 64), targets);
-  auto loss_fused = fused->loss_sum(fused->hidden_states(tokens, 64), targets);
-  loss_plain.backward();
-  loss_fused.backward();
-  EXPECT_NEAR(loss_fused.item<double>(), loss_plain.item<double>(), 1e-10);
-  auto p = plain->named_parameters(), f = fused->named_parameters();
-  for (const auto& item : p) {
-    EXPECT_LT(testing::relative_error(f[item.key()].grad(), item.value().grad()), 1e-10)
-        << item.key();
+  for (int64_t checkpoint_layers : {int64_t(-1), int64_t(1), int64_t(0)}) {
+    SCOPED_TRACE("checkpoint_layers " + std::to_string(checkpoint_layers));
+    auto make = [&](bool fused) {
+      torch::manual_seed(7);
+      ModelConfig config = testing::tiny_model_config(/*num_layers=*/3, /*checkpointing=*/true);
+      config.checkpoint_layers = checkpoint_layers;
+      config.fused_norms = fused;
+      LongNetLM model(config, [&] {
+        AttentionSpec spec;
+        spec.attention = config.attention;
+        return make_attention("standard", spec);
+      });
+      model->to(torch::kDouble);
+      perturb_vector_parameters(*model);
+      model->train();
+      return model;
+    };
+    LongNetLM plain = make(false), fused = make(true);
+    torch::manual_seed(11);
+    auto tokens = torch::randint(0, 50, {2, 32}, torch::kLong);
+    auto targets = torch::randint(-1, 50, {2, 32}, torch::kLong);
+    auto loss_plain = plain->loss_sum(plain->hidden_states(tokens, 64), targets);
+    auto loss_fused = fused->loss_sum(fused->hidden_states(tokens, 64), targets);
+    loss_plain.backward();
+    loss_fused.backward();
+    EXPECT_NEAR(loss_fused.item<double>(), loss_plain.item<double>(), 1e-10);
+    auto p = plain->named_parameters(), f = fused->named_parameters();
+    for (const auto& item : p) {
+      EXPECT_LT(testing::relative_error(f[item.key()].grad(), item.value().grad()), 1e-10)
+          << item.key();
+    }
   }
+}
+
+// The model's forward with the residual stream passed as two addends between blocks equals the
+// blocks' own forward applied one after the other (eval mode: no checkpointing).
+TEST(GeluLayerNorm, ResidualStreamBetweenBlocksEqualsBlockByBlockForward) {
+  torch::manual_seed(7);
+  ModelConfig config = testing::tiny_model_config(/*num_layers=*/3, /*checkpointing=*/false);
+  LongNetLM model(config, [&] {
+    AttentionSpec spec;
+    spec.attention = config.attention;
+    return make_attention("standard", spec);
+  });
+  model->to(torch::kDouble);
+  perturb_vector_parameters(*model);
+  model->eval();
+  auto tokens = torch::randint(0, 50, {2, 32}, torch::kLong);
+  at::Tensor x = model->embed->forward(tokens);
+  for (size_t i = 0; i < model->blocks->size(); ++i) {
+    x = model->blocks->ptr<DecoderBlockImpl>(i)->forward(x, 64);
+  }
+  at::Tensor want = model->final_ln->forward(x);
+  EXPECT_LT(testing::relative_error(model->hidden_states(tokens, 64), want), 1e-12);
 }
 
 }  // namespace
