@@ -233,16 +233,32 @@ void Trainer::maybe_resume() {
   start_step_ = step + 1;
 }
 
+Batch Trainer::take_batch(int64_t step) {
+  if (prefetched_step_ == step) {
+    prefetched_step_ = 0;
+    return prefetched_.get();  // rethrows what the data thread threw (e.g. a file error)
+  }
+  return data_->batch(step);
+}
+
+void Trainer::prefetch_batch(int64_t step) {
+  // A pending prefetch of another step (train_step called out of order) finishes first: the
+  // future of std::async waits in its destructor.
+  prefetched_step_ = step;
+  prefetched_ = std::async(std::launch::async, [this, step] { return data_->batch(step); });
+}
+
 StepMetrics Trainer::train_step(int64_t step) {
   Communicator& comm = *runtime_.world;
   comm.set_context("step " + std::to_string(step));
   synchronize(runtime_.device);
   const auto start = std::chrono::steady_clock::now();
 
-  Batch batch = data_->batch(step);
+  const Batch batch = take_batch(step);
+  if (step < config_.steps) prefetch_batch(step + 1);
   at::Tensor tokens = batch.tokens.to(runtime_.device);    // [B, S/P]
   at::Tensor targets = batch.targets.to(runtime_.device);  // [B, S/P], -1 = ignored
-  at::Tensor scored;                                       // [n], for the accuracy
+  at::Tensor scored;  // [n], for the accuracy
   if (data_->reports_accuracy()) scored = scored_positions(batch.targets, runtime_.device);
   // Counted on the host copy; the loss needs the global count before backward, so its sum over
   // ranks is one of the step's two host syncs (while the device is idle anyway).

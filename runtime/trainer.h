@@ -11,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <future>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -66,12 +67,19 @@ class Trainer {
   void print_checkpoint_memory(std::ostream& os) const;
   void maybe_resume();
   double peak_flops_per_gpu() const;  // bf16 dense peak of the card, 0 when unknown / CPU
+  // The batch of `step`: the one prefetched for it, else made now.
+  Batch take_batch(int64_t step);
+  // Starts making the batch of `step` on a host thread, so that its generation or file reads
+  // overlap the current step's device work.
+  void prefetch_batch(int64_t step);
 
   TrainConfig config_;
   DistributedRuntime runtime_;
   std::ostream* log_;
   ShardLayout layout_;
   std::unique_ptr<TrainingData> data_;
+  std::future<Batch> prefetched_;  // TrainingData::batch is const and a pure function of step
+  int64_t prefetched_step_ = 0;    // 0: nothing prefetched
   LongNetLM model_{nullptr};
   // What AdamW updates (one flat fp32 tensor per group) and checkpoints store (its views, by
   // name). The model's parameters are views of it in fp32 runs; in bf16 runs views of a flat
