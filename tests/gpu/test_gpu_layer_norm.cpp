@@ -2,12 +2,19 @@
 // CPU: LayerNorm(a), LayerNorm(GELU(a + bias)) and {h = r + a, LayerNorm(h)}, the outputs and the
 // gradients of every input (a, bias, r, gamma, beta; h gets a gradient of its own, as a residual
 // stream does); bf16 and fp16; F from 8 to the 8192 limit (including a partly filled last warp),
-// one row to many rows per block; no output may hold a NaN. Skips without a GPU.
+// one row to many rows per block; no output may hold a NaN. And the model with the fused norms
+// (fc1's bias in the GELU op, residual adds in the LayerNorms, across blocks too) in bf16 on the
+// GPU against float64: no less accurate than the same model on ATen's ops. Skips without a GPU.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
+
+#include "attention/factory.h"
 #include "attention/standard/layer_norm_op.h"
+#include "runtime/model.h"
 #include "tests/support/dense_reference.h"
+#include "tests/support/tiny_model.h"
 
 namespace ra {
 namespace {
@@ -108,6 +115,62 @@ TEST(GpuLayerNorm, OperandsTheKernelDoesNotTakeFallBackToOps) {
     for (size_t i = 0; i < got.size(); ++i) {
       EXPECT_LT(testing::relative_error(got[i], want[i]), 1e-2) << name(form) << i;
     }
+  }
+}
+
+// A LongNet model whose first of three blocks is checkpointed (chunked FFN) and whose other two
+// pass the residual stream between them, with head dim 64 and widths the kernels take.
+LongNetLM make_model(bool fused_norms) {
+  torch::manual_seed(7);
+  ModelConfig config = testing::tiny_model_config(/*num_layers=*/3, /*checkpointing=*/true);
+  config.embed_dim = 128, config.num_heads = 2, config.ffn_dim = 256;
+  config.attention.segment_lengths = {16, 64};
+  config.loss_chunk_tokens = 24, config.ffn_chunk_tokens = 24;
+  config.checkpoint_layers = 1;
+  config.fused_norms = fused_norms;
+  LongNetLM model(config, [&] {
+    AttentionSpec spec;
+    spec.attention = config.attention;
+    return make_attention("standard", spec);
+  });
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(5);  // LayerNorm gains and biases off their ones and zeros
+  for (auto& p : model->parameters()) {
+    if (p.dim() == 1) p.add_(0.3 * torch::randn_like(p));
+  }
+  model->train();
+  return model;
+}
+
+TEST(GpuLayerNorm, FusedModelIsAsAccurateAsTheAtenModel) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  LongNetLM fused = make_model(true), aten = make_model(false), exact = make_model(false);
+  fused->to(torch::kCUDA, torch::kBFloat16);
+  aten->to(torch::kCUDA, torch::kBFloat16);
+  exact->to(torch::kDouble);
+  torch::manual_seed(11);
+  const at::Tensor tokens = torch::randint(0, 50, {2, 64}, torch::kLong);
+  const at::Tensor targets = torch::randint(-1, 50, {2, 64}, torch::kLong);
+  auto loss_of = [&](LongNetLM& m, const torch::Device& device) {
+    at::Tensor loss =
+        m->loss_sum(m->hidden_states(tokens.to(device), 64), targets.to(device), targets);
+    loss.backward();
+    return loss.item<double>();
+  };
+  const double loss_fused = loss_of(fused, torch::kCUDA), loss_aten = loss_of(aten, torch::kCUDA);
+  const double loss_exact = loss_of(exact, torch::kCPU);
+  ASSERT_TRUE(std::isfinite(loss_fused));
+  const double loss_error_aten = std::fabs(loss_aten - loss_exact) / std::fabs(loss_exact);
+  EXPECT_LE(std::fabs(loss_fused - loss_exact) / std::fabs(loss_exact),
+            1.5 * loss_error_aten + 1e-3);
+  auto f = fused->named_parameters(), a = aten->named_parameters();
+  for (const auto& item : exact->named_parameters()) {
+    const at::Tensor& want = item.value().grad();
+    const double error_fused = testing::relative_error(f[item.key()].grad(), want);
+    const double error_aten = testing::relative_error(a[item.key()].grad(), want);
+    EXPECT_LE(error_fused, 1.5 * error_aten + 2e-3)
+        << item.key() << " (ATen: " << error_aten << ")";
+    EXPECT_LT(error_fused, 0.25) << item.key();
   }
 }
 
