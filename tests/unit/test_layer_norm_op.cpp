@@ -17,14 +17,23 @@
 namespace ra {
 namespace {
 
-// LayerNorm gains and all biases start as ones and zeros: perturbed, a LayerNorm applied with
-// another one's parameters (or a bias left out) changes the result.
-void perturb_vector_parameters(torch::nn::Module& model) {
+// A float64 model on the "standard" attention, the same weights for the same config. LayerNorm
+// gains and all biases start as ones and zeros: perturbed, a LayerNorm applied with another one's
+// parameters (or a bias left out) changes the result.
+LongNetLM make_float64_model(const ModelConfig& config) {
+  torch::manual_seed(7);
+  LongNetLM model(config, [&] {
+    AttentionSpec spec;
+    spec.attention = config.attention;
+    return make_attention("standard", spec);
+  });
+  model->to(torch::kDouble);
   torch::NoGradGuard no_grad;
   torch::manual_seed(5);
-  for (auto& p : model.parameters()) {
+  for (auto& p : model->parameters()) {
     if (p.dim() == 1) p.add_(0.3 * torch::randn_like(p));
   }
+  return model;
 }
 
 struct Result {
@@ -122,17 +131,10 @@ TEST(GeluLayerNorm, ModelWithFusedNormsMatchesTheAtenModel) {
   for (int64_t checkpoint_layers : {int64_t(-1), int64_t(1), int64_t(0)}) {
     SCOPED_TRACE("checkpoint_layers " + std::to_string(checkpoint_layers));
     auto make = [&](bool fused) {
-      torch::manual_seed(7);
       ModelConfig config = testing::tiny_model_config(/*num_layers=*/3, /*checkpointing=*/true);
       config.checkpoint_layers = checkpoint_layers;
       config.fused_norms = fused;
-      LongNetLM model(config, [&] {
-        AttentionSpec spec;
-        spec.attention = config.attention;
-        return make_attention("standard", spec);
-      });
-      model->to(torch::kDouble);
-      perturb_vector_parameters(*model);
+      LongNetLM model = make_float64_model(config);
       model->train();
       return model;
     };
@@ -156,15 +158,8 @@ TEST(GeluLayerNorm, ModelWithFusedNormsMatchesTheAtenModel) {
 // The model's forward with the residual stream passed as two addends between blocks equals the
 // blocks' own forward applied one after the other (eval mode: no checkpointing).
 TEST(GeluLayerNorm, ResidualStreamBetweenBlocksEqualsBlockByBlockForward) {
-  torch::manual_seed(7);
-  ModelConfig config = testing::tiny_model_config(/*num_layers=*/3, /*checkpointing=*/false);
-  LongNetLM model(config, [&] {
-    AttentionSpec spec;
-    spec.attention = config.attention;
-    return make_attention("standard", spec);
-  });
-  model->to(torch::kDouble);
-  perturb_vector_parameters(*model);
+  LongNetLM model =
+      make_float64_model(testing::tiny_model_config(/*num_layers=*/3, /*checkpointing=*/false));
   model->eval();
   auto tokens = torch::randint(0, 50, {2, 32}, torch::kLong);
   at::Tensor x = model->embed->forward(tokens);
