@@ -10,7 +10,8 @@
 # bench stage to the dense causal ring vs context_parallel (and its local-copy and profile),
 # BENCH_SET=wide to the wide dilated config at 128K (ring, local copy, profile).
 #   STAGES="tests bench train sparse profile" bash tests/gpu/run_multi_gpu.sh
-# Stage "dilated": single-GPU dilated attention rows (DILATED_RUNS, see the stage).
+# Stage "dilated": single-GPU dilated attention rows (DILATED_RUNS, see the stage). Stage
+# "layernorm": the LayerNorm kernels against ATen (bench/layer_norm_bench.cpp).
 # TEST_REGEX narrows the tests stage (a ctest -R pattern). Stage "sweep": the dense ring at 128K
 # under each NCCL setting in SWEEP_ENV.
 # Logs and JSON go to $OUT (default /tmp/ra_gpu_multi).
@@ -34,7 +35,7 @@ RESULTS="$OUT/results.jsonl"
 
 source "$ROOT/tests/gpu/configure_gpu_build.sh"
 targets="ra_gpu_ring_attention_tests ra_fault_probe ra_gpu_sparse_tests ra_gpu_sparse_ring_tests
-  bench_ring_attention sparse_attention_bench bench_dilated_attention ra_gpu_tests"
+  bench_ring_attention sparse_attention_bench bench_dilated_attention layer_norm_bench ra_gpu_tests"
 [ -f "$ROOT/launch/ring_train.cpp" ] && targets="$targets ring_train"
 cmake --build "$BUILD" -j "$(nproc)" --target $targets > "$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" -A5 "$OUT/build.log" | head -80; exit 1; }
@@ -127,6 +128,12 @@ if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
     fi
   done
   elapsed "train done"
+fi
+
+if [[ " $STAGES " == *" layernorm "* ]]; then
+  # The LayerNorm kernels' forms against the ATen ops at the training step's shapes, one GPU.
+  timeout 120 "$BUILD/bench/layer_norm_bench" --rows 256K --features 768,3072 2>&1 \
+    | tee "$OUT/layernorm.log"
 fi
 
 if [[ " $STAGES " == *" sparse "* ]]; then
