@@ -79,21 +79,14 @@ __device__ inline void fence_registers(uint32_t (&r)[N]) {
   "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
   "%56, %57, %58, %59, %60, %61, %62, %63}, "
 
-// Both operands in shared memory, both K-major (imm-trans-a = imm-trans-b = 0).
-// Operands after the accumulators: a desc, b desc, accumulate flag.
-#define RA_WGMMA_SS(N, TY, REGS, ACC, A, B, P)                                                   \
+// Both operands in shared memory; TRANS (imm-trans-a, imm-trans-b) = "0, 0": both K-major,
+// "1, 1": both MN-major (16-bit types only). Operands after the accumulators: a desc, b desc,
+// accumulate flag.
+#define RA_WGMMA_SS(N, TY, TRANS, REGS, ACC, A, B, P)                                            \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" P                                            \
                ", 0;\n"                                                                          \
                "wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " " REGS "%" A ", %" B \
-               ", p, 1, 1, 0, 0;\n}\n"                                                           \
-               : ACC                                                                             \
-               : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)))
-// Both operands in shared memory, both MN-major (imm-trans-a = imm-trans-b = 1; 16-bit types only).
-#define RA_WGMMA_SS_TT(N, TY, REGS, ACC, A, B, P)                                                \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" P                                            \
-               ", 0;\n"                                                                          \
-               "wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " " REGS "%" A ", %" B \
-               ", p, 1, 1, 1, 1;\n}\n"                                                           \
+               ", p, 1, 1, " TRANS ";\n}\n"                                                      \
                : ACC                                                                             \
                : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)))
 // A in registers (4 x 32-bit), B in shared memory MN-major (imm-trans-b = 1).
@@ -113,13 +106,13 @@ __device__ inline void wgmma_ss(float (&d)[N / 2], uint64_t a, uint64_t b, bool 
   static_assert(N == 64 || N == 128, "m64n64k16 or m64n128k16");
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
   if constexpr (N == 64 && kBf16) {
-    RA_WGMMA_SS("64", "bf16", RA_WGMMA_R32, RA_WGMMA_F32, "32", "33", "34");
+    RA_WGMMA_SS("64", "bf16", "0, 0", RA_WGMMA_R32, RA_WGMMA_F32, "32", "33", "34");
   } else if constexpr (N == 64) {
-    RA_WGMMA_SS("64", "f16", RA_WGMMA_R32, RA_WGMMA_F32, "32", "33", "34");
+    RA_WGMMA_SS("64", "f16", "0, 0", RA_WGMMA_R32, RA_WGMMA_F32, "32", "33", "34");
   } else if constexpr (kBf16) {
-    RA_WGMMA_SS("128", "bf16", RA_WGMMA_R64, RA_WGMMA_F64, "64", "65", "66");
+    RA_WGMMA_SS("128", "bf16", "0, 0", RA_WGMMA_R64, RA_WGMMA_F64, "64", "65", "66");
   } else {
-    RA_WGMMA_SS("128", "f16", RA_WGMMA_R64, RA_WGMMA_F64, "64", "65", "66");
+    RA_WGMMA_SS("128", "f16", "0, 0", RA_WGMMA_R64, RA_WGMMA_F64, "64", "65", "66");
   }
 }
 
@@ -130,9 +123,9 @@ template <typename T, int N>
 __device__ inline void wgmma_ss_tt(float (&d)[N / 2], uint64_t a, uint64_t b, bool accumulate) {
   static_assert(N == 64, "m64n64k16");
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    RA_WGMMA_SS_TT("64", "bf16", RA_WGMMA_R32, RA_WGMMA_F32, "32", "33", "34");
+    RA_WGMMA_SS("64", "bf16", "1, 1", RA_WGMMA_R32, RA_WGMMA_F32, "32", "33", "34");
   } else {
-    RA_WGMMA_SS_TT("64", "f16", RA_WGMMA_R32, RA_WGMMA_F32, "32", "33", "34");
+    RA_WGMMA_SS("64", "f16", "1, 1", RA_WGMMA_R32, RA_WGMMA_F32, "32", "33", "34");
   }
 }
 
@@ -156,7 +149,6 @@ __device__ inline void wgmma_rs_tb(float (&d)[N / 2], uint32_t a0, uint32_t a1, 
 }
 
 #undef RA_WGMMA_RS_TB
-#undef RA_WGMMA_SS_TT
 #undef RA_WGMMA_SS
 #undef RA_WGMMA_R64
 #undef RA_WGMMA_R32
