@@ -1,4 +1,5 @@
-// The default (synchronous) start_send_recv shared by backends without a native async path.
+// The default (synchronous) start_send_recv and start_all_reduce_sum of backends without a native
+// async path.
 #include "comm/communicator.h"
 
 namespace ra {
@@ -15,6 +16,11 @@ std::unique_ptr<PendingTransfer> Communicator::start_send_recv(const at::Tensor&
                                                                at::Tensor& recv, int src,
                                                                int /*tag*/) {
   send_recv(send, dst, recv, src);
+  return std::make_unique<CompletedTransfer>();
+}
+
+std::unique_ptr<PendingTransfer> Communicator::start_all_reduce_sum(at::Tensor& tensor) {
+  all_reduce_sum(tensor);
   return std::make_unique<CompletedTransfer>();
 }
 

@@ -19,11 +19,11 @@ class CommTimeout : public Error {
   using Error::Error;
 };
 
-// A send/receive in flight (Communicator::start_send_recv). On MPI (CPU) wait() blocks until
-// both sides are done, under the communicator's deadline (CommTimeout on expiry). On NCCL it
-// orders the caller's compute stream after the transfer and returns at once; the deadline is
-// the NcclWatchdog's. The destructor of an unfinished transfer does the same, so buffers are
-// never reused while a peer still writes to them.
+// A send/receive or all-reduce in flight (Communicator::start_send_recv, start_all_reduce_sum).
+// On MPI (CPU) wait() blocks until both sides are done, under the communicator's deadline
+// (CommTimeout on expiry). On NCCL it orders the caller's compute stream after the transfer and
+// returns at once; the deadline is the NcclWatchdog's. The destructor of an unfinished transfer
+// does the same, so buffers are never reused while a peer still writes to them.
 class PendingTransfer {
  public:
   virtual ~PendingTransfer() = default;
@@ -49,6 +49,10 @@ class Communicator {
                                                            at::Tensor& recv, int src, int tag = 0);
   // In place, sum over ranks.
   virtual void all_reduce_sum(at::Tensor& tensor) = 0;
+  // The same, started without waiting: `tensor` stays untouched by the caller until wait(). On
+  // NCCL it runs after the work queued so far on the compute stream and beside what is queued
+  // next (gradient buckets during backward). The default reduces at once.
+  virtual std::unique_ptr<PendingTransfer> start_all_reduce_sum(at::Tensor& tensor);
   // output = concatenation of every rank's input along dim 0 (output.size(0) = size * input's).
   virtual void all_gather(const at::Tensor& input, at::Tensor& output) = 0;
   // output = this rank's slice (along dim 0) of the sum over ranks of input.

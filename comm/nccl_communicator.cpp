@@ -113,12 +113,14 @@ void NcclCommunicator::send_recv(const at::Tensor& send, int dst, at::Tensor& re
   start_send_recv(send, dst, recv, src)->wait();
 }
 
-void NcclCommunicator::all_reduce_sum(at::Tensor& tensor) {
+void NcclCommunicator::all_reduce_sum(at::Tensor& tensor) { start_all_reduce_sum(tensor)->wait(); }
+
+std::unique_ptr<PendingTransfer> NcclCommunicator::start_all_reduce_sum(at::Tensor& tensor) {
   check_cuda_contiguous(tensor, "all_reduce tensor", nccl_->device());
   cudaEvent_t done = prepare();
   nccl_->all_reduce_sum(tensor.data_ptr(), tensor.numel(), nccl_type(tensor), compute_stream(),
                         done);
-  finish(done);
+  return std::make_unique<NcclPendingTransfer>(done, compute_stream());
 }
 
 void NcclCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {

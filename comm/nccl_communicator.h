@@ -30,6 +30,7 @@ class NcclCommunicator : public Communicator {
   std::unique_ptr<PendingTransfer> start_send_recv(const at::Tensor& send, int dst,
                                                    at::Tensor& recv, int src, int tag = 0) override;
   void all_reduce_sum(at::Tensor& tensor) override;
+  std::unique_ptr<PendingTransfer> start_all_reduce_sum(at::Tensor& tensor) override;
   void all_gather(const at::Tensor& input, at::Tensor& output) override;
   void reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) override;
   void broadcast(at::Tensor& tensor, int root) override;
