@@ -105,6 +105,10 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
                                             "AdamW beta1")(
       "beta2", po::value(&c.beta2)->default_value(c.beta2), "AdamW beta2")(
       "clip", po::value(&c.clip)->default_value(c.clip), "max global gradient norm; 0 = off")(
+      "overlap-grad-reduce",
+      po::value(&c.overlap_grad_reduce)->default_value(c.overlap_grad_reduce),
+      "on | off: sum the gradients over ranks block by block while backward runs (on a "
+      "communicator of their own) instead of after it")(
       "seed", po::value(&c.seed)->default_value(c.seed), "seed of weights and data order");
   po::options_description io("Data, checkpoints, logging");
   io.add_options()(

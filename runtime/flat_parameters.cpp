@@ -39,6 +39,7 @@ FlatParameters::FlatParameters(const torch::OrderedDict<std::string, at::Tensor>
     const size_t g = p.dim() >= 2 ? kDecay : kNoDecay;
     group_of.push_back(g);
     offset_of.push_back(numel[g]);
+    slots_.push_back({g, numel[g], p.numel()});
     numel[g] = round_up(numel[g] + p.numel());
   }
   const auto device = params.is_empty() ? at::Device(at::kCPU) : params.front().value().device();
@@ -80,6 +81,25 @@ void FlatParameters::zero_grad() {
 }
 
 void FlatParameters::collect_grads() {
+  check_grads_alias();
+  if (shares_master_) return;
+  torch::NoGradGuard no_grad;
+  for (Group& group : groups_) group.master.mutable_grad().copy_(group.grads);
+}
+
+at::Tensor FlatParameters::collect_grad_slice(size_t group, int64_t begin, int64_t end) {
+  Group& g = groups_[group];
+  RA_CHECK(begin >= 0 && begin <= end && end <= g.master.numel(), "collect_grad_slice: [", begin,
+           ", ", end, ") is outside group ", group, " of ", g.master.numel(), " elements");
+  at::Tensor master_grad = g.master.mutable_grad().narrow(0, begin, end - begin);
+  if (!shares_master_) {
+    torch::NoGradGuard no_grad;
+    master_grad.copy_(g.grads.narrow(0, begin, end - begin));
+  }
+  return master_grad;
+}
+
+void FlatParameters::check_grads_alias() const {
   for (size_t i = 0; i < params_.size(); ++i) {
     const at::Tensor& grad = params_[i].grad();
     RA_CHECK(grad.defined() && grad.data_ptr() == grad_views_[i].data_ptr(), "parameter '",
@@ -88,9 +108,6 @@ void FlatParameters::collect_grads() {
              "LibTorch replaced it instead of accumulating in place); the optimizer would miss "
              "it");
   }
-  if (shares_master_) return;
-  torch::NoGradGuard no_grad;
-  for (Group& group : groups_) group.master.mutable_grad().copy_(group.grads);
 }
 
 void FlatParameters::all_reduce_grads(Communicator& comm) {

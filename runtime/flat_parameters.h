@@ -54,6 +54,19 @@ class FlatParameters {
   // parameter otherwise: the update would silently miss it), then up-casts the gradient buffers
   // into the fp32 master gradients (one copy per group; nothing to do in fp32 runs).
   void collect_grads();
+  // The alias check alone (GradientReducer up-casts slice by slice during backward).
+  void check_grads_alias() const;
+  // Up-casts elements [begin, end) of a group's gradient buffer into its fp32 master gradient
+  // (nothing to do in fp32 runs) and returns that slice of the master gradient.
+  at::Tensor collect_grad_slice(size_t group, int64_t begin, int64_t end);
+
+  // Where parameter i (constructor order) lives: its group and its elements [offset, offset +
+  // numel) of that group's buffers.
+  struct Slot {
+    size_t group;
+    int64_t offset, numel;
+  };
+  const std::vector<Slot>& slots() const { return slots_; }
   // Sums the fp32 master gradients over the ranks: one all-reduce per group.
   void all_reduce_grads(Communicator& comm);
   // The global L2 norm of the fp32 master gradients (a 0-dim fp32 tensor on their device, no
@@ -74,6 +87,7 @@ class FlatParameters {
   };
   Group groups_[kNumGroups];
   std::vector<std::string> names_;
+  std::vector<Slot> slots_;
   std::vector<at::Tensor> params_, master_views_, grad_views_;
   NamedWeights named_master_;
   bool shares_master_ = true;

@@ -173,6 +173,7 @@ at::Tensor LongNetLMImpl::hidden_states(const at::Tensor& tokens, int64_t first_
     storage.offloader = std::make_shared<CheckpointOffloader>();
   for (size_t i = 0; i < block_list_.size(); ++i) {
     DecoderBlock& block = block_list_[i];
+    watch_stage_input(x, i);
     if (block_checkpointed(i) && is_training()) {
       auto fn = [block, first_position](const at::Tensor& in) mutable {
         return block->forward(in, first_position);
@@ -182,6 +183,7 @@ at::Tensor LongNetLMImpl::hidden_states(const at::Tensor& tokens, int64_t first_
       x = block->forward_stream(x, first_position);
     }
   }
+  watch_stage_input(x, block_list_.size());  // the final LayerNorm and the LM head
   if (x.delta.defined()) {
     return add_layer_norm(x.base, x.delta, final_ln->weight, final_ln->bias, config_.layer_norm_eps,
                           config_.fused_norms)
@@ -189,6 +191,25 @@ at::Tensor LongNetLMImpl::hidden_states(const at::Tensor& tokens, int64_t first_
   }
   if (!config_.fused_norms) return final_ln->forward(x.base);
   return fast_layer_norm(x.base, final_ln->weight, final_ln->bias, config_.layer_norm_eps);
+}
+
+void LongNetLMImpl::watch_stage_input(const ResidualStream& input, size_t stage) const {
+  if (!stage_hook_ || !is_training() || !at::GradMode::is_enabled()) return;
+  // The gradient of either addend is the stage input's; the hook runs when backward is about to
+  // enter the op that made it, i.e. right after the stage's last op (delta: the previous block's
+  // fc2, reached before base's LayerNorm).
+  const at::Tensor& t = input.delta.defined() ? input.delta : input.base;
+  if (!t.requires_grad()) return;
+  t.register_hook([hook = stage_hook_, stage](const at::Tensor&) { hook(stage); });
+}
+
+std::vector<std::vector<at::Tensor>> LongNetLMImpl::backward_stage_parameters() {
+  std::vector<std::vector<at::Tensor>> stages;
+  for (auto& block : block_list_) stages.push_back(block->parameters());
+  std::vector<at::Tensor> head = final_ln->parameters();
+  for (const auto& p : lm_head->parameters()) head.push_back(p);
+  stages.push_back(std::move(head));
+  return stages;
 }
 
 bool LongNetLMImpl::block_checkpointed(size_t index) const {

@@ -124,6 +124,17 @@ class LongNetLMImpl : public torch::nn::Module {
   // Parameters that do matmul work per token (blocks + LM head), for the 6*N*T FLOP count.
   int64_t matmul_parameter_count();
 
+  // Backward stages: stage i < num_layers is block i, stage num_layers the final LayerNorm and
+  // the LM head (the embedding has none: backward reaches it last). Once set, every training
+  // forward with grad arranges for `hook(stage)` to run when backward reaches the stage's input,
+  // by which time the gradients of the stage's parameters are final (the autograd engine runs
+  // gradient accumulation first); on the autograd thread, stages in decreasing order. For
+  // reducing gradients during backward (GradientReducer). An empty hook removes it.
+  using BackwardStageHook = std::function<void(size_t stage)>;
+  void set_backward_stage_hook(BackwardStageHook hook) { stage_hook_ = std::move(hook); }
+  // The parameters of each stage, in stage order.
+  std::vector<std::vector<at::Tensor>> backward_stage_parameters();
+
   torch::nn::Embedding embed{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   torch::nn::LayerNorm final_ln{nullptr};
@@ -133,6 +144,9 @@ class LongNetLMImpl : public torch::nn::Module {
   ModelConfig config_;
   std::vector<DecoderBlock> block_list_;
   bool block_checkpointed(size_t index) const;  // in training, with config_.checkpointing
+  // Registers stage_hook_(stage) on the gradient of `input`, the stage's input (see above).
+  void watch_stage_input(const ResidualStream& input, size_t stage) const;
+  BackwardStageHook stage_hook_;
 };
 TORCH_MODULE(LongNetLM);
 

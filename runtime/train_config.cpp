@@ -87,6 +87,8 @@ void validate_train_config(const TrainConfig& c, int world_size) {
            "--offload-checkpoints = '", c.offload_checkpoints, "': allowed: off, on");
   RA_CHECK(c.fused_norms == "off" || c.fused_norms == "on", "--fused-norms = '", c.fused_norms,
            "': allowed: on, off");
+  RA_CHECK(c.overlap_grad_reduce == "off" || c.overlap_grad_reduce == "on",
+           "--overlap-grad-reduce = '", c.overlap_grad_reduce, "': allowed: on, off");
   RA_CHECK(c.dtype == "auto" || c.dtype == "fp32" || c.dtype == "bf16", "--dtype = '", c.dtype,
            "': allowed: auto (bf16 on GPU, fp32 on CPU), fp32, bf16");
   RA_CHECK(c.device == "auto" || c.device == "cpu" || c.device == "cuda", "--device = '", c.device,
@@ -152,7 +154,8 @@ std::string describe(const TrainConfig& c) {
      << "  loss-chunk = " << c.loss_chunk_tokens << "\n  optimizer: AdamW lr = " << c.lr
      << "  min-lr-ratio = " << c.min_lr_ratio << "  warmup = " << c.warmup
      << "  weight-decay = " << c.weight_decay << "  betas = (" << c.beta1 << ", " << c.beta2
-     << ")  clip = " << c.clip << "  seed = " << c.seed << "\n  data = " << c.data
+     << ")  clip = " << c.clip << "  overlap-grad-reduce = " << c.overlap_grad_reduce
+     << "  seed = " << c.seed << "\n  data = " << c.data
      << "  save-dir = " << (c.save_dir.empty() ? "(none)" : c.save_dir)
      << "  save-every = " << c.save_every << "  resume = " << c.resume
      << "\n  log-every = " << c.log_every

@@ -38,6 +38,9 @@ struct TrainConfig {
   double weight_decay = 0.1;
   double beta1 = 0.9, beta2 = 0.95;
   double clip = 1.0;  // max global grad norm; 0 = no clipping
+  // on | off: gradients summed over ranks block by block during backward (GradientReducer on a
+  // communicator of its own) instead of after it
+  std::string overlap_grad_reduce = "on";
   uint64_t seed = 0;
   // Data, checkpoints, logging
   std::string data = "synthetic:kv";

@@ -38,10 +38,10 @@ void synchronize(const at::Device& device) {
 }
 
 // The flattened positions ([B * S/P] order) that have a target, found on the host copy of the
-// targets and sent to the device with the batch: selecting them with a boolean mask on the device
-// would sync the host (the result's size lives on the device).
-at::Tensor scored_positions(const at::Tensor& host_targets, const at::Device& device) {
-  return at::nonzero(host_targets.reshape({-1}) >= 0).reshape({-1}).to(device);
+// targets (to be sent to the device with the batch): selecting them with a boolean mask on the
+// device would sync the host (the result's size lives on the device).
+at::Tensor scored_positions(const at::Tensor& host_targets) {
+  return at::nonzero(host_targets.reshape({-1}) >= 0).reshape({-1});
 }
 
 // How many of the `scored` positions the model predicts right (argmax of the logits): a 0-dim
@@ -124,6 +124,15 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
                       options(0.0));
   optimizer_ =
       std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(config_.lr));
+  if (comm.size() > 1 && config_.overlap_grad_reduce == "on") {
+    // Its own communicator: attention's backward runs collectives on the world's meanwhile.
+    std::shared_ptr<Communicator> grad_comm = runtime_.world->split(0, comm.rank());
+    grad_comm->set_timeout_seconds(config_.timeout_seconds);
+    grad_reducer_ = std::make_unique<GradientReducer>(flat_, model_->backward_stage_parameters(),
+                                                      std::move(grad_comm));
+    model_->set_backward_stage_hook(
+        [reducer = grad_reducer_.get()](size_t stage) { reducer->stage_done(stage); });
+  }
   schedule_ = {config_.lr, config_.warmup, config_.steps, config_.min_lr_ratio};
 
   const int64_t head_dim = config_.embed_dim / config_.heads;
@@ -233,19 +242,40 @@ void Trainer::maybe_resume() {
   start_step_ = step + 1;
 }
 
-Batch Trainer::take_batch(int64_t step) {
+Trainer::~Trainer() {
+  // The model may outlive the trainer (model() hands it out); the hook points at the reducer.
+  if (!model_.is_empty()) model_->set_backward_stage_hook(nullptr);
+}
+
+Trainer::PreparedBatch Trainer::prepare_batch(int64_t step) const {
+  PreparedBatch prepared;
+  prepared.batch = data_->batch(step);
+  const at::Tensor& targets = prepared.batch.targets;
+  prepared.scored_count = (targets >= 0).sum().item<double>();
+  if (data_->reports_accuracy()) prepared.scored = scored_positions(targets);
+  // On a GPU everything the step copies is pinned, so those copies are asynchronous (PyTorch's
+  // host allocator pins through an existing CUDA context: no context on GPU 0 from this thread).
+  if (runtime_.device.is_cuda()) {
+    Batch& b = prepared.batch;
+    b.tokens = b.tokens.pin_memory(), b.targets = b.targets.pin_memory();
+    if (prepared.scored.defined()) prepared.scored = prepared.scored.pin_memory();
+  }
+  return prepared;
+}
+
+Trainer::PreparedBatch Trainer::take_batch(int64_t step) {
   if (prefetched_step_ == step) {
     prefetched_step_ = 0;
     return prefetched_.get();  // rethrows what the data thread threw (e.g. a file error)
   }
-  return data_->batch(step);
+  return prepare_batch(step);
 }
 
 void Trainer::prefetch_batch(int64_t step) {
   // A pending prefetch of another step (train_step called out of order) finishes first: the
   // future of std::async waits in its destructor.
   prefetched_step_ = step;
-  prefetched_ = std::async(std::launch::async, [this, step] { return data_->batch(step); });
+  prefetched_ = std::async(std::launch::async, [this, step] { return prepare_batch(step); });
 }
 
 StepMetrics Trainer::train_step(int64_t step) {
@@ -254,26 +284,34 @@ StepMetrics Trainer::train_step(int64_t step) {
   synchronize(runtime_.device);
   const auto start = std::chrono::steady_clock::now();
 
-  const Batch batch = take_batch(step);
+  const PreparedBatch prepared = take_batch(step);
   if (step < config_.steps) prefetch_batch(step + 1);
-  at::Tensor tokens = batch.tokens.to(runtime_.device);    // [B, S/P]
-  at::Tensor targets = batch.targets.to(runtime_.device);  // [B, S/P], -1 = ignored
-  at::Tensor scored;  // [n], for the accuracy
-  if (data_->reports_accuracy()) scored = scored_positions(batch.targets, runtime_.device);
-  // Counted on the host copy; the loss needs the global count before backward, so its sum over
-  // ranks is one of the step's two host syncs (while the device is idle anyway).
-  const double local_count = (batch.targets >= 0).sum().item<double>();
-  const double scored_total = sum_over_ranks({local_count}, comm, runtime_.device)[0];
+  const Batch& batch = prepared.batch;
+  // Asynchronous from pinned memory on GPUs; the host copies stay alive in `prepared`.
+  at::Tensor tokens = batch.tokens.to(runtime_.device, /*non_blocking=*/true);    // [B, S/P]
+  at::Tensor targets = batch.targets.to(runtime_.device, /*non_blocking=*/true);  // -1 = ignored
+  at::Tensor scored;  // [n] flat indices of the scored positions, for the accuracy
+  if (prepared.scored.defined())
+    scored = prepared.scored.to(runtime_.device, /*non_blocking=*/true);
+  // The loss needs the global count of scored positions before backward, so its sum over ranks
+  // is one of the step's two host syncs (while the device is idle anyway).
+  const double scored_total = sum_over_ranks({prepared.scored_count}, comm, runtime_.device)[0];
   const double global_count = std::max(1.0, scored_total);
 
   flat_.zero_grad();
+  if (grad_reducer_) grad_reducer_->communicator().set_context(comm.context());
   at::Tensor hidden = model_->hidden_states(tokens, layout_.first_position());  // [B, S/P, E]
   at::Tensor loss_sum = model_->loss_sum(hidden, targets, batch.targets);
   (loss_sum / global_count).backward();
-  // The flat fp32 master gradients (up-cast in bf16 runs) are summed over ranks and clipped in
-  // fp32, a few kernels per group, no host sync.
-  flat_.collect_grads();
-  flat_.all_reduce_grads(comm);
+  // The flat fp32 master gradients (up-cast in bf16 runs) are summed over ranks - block by
+  // block during backward with the reducer - and clipped in fp32, a few kernels per group, no
+  // host sync.
+  if (grad_reducer_) {
+    grad_reducer_->finish();
+  } else {
+    flat_.collect_grads();
+    flat_.all_reduce_grads(comm);
+  }
   const at::Tensor grad_norm = flat_.clip_grad_norm_(config_.clip);
   const double lr = schedule_.at(step);
   for (auto& group : optimizer_->param_groups()) {
@@ -330,7 +368,7 @@ EvalResult Trainer::evaluate(int64_t batches) {
     Batch batch = data_->batch(kEvalStepBase + i);
     at::Tensor tokens = batch.tokens.to(runtime_.device),
                targets = batch.targets.to(runtime_.device);
-    const at::Tensor scored = scored_positions(batch.targets, runtime_.device);
+    const at::Tensor scored = scored_positions(batch.targets).to(runtime_.device);
     at::Tensor hidden = model_->hidden_states(tokens, layout_.first_position());
     totals += at::stack({model_->loss_sum(hidden, targets, batch.targets).to(at::kDouble),
                          count_correct(*model_, hidden, targets, scored)});

@@ -1,7 +1,8 @@
 // Trainer: one sequence-parallel training run. Every rank holds the same model and S/P tokens
 // of every sequence; a step is forward (attention through the chosen variant, everything else
 // token-local) -> loss = local sum / global count -> backward -> gradient all-reduce ->
-// clip -> AdamW with warmup + cosine. Rank 0 logs; checkpoints are collective.
+// clip -> AdamW with warmup + cosine (the all-reduce overlapped with backward, block by block:
+// GradientReducer). Rank 0 logs; checkpoints are collective.
 // bf16 runs keep the whole model in bf16 (weights, activations, residual stream, LayerNorm
 // I/O: half the bytes of every memory-bound op, no autocast casts) and fp32 master weights and
 // AdamW state in the optimizer (Megatron's scheme). Weights, master weights and gradients live
@@ -23,6 +24,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/distributed_setup.h"
 #include "runtime/flat_parameters.h"
+#include "runtime/gradient_reducer.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/metrics_log.h"
 #include "runtime/model.h"
@@ -42,6 +44,7 @@ class Trainer {
   // and resumes when config.resume asks for it. `log` (rank 0's stdout, or null) gets the
   // config, the world layout and the step lines.
   Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* log);
+  ~Trainer();
 
   // Trains from start_step() to config.steps (or config.stop_after steps), saving and logging
   // as configured; then, when training is complete and config.eval_batches > 0, evaluates.
@@ -67,10 +70,17 @@ class Trainer {
   void print_checkpoint_memory(std::ostream& os) const;
   void maybe_resume();
   double peak_flops_per_gpu() const;  // bf16 dense peak of the card, 0 when unknown / CPU
+  // A step's batch with what the host derives from it (pinned on GPU runs).
+  struct PreparedBatch {
+    Batch batch;
+    double scored_count = 0;  // positions of this rank with a target (>= 0)
+    at::Tensor scored;        // [n] int64 flat indices of those positions (accuracy tasks only)
+  };
+  PreparedBatch prepare_batch(int64_t step) const;
   // The batch of `step`: the one prefetched for it, else made now.
-  Batch take_batch(int64_t step);
-  // Starts making the batch of `step` on a host thread, so that its generation or file reads
-  // overlap the current step's device work.
+  PreparedBatch take_batch(int64_t step);
+  // Starts preparing the batch of `step` on a host thread, so that its generation, file reads
+  // and host-side counting overlap the current step's device work.
   void prefetch_batch(int64_t step);
 
   TrainConfig config_;
@@ -78,8 +88,8 @@ class Trainer {
   std::ostream* log_;
   ShardLayout layout_;
   std::unique_ptr<TrainingData> data_;
-  std::future<Batch> prefetched_;  // TrainingData::batch is const and a pure function of step
-  int64_t prefetched_step_ = 0;    // 0: nothing prefetched
+  std::future<PreparedBatch> prefetched_;  // TrainingData::batch: const, a function of step
+  int64_t prefetched_step_ = 0;            // 0: nothing prefetched
   LongNetLM model_{nullptr};
   // What AdamW updates (one flat fp32 tensor per group) and checkpoints store (its views, by
   // name). The model's parameters are views of it in fp32 runs; in bf16 runs views of a flat
@@ -87,6 +97,8 @@ class Trainer {
   // back after the step).
   FlatParameters flat_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  // With --overlap-grad-reduce on and more than one rank: sums gradients during backward.
+  std::unique_ptr<GradientReducer> grad_reducer_;
   LrSchedule schedule_;
   std::unique_ptr<MetricsLog> metrics_;
   bool bf16_ = false;

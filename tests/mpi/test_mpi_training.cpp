@@ -10,6 +10,7 @@
 // - after training steps the model's parameters are still views of the flat buffers (the fp32
 //   master itself, or in bf16 the rounded master) and their gradients views of the flat
 //   gradient buffers;
+// - gradients summed during backward (--overlap-grad-reduce on) train as summed after it;
 // - a token file trains: each rank reads its shard, the first loss is about log(vocab) and
 //   training on a repeating pattern lowers it.
 #include <gtest/gtest.h>
@@ -272,6 +273,39 @@ TEST(Trainer, ParamsStayViewsOfTheFlatMasterAfterSteps) {
     }
     for (size_t i = 0; i < before.size(); ++i) {
       EXPECT_FALSE(torch::equal(before[i], flat.master_views()[i])) << "master " << i << " moved";
+    }
+  }
+}
+
+// --overlap-grad-reduce on (block by block during backward, on a split communicator, beside the
+// ring attention's own collectives) trains as off does (everything after backward): the same
+// losses, gradient norms and weights up to the reduction order of the sums, and every rank
+// holds the same weights.
+TEST(Trainer, OverlappedGradientReduceEqualsReduceAfterBackward) {
+  auto comm = world();
+  for (const std::string checkpointing : {"on", "off"}) {
+    SCOPED_TRACE("--checkpointing " + checkpointing);
+    std::vector<StepMetrics> metrics[2];
+    std::vector<at::Tensor> weights[2];
+    for (int overlap = 0; overlap < 2; ++overlap) {
+      auto config = tiny_run("");
+      config.checkpointing = checkpointing;
+      config.overlap_grad_reduce = overlap ? "on" : "off";
+      Trainer t(config, cpu_runtime(comm), nullptr);
+      for (int64_t step = 1; step <= 3; ++step) metrics[overlap].push_back(t.train_step(step));
+      for (size_t g = 0; g < FlatParameters::kNumGroups; ++g) {
+        weights[overlap].push_back(t.flat_parameters().master(g).detach().clone());
+      }
+    }
+    for (size_t i = 0; i < metrics[0].size(); ++i) {
+      EXPECT_NEAR(metrics[1][i].loss, metrics[0][i].loss, 1e-6 * std::abs(metrics[0][i].loss));
+      EXPECT_NEAR(metrics[1][i].grad_norm, metrics[0][i].grad_norm, 1e-5 * metrics[0][i].grad_norm);
+    }
+    for (size_t g = 0; g < FlatParameters::kNumGroups; ++g) {
+      EXPECT_LT((weights[1][g] - weights[0][g]).abs().max().item<double>(), 1e-6) << "group " << g;
+      at::Tensor rank0 = weights[1][g].clone();
+      comm->broadcast(rank0, 0);
+      EXPECT_TRUE(torch::equal(rank0, weights[1][g])) << "group " << g << " differs from rank 0";
     }
   }
 }

@@ -23,15 +23,7 @@ ModelConfig tiny_model(bool checkpointing) {
 }
 
 LongNetLM make_model(const ModelConfig& config, at::ScalarType dtype) {
-  torch::manual_seed(7);  // same weights for every config
-  LongNetLM model(config, [&] {
-    AttentionSpec spec;
-    spec.attention = config.attention;
-    return make_attention("standard", spec);
-  });
-  model->to(dtype);
-  model->train();
-  return model;
+  return testing::make_standard_model(config, dtype);
 }
 
 // Loss of a forward + backward on fixed random data; the gradients are left in the model.
@@ -105,17 +97,9 @@ TEST(BlockCheckpoint, CheckpointedBlockRunDirectlyIsExact) {
 // one, none: the loss and every gradient equal the plain model's.
 TEST(BlockCheckpoint, ModelLossAndGradientsEqualUncheckpointed) {
   auto make = [](bool checkpointing, int64_t checkpoint_layers) {
-    torch::manual_seed(7);
     ModelConfig config = tiny_model(checkpointing);
     config.checkpoint_layers = checkpoint_layers;
-    LongNetLM model(config, [] {
-      AttentionSpec spec;
-      spec.attention = tiny_model(false).attention;
-      return make_attention("standard", spec);
-    });
-    model->to(torch::kDouble);
-    model->train();
-    return model;
+    return make_model(config, torch::kDouble);
   };
   LongNetLM plain = make(false, -1);
   auto tokens = torch::randint(0, 50, {2, 32}, torch::kLong);

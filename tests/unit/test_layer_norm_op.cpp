@@ -21,13 +21,7 @@ namespace {
 // gains and all biases start as ones and zeros: perturbed, a LayerNorm applied with another one's
 // parameters (or a bias left out) changes the result.
 LongNetLM make_float64_model(const ModelConfig& config) {
-  torch::manual_seed(7);
-  LongNetLM model(config, [&] {
-    AttentionSpec spec;
-    spec.attention = config.attention;
-    return make_attention("standard", spec);
-  });
-  model->to(torch::kDouble);
+  LongNetLM model = testing::make_standard_model(config, torch::kDouble);
   torch::NoGradGuard no_grad;
   torch::manual_seed(5);
   for (auto& p : model->parameters()) {

@@ -24,17 +24,7 @@ ModelConfig tiny_model() {
   return testing::tiny_model_config(/*num_layers=*/2, /*checkpointing=*/true);
 }
 
-LongNetLM make_model() {
-  torch::manual_seed(7);  // the same weights every time
-  ModelConfig config = tiny_model();
-  LongNetLM model(config, [&] {
-    AttentionSpec spec;
-    spec.attention = config.attention;
-    return make_attention("standard", spec);
-  });
-  model->train();
-  return model;
-}
+LongNetLM make_model() { return testing::make_standard_model(tiny_model()); }
 
 // The batch of `step`: random tokens, targets with some ignored (-1).
 std::pair<at::Tensor, at::Tensor> batch(int64_t step) {
