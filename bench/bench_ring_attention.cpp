@@ -36,8 +36,9 @@ int main(int argc, char** argv) {
     po::options_description opts("bench_ring_attention options");
     opts.add_options()("help,h", "print this help")(
         "config", po::value(&config_name)->default_value("dense-causal"),
-        "dense-causal (H=16 D=128, w=S r=1, causal) | longnet-base | wide")(
-        "seq-len", po::value(&seq_text)->default_value("128K"), "global tokens (K/M/G)")(
+        "dense-causal (H=16 D=128, w=S r=1, causal) | longnet-base | wide | longnet-1m "
+        "(bench/bench_configs.h)")("seq-len", po::value(&seq_text)->default_value("128K"),
+                                   "global tokens (K/M/G)")(
         "strategy", po::value(&strategy)->default_value("ring"), "ring | allgather")(
         "head-mode", po::value(&head_mode)->default_value("all"), "all | partition")(
         "causal", po::bool_switch(&causal), "causal masking (always on for dense-causal)")(
