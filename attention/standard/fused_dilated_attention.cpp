@@ -15,6 +15,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstring>
 
@@ -124,6 +125,12 @@ at::Tensor gather_kept_rows(const at::Tensor& t, const cuda::KeptRows& g, float 
   return dst;
 }
 
+// cuDNN's attention takes no one-row blocks (s_q = s_kv = 1): a group that keeps one row per
+// segment runs on flash whatever the kernel, forward and backward (its lse is then [N, h, L]).
+FusedKernel group_kernel(FusedKernel kernel, const cuda::KeptRows& g) {
+  return g.kept == 1 ? FusedKernel::kFlash : kernel;
+}
+
 // Runs fn(use_view); with layout kAuto, a kernel error on the strided view retries gathered
 // and remembers that choice for this kernel.
 template <typename Fn>
@@ -176,16 +183,22 @@ at::Tensor to_device(const std::vector<T>& items, const at::Device& device) {
   return host.to(device, /*non_blocking=*/true);
 }
 
-// Forward of every group, then the merge. q, k, v: [B, S, H, D] contiguous, same heads.
-// philox_seed/offset and lse_dim (3 or 4) record what the kernel's backward will expect.
-AttentionResult fused_forward(const FusedSettings& s, const at::Tensor& q, const at::Tensor& k,
-                              const at::Tensor& v, at::Tensor& philox_seed,
-                              at::Tensor& philox_offset, int64_t& lse_dim) {
-  const int64_t B = q.size(0), S = q.size(1), H = q.size(2), D = q.size(3);
-  const bool partition = s.config.head_mode == HeadMode::kPartition;
-  const DilationPlan plan = DilationPlan::build(s.config, S, H);
-  const double scale = softmax_scale(s.config, D);
+// The fused halves' settings for a whole config on S tokens and H heads.
+FusedPlanSpec spec_of(const DilatedAttentionConfig& config, int64_t S, int64_t H, int64_t D) {
+  return {DilationPlan::build(config, S, H), config.head_mode, softmax_scale(config, D),
+          config.causal};
+}
+
+// Forward of every group with `kernel`, then the merge. q, k, v: [B, S, H, D] contiguous, same
+// heads. The state records what the kernel's backward will expect.
+FusedPlanForward forward_with_kernel(const FusedPlanSpec& spec, FusedKernel kernel,
+                                     const at::Tensor& q, const at::Tensor& k,
+                                     const at::Tensor& v) {
+  const int64_t B = q.size(0), S = q.size(1), H = q.size(2);
+  const bool partition = spec.head_mode == HeadMode::kPartition;
+  const DilationPlan& plan = spec.plan;
   const std::vector<GroupRows> groups = plan_groups(plan, B, S, H, partition);
+  FusedKernelState state{kernel, at::Tensor(), at::Tensor(), 3};
 
   std::vector<at::Tensor> keep_alive;  // group outputs until the merge has read them
   std::vector<cuda::MergeGroup> merge_groups(groups.size());
@@ -208,12 +221,13 @@ AttentionResult fused_forward(const FusedSettings& s, const at::Tensor& q, const
   for (size_t gi = 0; gi < groups.size(); ++gi) {
     const cuda::KeptRows& g = groups[gi].rows;
     if (g.kept == 0) continue;  // offset >= w': the group keeps nothing; the merge skips it
-    compat::FusedAttentionForward f = with_layout(s.kernel, [&](bool view) {
+    const FusedKernel gk = group_kernel(kernel, g);
+    compat::FusedAttentionForward f = with_layout(gk, [&](bool view) {
       auto rows = [&](const at::Tensor& t) {
         return view ? kept_rows_view(t, g) : gather_kept_rows(t, g);
       };
-      return compat::fused_attention_forward(s.kernel, rows(q), rows(k), rows(v), s.config.causal,
-                                             scale);
+      return compat::fused_attention_forward(gk, rows(q), rows(k), rows(v), spec.causal,
+                                             spec.scale);
     });
     at::Tensor out = f.out;  // [N, h, L, D]
     if (out.stride(3) != 1 || out.stride(0) % 8 || out.stride(1) % 8 || out.stride(2) % 8 ||
@@ -228,23 +242,133 @@ AttentionResult fused_forward(const FusedSettings& s, const at::Tensor& q, const
                         lse.data_ptr<float>(), lse.stride(0), lse.stride(1), lse.stride(2)};
     keep_alive.push_back(out);
     keep_alive.push_back(lse);
-    if (!philox_seed.defined()) {
-      lse_dim = f.lse.dim();
-      philox_seed = f.philox_seed;
-      philox_offset = f.philox_offset;
+    if (!state.philox_seed.defined()) {  // unused without dropout, but the ops take them
+      state.philox_seed = f.philox_seed;
+      state.philox_offset = f.philox_offset;
     }
+    if (gk == kernel) state.lse_dim = f.lse.dim();
   }
 
-  at::Tensor out = at::empty({B, S, H, D}, q.options());
+  at::Tensor out = at::empty(q.sizes(), q.options());
   at::Tensor lse = at::empty({B, S, H}, q.options().dtype(at::kFloat));
   at::Tensor branches_dev = to_device(merge_branches, q.device());
   at::Tensor groups_dev = to_device(merge_groups, q.device());
-  cuda::launch_merge_branches(
-      reinterpret_cast<const cuda::MergeBranch*>(branches_dev.data_ptr()),
-      int(merge_branches.size()), reinterpret_cast<const cuda::MergeGroup*>(groups_dev.data_ptr()),
-      int(B), int(S), int(H), int(D), scalar_kind(q.scalar_type()), float(plan.output_scale),
-      token_tensor(out), lse.data_ptr<float>(), at::cuda::getCurrentCUDAStream().stream());
-  return {out, lse};
+  cuda::launch_merge_branches(reinterpret_cast<const cuda::MergeBranch*>(branches_dev.data_ptr()),
+                              int(merge_branches.size()),
+                              reinterpret_cast<const cuda::MergeGroup*>(groups_dev.data_ptr()),
+                              int(B), int(S), int(H), int(q.size(3)), scalar_kind(q.scalar_type()),
+                              float(plan.output_scale), token_tensor(out), lse.data_ptr<float>(),
+                              at::cuda::getCurrentCUDAStream().stream());
+  return {out, lse, state};
+}
+
+// Each group's fused backward with the merged out and lse, written or added into dq, dk, dv
+// (see the top of the file). q, k, v, out, lse, grad_out as fused_plan_backward takes them.
+std::array<at::Tensor, 3> backward_impl(const FusedPlanSpec& spec, const FusedKernelState& state,
+                                        const at::Tensor& q, const at::Tensor& k,
+                                        const at::Tensor& v, const at::Tensor& out,
+                                        const at::Tensor& lse, const at::Tensor& grad_out_in) {
+  const int64_t B = q.size(0), S = q.size(1), H = q.size(2), D = q.size(3);
+  const bool partition = spec.head_mode == HeadMode::kPartition;
+  const DilationPlan& plan = spec.plan;
+  const at::Tensor grad_out = grad_out_in.contiguous();
+
+  // Partition mode: out holds s * merge (s = 1/G). Each group's kernel needs the merge and its
+  // gradient, out / s and s * grad_out: gathered with the scale applied, one pass each.
+  const double out_scale = plan.output_scale;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+  const cuda::ScalarKind kind = scalar_kind(q.scalar_type());
+  at::Tensor lse_rows_src = lse.unsqueeze(-1);  // [B, S, H, 1]
+  std::vector<GroupRows> groups = plan_groups(plan, B, S, H, partition);
+  // The head cover's groups run first and write every element of dq/dk/dv (their kept rows,
+  // zeros in their heads' other rows); the other groups then add into them. No zero fill, and
+  // no write replaces another group's share: each (token, head) is kept by at most one cover
+  // group. No cover: zero fill, and every group adds.
+  for (const GroupRef& ref : plan.head_cover(H)) {
+    for (GroupRows& gr : groups) gr.writes |= gr.branch == ref.branch && gr.group == ref.group;
+  }
+  std::stable_partition(groups.begin(), groups.end(),
+                        [](const GroupRows& gr) { return gr.writes; });
+  const bool cover = !groups.empty() && groups.front().writes;
+  // A cover that is one rate-1 all-heads group (head_mode all): its gradients, laid out like
+  // [B, S, H, D], become dq/dk/dv (written into new tensors if their layout is not that).
+  const bool adopt = cover && covers_everything(groups.front().rows);
+  at::Tensor dq, dk, dv;  // [B, S, H, D], input dtype
+  at::Tensor* accs[3] = {&dq, &dk, &dv};
+  if (!adopt) {
+    for (at::Tensor* acc : accs) {
+      *acc = cover ? at::empty({B, S, H, D}, q.options()) : at::zeros({B, S, H, D}, q.options());
+    }
+  }
+  for (const GroupRows& group : groups) {
+    const cuda::KeptRows& g = group.rows;
+    if (g.kept == 0) {  // offset >= w': keeps nothing, but a cover group owes its heads' zeros
+      if (!group.writes) continue;
+      for (at::Tensor* acc : accs) {
+        cuda::launch_write_kept_rows(g, {}, token_tensor(*acc), D, kind, stream);
+      }
+      continue;
+    }
+    // The merged lse in this group's layout, contiguous, shaped as the kernel's forward
+    // returned it: [N, h, L] (flash) or [N, h, L, 1] (cuDNN).
+    const FusedKernel gk = group_kernel(state.kernel, g);
+    at::Tensor lse_group = gather_kept_rows(lse_rows_src, g);
+    if (gk == FusedKernel::kFlash || state.lse_dim == 3) lse_group = lse_group.squeeze(-1);
+    // The group whose gradients become dq/dk/dv runs whole; the others in chunks of
+    // segment rows, which bounds the temporaries at no cost in kernel efficiency.
+    const bool whole = adopt && &group == &groups.front();
+    const int64_t step = whole ? g.total_n() : backward_chunk_n(g, q);
+    for (int64_t n0 = 0; n0 < g.total_n(); n0 += step) {
+      cuda::KeptRows c = g;
+      c.n_begin = n0;
+      c.n_count = std::min(step, g.total_n() - n0);
+      const at::Tensor lse_c = lse_group.narrow(0, n0, c.n_count);
+      compat::FusedAttentionGrads grads_c = with_layout(gk, [&](bool view) {
+        auto rows = [&](const at::Tensor& t) {
+          return view ? kept_rows_view(t, c) : gather_kept_rows(t, c);
+        };
+        const at::Tensor q_c = rows(q);  // [n, h, L, D]
+        at::Tensor out_c, grad_out_c;    // [n, h, L, D], identical strides
+        if (out_scale == 1.0) {
+          out_c = rows(out);
+          grad_out_c = rows(grad_out);
+        } else {
+          // Dense in q_c's dimension order (empty_like): the out/grad_out layout the kernels'
+          // backward expects for these q rows.
+          out_c = gather_kept_rows(out, c, float(1.0 / out_scale), at::empty_like(q_c));
+          grad_out_c = gather_kept_rows(grad_out, c, float(out_scale), at::empty_like(q_c));
+        }
+        const compat::FusedAttentionForward merged{out_c, lse_c, state.philox_seed,
+                                                   state.philox_offset};
+        return compat::fused_attention_backward(gk, grad_out_c, q_c, rows(k), rows(v), merged,
+                                                spec.causal, spec.scale);
+      });
+      at::Tensor parts[3] = {std::get<0>(grads_c), std::get<1>(grads_c), std::get<2>(grads_c)};
+      for (int i = 0; i < 3; ++i) {
+        at::Tensor part = parts[i];                // [n, h, L, D]
+        if (!accs[i]->defined()) {                 // the adopted group, run whole
+          at::Tensor full = part.transpose(1, 2);  // [N, L, h, D] = [B * S / w', w', H, D]
+          if (full.is_contiguous()) {
+            *accs[i] = full.view({B, S, H, D});
+            continue;
+          }
+          *accs[i] = at::empty({B, S, H, D}, q.options());  // the cover: written below
+        }
+        if (part.stride(3) != 1 || part.stride(0) % 8 || part.stride(1) % 8 || part.stride(2) % 8 ||
+            reinterpret_cast<uintptr_t>(part.data_ptr()) % 16) {
+          part = part.contiguous();
+        }
+        if (group.writes) {
+          cuda::launch_write_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
+                                       stream);
+        } else {
+          cuda::launch_scatter_add_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
+                                             stream);
+        }
+      }
+    }
+  }
+  return {dq, dk, dv};
 }
 
 class FusedDilatedAttentionFunction
@@ -256,13 +380,12 @@ class FusedDilatedAttentionFunction
                                                 const at::Tensor& q, const at::Tensor& k,
                                                 const at::Tensor& v, FusedSettings settings) {
     RECORD_FUNCTION("ra::fused_dilated_attention", std::vector<c10::IValue>({q}));
-    at::Tensor seed, offset;
-    int64_t lse_dim = 3;
-    AttentionResult r = fused_forward(settings, q, k, v, seed, offset, lse_dim);
-    ctx->saved_data["lse_dim"] = lse_dim;
+    FusedPlanForward r = forward_with_kernel(
+        spec_of(settings.config, q.size(1), q.size(2), q.size(3)), settings.kernel, q, k, v);
+    ctx->saved_data["lse_dim"] = r.state.lse_dim;
     save_settings(ctx, settings);
-    ctx->saved_data["philox_seed"] = seed;
-    ctx->saved_data["philox_offset"] = offset;
+    ctx->saved_data["philox_seed"] = r.state.philox_seed;
+    ctx->saved_data["philox_offset"] = r.state.philox_offset;
     ctx->save_for_backward({q, k, v, r.out, r.lse});
     ctx->mark_non_differentiable({r.lse});
     return {r.out, r.lse};
@@ -273,109 +396,13 @@ class FusedDilatedAttentionFunction
     const FusedSettings s = load_settings(ctx);
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
-    const at::Tensor seed = ctx->saved_data["philox_seed"].toTensor();
-    const at::Tensor offset = ctx->saved_data["philox_offset"].toTensor();
-    const int64_t lse_dim = ctx->saved_data["lse_dim"].toInt();
-    const int64_t B = q.size(0), S = q.size(1), H = q.size(2), D = q.size(3);
-    const bool partition = s.config.head_mode == HeadMode::kPartition;
-    const DilationPlan plan = DilationPlan::build(s.config, S, H);
-    const double scale = softmax_scale(s.config, D);
-    at::Tensor grad_out = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(out);
-
-    // Partition mode: out holds s * merge (s = 1/G). Each group's kernel needs the merge and its
-    // gradient, out / s and s * grad_out: gathered with the scale applied, one pass each.
-    const double out_scale = plan.output_scale;
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
-    const cuda::ScalarKind kind = scalar_kind(q.scalar_type());
-    at::Tensor lse_rows_src = lse.unsqueeze(-1);  // [B, S, H, 1]
-    std::vector<GroupRows> groups = plan_groups(plan, B, S, H, partition);
-    // The head cover's groups run first and write every element of dq/dk/dv (their kept rows,
-    // zeros in their heads' other rows); the other groups then add into them. No zero fill, and
-    // no write replaces another group's share: each (token, head) is kept by at most one cover
-    // group. No cover: zero fill, and every group adds.
-    for (const GroupRef& ref : plan.head_cover(H)) {
-      for (GroupRows& gr : groups) gr.writes |= gr.branch == ref.branch && gr.group == ref.group;
-    }
-    std::stable_partition(groups.begin(), groups.end(),
-                          [](const GroupRows& gr) { return gr.writes; });
-    const bool cover = !groups.empty() && groups.front().writes;
-    // A cover that is one rate-1 all-heads group (head_mode all): its gradients, laid out like
-    // [B, S, H, D], become dq/dk/dv (written into new tensors if their layout is not that).
-    const bool adopt = cover && covers_everything(groups.front().rows);
-    at::Tensor dq, dk, dv;  // [B, S, H, D], input dtype
-    at::Tensor* accs[3] = {&dq, &dk, &dv};
-    if (!adopt) {
-      for (at::Tensor* acc : accs) {
-        *acc = cover ? at::empty({B, S, H, D}, q.options()) : at::zeros({B, S, H, D}, q.options());
-      }
-    }
-    for (const GroupRows& group : groups) {
-      const cuda::KeptRows& g = group.rows;
-      if (g.kept == 0) {  // offset >= w': keeps nothing, but a cover group owes its heads' zeros
-        if (!group.writes) continue;
-        for (at::Tensor* acc : accs) {
-          cuda::launch_write_kept_rows(g, {}, token_tensor(*acc), D, kind, stream);
-        }
-        continue;
-      }
-      // The merged lse in this group's layout, contiguous, shaped as the kernel's forward
-      // returned it: [N, h, L] (flash) or [N, h, L, 1] (cuDNN).
-      at::Tensor lse_group = gather_kept_rows(lse_rows_src, g);
-      if (lse_dim == 3) lse_group = lse_group.squeeze(-1);
-      // The group whose gradients become dq/dk/dv runs whole; the others in chunks of
-      // segment rows, which bounds the temporaries at no cost in kernel efficiency.
-      const bool whole = adopt && &group == &groups.front();
-      const int64_t step = whole ? g.total_n() : backward_chunk_n(g, q);
-      for (int64_t n0 = 0; n0 < g.total_n(); n0 += step) {
-        cuda::KeptRows c = g;
-        c.n_begin = n0;
-        c.n_count = std::min(step, g.total_n() - n0);
-        const at::Tensor lse_c = lse_group.narrow(0, n0, c.n_count);
-        compat::FusedAttentionGrads grads_c = with_layout(s.kernel, [&](bool view) {
-          auto rows = [&](const at::Tensor& t) {
-            return view ? kept_rows_view(t, c) : gather_kept_rows(t, c);
-          };
-          const at::Tensor q_c = rows(q);  // [n, h, L, D]
-          at::Tensor out_c, grad_out_c;    // [n, h, L, D], identical strides
-          if (out_scale == 1.0) {
-            out_c = rows(out);
-            grad_out_c = rows(grad_out);
-          } else {
-            // Dense in q_c's dimension order (empty_like): the out/grad_out layout the kernels'
-            // backward expects for these q rows.
-            out_c = gather_kept_rows(out, c, float(1.0 / out_scale), at::empty_like(q_c));
-            grad_out_c = gather_kept_rows(grad_out, c, float(out_scale), at::empty_like(q_c));
-          }
-          const compat::FusedAttentionForward merged{out_c, lse_c, seed, offset};
-          return compat::fused_attention_backward(s.kernel, grad_out_c, q_c, rows(k), rows(v),
-                                                  merged, s.config.causal, scale);
-        });
-        at::Tensor parts[3] = {std::get<0>(grads_c), std::get<1>(grads_c), std::get<2>(grads_c)};
-        for (int i = 0; i < 3; ++i) {
-          at::Tensor part = parts[i];                // [n, h, L, D]
-          if (!accs[i]->defined()) {                 // the adopted group, run whole
-            at::Tensor full = part.transpose(1, 2);  // [N, L, h, D] = [B * S / w', w', H, D]
-            if (full.is_contiguous()) {
-              *accs[i] = full.view({B, S, H, D});
-              continue;
-            }
-            *accs[i] = at::empty({B, S, H, D}, q.options());  // the cover: written below
-          }
-          if (part.stride(3) != 1 || part.stride(0) % 8 || part.stride(1) % 8 ||
-              part.stride(2) % 8 || reinterpret_cast<uintptr_t>(part.data_ptr()) % 16) {
-            part = part.contiguous();
-          }
-          if (group.writes) {
-            cuda::launch_write_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
-                                         stream);
-          } else {
-            cuda::launch_scatter_add_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
-                                               stream);
-          }
-        }
-      }
-    }
-    return {dq, dk, dv, at::Tensor()};
+    const FusedKernelState state{s.kernel, ctx->saved_data["philox_seed"].toTensor(),
+                                 ctx->saved_data["philox_offset"].toTensor(),
+                                 ctx->saved_data["lse_dim"].toInt()};
+    const at::Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(out);
+    std::array<at::Tensor, 3> d = backward_impl(spec_of(s.config, q.size(1), q.size(2), q.size(3)),
+                                                state, q, k, v, out, lse, grad_out);
+    return {d[0], d[1], d[2], at::Tensor()};
   }
 };
 
@@ -392,6 +419,43 @@ FusedKernel choose_kernel(AttentionBackend backend, int64_t head_dim) {
 }
 
 }  // namespace
+
+FusedPlanForward fused_plan_forward(const FusedPlanSpec& spec, AttentionBackend backend,
+                                    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  RA_CHECK(q.is_cuda() && (q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16),
+           "q: device ", q.device(), ", dtype ", q.scalar_type(),
+           ": the fused path takes CUDA float16 or bfloat16 tensors");
+  RA_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes() && q.is_contiguous() &&
+               k.is_contiguous() && v.is_contiguous(),
+           "fused_plan_forward: q ", q.sizes(), ", k ", k.sizes(), " and v ", v.sizes(),
+           " must be contiguous [B, S, H, D] of one shape");
+  const c10::cuda::CUDAGuard guard(q.device());
+  const FusedKernel kernel = choose_kernel(backend, q.size(3));
+  try {
+    return forward_with_kernel(spec, kernel, q, k, v);
+  } catch (const c10::Error& e) {
+    if (backend != AttentionBackend::kAuto || kernel != FusedKernel::kCudnn) {
+      RA_THROW_HINT("try backend=auto, or backend=reference for this shape", "fused ",
+                    to_string(backend), " attention failed for q ", q.sizes(), " ", q.scalar_type(),
+                    ": ", e.what_without_backtrace());
+    }
+    g_cudnn_rejected = true;  // as in fused_dilated_attention
+    return forward_with_kernel(spec, FusedKernel::kFlash, q, k, v);
+  }
+}
+
+std::array<at::Tensor, 3> fused_plan_backward(const FusedPlanSpec& spec,
+                                              const FusedKernelState& state, const at::Tensor& q,
+                                              const at::Tensor& k, const at::Tensor& v,
+                                              const at::Tensor& out, const at::Tensor& lse,
+                                              const at::Tensor& grad_out) {
+  RA_CHECK(out.sizes() == q.sizes() && grad_out.sizes() == q.sizes() && out.is_contiguous() &&
+               lse.is_contiguous() && lse.scalar_type() == at::kFloat,
+           "fused_plan_backward: out ", out.sizes(), " and grad_out ", grad_out.sizes(),
+           " must be q's shape ", q.sizes(), ", out and lse [B, S, H] (float32) contiguous");
+  const c10::cuda::CUDAGuard guard(q.device());
+  return backward_impl(spec, state, q, k, v, out, lse, grad_out);
+}
 
 void set_fused_backward_chunk_bytes(int64_t bytes) { g_backward_chunk_bytes = bytes; }
 
