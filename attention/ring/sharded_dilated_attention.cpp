@@ -11,6 +11,9 @@
 
 #include "attention/standard/block_attention.h"
 #include "attention/standard/lse_merge.h"
+#ifdef RA_HAS_FUSED_ATTENTION
+#include "attention/standard/fused_dilated_attention.h"
+#endif
 
 namespace ra {
 namespace {
@@ -110,17 +113,55 @@ void add_to_chunks(const at::Tensor& x, const ShardTask& task, const std::vector
 struct ForwardState {
   at::Tensor out;  // [B, S_local, H, D] compute dtype, merged, before output_scale
   at::Tensor lse;  // [B, S_local, H] compute dtype
+#ifdef RA_HAS_FUSED_ATTENTION
+  FusedKernelState fused;  // plan.fused_local: what the local branches' backward needs
+#endif
 };
+
+#ifdef RA_HAS_FUSED_ATTENTION
+// The shard-local branches as the fused path runs them (plan.fused_local).
+FusedPlanSpec local_spec(const ShardedAttentionPlan& plan) {
+  FusedPlanSpec spec{plan.local_branches, plan.head_mode, plan.scale, plan.causal};
+  spec.plan.output_scale = 1.0;  // the merge stays unscaled until all branches are in
+  return spec;
+}
+
+// GQA: k/v [B, S, H_kv, D] -> [B, S, H, D] (query head h reads k/v head h / (H / H_kv)), and
+// the gradients of the copies summed back per k/v head.
+at::Tensor expand_kv_heads(const at::Tensor& t, int64_t heads) {
+  const int64_t group = heads / t.size(2);
+  return group == 1 ? t : t.repeat_interleave(group, 2).contiguous();
+}
+at::Tensor sum_kv_heads(const at::Tensor& grad, int64_t kv_heads) {  // grad: [B, S, H, D]
+  const int64_t group = grad.size(2) / kv_heads;
+  if (group == 1) return grad;
+  return grad.view({grad.size(0), grad.size(1), kv_heads, group, grad.size(3)}).sum(3);
+}
+#endif
 
 ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, const at::Tensor& k,
                          const at::Tensor& v) {
   const auto compute = block_compute_dtype(q.scalar_type());
-  ForwardState s{at::zeros(q.sizes(), q.options().dtype(compute)),
-                 at::full({q.size(0), q.size(1), q.size(2)},
-                          -std::numeric_limits<double>::infinity(), q.options().dtype(compute))};
+  ForwardState s;
+#ifdef RA_HAS_FUSED_ATTENTION
+  if (plan.fused_local) {  // every local branch at once; the spanning tasks merge in below
+    FusedPlanForward f =
+        fused_plan_forward(local_spec(plan), plan.backend, q, expand_kv_heads(k, q.size(2)),
+                           expand_kv_heads(v, q.size(2)));
+    s.out = f.out.to(compute);
+    s.lse = f.lse.to(compute);
+    s.fused = f.state;
+  }
+#endif
+  if (!s.out.defined()) {
+    s.out = at::zeros(q.sizes(), q.options().dtype(compute));
+    s.lse = at::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<double>::infinity(),
+                     q.options().dtype(compute));
+  }
   at::Tensor lse4 = with_unit_dim(s.lse);
   const BlockMask diagonal = plan.causal ? BlockMask::kCausalDiagonal : BlockMask::kNone;
   for (const ShardTask& task : plan.tasks) {
+    if (task.local && plan.fused_local) continue;  // done above
     const KvSide side = kv_side(task, k, v);
     if (task.local) {
       at::Tensor out_view = local_view(s.out, task);
@@ -164,12 +205,27 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
                             const at::Tensor& dout) {
   const auto compute = fwd.out.scalar_type();
   at::Tensor dmerged = (dout.to(compute) * plan.output_scale).contiguous();  // [B, S, H, D]
-  InputGradients g{at::zeros(fwd.out.sizes(), fwd.out.options()),
-                   at::zeros(k.sizes(), fwd.out.options()),
-                   at::zeros(v.sizes(), fwd.out.options())};
+  InputGradients g;
+#ifdef RA_HAS_FUSED_ATTENTION
+  if (plan.fused_local) {  // the local branches' share, with the merge of all branches
+    const auto dtype = q.scalar_type();
+    std::array<at::Tensor, 3> d =
+        fused_plan_backward(local_spec(plan), fwd.fused, q, expand_kv_heads(k, q.size(2)),
+                            expand_kv_heads(v, q.size(2)), fwd.out.to(dtype).contiguous(),
+                            fwd.lse.contiguous(), dmerged.to(dtype));
+    g.dq = d[0].to(compute);
+    g.dk = sum_kv_heads(d[1].to(compute), k.size(2));
+    g.dv = sum_kv_heads(d[2].to(compute), v.size(2));
+  }
+#endif
+  if (!g.dq.defined()) {
+    g = {at::zeros(fwd.out.sizes(), fwd.out.options()), at::zeros(k.sizes(), fwd.out.options()),
+         at::zeros(v.sizes(), fwd.out.options())};
+  }
   at::Tensor lse4 = with_unit_dim(fwd.lse);
   const BlockMask diagonal = plan.causal ? BlockMask::kCausalDiagonal : BlockMask::kNone;
   for (const ShardTask& task : plan.tasks) {
+    if (task.local && plan.fused_local) continue;  // done above
     const KvSide side = kv_side(task, k, v);
     const auto kv_grads = kv_grad_targets(side, g.dk, g.dv);
     if (task.local) {

@@ -15,6 +15,7 @@
 #include "attention/ring/segment_groups.h"
 #include "attention/ring/shard_geometry.h"
 #include "attention/ring/spanning_strategy.h"
+#include "attention/standard/dilation_plan.h"
 
 namespace ra {
 
@@ -26,6 +27,14 @@ struct ShardedAttentionPlan {
   bool causal = false;
   std::shared_ptr<SegmentGroups> groups;
   std::shared_ptr<SpanningStrategy> strategy;
+  // When set (CUDA fp16/bf16 in a build with the fused path), the local tasks do not run one by
+  // one: the fused single-GPU path runs all shard-local branches at once (their plan over the
+  // shard: local_branches, output scale 1) with its kernels, and the spanning tasks merge into
+  // its out and lse; backward likewise.
+  bool fused_local = false;
+  DilationPlan local_branches;
+  HeadMode head_mode = HeadMode::kAll;
+  AttentionBackend backend = AttentionBackend::kAuto;
 };
 
 // q: [B, S_local, H, D], k, v: [B, S_local, H_kv, D] this rank's shard (the tasks planned with

@@ -59,6 +59,23 @@ std::vector<Case> cases(int P) {
   };
 }
 
+// Runs fn(case, config) for each case, non-causal and causal, head mode all and partition.
+template <typename Fn>
+void for_each_config(const std::vector<Case>& list, Fn&& fn) {
+  for (const Case& c : list) {
+    for (bool causal : {false, true}) {
+      for (HeadMode mode : {HeadMode::kAll, HeadMode::kPartition}) {
+        DilatedAttentionConfig config;
+        config.segment_lengths = c.segments;
+        config.dilation_rates = c.rates;
+        config.causal = causal;
+        config.head_mode = mode;
+        fn(c, config);
+      }
+    }
+  }
+}
+
 struct Inputs {
   at::Tensor q, k, v, dout;  // full sequence [B, S, H, D]
 };
@@ -143,21 +160,12 @@ TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat64) {
     const Inputs in = make_inputs(S, heads.h, heads.hkv, torch::kDouble);
     const auto all = cases(P);
     const std::vector<Case> list = heads.h == 8 ? std::vector<Case>{all[1]} : all;
-    for (const Case& c : list) {
-      for (bool causal : {false, true}) {
-        for (HeadMode mode : {HeadMode::kAll, HeadMode::kPartition}) {
-          DilatedAttentionConfig config;
-          config.segment_lengths = c.segments;
-          config.dilation_rates = c.rates;
-          config.causal = causal;
-          config.head_mode = mode;
-          const std::string what =
-              variant + " P=" + std::to_string(P) + " H=" + std::to_string(heads.h) +
-              " H_kv=" + std::to_string(heads.hkv) + " " + c.name + " " + describe(config);
-          expect_within(compare(variant, config, ring_config(), in, plain_shard), 1e-10, what);
-        }
-      }
-    }
+    for_each_config(list, [&](const Case& c, const DilatedAttentionConfig& config) {
+      const std::string what =
+          variant + " P=" + std::to_string(P) + " H=" + std::to_string(heads.h) +
+          " H_kv=" + std::to_string(heads.hkv) + " " + c.name + " " + describe(config);
+      expect_within(compare(variant, config, ring_config(), in, plain_shard), 1e-10, what);
+    });
   }
 }
 
@@ -271,19 +279,24 @@ TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat32AndGqa) {
   }
 }
 
+// On CUDA, bf16 shards run their local branches through the fused single-GPU kernels and merge
+// the spanning ones into them (ShardedAttentionPlan::fused_local): branch lists with local and
+// spanning branches, both head modes, causal and not, GQA.
 TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceBFloat16) {
   SKIP_WITHOUT_DEVICE();
   const std::string variant = GetParam();
   const int P = world()->size();
   const int64_t S = kShard * P, H = 4;
-  const Inputs in = make_inputs(S, H, H, torch::kBFloat16);
-  for (const Case& c : {cases(P)[1], cases(P)[3]}) {
-    DilatedAttentionConfig config;
-    config.segment_lengths = c.segments;
-    config.dilation_rates = c.rates;
-    config.causal = true;
-    expect_within(compare(variant, config, ring_config(), in, plain_shard),
-                  tolerance_for(torch::kBFloat16), variant + " bfloat16 " + describe(config));
+  for (const int64_t hkv : {H, H / 2}) {
+    const Inputs in = make_inputs(S, H, hkv, torch::kBFloat16);
+    const auto all = cases(P);
+    for_each_config({all[0], all[1], all[3]},
+                    [&](const Case& c, const DilatedAttentionConfig& config) {
+                      expect_within(compare(variant, config, ring_config(), in, plain_shard),
+                                    tolerance_for(torch::kBFloat16),
+                                    variant + " bfloat16 H_kv=" + std::to_string(hkv) + " " +
+                                        c.name + " " + describe(config));
+                    });
   }
 }
 
