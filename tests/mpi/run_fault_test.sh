@@ -22,7 +22,7 @@ fail() { echo "FAULT TEST FAILED: $*"; rm -f "$log"; exit 1; }
 if [ "$mode" = stall ]; then
   grep -q "did not complete within" "$log" || fail "no timeout message"
   grep -Eq "rank [0-9]+ of $ranks on host $(hostname)" "$log" || fail "message lacks rank/host"
-  grep -Eq "(send_recv|all_gather|reduce_scatter)" "$log" || fail "message lacks the operation"
+  grep -Eq "(send_recv|all_gather|reduce_scatter|all_reduce)" "$log" || fail "message lacks the operation"
   grep -q "(step 1)" "$log" || fail "message lacks the step"
 else
   grep -q "exits mid-step" "$log" || fail "the victim did not run"
