@@ -8,7 +8,8 @@
 # "profile" (one Kineto-traced step of ring_train, the dense ring, context_parallel and the
 # 1-GPU dilated path, summarised by bench/summarize_trace.py). BENCH_SET=dense limits the
 # bench stage to the dense causal ring vs context_parallel (and its local-copy and profile),
-# BENCH_SET=wide to the wide dilated config at 128K (ring, local copy, profile).
+# BENCH_SET=wide to the wide dilated config at 128K (ring, local copy, profile),
+# BENCH_SET=spanning to longnet-1m at 1M (segments spanning the shards) against one GPU.
 #   STAGES="tests bench train sparse profile" bash tests/gpu/run_multi_gpu.sh
 # Stage "dilated": single-GPU dilated attention rows (DILATED_RUNS, see the stage). Stage
 # "layernorm": the LayerNorm kernels against ATen (bench/layer_norm_bench.cpp).
@@ -75,6 +76,15 @@ if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|wide)$ ]]; then
   bench "$GPUS" --config wide --seq-len 128K --profile /tmp/wide_128K.json \
     && python3 bench/summarize_trace.py /tmp/wide_128K.json --top 12 --by-op --gaps 12 \
       >> "$OUT/profile.log" 2>&1
+fi
+if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|spanning)$ ]]; then
+  # Segments that span the shards (longnet-1m: w up to 1M) against one GPU at the same S
+  # (strong scaling), causal and not, and the exposed communication (local copy).
+  for causal in "" --causal; do
+    bench "$GPUS" --config longnet-1m --seq-len 1M $causal
+    bench 1 --config longnet-1m --seq-len 1M $causal
+  done
+  bench "$GPUS" --config longnet-1m --seq-len 1M --local-copy
 fi
 if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" == all ]]; then
   # Dilated configs: P GPUs at S against one GPU at S/P (weak scaling).
