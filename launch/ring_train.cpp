@@ -25,7 +25,7 @@ namespace {
 constexpr int kConfigErrorExit = 2;
 
 struct RawFlags {  // flags parsed by ra's own parsers (K/M/G counts, lists, names)
-  std::string seq_len, segment_lengths, dilation_rates, head_mode;
+  std::string seq_len, segment_lengths, dilation_rates, head_mode, attention_backend;
   std::string sparse_pattern, sparse_level_windows, sparse_level_strides;
   bool causal = false;
 };
@@ -50,6 +50,9 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "dilation rates r_i, one per segment length")(
       "head-mode", po::value(&raw.head_mode)->default_value("all"),
       "all (paper: every head uses every branch) | partition (heads split per branch)")(
+      "attention-backend", po::value(&raw.attention_backend)->default_value("auto"),
+      "kernel of the dilated branches on CUDA fp16/bf16: auto (cuDNN for head dim <= 128, else "
+      "flash) | cudnn | flash | reference (torch ops, exact, slow)")(
       "attention", po::value(&c.attention_variant)->default_value(c.attention_variant),
       "attention variant: ring | allgather (sequence-parallel: exact at any number of ranks) | "
       "standard (each rank attends within its own shard only) | sparse (where built)")(
@@ -169,6 +172,7 @@ bool parse(int argc, char** argv, ra::TrainConfig& c, bool print_help) {
   c.attention.segment_lengths = ra::parse_int_list(raw.segment_lengths, "--segment-lengths");
   c.attention.dilation_rates = ra::parse_int_list(raw.dilation_rates, "--dilation-rates");
   c.attention.head_mode = ra::parse_head_mode(raw.head_mode, "--head-mode");
+  c.attention.backend = ra::parse_backend(raw.attention_backend, "--attention-backend");
   c.attention.causal = raw.causal;
   c.sparse.pattern = ra::parse_sparse_pattern(raw.sparse_pattern, "--sparse-pattern");
   if (!raw.sparse_level_windows.empty()) {

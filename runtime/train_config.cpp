@@ -93,6 +93,13 @@ void validate_train_config(const TrainConfig& c, int world_size) {
            "': allowed: auto (bf16 on GPU, fp32 on CPU), fp32, bf16");
   RA_CHECK(c.device == "auto" || c.device == "cpu" || c.device == "cuda", "--device = '", c.device,
            "': allowed: auto, cpu, cuda");
+  const bool fused_kernel = c.attention.backend == AttentionBackend::kCudnn ||
+                            c.attention.backend == AttentionBackend::kFlash;
+  RA_CHECK(!fused_kernel || (c.device != "cpu" && c.dtype != "fp32"),
+           "--attention-backend = ", to_string(c.attention.backend), " with --device ", c.device,
+           " --dtype ", c.dtype,
+           ": the cuDNN and flash kernels run on CUDA in bf16; use --attention-backend auto or "
+           "reference here");
   RA_CHECK(c.steps > 0, "--steps = ", c.steps, ": must be positive");
   RA_CHECK(c.lr > 0, "--lr = ", c.lr, ": must be positive");
   RA_CHECK(c.min_lr_ratio >= 0 && c.min_lr_ratio <= 1, "--min-lr-ratio = ", c.min_lr_ratio,
@@ -139,6 +146,7 @@ std::string describe(const TrainConfig& c) {
      << "  segment-lengths = " << list(c.attention.segment_lengths)
      << "  dilation-rates = " << list(c.attention.dilation_rates)
      << "  head-mode = " << to_string(c.attention.head_mode)
+     << "  attention-backend = " << to_string(c.attention.backend)
      << "  causal = " << (c.attention.causal ? "yes" : "no");
   if (c.attention_variant == "sparse") {
     os << "\n  sparse: pattern = " << to_string(c.sparse.pattern)
