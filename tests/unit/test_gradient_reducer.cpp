@@ -143,6 +143,29 @@ TEST(GradientReducer, ReducesEverySliceOnceDuringBackward) {
   }
 }
 
+// A stage whose parameters are not neighbours in their group's buffer (a, c around b of another
+// stage; d in no stage) is reduced as several slices, each element once.
+TEST(GradientReducer, InterleavedStagesAreReducedOncePerElement) {
+  auto a = torch::randn({3, 5}).requires_grad_(), b = torch::randn({4, 4}).requires_grad_();
+  auto c = torch::randn({2, 7}).requires_grad_(), d = torch::randn({6}).requires_grad_();
+  torch::OrderedDict<std::string, at::Tensor> named;
+  named.insert("a", a), named.insert("b", b), named.insert("c", c), named.insert("d", d);
+  FlatParameters flat(named, at::kFloat);
+  auto comm = std::make_shared<DoublingCommunicator>();
+  GradientReducer reducer(flat, {{a, c}, {b}}, comm);
+  flat.zero_grad();
+  ((a * 2).sum() + (b * 3).sum() + (c * 5).sum() + (d * 7).sum()).backward();
+  reducer.stage_done(0);
+  EXPECT_EQ(comm->calls, 2);                                      // a and c: two slices
+  EXPECT_TRUE(torch::equal(b.grad(), torch::full({4, 4}, 3.0)));  // not reduced yet
+  reducer.finish();  // b (stage 1, not reported) and d (no stage)
+  EXPECT_EQ(reducer.stages_reported_last_step(), 1u);
+  EXPECT_TRUE(torch::equal(a.grad(), torch::full({3, 5}, 4.0)));
+  EXPECT_TRUE(torch::equal(b.grad(), torch::full({4, 4}, 6.0)));
+  EXPECT_TRUE(torch::equal(c.grad(), torch::full({2, 7}, 10.0)));
+  EXPECT_TRUE(torch::equal(d.grad(), torch::full({6}, 14.0)));
+}
+
 TEST(GradientReducer, RejectsAParameterInTwoStagesOrNotInTheModel) {
   const ModelConfig config = testing::tiny_model_config(1, false);
   LongNetLM model = testing::make_standard_model(config);
