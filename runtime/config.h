@@ -62,6 +62,10 @@ enum class RingStrategy {
 struct RingConfig {
   RingStrategy strategy = RingStrategy::kRing;
   bool zigzag = false;  // balanced layout for dense causal attention (w = S, r = 1)
+  // Spanning head groups of one branch that keep as many rows of every chunk run stacked: one
+  // block call and one K/V message per hop for all of them (sharded_dilated_attention.cpp).
+  // false: one per head group (the reference for benchmarks).
+  bool stack_head_groups = true;
   // No checkpointing switch: the backward always re-runs the ring (K/V travel again, dK/dV
   // return to their owners), so the forward keeps only q, k, v, out and lse of the local shard.
   double timeout_seconds = 300;  // deadline for every blocking communication wait

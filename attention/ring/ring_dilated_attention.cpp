@@ -82,6 +82,7 @@ AttentionResult RingDilatedAttention::forward(const at::Tensor& q, const at::Ten
   groups_->set_timeout_seconds(ring_.timeout_seconds);  // the groups are shared by all layers
   plan->groups = groups_;
   plan->strategy = strategy_;
+  plan->stack_head_groups = ring_.stack_head_groups;
   return sharded_dilated_attention(plan, q, k, v);
 }
 

@@ -110,6 +110,86 @@ void add_to_chunks(const at::Tensor& x, const ShardTask& task, const std::vector
   }
 }
 
+// Merges packed partial results [B, h, n, *] into the task's rows of out/lse4 [B, S_local, H, *].
+void merge_into_chunks(const at::Tensor& out, const at::Tensor& lse4, const ShardTask& task,
+                       const at::Tensor& acc_out, const at::Tensor& acc_lse) {
+  const auto& mine = task.my_chunks();
+  for (size_t c = 0; c < mine.size(); ++c) {
+    if (mine[c].count == 0) continue;
+    const int64_t start = packed_start(mine, c), n = mine[c].count;
+    merge_by_lse_(chunk_view(out, task, mine[c]), chunk_view(lse4, task, mine[c]).squeeze(-1),
+                  acc_out.narrow(2, start, n).permute({0, 2, 1, 3}),
+                  acc_lse.narrow(2, start, n).permute({0, 2, 1}));
+  }
+}
+
+// Spanning tasks that run as one. Consecutive tasks of a branch whose members hold chunks of
+// equal ids and sizes (each head group keeps as many rows of every chunk, e.g. when the rate
+// divides the shard) and whose k/v heads are their own strided range (no GQA expansion) stack
+// their rows along the head dim: one block call and one K/V message per hop for all of them.
+// In head mode all a spanning branch with r >= H has one head per group, so this is the
+// difference between one-head kernels and H-head kernels. Every rank forms the same batches.
+using TaskBatch = std::vector<const ShardTask*>;
+
+// Whether `task` runs inside a stack of several (so not on its own).
+bool in_stack(const std::vector<TaskBatch>& batches, const ShardTask& task) {
+  for (const TaskBatch& batch : batches) {
+    if (batch.size() < 2) continue;
+    for (const ShardTask* t : batch) {
+      if (t == &task) return true;
+    }
+  }
+  return false;
+}
+
+bool stackable(const ShardTask& a, const ShardTask& b) {
+  if (a.local || b.local || a.branch != b.branch || a.group_size != b.group_size ||
+      a.member != b.member) {
+    return false;
+  }
+  for (const ShardTask* t : {&a, &b}) {
+    if (!t->kv.identity() || t->kv.range.count() == 0) return false;
+  }
+  for (int i = 0; i < a.group_size; ++i) {
+    const auto &x = a.member_chunks[i], &y = b.member_chunks[i];
+    if (x.size() != y.size()) return false;
+    for (size_t c = 0; c < x.size(); ++c) {
+      if (x[c].id != y[c].id || x[c].count != y[c].count) return false;
+    }
+  }
+  return true;
+}
+
+std::vector<TaskBatch> spanning_batches(const ShardedAttentionPlan& plan) {
+  std::vector<TaskBatch> batches;
+  for (const ShardTask& t : plan.tasks) {
+    if (t.local) continue;
+    if (plan.stack_head_groups && !batches.empty() && stackable(*batches.back().back(), t)) {
+      batches.back().push_back(&t);
+    } else {
+      batches.push_back({&t});
+    }
+  }
+  return batches;
+}
+
+// x [B, S_local, H, X] -> the batch's rows, [B, sum of h, n, X] (tasks in order).
+at::Tensor gather_batch(const at::Tensor& x, const TaskBatch& batch) {
+  std::vector<at::Tensor> parts;
+  for (const ShardTask* t : batch) parts.push_back(gather_chunks(x, *t, t->my_chunks()));
+  return at::cat(parts, 1);
+}
+
+// The K/V that travel for a batch: [2, B, sum of h, n, D].
+at::Tensor pack_batch_kv(const at::Tensor& k, const at::Tensor& v, const TaskBatch& batch) {
+  std::vector<at::Tensor> parts;
+  for (const ShardTask* t : batch) {
+    const KvSide side = kv_side(*t, k, v);
+    parts.push_back(pack_kv(side.k, side.v, side.task));
+  }
+  return at::cat(parts, 2);
+}
+
 struct ForwardState {
   at::Tensor out;  // [B, S_local, H, D] compute dtype, merged, before output_scale
   at::Tensor lse;  // [B, S_local, H] compute dtype
@@ -160,8 +240,24 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
   }
   at::Tensor lse4 = with_unit_dim(s.lse);
   const BlockMask diagonal = plan.causal ? BlockMask::kCausalDiagonal : BlockMask::kNone;
+  const std::vector<TaskBatch> batches = spanning_batches(plan);
+  for (const TaskBatch& batch : batches) {  // stacked tasks; single ones run below
+    if (batch.size() == 1) continue;
+    const ShardTask& lead = *batch.front();
+    const at::Tensor q_rows = gather_batch(q, batch);  // [B, sum h, n, D]
+    const PartialAttention acc = empty_partial(q_rows);
+    plan.strategy->forward(lead, plan.groups->group(lead.group_size), q_rows,
+                           pack_batch_kv(k, v, batch), plan.scale, plan.causal, acc);
+    int64_t h0 = 0;
+    for (const ShardTask* t : batch) {
+      const int64_t h = t->heads.count();
+      merge_into_chunks(s.out, lse4, *t, acc.out.narrow(1, h0, h), acc.lse.narrow(1, h0, h));
+      h0 += h;
+    }
+  }
   for (const ShardTask& task : plan.tasks) {
     if (task.local && plan.fused_local) continue;  // done above
+    if (in_stack(batches, task)) continue;         // done above
     const KvSide side = kv_side(task, k, v);
     if (task.local) {
       at::Tensor out_view = local_view(s.out, task);
@@ -183,14 +279,7 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
     acc = direct ? PartialAttention{acc.out, acc.lse.squeeze(-1)} : empty_partial(q_packed);
     plan.strategy->forward(task, plan.groups->group(task.group_size), q_packed,
                            pack_kv(side.k, side.v, side.task), plan.scale, plan.causal, acc);
-    if (direct) continue;
-    for (size_t c = 0; c < mine.size(); ++c) {
-      if (mine[c].count == 0) continue;
-      const int64_t start = packed_start(mine, c), n = mine[c].count;
-      merge_by_lse_(chunk_view(s.out, task, mine[c]), chunk_view(lse4, task, mine[c]).squeeze(-1),
-                    acc.out.narrow(2, start, n).permute({0, 2, 1, 3}),
-                    acc.lse.narrow(2, start, n).permute({0, 2, 1}));
-    }
+    if (!direct) merge_into_chunks(s.out, lse4, task, acc.out, acc.lse);
   }
   return s;
 }
@@ -224,8 +313,29 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
   }
   at::Tensor lse4 = with_unit_dim(fwd.lse);
   const BlockMask diagonal = plan.causal ? BlockMask::kCausalDiagonal : BlockMask::kNone;
+  const std::vector<TaskBatch> batches = spanning_batches(plan);
+  for (const TaskBatch& batch : batches) {  // stacked tasks; single ones run below
+    if (batch.size() == 1) continue;
+    const ShardTask& lead = *batch.front();
+    const at::Tensor q_rows = gather_batch(q, batch);  // [B, sum h, n, D]
+    at::Tensor dq_rows = at::zeros(q_rows.sizes(), q_rows.options().dtype(compute));
+    const at::Tensor dkv = plan.strategy->backward(
+        lead, plan.groups->group(lead.group_size), q_rows, gather_batch(fwd.out, batch),
+        gather_batch(lse4, batch).squeeze(-1), gather_batch(dmerged, batch),
+        pack_batch_kv(k, v, batch), plan.scale, plan.causal, dq_rows);
+    int64_t h0 = 0;
+    for (const ShardTask* t : batch) {
+      const int64_t h = t->heads.count();
+      const KvSide side = kv_side(*t, k, v);  // k/v heads: a strided range of g.dk's heads
+      add_to_chunks(g.dq, *t, t->my_chunks(), dq_rows.narrow(1, h0, h));
+      add_to_chunks(g.dk, side.task, t->my_chunks(), dkv[0].narrow(1, h0, h));
+      add_to_chunks(g.dv, side.task, t->my_chunks(), dkv[1].narrow(1, h0, h));
+      h0 += h;
+    }
+  }
   for (const ShardTask& task : plan.tasks) {
     if (task.local && plan.fused_local) continue;  // done above
+    if (in_stack(batches, task)) continue;         // done above
     const KvSide side = kv_side(task, k, v);
     const auto kv_grads = kv_grad_targets(side, g.dk, g.dv);
     if (task.local) {

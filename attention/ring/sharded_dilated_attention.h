@@ -27,6 +27,7 @@ struct ShardedAttentionPlan {
   bool causal = false;
   std::shared_ptr<SegmentGroups> groups;
   std::shared_ptr<SpanningStrategy> strategy;
+  bool stack_head_groups = true;  // RingConfig::stack_head_groups
   // When set (CUDA fp16/bf16 in a build with the fused path), the local tasks do not run one by
   // one: the fused single-GPU path runs all shard-local branches at once (their plan over the
   // shard: local_branches, output scale 1) with its kernels, and the spanning tasks merge into

@@ -85,6 +85,7 @@ if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|spanning)$ ]]; 
     bench 1 --config longnet-1m --seq-len 1M $causal
   done
   bench "$GPUS" --config longnet-1m --seq-len 1M --local-copy
+  bench "$GPUS" --config longnet-1m --seq-len 1M --unstacked  # one call per head group
 fi
 if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" == all ]]; then
   # Dilated configs: P GPUs at S against one GPU at S/P (weak scaling).

@@ -2,8 +2,9 @@
 // rank's output and dq/dk/dv equal its shard of the float64 dense reference computed on the
 // whole sequence (every rank rebuilds the same full input from a shared seed). Branch lists
 // mix local branches, branches spanning 2 ranks and all ranks, rates that do not divide the
-// segment, head groups that keep nothing; causal and not; both head modes; GQA (float64 and
-// float32, and the bytes sent: K/V and dK/dV at k/v-head granularity); zigzag; bfloat16. Built
+// segment, head groups that keep nothing; causal and not; both head modes; spanning head groups
+// stacked (the default) and one by one; GQA (float64 and float32, and the bytes sent: K/V and
+// dK/dV at k/v-head granularity); zigzag; bfloat16. Built
 // twice: for CPU tensors over MPI (label mpi) and, with RA_TEST_ON_CUDA, for CUDA tensors over
 // NCCL, one GPU per rank (tests/gpu, label gpu; skips without GPUs).
 #include <gtest/gtest.h>
@@ -261,6 +262,21 @@ TEST_P(RingDilatedAttentionTest, GqaSendsKvHeadBytesOnly) {
   partition.head_mode = HeadMode::kPartition;
   EXPECT_EQ(bytes_sent(variant, partition, H, H), 2 * bytes_sent(variant, partition, H, 2))
       << variant << " partition H_kv=2";
+}
+
+// Spanning head groups run stacked by default (one block call and K/V message per hop for a
+// branch's groups when they keep equal rows); one by one they give the same result.
+TEST_P(RingDilatedAttentionTest, UnstackedHeadGroupsEqualDenseReference) {
+  SKIP_WITHOUT_DEVICE();
+  const std::string variant = GetParam();
+  const int P = world()->size();
+  const Inputs in = make_inputs(kShard * P, 6, 6, torch::kDouble);
+  RingConfig ring = ring_config();
+  ring.stack_head_groups = false;
+  for_each_config(cases(P), [&](const Case& c, const DilatedAttentionConfig& config) {
+    expect_within(compare(variant, config, ring, in, plain_shard), 1e-10,
+                  variant + " unstacked " + c.name + " " + describe(config));
+  });
 }
 
 TEST_P(RingDilatedAttentionTest, EqualsDenseReferenceFloat32AndGqa) {
