@@ -7,27 +7,12 @@
 #include <algorithm>
 
 #include "attention/ring/sharded_dilated_attention.h"
+#include "attention/standard/dilated_attention.h"
 #include "attention/standard/dilation_plan.h"
 #include "attention/standard/reference_attention.h"
 #include "runtime/validation.h"
 
 namespace ra {
-namespace {
-
-// Whether the fused single-GPU kernels take these inputs (as DilatedAttention decides).
-bool fused_path_takes(const DilatedAttentionConfig& config, const at::Tensor& q) {
-#ifdef RA_HAS_FUSED_ATTENTION
-  const int64_t head_dim = q.size(3);
-  return config.backend != AttentionBackend::kReference && q.is_cuda() &&
-         (q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16) && head_dim % 8 == 0 &&
-         head_dim <= kMaxFastPathHeadDim;
-#else
-  (void)config, (void)q;
-  return false;
-#endif
-}
-
-}  // namespace
 
 RingDilatedAttention::RingDilatedAttention(DilatedAttentionConfig config, RingConfig ring,
                                            std::shared_ptr<Communicator> comm)
@@ -78,7 +63,8 @@ AttentionResult RingDilatedAttention::forward(const at::Tensor& q, const at::Ten
   }
   plan->head_mode = config_.head_mode;
   plan->backend = config_.backend;
-  plan->fused_local = !plan->local_branches.branches.empty() && fused_path_takes(config_, q);
+  plan->fused_local =
+      !plan->local_branches.branches.empty() && fused_path_applies(config_, q, /*dropout=*/false);
   groups_->set_timeout_seconds(ring_.timeout_seconds);  // the groups are shared by all layers
   plan->groups = groups_;
   plan->strategy = strategy_;

@@ -10,6 +10,19 @@
 
 namespace ra {
 
+bool fused_path_applies(const DilatedAttentionConfig& config, const at::Tensor& q, bool dropout) {
+#ifdef RA_HAS_FUSED_ATTENTION
+  const bool half = q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16;
+  const int64_t head_dim = q.size(3);
+  const bool head_dim_ok = head_dim % 8 == 0 && head_dim <= kMaxFastPathHeadDim;
+  return config.backend != AttentionBackend::kReference && q.is_cuda() && half && !dropout &&
+         head_dim_ok;
+#else
+  (void)config, (void)q, (void)dropout;
+  return false;
+#endif
+}
+
 DilatedAttention::DilatedAttention(DilatedAttentionConfig config)
     : DilatedAttentionBase(std::move(config)) {}
 
@@ -25,12 +38,8 @@ AttentionResult DilatedAttention::forward(const at::Tensor& q, const at::Tensor&
   // Head dims the kernels do not take: an error for an explicit kernel, the reference for auto.
   const bool half = q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16;
   const bool dropout = training_ && config_.dropout > 0;
-  const int64_t head_dim = q.size(3);
-  const bool head_dim_ok = head_dim % 8 == 0 && head_dim <= kMaxFastPathHeadDim;
-  if (fused_kernel && q.is_cuda() && half) validate_fast_path_head_dim(head_dim);
-  if (backend != AttentionBackend::kReference && q.is_cuda() && half && !dropout && head_dim_ok) {
-    return fused_dilated_attention(config_, q, k, v);
-  }
+  if (fused_kernel && q.is_cuda() && half) validate_fast_path_head_dim(q.size(3));
+  if (fused_path_applies(config_, q, dropout)) return fused_dilated_attention(config_, q, k, v);
   if (fused_kernel && (!q.is_cuda() || (half && dropout))) {
     RA_THROW_HINT("use backend=auto or backend=reference", "backend = ", to_string(backend),
                   ": the fused kernels need CUDA inputs and no dropout (got ", q.device(),

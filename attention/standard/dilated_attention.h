@@ -7,6 +7,11 @@
 
 namespace ra {
 
+// Whether the fused GPU kernels run these inputs: a build with the fused path, CUDA fp16/bf16 q,
+// a head dim the kernels take, backend not `reference`, no dropout. Otherwise the reference runs
+// (or, for an explicit cudnn/flash backend, DilatedAttention raises an error).
+bool fused_path_applies(const DilatedAttentionConfig& config, const at::Tensor& q, bool dropout);
+
 class DilatedAttention : public DilatedAttentionBase {
  public:
   explicit DilatedAttention(DilatedAttentionConfig config);
