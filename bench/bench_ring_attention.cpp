@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   ra::MpiContext mpi(&argc, &argv);
   try {
     std::string config_name, seq_text, strategy, json_path, head_mode, profile_path;
-    bool causal = false, zigzag = false, local_copy = false, unstacked = false;
+    bool causal = false, zigzag = false, local_copy = false, unstacked = false, unbalanced = false;
     int warmup = 0, reps = 0;
     po::options_description opts("bench_ring_attention options");
     opts.add_options()("help,h", "print this help")(
@@ -46,8 +46,11 @@ int main(int argc, char** argv) {
         "local-copy", po::bool_switch(&local_copy), "replace transfers by local copies")(
         "unstacked", po::bool_switch(&unstacked),
         "one block call and K/V message per spanning head group (RingConfig::stack_head_groups "
-        "off)")("warmup", po::value(&warmup)->default_value(2), "untimed steps")(
-        "reps", po::value(&reps)->default_value(5), "timed steps (median)")(
+        "off)")("unbalanced", po::bool_switch(&unbalanced),
+                "causal spanning segments without the mirror query swap (RingConfig::"
+                "balance_causal off)")("warmup", po::value(&warmup)->default_value(2),
+                                       "untimed steps")("reps", po::value(&reps)->default_value(5),
+                                                        "timed steps (median)")(
         "json", po::value(&json_path)->default_value(""), "append the JSON line here")(
         "profile", po::value(&profile_path)->default_value(""),
         "after timing, rank 0 records one more step as a Chrome trace at this path");
@@ -77,6 +80,7 @@ int main(int argc, char** argv) {
     spec.attention.head_mode = ra::parse_head_mode(head_mode, "--head-mode");
     spec.ring.zigzag = zigzag;
     spec.ring.stack_head_groups = !unstacked;
+    spec.ring.balance_causal = !unbalanced;
     std::shared_ptr<ra::Communicator> world = ra::make_world_communicator(mpi, at::kCUDA);
     spec.comm = local_copy ? std::make_shared<ra::bench::LocalCopyCommunicator>(world) : world;
     auto attention = ra::make_attention(strategy, spec);
@@ -115,10 +119,11 @@ int main(int argc, char** argv) {
       std::ostringstream row;
       row << "{\"impl\":\"ringattn." << strategy << (zigzag ? "+zigzag" : "")
           << (local_copy ? "+local-copy" : "") << (unstacked ? "+unstacked" : "")
-          << "\",\"config\":\"" << config_name << "\",\"gpus\":" << P << ",\"seq_len\":" << S
-          << ",\"heads\":" << H << ",\"head_dim\":" << D
-          << ",\"causal\":" << (causal ? "true" : "false") << ",\"head_mode\":\"" << head_mode
-          << "\",\"fwd_bwd_ms\":" << ms << ",\"tflops_per_gpu\":" << flops / P / (ms * 1e-3) / 1e12
+          << (unbalanced ? "+unbalanced" : "") << "\",\"config\":\"" << config_name
+          << "\",\"gpus\":" << P << ",\"seq_len\":" << S << ",\"heads\":" << H
+          << ",\"head_dim\":" << D << ",\"causal\":" << (causal ? "true" : "false")
+          << ",\"head_mode\":\"" << head_mode << "\",\"fwd_bwd_ms\":" << ms
+          << ",\"tflops_per_gpu\":" << flops / P / (ms * 1e-3) / 1e12
           << ",\"tokens_per_s\":" << S / (ms * 1e-3) << ",\"peak_gib\":" << ra::bench::peak_gib()
           << ",\"device\":\"" << at::cuda::getCurrentDeviceProperties()->name << "\"}";
       std::cout << row.str() << std::endl;

@@ -47,4 +47,15 @@ void RingExchange::wait(int stream) {
   pending->wait();
 }
 
+void RingExchange::swap(const at::Tensor& send, at::Tensor& recv, int peer) {
+  RA_CHECK(peer >= 0 && peer < size() && peer != rank(), "RingExchange: swap peer = ", peer,
+           ": must be another rank of this group of ", size());
+  for (const auto& pending : in_flight_) {
+    RA_CHECK(!pending, "RingExchange: swap while a ring transfer is in flight; wait() first");
+  }
+  comm_->send_recv(send, peer, recv, peer);
+  counters_.bytes_sent += send.numel() * static_cast<int64_t>(send.element_size());
+  ++counters_.transfers;
+}
+
 }  // namespace ra

@@ -42,6 +42,9 @@ class RingExchange {
   // interleaved exchanges (e.g. K/V and dK/dV in backward). One transfer per stream in flight.
   void start(const at::Tensor& send, at::Tensor& recv, int stream = 0);
   void wait(int stream = 0);
+  // Sends `send` to group rank `peer` and receives `recv` from it, at once (both contiguous);
+  // counted like ring transfers. No transfer may be in flight.
+  void swap(const at::Tensor& send, at::Tensor& recv, int peer);
 
   const Counters& counters() const { return counters_; }
 

@@ -51,8 +51,8 @@ AttentionResult RingDilatedAttention::forward(const at::Tensor& q, const at::Ten
   auto plan = std::make_shared<ShardedAttentionPlan>();
   // GQA: K/V stay at H_kv heads; each task sends only the k/v heads its query heads read and
   // expands them after receipt (dK/dV are summed back per k/v head before they return).
-  plan->tasks =
-      plan_shard_tasks(dilation, shard, world, comm_->rank(), ring_.zigzag, heads / k.size(2));
+  plan->tasks = plan_shard_tasks(dilation, shard, world, comm_->rank(), ring_.zigzag,
+                                 heads / k.size(2), config_.causal && ring_.balance_causal);
   plan->scale = softmax_scale(config_, q.size(3));
   plan->output_scale = dilation.output_scale;
   plan->causal = config_.causal;

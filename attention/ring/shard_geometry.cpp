@@ -20,6 +20,23 @@ HeadRange head_range(const HeadGroup& group) {
   return {h.front(), h.back() + 1, step};
 }
 
+// Splits each member's one chunk into its shard halves (ids 2i, 2i + 1) and sets the queries
+// this member computes, when every half keeps rows (else the task stays as it is).
+void balance_queries(ShardTask& task, int64_t shard_length) {
+  const int m = task.group_size;
+  const int64_t half = shard_length / 2;
+  std::vector<std::vector<KeptChunk>> halves(m);
+  for (int i = 0; i < m; ++i) {
+    for (int64_t h = 0; h < 2; ++h) {
+      halves[i].push_back(kept_in_chunk(2 * i + h, i * shard_length + h * half, half, h * half,
+                                        task.offset, task.rate, task.kept_per_segment));
+      if (halves[i].back().count == 0) return;
+    }
+  }
+  task.member_chunks = std::move(halves);
+  task.query_chunks = {task.member_chunks[task.member][0], task.member_chunks[task.mirror()][1]};
+}
+
 }  // namespace
 
 KvHeads kv_heads_of(const HeadRange& q_heads, int64_t group) {
@@ -57,7 +74,8 @@ KeptChunk kept_in_chunk(int64_t id, int64_t chunk_start, int64_t chunk_length, i
 }
 
 std::vector<ShardTask> plan_shard_tasks(const DilationPlan& plan, int64_t shard_length,
-                                        int world_size, int rank, bool zigzag, int64_t kv_group) {
+                                        int world_size, int rank, bool zigzag, int64_t kv_group,
+                                        bool balance_causal) {
   std::vector<ShardTask> tasks;
   for (const BranchPlan& branch : plan.branches) {
     for (const HeadGroup& group : branch.groups) {
@@ -91,6 +109,7 @@ std::vector<ShardTask> plan_shard_tasks(const DilationPlan& plan, int64_t shard_
                                                    task.offset, task.rate, task.kept_per_segment)};
           }
         }
+        if (balance_causal && !zigzag && shard_length % 2 == 0) balance_queries(task, shard_length);
       }
       tasks.push_back(std::move(task));
     }

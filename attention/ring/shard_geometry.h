@@ -58,7 +58,23 @@ struct ShardTask {
   int member = 0;
   std::vector<std::vector<KeptChunk>> member_chunks;
 
+  // Causal balance (a causal spanning task in the natural layout, RingConfig::balance_causal):
+  // every member's rows are two chunks (ids 2i, 2i + 1: the halves of its shard) and member i
+  // computes the queries of its first chunk and of its mirror's (m - 1 - i) second one, so
+  // every member attends 2m chunk pairs' worth of keys instead of 1 (member 0) .. 2m - 1
+  // (member m - 1). Only queries move (to the mirror and back with their results); K/V and
+  // their gradients stay with their owners. query_chunks: the chunks whose queries this rank
+  // computes, in packed order (its first, then the mirror's second); empty when not balanced.
+  std::vector<KeptChunk> query_chunks;
+
   const std::vector<KeptChunk>& my_chunks() const { return member_chunks[member]; }
+  // The query rows this rank computes: query_chunks when balanced, else its own chunks.
+  const std::vector<KeptChunk>& my_query_chunks() const {
+    return query_chunks.empty() ? my_chunks() : query_chunks;
+  }
+  int mirror() const { return group_size - 1 - member; }
+  // Balanced and not the middle member of an odd group: queries go to the mirror and back.
+  bool swaps_queries() const { return !query_chunks.empty() && mirror() != member; }
   int64_t kept_of(int i) const;  // total kept positions of member i
 };
 
@@ -70,9 +86,11 @@ KeptChunk kept_in_chunk(int64_t id, int64_t chunk_start, int64_t chunk_length, i
 
 // Tasks of this rank for a plan built on the global length: shard = S / world_size tokens,
 // `zigzag` = the balanced layout (rank p holds chunks p and 2P-1-p of 2P; only for one dense
-// branch w = S, r = 1, checked by validate_ring_layout); kv_group = H / H_kv.
+// branch w = S, r = 1, checked by validate_ring_layout); kv_group = H / H_kv;
+// `balance_causal`: causal spanning tasks get query_chunks (above) where every member keeps
+// rows in both halves of its shard (else they stay unbalanced). Not with zigzag.
 std::vector<ShardTask> plan_shard_tasks(const DilationPlan& plan, int64_t shard_length,
-                                        int world_size, int rank, bool zigzag,
-                                        int64_t kv_group = 1);
+                                        int world_size, int rank, bool zigzag, int64_t kv_group = 1,
+                                        bool balance_causal = false);
 
 }  // namespace ra

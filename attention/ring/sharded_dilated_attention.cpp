@@ -9,6 +9,7 @@
 #include <limits>
 #include <utility>
 
+#include "attention/ring/query_swap.h"
 #include "attention/standard/block_attention.h"
 #include "attention/standard/lse_merge.h"
 #ifdef RA_HAS_FUSED_ATTENTION
@@ -244,14 +245,18 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
   for (const TaskBatch& batch : batches) {  // stacked tasks; single ones run below
     if (batch.size() == 1) continue;
     const ShardTask& lead = *batch.front();
-    const at::Tensor q_rows = gather_batch(q, batch);  // [B, sum h, n, D]
+    RingExchange& group = plan.groups->group(lead.group_size);
+    const at::Tensor q_rows =
+        to_query_rows(lead, group, gather_batch(q, batch));  // [B, sum h, n, D]
     const PartialAttention acc = empty_partial(q_rows);
-    plan.strategy->forward(lead, plan.groups->group(lead.group_size), q_rows,
-                           pack_batch_kv(k, v, batch), plan.scale, plan.causal, acc);
+    plan.strategy->forward(lead, group, q_rows, pack_batch_kv(k, v, batch), plan.scale, plan.causal,
+                           acc);
+    const at::Tensor out_rows = from_query_rows(lead, group, acc.out);
+    const at::Tensor lse_rows = from_query_rows(lead, group, acc.lse);
     int64_t h0 = 0;
     for (const ShardTask* t : batch) {
       const int64_t h = t->heads.count();
-      merge_into_chunks(s.out, lse4, *t, acc.out.narrow(1, h0, h), acc.lse.narrow(1, h0, h));
+      merge_into_chunks(s.out, lse4, *t, out_rows.narrow(1, h0, h), lse_rows.narrow(1, h0, h));
       h0 += h;
     }
   }
@@ -271,15 +276,21 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
       continue;
     }
     const auto& mine = task.my_chunks();
-    at::Tensor q_packed = gather_chunks(q, task, mine);  // [B, h, n, D]
-    // Blocks merge straight into this rank's output rows when those are one view; else into a
-    // packed accumulator that is merged into the chunks' rows afterwards.
-    PartialAttention acc{packed_view(s.out, task, mine), packed_view(lse4, task, mine)};
+    RingExchange& group = plan.groups->group(task.group_size);
+    at::Tensor q_packed = to_query_rows(task, group, gather_chunks(q, task, mine));  // [B, h, n, D]
+    // Blocks merge straight into this rank's output rows when those are one view (and the rank
+    // computes its own rows); else into a packed accumulator merged into them afterwards.
+    PartialAttention acc;
+    if (!task.swaps_queries())
+      acc = {packed_view(s.out, task, mine), packed_view(lse4, task, mine)};
     const bool direct = acc.out.defined();
     acc = direct ? PartialAttention{acc.out, acc.lse.squeeze(-1)} : empty_partial(q_packed);
-    plan.strategy->forward(task, plan.groups->group(task.group_size), q_packed,
-                           pack_kv(side.k, side.v, side.task), plan.scale, plan.causal, acc);
-    if (!direct) merge_into_chunks(s.out, lse4, task, acc.out, acc.lse);
+    plan.strategy->forward(task, group, q_packed, pack_kv(side.k, side.v, side.task), plan.scale,
+                           plan.causal, acc);
+    if (!direct) {
+      merge_into_chunks(s.out, lse4, task, from_query_rows(task, group, acc.out),
+                        from_query_rows(task, group, acc.lse));
+    }
   }
   return s;
 }
@@ -317,12 +328,16 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
   for (const TaskBatch& batch : batches) {  // stacked tasks; single ones run below
     if (batch.size() == 1) continue;
     const ShardTask& lead = *batch.front();
-    const at::Tensor q_rows = gather_batch(q, batch);  // [B, sum h, n, D]
+    RingExchange& group = plan.groups->group(lead.group_size);
+    auto query_rows = [&](const at::Tensor& x) {  // [B, sum h, n, X]
+      return to_query_rows(lead, group, gather_batch(x, batch));
+    };
+    const at::Tensor q_rows = query_rows(q);
     at::Tensor dq_rows = at::zeros(q_rows.sizes(), q_rows.options().dtype(compute));
     const at::Tensor dkv = plan.strategy->backward(
-        lead, plan.groups->group(lead.group_size), q_rows, gather_batch(fwd.out, batch),
-        gather_batch(lse4, batch).squeeze(-1), gather_batch(dmerged, batch),
+        lead, group, q_rows, query_rows(fwd.out), query_rows(lse4).squeeze(-1), query_rows(dmerged),
         pack_batch_kv(k, v, batch), plan.scale, plan.causal, dq_rows);
+    dq_rows = from_query_rows(lead, group, dq_rows);
     int64_t h0 = 0;
     for (const ShardTask* t : batch) {
       const int64_t h = t->heads.count();
@@ -357,17 +372,22 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
       continue;
     }
     const auto& mine = task.my_chunks();
-    at::Tensor q_packed = gather_chunks(q, task, mine);
-    // dQ is added straight into this rank's rows when they are one view.
-    at::Tensor dq_view = packed_view(g.dq, task, mine);
+    RingExchange& group = plan.groups->group(task.group_size);
+    auto query_rows = [&](const at::Tensor& x) {  // [B, h, n, X]
+      return to_query_rows(task, group, gather_chunks(x, task, mine));
+    };
+    at::Tensor q_packed = query_rows(q);
+    // dQ is added straight into this rank's rows when they are one view it computes itself.
+    at::Tensor dq_view = task.swaps_queries() ? at::Tensor() : packed_view(g.dq, task, mine);
     at::Tensor dq_packed = dq_view.defined()
                                ? dq_view
                                : at::zeros(q_packed.sizes(), q_packed.options().dtype(compute));
-    at::Tensor dkv = plan.strategy->backward(
-        task, plan.groups->group(task.group_size), q_packed, gather_chunks(fwd.out, task, mine),
-        gather_chunks(lse4, task, mine).squeeze(-1), gather_chunks(dmerged, task, mine),
-        pack_kv(side.k, side.v, side.task), plan.scale, plan.causal, dq_packed);
-    if (!dq_view.defined()) add_to_chunks(g.dq, task, mine, dq_packed);
+    at::Tensor dkv = plan.strategy->backward(task, group, q_packed, query_rows(fwd.out),
+                                             query_rows(lse4).squeeze(-1), query_rows(dmerged),
+                                             pack_kv(side.k, side.v, side.task), plan.scale,
+                                             plan.causal, dq_packed);
+    if (!dq_view.defined())
+      add_to_chunks(g.dq, task, mine, from_query_rows(task, group, dq_packed));
     add_to_chunks(kv_grads.first, side.task, mine, dkv[0]);
     add_to_chunks(kv_grads.second, side.task, mine, dkv[1]);
     finish_kv_grads(side, g.dk, g.dv, kv_grads);

@@ -15,16 +15,20 @@
 # "layernorm": the LayerNorm kernels against ATen (bench/layer_norm_bench.cpp).
 # TEST_REGEX narrows the tests stage (a ctest -R pattern). Stage "sweep": the dense ring at 128K
 # under each NCCL setting in SWEEP_ENV.
-# Logs and JSON go to $OUT (default /tmp/ra_gpu_multi).
+# Logs and JSON are written to a work folder and packed at exit
+# into $OUT/logs.tar.gz (default OUT /tmp/ra_gpu_multi): one file, since the GPU machine's
+# tool brings back only a few files from $OUT.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 PYTHONUNBUFFERED=1
-OUT="${OUT:-/tmp/ra_gpu_multi}"
+PACK="${OUT:-/tmp/ra_gpu_multi}"
+OUT="$(mktemp -d /tmp/ra_gpu_multi_work.XXXX)"
 BUILD="${BUILD_DIR:-build-gpu}"
 STAGES="${STAGES:-tests bench train}"
-mkdir -p "$OUT"
+mkdir -p "$PACK"
+trap 'tar -czf "$PACK/logs.tar.gz" -C "$OUT" . && echo "logs: $PACK/logs.tar.gz"' EXIT
 start=$(date +%s)
 elapsed() { echo "[$(( $(date +%s) - start )) s] $*"; }
 GPUS=$(nvidia-smi -L | wc -l)
@@ -85,7 +89,11 @@ if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|spanning)$ ]]; 
     bench 1 --config longnet-1m --seq-len 1M $causal
   done
   bench "$GPUS" --config longnet-1m --seq-len 1M --local-copy
-  bench "$GPUS" --config longnet-1m --seq-len 1M --unstacked  # one call per head group
+  bench "$GPUS" --config longnet-1m --seq-len 1M --causal --unbalanced  # no query swap
+  # Dense causal in the natural layout: balanced by the query swap, unbalanced, and zigzag.
+  for layout in "" --unbalanced --zigzag; do
+    bench "$GPUS" --config dense-causal --seq-len 128K $layout
+  done
 fi
 if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" == all ]]; then
   # Dilated configs: P GPUs at S against one GPU at S/P (weak scaling).
@@ -114,14 +122,17 @@ fi
 if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
   # LongNet-base (12 layers, 768 dim, 12 heads) on all GPUs. TRAIN_RUNS: "S:steps[:extra flags
   # joined by ,]" items; a step is profiled with --profile-step (summarised into profile.log).
+  # Segments 2048..32768 with rates 1..12 unless an item sets --segment-lengths (then it also
+  # sets --dilation-rates, joined by + instead of , e.g. --segment-lengths,2048+8192).
   train() {  # train <S> <steps> <tag> [extra flags...]
     local S=$1 steps=$2 tag=$3; shift 3
     local defaults=(--checkpointing on)  # unless the item sets it
     [[ " $* " == *" --checkpointing "* ]] && defaults=()
+    [[ " $* " == *" --segment-lengths "* ]] \
+      || defaults+=(--segment-lengths 2048,4096,8192,16384,32768 --dilation-rates 1,2,4,6,12)
     timeout 300 "${MPIRUN[@]}" -n "$GPUS" "$BUILD/launch/ring_train" --seq-len "$S" \
       --layers 12 --embed-dim 768 --heads 12 --ffn-dim 3072 --attention ring --steps "$steps" \
-      --log-every 1 --segment-lengths 2048,4096,8192,16384,32768 --dilation-rates 1,2,4,6,12 \
-      --causal "${defaults[@]}" --data synthetic:kv "$@" > "/tmp/train_$tag.log" 2>&1 \
+      --log-every 1 --causal "${defaults[@]}" --data synthetic:kv "$@" > "/tmp/train_$tag.log" 2>&1 \
       || echo "ring_train $S $* exit $?" | tee -a "$OUT/train.log"
     { echo "== $S $*"; grep -E "^step|checkpoint memory|error|Error|out of memory" "/tmp/train_$tag.log"; } \
       | tee -a "$OUT/train.log" | tail -3
@@ -130,12 +141,14 @@ if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
   for item in ${TRAIN_RUNS:-1M:4:--profile-step,4 4M:3 8M:3:--offload-checkpoints,on}; do
     IFS=: read -r S steps extra <<< "$item"
     tag="${S}_$(echo "$extra" | tr -c 'a-zA-Z0-9' _)"
+    flags=${extra//,/ }
     # shellcheck disable=SC2086
-    train "$S" "$steps" "$tag" ${extra//,/ } --profile-file "/tmp/trace_$tag.json"
+    train "$S" "$steps" "$tag" ${flags//+/,} --profile-file "/tmp/trace_$tag.json"
     if [ -f "/tmp/trace_$tag.json" ]; then
       python3 bench/summarize_trace.py "/tmp/trace_$tag.json" --by-op --gaps 15 --top 20 \
         >> "$OUT/profile.log" 2>&1
-      gzip -c "/tmp/trace_$tag.json" > "$OUT/trace_$tag.json.gz"  # for a closer look at home
+      # KEEP_TRACES=1: the trace itself too, for a closer look at home (a few MB each).
+      [ -n "${KEEP_TRACES:-}" ] && gzip -c "/tmp/trace_$tag.json" > "$OUT/trace_$tag.json.gz"
     fi
   done
   elapsed "train done"

@@ -219,9 +219,9 @@ class CountingCommunicator : public Communicator {
 // Bytes this rank sends in one forward + backward step of `config` with H query heads and H_kv
 // k/v heads (a fresh counting communicator, so its own segment groups and ring buffers).
 int64_t bytes_sent(const std::string& variant, const DilatedAttentionConfig& config, int64_t H,
-                   int64_t Hkv) {
+                   int64_t Hkv, const RingConfig& ring = ring_config()) {
   auto comm = std::make_shared<CountingCommunicator>(world(), std::make_shared<int64_t>(0));
-  AttentionSpec spec{config, ring_config(), {}, comm};
+  AttentionSpec spec{config, ring, {}, comm};
   auto attention = make_attention(variant, spec);
   const Inputs in = make_inputs(kShard * comm->size(), H, Hkv, torch::kDouble);
   at::Tensor q = plain_shard(in.q).to(kDevice).requires_grad_();
@@ -233,26 +233,37 @@ int64_t bytes_sent(const std::string& variant, const DilatedAttentionConfig& con
 
 // With GQA the K/V (forward) and dK/dV (backward) cross the wire at k/v-head granularity: where
 // every head group holds all query heads (dense, r = 1; or one group per k/v head in partition
-// mode), a step sends exactly H / H_kv times fewer bytes than with H_kv = H.
+// mode), a step sends exactly H / H_kv times fewer K/V bytes than with H_kv = H. The causal
+// balance adds the query swap (query heads, the same for every H_kv): measured without it, and
+// its bytes checked separately.
 TEST_P(RingDilatedAttentionTest, GqaSendsKvHeadBytesOnly) {
   SKIP_WITHOUT_DEVICE();
   const std::string variant = GetParam();
   const int P = world()->size();
   if (P < 2) GTEST_SKIP() << "one rank sends nothing";
-  const int64_t S = kShard * P, H = 4;
+  const int64_t S = kShard * P, H = 4, B = 2, D = 8;
   DilatedAttentionConfig dense;
   dense.segment_lengths = {S};
   dense.dilation_rates = {1};
   dense.causal = true;
-  const int64_t full = bytes_sent(variant, dense, H, H);
+  RingConfig unbalanced = ring_config();
+  unbalanced.balance_causal = false;
+  const int64_t full = bytes_sent(variant, dense, H, H, unbalanced);
   ASSERT_GT(full, 0);
-  for (int64_t Hkv : {2, 1}) {
-    const int64_t gqa = bytes_sent(variant, dense, H, Hkv);
+  // Rank 0 swaps its second half (kShard / 2 rows, float64) with rank P - 1: forward q out and
+  // out + lse back; backward q, out, lse, dout out and dQ back.
+  const int64_t swap = (6 * D + 2) * B * H * (kShard / 2) * 8;
+  for (int64_t Hkv : {int64_t(4), int64_t(2), int64_t(1)}) {
+    const int64_t gqa = bytes_sent(variant, dense, H, Hkv, unbalanced);
     EXPECT_EQ(full, gqa * (H / Hkv)) << variant << " dense H_kv=" << Hkv;
     if (world()->rank() == 0) {
+      EXPECT_EQ(bytes_sent(variant, dense, H, Hkv) - gqa, swap)
+          << variant << " query swap bytes, dense H_kv=" << Hkv;
       std::cout << variant << " P=" << P << " dense causal S=" << S << " H=" << H
-                << " D=8 B=2 fp64, bytes sent by rank 0 per step (fwd+bwd): H_kv=" << H << ": "
-                << full << ", H_kv=" << Hkv << ": " << gqa << std::endl;
+                << " D=8 B=2 fp64, bytes sent by rank 0 per step (fwd+bwd, unbalanced): H_kv=" << H
+                << ": " << full << ", H_kv=" << Hkv << ": " << gqa << std::endl;
+    } else {
+      bytes_sent(variant, dense, H, Hkv);  // collective: every rank runs it
     }
   }
   // Partition: two branches spanning all ranks, two query heads each, sharing one k/v head.
@@ -265,17 +276,23 @@ TEST_P(RingDilatedAttentionTest, GqaSendsKvHeadBytesOnly) {
 }
 
 // Spanning head groups run stacked by default (one block call and K/V message per hop for a
-// branch's groups when they keep equal rows); one by one they give the same result.
-TEST_P(RingDilatedAttentionTest, UnstackedHeadGroupsEqualDenseReference) {
+// branch's groups when they keep equal rows), and causal spanning segments balanced (mirror
+// members swap their second halves' queries); one by one, or each member computing its own
+// rows, they give the same result.
+TEST_P(RingDilatedAttentionTest, UnstackedOrUnbalancedEqualsDenseReference) {
   SKIP_WITHOUT_DEVICE();
   const std::string variant = GetParam();
   const int P = world()->size();
   const Inputs in = make_inputs(kShard * P, 6, 6, torch::kDouble);
-  RingConfig ring = ring_config();
-  ring.stack_head_groups = false;
+  RingConfig unstacked = ring_config(), unbalanced = ring_config();
+  unstacked.stack_head_groups = false;
+  unbalanced.balance_causal = false;
   for_each_config(cases(P), [&](const Case& c, const DilatedAttentionConfig& config) {
-    expect_within(compare(variant, config, ring, in, plain_shard), 1e-10,
+    expect_within(compare(variant, config, unstacked, in, plain_shard), 1e-10,
                   variant + " unstacked " + c.name + " " + describe(config));
+    if (!config.causal) return;  // nothing to balance
+    expect_within(compare(variant, config, unbalanced, in, plain_shard), 1e-10,
+                  variant + " unbalanced " + c.name + " " + describe(config));
   });
 }
 

@@ -1,8 +1,8 @@
 // Shard geometry against brute-force enumeration: for every chunk of a segment, the kept
 // positions o, o + r, ... (t < ceil((w - o) / r)) that fall inside it, over offsets, rates that
 // do and do not divide the chunk, and offsets beyond the kept range; plus the task split into
-// local and spanning branches, the zigzag chunk ids and the k/v heads of a task's query heads
-// (GQA).
+// local and spanning branches, the zigzag chunk ids, the causal balance's query chunks and the
+// k/v heads of a task's query heads (GQA).
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -76,6 +76,62 @@ TEST(ShardGeometry, ZigzagMembersHoldChunksPAnd2PMinus1MinusP) {
   EXPECT_EQ(mine[1].first, 8);
   EXPECT_EQ(mine[0].count, 8);
   EXPECT_EQ(mine[1].count, 8);
+}
+
+// Causal balance: member i computes the queries of chunks 2i (its first half) and 2(m-1-i) + 1
+// (its mirror's second half), so counting a chunk pair as 1 when the key chunk is earlier and
+// 1/2 on the diagonal, every member attends the same amount (2m); unbalanced, member i attends
+// 2i + 2 (4i + 2 halves). A group whose halves do not all keep rows stays unbalanced.
+TEST(ShardGeometry, CausalBalanceGivesEveryMemberEqualWork) {
+  for (int P : {2, 3, 4}) {
+    for (int64_t rate : {1, 2, 3}) {
+      DilatedAttentionConfig config;
+      config.segment_lengths = {16 * P};
+      config.dilation_rates = {rate};
+      config.causal = true;
+      const DilationPlan plan = DilationPlan::build(config, 16 * P, rate);
+      for (int rank = 0; rank < P; ++rank) {
+        const auto unbalanced = plan_shard_tasks(plan, 16, P, rank, false);
+        const auto balanced = plan_shard_tasks(plan, 16, P, rank, false, 1, true);
+        ASSERT_EQ(balanced.size(), unbalanced.size());
+        for (size_t task = 0; task < balanced.size(); ++task) {
+          const ShardTask& t = balanced[task];
+          const std::string what = "P=" + std::to_string(P) + " r=" + std::to_string(rate) +
+                                   " rank " + std::to_string(rank) + " offset " +
+                                   std::to_string(t.offset);
+          ASSERT_EQ(t.query_chunks.size(), 2u) << what;
+          EXPECT_EQ(t.query_chunks[0].id, 2 * rank) << what;
+          EXPECT_EQ(t.query_chunks[1].id, 2 * (P - 1 - rank) + 1) << what;
+          EXPECT_EQ(t.swaps_queries(), 2 * rank + 1 != P) << what;
+          double work = 0;  // in chunk pairs
+          for (const KeptChunk& q : t.my_query_chunks()) {
+            for (int i = 0; i < P; ++i) {
+              ASSERT_EQ(t.member_chunks[i].size(), 2u) << what;
+              for (const KeptChunk& kv : t.member_chunks[i]) {
+                work += kv.id < q.id ? 1.0 : kv.id == q.id ? 0.5 : 0.0;
+              }
+            }
+          }
+          EXPECT_EQ(work, 2.0 * P) << what;
+          int64_t rows = 0;  // the halves hold all of the member's kept rows
+          for (const KeptChunk& c : t.my_chunks()) rows += c.count;
+          const auto& whole = unbalanced[task].my_chunks();
+          EXPECT_EQ(rows, whole[0].count) << what;
+          EXPECT_EQ(t.my_chunks()[0].first, whole[0].first) << what;
+        }
+      }
+    }
+  }
+  // r = 16 keeps one row per 16-token shard: the second halves keep nothing.
+  DilatedAttentionConfig sparse;
+  sparse.segment_lengths = {64};
+  sparse.dilation_rates = {16};
+  sparse.causal = true;
+  const DilationPlan plan = DilationPlan::build(sparse, 64, 1);
+  for (const ShardTask& t : plan_shard_tasks(plan, 16, 4, 1, false, 1, true)) {
+    EXPECT_TRUE(t.query_chunks.empty());
+    EXPECT_EQ(t.my_chunks().size(), 1u);
+  }
 }
 
 // GQA: query head h reads k/v head h / group; a task's k/v heads are the distinct ones, with
