@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
         "unstacked", po::bool_switch(&unstacked),
         "one block call and K/V message per spanning head group (RingConfig::stack_head_groups "
         "off)")("unbalanced", po::bool_switch(&unbalanced),
-                "causal spanning segments without the mirror query swap (RingConfig::"
+                "causal spanning segments in the plain layout, not the mirror one (RingConfig::"
                 "balance_causal off)")("warmup", po::value(&warmup)->default_value(2),
                                        "untimed steps")("reps", po::value(&reps)->default_value(5),
                                                         "timed steps (median)")(

@@ -66,9 +66,9 @@ struct RingConfig {
   // block call and one K/V message per hop for all of them (sharded_dilated_attention.cpp).
   // false: one per head group (the reference for benchmarks).
   bool stack_head_groups = true;
-  // Causal segments that span ranks: each member computes the queries of its first shard half
-  // and of its mirror's second half (ShardTask::query_chunks), so every member does the same
-  // work; false: each computes its own (member i attends i + 1 of the segment's shards).
+  // Causal segments that span ranks: the ring computes in the mirror layout (member i holds its
+  // first shard half and its mirror's second, ShardTask::home_chunks), so every member does the
+  // same work at every hop; false: the plain layout (member i attends i + 1 of the m shards).
   bool balance_causal = true;
   // No checkpointing switch: the backward always re-runs the ring (K/V travel again, dK/dV
   // return to their owners), so the forward keeps only q, k, v, out and lse of the local shard.

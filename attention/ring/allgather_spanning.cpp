@@ -35,7 +35,7 @@ void AllGatherSpanning::forward(const ShardTask& task, RingExchange& group, cons
   const at::Tensor expand = kv_expand_index(task, kv);
   at::Tensor gathered = gather_members(task, group, kv);
   for (int i = 0; i < task.group_size; ++i) {
-    attend_member(q, task.my_query_chunks(), gathered[i].narrow(3, 0, task.kept_of(i)),
+    attend_member(q, task.my_chunks(), gathered[i].narrow(3, 0, task.kept_of(i)),
                   task.member_chunks[i], expand, scale, causal, acc);
   }
 }
@@ -50,7 +50,7 @@ at::Tensor AllGatherSpanning::backward(const ShardTask& task, RingExchange& grou
   at::Tensor grads = at::zeros(gathered.sizes(), gathered.options().dtype(dq.scalar_type()));
   for (int i = 0; i < task.group_size; ++i) {
     at::Tensor member_grad = grads[i].narrow(3, 0, task.kept_of(i));
-    attend_member_backward(q, out, lse, dout, task.my_query_chunks(),
+    attend_member_backward(q, out, lse, dout, task.my_chunks(),
                            gathered[i].narrow(3, 0, task.kept_of(i)), task.member_chunks[i], expand,
                            scale, causal, dq, member_grad);
   }

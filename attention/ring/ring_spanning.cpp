@@ -36,8 +36,8 @@ void RingSpanning::forward(const ShardTask& task, RingExchange& group, const at:
       incoming = kv_buffer(group, hop % kKvSlots, kv, kept);
       group.start(held, incoming, kKvStream);
     }
-    attend_member(q, task.my_query_chunks(), held, task.member_chunks[member_at_hop(task, hop)],
-                  expand, scale, causal, acc);
+    attend_member(q, task.my_chunks(), held, task.member_chunks[member_at_hop(task, hop)], expand,
+                  scale, causal, acc);
     if (hop + 1 < m) {
       group.wait(kKvStream);
       held = incoming;
@@ -62,8 +62,8 @@ at::Tensor RingSpanning::backward(const ShardTask& task, RingExchange& group, co
     }
     at::Tensor partial =
         at::zeros({2, kv.size(1), kv.size(2), task.kept_of(source), kv.size(4)}, grad_options);
-    attend_member_backward(q, out, lse, dout, task.my_query_chunks(), held,
-                           task.member_chunks[source], expand, scale, causal, dq, partial);
+    attend_member_backward(q, out, lse, dout, task.my_chunks(), held, task.member_chunks[source],
+                           expand, scale, causal, dq, partial);
     // The accumulator for `source` arrives from the previous rank (it held it one hop ago).
     if (hop > 0) group.wait(kGradStream);
     at::Tensor grad_out = group.buffer(kGradSendSlot, partial.sizes(), grad_options);

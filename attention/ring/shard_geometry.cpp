@@ -20,21 +20,21 @@ HeadRange head_range(const HeadGroup& group) {
   return {h.front(), h.back() + 1, step};
 }
 
-// Splits each member's one chunk into its shard halves (ids 2i, 2i + 1) and sets the queries
-// this member computes, when every half keeps rows (else the task stays as it is).
-void balance_queries(ShardTask& task, int64_t shard_length) {
+// Splits each member's one chunk into its shard halves (ids 2i, 2i + 1, the home rows) and
+// lays the members out in the mirror layout, when every half keeps rows (else the task stays).
+void balance_members(ShardTask& task, int64_t shard_length) {
   const int m = task.group_size;
   const int64_t half = shard_length / 2;
-  std::vector<std::vector<KeptChunk>> halves(m);
+  std::vector<std::vector<KeptChunk>> home(m);
   for (int i = 0; i < m; ++i) {
     for (int64_t h = 0; h < 2; ++h) {
-      halves[i].push_back(kept_in_chunk(2 * i + h, i * shard_length + h * half, half, h * half,
-                                        task.offset, task.rate, task.kept_per_segment));
-      if (halves[i].back().count == 0) return;
+      home[i].push_back(kept_in_chunk(2 * i + h, i * shard_length + h * half, half, h * half,
+                                      task.offset, task.rate, task.kept_per_segment));
+      if (home[i].back().count == 0) return;
     }
   }
-  task.member_chunks = std::move(halves);
-  task.query_chunks = {task.member_chunks[task.member][0], task.member_chunks[task.mirror()][1]};
+  for (int i = 0; i < m; ++i) task.member_chunks[i] = {home[i][0], home[m - 1 - i][1]};
+  task.home_chunks = home[task.member];
 }
 
 }  // namespace
@@ -109,7 +109,7 @@ std::vector<ShardTask> plan_shard_tasks(const DilationPlan& plan, int64_t shard_
                                                    task.offset, task.rate, task.kept_per_segment)};
           }
         }
-        if (balance_causal && !zigzag && shard_length % 2 == 0) balance_queries(task, shard_length);
+        if (balance_causal && !zigzag && shard_length % 2 == 0) balance_members(task, shard_length);
       }
       tasks.push_back(std::move(task));
     }

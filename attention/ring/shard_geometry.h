@@ -59,22 +59,25 @@ struct ShardTask {
   std::vector<std::vector<KeptChunk>> member_chunks;
 
   // Causal balance (a causal spanning task in the natural layout, RingConfig::balance_causal):
-  // every member's rows are two chunks (ids 2i, 2i + 1: the halves of its shard) and member i
-  // computes the queries of its first chunk and of its mirror's (m - 1 - i) second one, so
-  // every member attends 2m chunk pairs' worth of keys instead of 1 (member 0) .. 2m - 1
-  // (member m - 1). Only queries move (to the mirror and back with their results); K/V and
-  // their gradients stay with their owners. query_chunks: the chunks whose queries this rank
-  // computes, in packed order (its first, then the mirror's second); empty when not balanced.
-  std::vector<KeptChunk> query_chunks;
+  // member i's home rows are its shard halves (chunk ids 2i, 2i + 1), but the ring computes in
+  // the mirror layout: member i holds its first half and its mirror's (m - 1 - i) second half,
+  // for queries and keys alike. There every pair of members attends the same amount per hop
+  // (2 chunk pairs, diagonal 1/2), as in the zigzag layout: with the plain layout member i
+  // attends i + 1 of the m shards and the ring's neighbours wait for the slowest hop.
+  // member_chunks is then the mirror layout (a chunk's `first` is a shard index only where
+  // the chunk is the rank's own) and home_chunks this rank's own rows, in order; empty
+  // when not balanced (the home rows are then my_chunks()).
+  std::vector<KeptChunk> home_chunks;
 
+  // This rank's chunks in the layout the strategies compute in (ids, counts).
   const std::vector<KeptChunk>& my_chunks() const { return member_chunks[member]; }
-  // The query rows this rank computes: query_chunks when balanced, else its own chunks.
-  const std::vector<KeptChunk>& my_query_chunks() const {
-    return query_chunks.empty() ? my_chunks() : query_chunks;
+  // This rank's own kept rows in its shard (gathers from and adds into its tensors).
+  const std::vector<KeptChunk>& my_home_chunks() const {
+    return home_chunks.empty() ? my_chunks() : home_chunks;
   }
   int mirror() const { return group_size - 1 - member; }
-  // Balanced and not the middle member of an odd group: queries go to the mirror and back.
-  bool swaps_queries() const { return !query_chunks.empty() && mirror() != member; }
+  // Balanced and not the middle member of an odd group: second halves swap with the mirror.
+  bool swaps_rows() const { return !home_chunks.empty() && mirror() != member; }
   int64_t kept_of(int i) const;  // total kept positions of member i
 };
 

@@ -9,7 +9,7 @@
 #include <limits>
 #include <utility>
 
-#include "attention/ring/query_swap.h"
+#include "attention/ring/mirror_swap.h"
 #include "attention/standard/block_attention.h"
 #include "attention/standard/lse_merge.h"
 #ifdef RA_HAS_FUSED_ATTENTION
@@ -86,13 +86,14 @@ at::Tensor group_blocks(const at::Tensor& grad, const at::Tensor& expand, int64_
       .index_add_(1, expand, grad);
 }
 
-// K/V of this rank's chunks stacked: [2, B, h_kv, n, D] in the input dtype, contiguous (what
+// K/V of this rank's home rows stacked: [2, B, h_kv, n, D] in the input dtype, contiguous (what
 // travels), written with one copy per tensor (per chunk where the rows are not one view).
 at::Tensor pack_kv(const at::Tensor& k, const at::Tensor& v, const ShardTask& task) {
-  at::Tensor kv = at::empty(
-      {2, k.size(0), task.heads.count(), task.kept_of(task.member), k.size(3)}, k.options());
-  pack_chunks(kv[0], k, task, task.my_chunks());
-  pack_chunks(kv[1], v, task, task.my_chunks());
+  int64_t rows = 0;
+  for (const KeptChunk& c : task.my_home_chunks()) rows += c.count;
+  at::Tensor kv = at::empty({2, k.size(0), task.heads.count(), rows, k.size(3)}, k.options());
+  pack_chunks(kv[0], k, task, task.my_home_chunks());
+  pack_chunks(kv[1], v, task, task.my_home_chunks());
   return kv;
 }
 
@@ -111,10 +112,11 @@ void add_to_chunks(const at::Tensor& x, const ShardTask& task, const std::vector
   }
 }
 
-// Merges packed partial results [B, h, n, *] into the task's rows of out/lse4 [B, S_local, H, *].
+// Merges packed partial results [B, h, n, *] of the task's home rows into out/lse4
+// [B, S_local, H, *].
 void merge_into_chunks(const at::Tensor& out, const at::Tensor& lse4, const ShardTask& task,
                        const at::Tensor& acc_out, const at::Tensor& acc_lse) {
-  const auto& mine = task.my_chunks();
+  const auto& mine = task.my_home_chunks();
   for (size_t c = 0; c < mine.size(); ++c) {
     if (mine[c].count == 0) continue;
     const int64_t start = packed_start(mine, c), n = mine[c].count;
@@ -174,10 +176,10 @@ std::vector<TaskBatch> spanning_batches(const ShardedAttentionPlan& plan) {
   return batches;
 }
 
-// x [B, S_local, H, X] -> the batch's rows, [B, sum of h, n, X] (tasks in order).
+// x [B, S_local, H, X] -> the batch's home rows, [B, sum of h, n, X] (tasks in order).
 at::Tensor gather_batch(const at::Tensor& x, const TaskBatch& batch) {
   std::vector<at::Tensor> parts;
-  for (const ShardTask* t : batch) parts.push_back(gather_chunks(x, *t, t->my_chunks()));
+  for (const ShardTask* t : batch) parts.push_back(gather_chunks(x, *t, t->my_home_chunks()));
   return at::cat(parts, 1);
 }
 
@@ -246,13 +248,14 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
     if (batch.size() == 1) continue;
     const ShardTask& lead = *batch.front();
     RingExchange& group = plan.groups->group(lead.group_size);
-    const at::Tensor q_rows =
-        to_query_rows(lead, group, gather_batch(q, batch));  // [B, sum h, n, D]
+    // [B, sum h, n, D] in the layout the ring computes in (mirror_swap.h)
+    const at::Tensor q_rows = to_compute_rows(lead, group, gather_batch(q, batch));
     const PartialAttention acc = empty_partial(q_rows);
-    plan.strategy->forward(lead, group, q_rows, pack_batch_kv(k, v, batch), plan.scale, plan.causal,
-                           acc);
-    const at::Tensor out_rows = from_query_rows(lead, group, acc.out);
-    const at::Tensor lse_rows = from_query_rows(lead, group, acc.lse);
+    plan.strategy->forward(lead, group, q_rows,
+                           to_compute_rows(lead, group, pack_batch_kv(k, v, batch), 3), plan.scale,
+                           plan.causal, acc);
+    const at::Tensor out_rows = from_compute_rows(lead, group, acc.out);
+    const at::Tensor lse_rows = from_compute_rows(lead, group, acc.lse);
     int64_t h0 = 0;
     for (const ShardTask* t : batch) {
       const int64_t h = t->heads.count();
@@ -275,21 +278,22 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
                     from_blocks(f.lse.unsqueeze(-1), local_view(lse4, task)).squeeze(-1));
       continue;
     }
-    const auto& mine = task.my_chunks();
+    const auto& mine = task.my_home_chunks();
     RingExchange& group = plan.groups->group(task.group_size);
-    at::Tensor q_packed = to_query_rows(task, group, gather_chunks(q, task, mine));  // [B, h, n, D]
+    // [B, h, n, D] in the layout the ring computes in (mirror_swap.h)
+    at::Tensor q_packed = to_compute_rows(task, group, gather_chunks(q, task, mine));
     // Blocks merge straight into this rank's output rows when those are one view (and the rank
     // computes its own rows); else into a packed accumulator merged into them afterwards.
     PartialAttention acc;
-    if (!task.swaps_queries())
-      acc = {packed_view(s.out, task, mine), packed_view(lse4, task, mine)};
+    if (!task.swaps_rows()) acc = {packed_view(s.out, task, mine), packed_view(lse4, task, mine)};
     const bool direct = acc.out.defined();
     acc = direct ? PartialAttention{acc.out, acc.lse.squeeze(-1)} : empty_partial(q_packed);
-    plan.strategy->forward(task, group, q_packed, pack_kv(side.k, side.v, side.task), plan.scale,
-                           plan.causal, acc);
+    plan.strategy->forward(task, group, q_packed,
+                           to_compute_rows(task, group, pack_kv(side.k, side.v, side.task), 3),
+                           plan.scale, plan.causal, acc);
     if (!direct) {
-      merge_into_chunks(s.out, lse4, task, from_query_rows(task, group, acc.out),
-                        from_query_rows(task, group, acc.lse));
+      merge_into_chunks(s.out, lse4, task, from_compute_rows(task, group, acc.out),
+                        from_compute_rows(task, group, acc.lse));
     }
   }
   return s;
@@ -329,22 +333,24 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
     if (batch.size() == 1) continue;
     const ShardTask& lead = *batch.front();
     RingExchange& group = plan.groups->group(lead.group_size);
-    auto query_rows = [&](const at::Tensor& x) {  // [B, sum h, n, X]
-      return to_query_rows(lead, group, gather_batch(x, batch));
+    auto compute_rows = [&](const at::Tensor& x) {  // [B, sum h, n, X]
+      return to_compute_rows(lead, group, gather_batch(x, batch));
     };
-    const at::Tensor q_rows = query_rows(q);
+    const at::Tensor q_rows = compute_rows(q);
     at::Tensor dq_rows = at::zeros(q_rows.sizes(), q_rows.options().dtype(compute));
-    const at::Tensor dkv = plan.strategy->backward(
-        lead, group, q_rows, query_rows(fwd.out), query_rows(lse4).squeeze(-1), query_rows(dmerged),
-        pack_batch_kv(k, v, batch), plan.scale, plan.causal, dq_rows);
-    dq_rows = from_query_rows(lead, group, dq_rows);
+    at::Tensor dkv = plan.strategy->backward(
+        lead, group, q_rows, compute_rows(fwd.out), compute_rows(lse4).squeeze(-1),
+        compute_rows(dmerged), to_compute_rows(lead, group, pack_batch_kv(k, v, batch), 3),
+        plan.scale, plan.causal, dq_rows);
+    dq_rows = from_compute_rows(lead, group, dq_rows);
+    dkv = from_compute_rows(lead, group, dkv, 3);
     int64_t h0 = 0;
     for (const ShardTask* t : batch) {
       const int64_t h = t->heads.count();
       const KvSide side = kv_side(*t, k, v);  // k/v heads: a strided range of g.dk's heads
-      add_to_chunks(g.dq, *t, t->my_chunks(), dq_rows.narrow(1, h0, h));
-      add_to_chunks(g.dk, side.task, t->my_chunks(), dkv[0].narrow(1, h0, h));
-      add_to_chunks(g.dv, side.task, t->my_chunks(), dkv[1].narrow(1, h0, h));
+      add_to_chunks(g.dq, *t, t->my_home_chunks(), dq_rows.narrow(1, h0, h));
+      add_to_chunks(g.dk, side.task, t->my_home_chunks(), dkv[0].narrow(1, h0, h));
+      add_to_chunks(g.dv, side.task, t->my_home_chunks(), dkv[1].narrow(1, h0, h));
       h0 += h;
     }
   }
@@ -371,23 +377,25 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
       finish_kv_grads(side, g.dk, g.dv, kv_grads);
       continue;
     }
-    const auto& mine = task.my_chunks();
+    const auto& mine = task.my_home_chunks();
     RingExchange& group = plan.groups->group(task.group_size);
-    auto query_rows = [&](const at::Tensor& x) {  // [B, h, n, X]
-      return to_query_rows(task, group, gather_chunks(x, task, mine));
+    auto compute_rows = [&](const at::Tensor& x) {  // [B, h, n, X]
+      return to_compute_rows(task, group, gather_chunks(x, task, mine));
     };
-    at::Tensor q_packed = query_rows(q);
+    at::Tensor q_packed = compute_rows(q);
     // dQ is added straight into this rank's rows when they are one view it computes itself.
-    at::Tensor dq_view = task.swaps_queries() ? at::Tensor() : packed_view(g.dq, task, mine);
+    at::Tensor dq_view = task.swaps_rows() ? at::Tensor() : packed_view(g.dq, task, mine);
     at::Tensor dq_packed = dq_view.defined()
                                ? dq_view
                                : at::zeros(q_packed.sizes(), q_packed.options().dtype(compute));
-    at::Tensor dkv = plan.strategy->backward(task, group, q_packed, query_rows(fwd.out),
-                                             query_rows(lse4).squeeze(-1), query_rows(dmerged),
-                                             pack_kv(side.k, side.v, side.task), plan.scale,
-                                             plan.causal, dq_packed);
-    if (!dq_view.defined())
-      add_to_chunks(g.dq, task, mine, from_query_rows(task, group, dq_packed));
+    at::Tensor dkv = plan.strategy->backward(
+        task, group, q_packed, compute_rows(fwd.out), compute_rows(lse4).squeeze(-1),
+        compute_rows(dmerged), to_compute_rows(task, group, pack_kv(side.k, side.v, side.task), 3),
+        plan.scale, plan.causal, dq_packed);
+    dkv = from_compute_rows(task, group, dkv, 3);
+    if (!dq_view.defined()) {
+      add_to_chunks(g.dq, task, mine, from_compute_rows(task, group, dq_packed));
+    }
     add_to_chunks(kv_grads.first, side.task, mine, dkv[0]);
     add_to_chunks(kv_grads.second, side.task, mine, dkv[1]);
     finish_kv_grads(side, g.dk, g.dv, kv_grads);

@@ -89,8 +89,8 @@ if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|spanning)$ ]]; 
     bench 1 --config longnet-1m --seq-len 1M $causal
   done
   bench "$GPUS" --config longnet-1m --seq-len 1M --local-copy
-  bench "$GPUS" --config longnet-1m --seq-len 1M --causal --unbalanced  # no query swap
-  # Dense causal in the natural layout: balanced by the query swap, unbalanced, and zigzag.
+  bench "$GPUS" --config longnet-1m --seq-len 1M --causal --unbalanced  # plain layout
+  # Dense causal in the natural layout: balanced (mirror layout inside the ring), not, zigzag.
   for layout in "" --unbalanced --zigzag; do
     bench "$GPUS" --config dense-causal --seq-len 128K $layout
   done

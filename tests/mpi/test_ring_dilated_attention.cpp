@@ -234,8 +234,8 @@ int64_t bytes_sent(const std::string& variant, const DilatedAttentionConfig& con
 // With GQA the K/V (forward) and dK/dV (backward) cross the wire at k/v-head granularity: where
 // every head group holds all query heads (dense, r = 1; or one group per k/v head in partition
 // mode), a step sends exactly H / H_kv times fewer K/V bytes than with H_kv = H. The causal
-// balance adds the query swap (query heads, the same for every H_kv): measured without it, and
-// its bytes checked separately.
+// balance adds the mirror swap (q, out, lse, dout, dq at the query heads, k, v, dk, dv at the
+// k/v heads): measured without it, and its bytes checked separately.
 TEST_P(RingDilatedAttentionTest, GqaSendsKvHeadBytesOnly) {
   SKIP_WITHOUT_DEVICE();
   const std::string variant = GetParam();
@@ -250,14 +250,14 @@ TEST_P(RingDilatedAttentionTest, GqaSendsKvHeadBytesOnly) {
   unbalanced.balance_causal = false;
   const int64_t full = bytes_sent(variant, dense, H, H, unbalanced);
   ASSERT_GT(full, 0);
-  // Rank 0 swaps its second half (kShard / 2 rows, float64) with rank P - 1: forward q out and
-  // out + lse back; backward q, out, lse, dout out and dQ back.
-  const int64_t swap = (6 * D + 2) * B * H * (kShard / 2) * 8;
+  // Rank 0 swaps its second half (kShard / 2 rows, float64) with rank P - 1: forward q, k, v
+  // there and out, lse back; backward q, k, v, out, lse, dout there and dq, dk, dv back.
+  auto swap = [&](int64_t Hkv) { return ((6 * D + 2) * H + 6 * D * Hkv) * B * (kShard / 2) * 8; };
   for (int64_t Hkv : {int64_t(4), int64_t(2), int64_t(1)}) {
     const int64_t gqa = bytes_sent(variant, dense, H, Hkv, unbalanced);
     EXPECT_EQ(full, gqa * (H / Hkv)) << variant << " dense H_kv=" << Hkv;
     if (world()->rank() == 0) {
-      EXPECT_EQ(bytes_sent(variant, dense, H, Hkv) - gqa, swap)
+      EXPECT_EQ(bytes_sent(variant, dense, H, Hkv) - gqa, swap(Hkv))
           << variant << " query swap bytes, dense H_kv=" << Hkv;
       std::cout << variant << " P=" << P << " dense causal S=" << S << " H=" << H
                 << " D=8 B=2 fp64, bytes sent by rank 0 per step (fwd+bwd, unbalanced): H_kv=" << H
@@ -277,7 +277,7 @@ TEST_P(RingDilatedAttentionTest, GqaSendsKvHeadBytesOnly) {
 
 // Spanning head groups run stacked by default (one block call and K/V message per hop for a
 // branch's groups when they keep equal rows), and causal spanning segments balanced (mirror
-// members swap their second halves' queries); one by one, or each member computing its own
+// members swap their second halves); one by one, or each member computing its own
 // rows, they give the same result.
 TEST_P(RingDilatedAttentionTest, UnstackedOrUnbalancedEqualsDenseReference) {
   SKIP_WITHOUT_DEVICE();

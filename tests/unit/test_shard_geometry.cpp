@@ -78,11 +78,13 @@ TEST(ShardGeometry, ZigzagMembersHoldChunksPAnd2PMinus1MinusP) {
   EXPECT_EQ(mine[1].count, 8);
 }
 
-// Causal balance: member i computes the queries of chunks 2i (its first half) and 2(m-1-i) + 1
-// (its mirror's second half), so counting a chunk pair as 1 when the key chunk is earlier and
-// 1/2 on the diagonal, every member attends the same amount (2m); unbalanced, member i attends
-// 2i + 2 (4i + 2 halves). A group whose halves do not all keep rows stays unbalanced.
-TEST(ShardGeometry, CausalBalanceGivesEveryMemberEqualWork) {
+// Causal balance: the home rows of member i are its shard halves (ids 2i, 2i + 1) and the ring
+// computes in the mirror layout (member i holds chunks 2i and 2(m-1-i) + 1, queries and keys
+// alike). Counting a chunk pair as 1 when the key chunk is earlier and 1/2 on the diagonal,
+// every member then attends exactly 2 to every member's keys, hop by hop (in the plain layout
+// member i attends 1 to earlier members, 1/2 to itself, 0 to later ones). A group whose halves
+// do not all keep rows stays unbalanced.
+TEST(ShardGeometry, CausalBalanceGivesEveryMemberEqualWorkPerHop) {
   for (int P : {2, 3, 4}) {
     for (int64_t rate : {1, 2, 3}) {
       DilatedAttentionConfig config;
@@ -99,25 +101,30 @@ TEST(ShardGeometry, CausalBalanceGivesEveryMemberEqualWork) {
           const std::string what = "P=" + std::to_string(P) + " r=" + std::to_string(rate) +
                                    " rank " + std::to_string(rank) + " offset " +
                                    std::to_string(t.offset);
-          ASSERT_EQ(t.query_chunks.size(), 2u) << what;
-          EXPECT_EQ(t.query_chunks[0].id, 2 * rank) << what;
-          EXPECT_EQ(t.query_chunks[1].id, 2 * (P - 1 - rank) + 1) << what;
-          EXPECT_EQ(t.swaps_queries(), 2 * rank + 1 != P) << what;
-          double work = 0;  // in chunk pairs
-          for (const KeptChunk& q : t.my_query_chunks()) {
-            for (int i = 0; i < P; ++i) {
-              ASSERT_EQ(t.member_chunks[i].size(), 2u) << what;
-              for (const KeptChunk& kv : t.member_chunks[i]) {
-                work += kv.id < q.id ? 1.0 : kv.id == q.id ? 0.5 : 0.0;
+          const auto& home = t.my_home_chunks();
+          ASSERT_EQ(home.size(), 2u) << what;
+          EXPECT_EQ(home[0].id, 2 * rank) << what;
+          EXPECT_EQ(home[1].id, 2 * rank + 1) << what;
+          // The halves hold all of the member's kept rows, from where its whole chunk starts.
+          const KeptChunk& whole = unbalanced[task].my_chunks()[0];
+          EXPECT_EQ(home[0].count + home[1].count, whole.count) << what;
+          EXPECT_EQ(home[0].first, whole.first) << what;
+          EXPECT_EQ(t.swaps_rows(), 2 * rank + 1 != P) << what;
+          for (int i = 0; i < P; ++i) {
+            const auto& q = t.member_chunks[i];
+            ASSERT_EQ(q.size(), 2u) << what;
+            EXPECT_EQ(q[0].id, 2 * i) << what;
+            EXPECT_EQ(q[1].id, 2 * (P - 1 - i) + 1) << what;
+            for (int s = 0; s < P; ++s) {
+              double work = 0;  // member i's queries against member s's keys, in chunk pairs
+              for (const KeptChunk& qc : q) {
+                for (const KeptChunk& kc : t.member_chunks[s]) {
+                  work += kc.id < qc.id ? 1.0 : kc.id == qc.id ? 0.5 : 0.0;
+                }
               }
+              EXPECT_EQ(work, 2.0) << what << ": member " << i << " against " << s;
             }
           }
-          EXPECT_EQ(work, 2.0 * P) << what;
-          int64_t rows = 0;  // the halves hold all of the member's kept rows
-          for (const KeptChunk& c : t.my_chunks()) rows += c.count;
-          const auto& whole = unbalanced[task].my_chunks();
-          EXPECT_EQ(rows, whole[0].count) << what;
-          EXPECT_EQ(t.my_chunks()[0].first, whole[0].first) << what;
         }
       }
     }
@@ -129,7 +136,7 @@ TEST(ShardGeometry, CausalBalanceGivesEveryMemberEqualWork) {
   sparse.causal = true;
   const DilationPlan plan = DilationPlan::build(sparse, 64, 1);
   for (const ShardTask& t : plan_shard_tasks(plan, 16, 4, 1, false, 1, true)) {
-    EXPECT_TRUE(t.query_chunks.empty());
+    EXPECT_TRUE(t.home_chunks.empty());
     EXPECT_EQ(t.my_chunks().size(), 1u);
   }
 }
