@@ -90,7 +90,7 @@ KeptChunk kept_in_chunk(int64_t id, int64_t chunk_start, int64_t chunk_length, i
 // Tasks of this rank for a plan built on the global length: shard = S / world_size tokens,
 // `zigzag` = the balanced layout (rank p holds chunks p and 2P-1-p of 2P; only for one dense
 // branch w = S, r = 1, checked by validate_ring_layout); kv_group = H / H_kv;
-// `balance_causal`: causal spanning tasks get query_chunks (above) where every member keeps
+// `balance_causal`: causal spanning tasks get the mirror layout (above) where every member keeps
 // rows in both halves of its shard (else they stay unbalanced). Not with zigzag.
 std::vector<ShardTask> plan_shard_tasks(const DilationPlan& plan, int64_t shard_length,
                                         int world_size, int rank, bool zigzag, int64_t kv_group = 1,

@@ -19,17 +19,17 @@ class SpanningStrategy {
  public:
   virtual ~SpanningStrategy() = default;
 
-  // q: [B, h, n_q, D] the queries this rank computes (task.my_query_chunks(): its kept rows,
-  // or with causal balance its first half and its mirror's second); kv: [2, B, h_kv, n_me, D]
-  // its kept K/V at the task's k/v heads (task.kv; input dtype, contiguous: that is what
-  // travels, expanded to the query heads only after receipt). Merges every member's blocks
-  // into acc (q's rows).
+  // q: [B, h, n_me, D] this rank's kept queries and kv: [2, B, h_kv, n_me, D] its kept K/V at
+  // the task's k/v heads (task.kv; input dtype, contiguous: that is what travels, expanded to
+  // the query heads only after receipt), both in task.my_chunks() order (with the causal
+  // balance the mirror layout, not the rank's home rows: mirror_swap.h). Merges every member's
+  // blocks into acc (q's rows).
   virtual void forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                        const at::Tensor& kv, double scale, bool causal,
                        const PartialAttention& acc) = 0;
 
   // out, lse, dout: the merged output, LSE and output gradient of q's rows (compute dtype).
-  // Adds dQ into dq [B, h, n_q, D] (may be a view); returns this rank's dK/dV
+  // Adds dQ into dq [B, h, n_me, D] (may be a view); returns this rank's dK/dV
   // [2, B, h_kv, n_me, D] (summed over each k/v head's query heads before they travel home).
   virtual at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                               const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
