@@ -25,8 +25,8 @@ at::Tensor to_compute_rows(const ShardTask& task, RingExchange& group, const at:
                            int64_t dim) {
   if (!task.swaps_rows()) return home;
   const auto& mine = task.my_home_chunks();
-  RA_CHECK(home.size(dim) == mine[0].count + mine[1].count, "to_compute_rows: ", home.size(dim),
-           " rows, the task's home rows are ", mine[0].count + mine[1].count);
+  RA_CHECK(home.size(dim) == task.home_kept(), "to_compute_rows: ", home.size(dim),
+           " rows, the task's home rows are ", task.home_kept());
   return swap_tail(task, group, home, dim, mine[0].count, task.my_chunks()[1].count);
 }
 

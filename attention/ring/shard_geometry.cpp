@@ -55,11 +55,16 @@ KvHeads kv_heads_of(const HeadRange& q_heads, int64_t group) {
   return kv;
 }
 
-int64_t ShardTask::kept_of(int i) const {
+namespace {
+int64_t total_count(const std::vector<KeptChunk>& chunks) {
   int64_t total = 0;
-  for (const KeptChunk& c : member_chunks[i]) total += c.count;
+  for (const KeptChunk& c : chunks) total += c.count;
   return total;
 }
+}  // namespace
+
+int64_t ShardTask::kept_of(int i) const { return total_count(member_chunks[i]); }
+int64_t ShardTask::home_kept() const { return total_count(my_home_chunks()); }
 
 KeptChunk kept_in_chunk(int64_t id, int64_t chunk_start, int64_t chunk_length, int64_t local_base,
                         int64_t offset, int64_t rate, int64_t kept_per_segment) {

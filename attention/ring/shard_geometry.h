@@ -78,7 +78,8 @@ struct ShardTask {
   int mirror() const { return group_size - 1 - member; }
   // Balanced and not the middle member of an odd group: second halves swap with the mirror.
   bool swaps_rows() const { return !home_chunks.empty() && mirror() != member; }
-  int64_t kept_of(int i) const;  // total kept positions of member i
+  int64_t kept_of(int i) const;  // total kept positions of member i (compute layout)
+  int64_t home_kept() const;     // total kept positions of this rank's home rows
 };
 
 // The kept positions of segment-relative range [chunk_start, chunk_start + chunk_length),

@@ -89,9 +89,8 @@ at::Tensor group_blocks(const at::Tensor& grad, const at::Tensor& expand, int64_
 // K/V of this rank's home rows stacked: [2, B, h_kv, n, D] in the input dtype, contiguous (what
 // travels), written with one copy per tensor (per chunk where the rows are not one view).
 at::Tensor pack_kv(const at::Tensor& k, const at::Tensor& v, const ShardTask& task) {
-  int64_t rows = 0;
-  for (const KeptChunk& c : task.my_home_chunks()) rows += c.count;
-  at::Tensor kv = at::empty({2, k.size(0), task.heads.count(), rows, k.size(3)}, k.options());
+  at::Tensor kv =
+      at::empty({2, k.size(0), task.heads.count(), task.home_kept(), k.size(3)}, k.options());
   pack_chunks(kv[0], k, task, task.my_home_chunks());
   pack_chunks(kv[1], v, task, task.my_home_chunks());
   return kv;
