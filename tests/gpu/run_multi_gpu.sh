@@ -123,27 +123,30 @@ if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
   # LongNet-base (12 layers, 768 dim, 12 heads) on all GPUs. TRAIN_RUNS: "S:steps[:extra flags
   # joined by ,]" items; a step is profiled with --profile-step (summarised into profile.log).
   # Segments 2048..32768 with rates 1..12 unless an item sets --segment-lengths (then it also
-  # sets --dilation-rates, joined by + instead of , e.g. --segment-lengths,2048+8192).
-  train() {  # train <S> <steps> <tag> [extra flags...]
-    local S=$1 steps=$2 tag=$3; shift 3
+  # sets --dilation-rates, joined by + instead of , e.g. --segment-lengths,2048+8192). An optional
+  # fourth field sets environment variables of every rank, joined by + (e.g. RA_SPARSE_FORWARD=mma).
+  train() {  # train <S> <steps> <tag> <env assignments joined by +> [extra flags...]
+    local S=$1 steps=$2 tag=$3 env_items=$4; shift 4
+    local env_flags=()
+    for assignment in ${env_items//+/ }; do env_flags+=(-x "$assignment"); done
     local defaults=(--checkpointing on)  # unless the item sets it
     [[ " $* " == *" --checkpointing "* ]] && defaults=()
     [[ " $* " == *" --segment-lengths "* ]] \
       || defaults+=(--segment-lengths 2048,4096,8192,16384,32768 --dilation-rates 1,2,4,6,12)
-    timeout 300 "${MPIRUN[@]}" -n "$GPUS" "$BUILD/launch/ring_train" --seq-len "$S" \
+    timeout 300 "${MPIRUN[@]}" "${env_flags[@]}" -n "$GPUS" "$BUILD/launch/ring_train" --seq-len "$S" \
       --layers 12 --embed-dim 768 --heads 12 --ffn-dim 3072 --attention ring --steps "$steps" \
       --log-every 1 --causal "${defaults[@]}" --data synthetic:kv "$@" > "/tmp/train_$tag.log" 2>&1 \
       || echo "ring_train $S $* exit $?" | tee -a "$OUT/train.log"
-    { echo "== $S $*"; grep -E "^step|checkpoint memory|error|Error|out of memory" "/tmp/train_$tag.log"; } \
+    { echo "== $S $* ${env_items}"; grep -E "^step|checkpoint memory|error|Error|out of memory" "/tmp/train_$tag.log"; } \
       | tee -a "$OUT/train.log" | tail -3
     elapsed "train $S $* done"
   }
   for item in ${TRAIN_RUNS:-1M:4:--profile-step,4 4M:3 8M:3:--offload-checkpoints,on}; do
-    IFS=: read -r S steps extra <<< "$item"
-    tag="${S}_$(echo "$extra" | tr -c 'a-zA-Z0-9' _)"
+    IFS=: read -r S steps extra env_items <<< "$item"
+    tag="${S}_$(echo "$extra$env_items" | tr -c 'a-zA-Z0-9' _)"
     flags=${extra//,/ }
     # shellcheck disable=SC2086
-    train "$S" "$steps" "$tag" ${flags//+/,} --profile-file "/tmp/trace_$tag.json"
+    train "$S" "$steps" "$tag" "$env_items" ${flags//+/,} --profile-file "/tmp/trace_$tag.json"
     if [ -f "/tmp/trace_$tag.json" ]; then
       python3 bench/summarize_trace.py "/tmp/trace_$tag.json" --by-op --gaps 15 --top 20 \
         >> "$OUT/profile.log" 2>&1
