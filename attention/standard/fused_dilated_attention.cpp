@@ -1,12 +1,12 @@
 // Fused dilated attention on one GPU. Forward: per branch head group, fused attention over the
 // group's kept rows ([N = B * S / w', h, L, D]), then launch_merge_branches writes out and lse
-// for all tokens in one fp32 pass. Backward: the merged output is one joint softmax over the
-// union of every branch's keys, so each group's fused backward, given the MERGED out and lse in
-// that group's layout, returns exactly that group's share of dq, dk, dv. The groups of the plan's
-// head cover (each head in one of them: partition mode's groups, or one branch in all mode)
-// write their shares into dq, dk, dv, zeros included, with launch_write_kept_rows; the other
-// groups add theirs in place (launch_scatter_add_kept_rows). A rate-1 all-heads group's
-// gradients become dq, dk, dv outright (no copy, no zero fill).
+// for all tokens in one fp32 pass (partition mode: each group writes its heads' rows). Backward:
+// the merged output is one joint softmax over the union of every branch's keys, so each group's
+// fused backward, given the MERGED out and lse in that group's layout, returns exactly that group's
+// share of dq, dk, dv. The groups of the plan's head cover (each head in one of them: partition
+// mode's groups, or one branch in all mode) write their shares into dq, dk, dv, zeros included,
+// with launch_write_kept_rows; the other groups add theirs in place (launch_scatter_add_kept_rows).
+// A rate-1 all-heads group's gradients become dq, dk, dv outright (no copy, no zero fill).
 #include "attention/standard/fused_dilated_attention.h"
 
 #include <ATen/cuda/CUDAContext.h>
@@ -251,6 +251,26 @@ FusedPlanForward forward_with_kernel(const FusedPlanSpec& spec, FusedKernel kern
 
   at::Tensor out = at::empty(q.sizes(), q.options());
   at::Tensor lse = at::empty({B, S, H}, q.options().dtype(at::kFloat));
+  if (partition && plan.head_cover(H).size() == groups.size()) {
+    // Every (token, head) is kept by at most one group (partition mode's head cover is every
+    // group), so the merge is that group's row: each group writes its heads' rows, times the
+    // output scale, with zeros and lse -inf where it keeps nothing. Plain stores, no branch walk.
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      const cuda::MergeGroup& mg = merge_groups[gi];  // empty where the group keeps nothing
+      const cuda::RowTensor rows{const_cast<void*>(mg.out), mg.out_stride_n, mg.out_stride_h,
+                                 mg.out_stride_l};
+      cuda::KeptLse lse_rows;
+      lse_rows.src = mg.lse;
+      lse_rows.src_sn = mg.lse_stride_n, lse_rows.src_sh = mg.lse_stride_h;
+      lse_rows.src_sl = mg.lse_stride_l;
+      lse_rows.dst = lse.data_ptr<float>();
+      lse_rows.dst_sb = S * H, lse_rows.dst_ss = H, lse_rows.dst_sh = 1;
+      cuda::launch_write_kept_rows(
+          groups[gi].rows, rows, token_tensor(out), q.size(3), scalar_kind(q.scalar_type()),
+          at::cuda::getCurrentCUDAStream().stream(), float(plan.output_scale), lse_rows);
+    }
+    return {out, lse, state};
+  }
   at::Tensor branches_dev = to_device(merge_branches, q.device());
   at::Tensor groups_dev = to_device(merge_groups, q.device());
   cuda::launch_merge_branches(reinterpret_cast<const cuda::MergeBranch*>(branches_dev.data_ptr()),
@@ -273,9 +293,13 @@ std::array<at::Tensor, 3> backward_impl(const FusedPlanSpec& spec, const FusedKe
   const DilationPlan& plan = spec.plan;
   const at::Tensor grad_out = grad_out_in.contiguous();
 
-  // Partition mode: out holds s * merge (s = 1/G). Each group's kernel needs the merge and its
-  // gradient, out / s and s * grad_out: gathered with the scale applied, one pass each.
+  // Partition mode: out holds s * merge (s = 1/G), so a group's kernel would need O = out / s and
+  // dO = s * grad_out. Its backward reads O only in rowsum(dO O) and V only in dP = dO V^T and
+  // dV = P^T dO: run with O = out, dO = grad_out (unchanged: views where the layout allows) and V
+  // scaled by s, dQ and dK are the same and dV comes out divided by s, multiplied back when it is
+  // written. One scaled copy per group (V) instead of two (out and grad_out).
   const double out_scale = plan.output_scale;
+  const bool scaled = out_scale != 1.0;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
   const cuda::ScalarKind kind = scalar_kind(q.scalar_type());
   at::Tensor lse_rows_src = lse.unsqueeze(-1);  // [B, S, H, 1]
@@ -328,24 +352,21 @@ std::array<at::Tensor, 3> backward_impl(const FusedPlanSpec& spec, const FusedKe
           return view ? kept_rows_view(t, c) : gather_kept_rows(t, c);
         };
         const at::Tensor q_c = rows(q);  // [n, h, L, D]
-        at::Tensor out_c, grad_out_c;    // [n, h, L, D], identical strides
-        if (out_scale == 1.0) {
-          out_c = rows(out);
-          grad_out_c = rows(grad_out);
-        } else {
-          // Dense in q_c's dimension order (empty_like): the out/grad_out layout the kernels'
-          // backward expects for these q rows.
-          out_c = gather_kept_rows(out, c, float(1.0 / out_scale), at::empty_like(q_c));
-          grad_out_c = gather_kept_rows(grad_out, c, float(out_scale), at::empty_like(q_c));
-        }
-        const compat::FusedAttentionForward merged{out_c, lse_c, state.philox_seed,
+        // Scaled: dense in q_c's dimension order (empty_like).
+        const at::Tensor v_c =
+            scaled ? gather_kept_rows(v, c, float(out_scale), at::empty_like(q_c)) : rows(v);
+        const compat::FusedAttentionForward merged{rows(out), lse_c, state.philox_seed,
                                                    state.philox_offset};
-        return compat::fused_attention_backward(gk, grad_out_c, q_c, rows(k), rows(v), merged,
+        return compat::fused_attention_backward(gk, rows(grad_out), q_c, rows(k), v_c, merged,
                                                 spec.causal, spec.scale);
       });
       at::Tensor parts[3] = {std::get<0>(grads_c), std::get<1>(grads_c), std::get<2>(grads_c)};
       for (int i = 0; i < 3; ++i) {
-        at::Tensor part = parts[i];                // [n, h, L, D]
+        at::Tensor part = parts[i];  // [n, h, L, D]
+        // dV / s (see above): multiplied by s as the write below stores it, else here.
+        const bool rescale = scaled && i == 2;
+        const bool rescale_in_write = rescale && group.writes && accs[i]->defined();
+        if (rescale && !rescale_in_write) part = part * out_scale;
         if (!accs[i]->defined()) {                 // the adopted group, run whole
           at::Tensor full = part.transpose(1, 2);  // [N, L, h, D] = [B * S / w', w', H, D]
           if (full.is_contiguous()) {
@@ -359,8 +380,8 @@ std::array<at::Tensor, 3> backward_impl(const FusedPlanSpec& spec, const FusedKe
           part = part.contiguous();
         }
         if (group.writes) {
-          cuda::launch_write_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
-                                       stream);
+          cuda::launch_write_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind, stream,
+                                       rescale_in_write ? float(out_scale) : 1.f);
         } else {
           cuda::launch_scatter_add_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
                                              stream);

@@ -312,30 +312,66 @@ TEST_F(FusedRowKernels, ScaledGatherEqualsViewTimesScale) {
 
 TEST_F(FusedRowKernels, CoverWriteCopiesKeptRowsAndZerosTheRest) {
   SKIP_WITHOUT_GPU();
-  const cuda::KeptRows r = rows();
   const auto stream = at::cuda::getCurrentCUDAStream().stream();
   auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  // A part as the fused backward returns it: [n, h, L, D] in the view's dense layout.
-  torch::Tensor part = torch::empty_like(view_of(torch::empty({2, 96, 6, 64}, opts), r));
-  part.copy_(torch::randn(part.sizes(), opts));
-  torch::Tensor got = torch::full({2, 96, 6, 64}, nan, opts);
-  cuda::launch_write_kept_rows(r, row_tensor(part), token_tensor(got), 64,
-                               cuda::ScalarKind::kBFloat16, stream);
-  torch::Tensor want = torch::full({2, 96, 6, 64}, nan, opts);
-  want.view({6, 32, 6, 64}).narrow(0, 2, 3).slice(2, 1, 6, 2).zero_();
-  view_of(want, r).copy_(part);
-  EXPECT_TRUE(same_bits(got, want));
+  const float inf = std::numeric_limits<float>::infinity();
+  // The fixture's group, and one whose segment (30) is not a multiple of the kernel's 4-token
+  // runs, offset 0, rate 4, so runs cross segment (and batch) boundaries.
+  cuda::KeptRows odd = rows();
+  odd.seq_len = 90, odd.segment = 30, odd.rate = 4, odd.offset = 0;
+  odd.kept = (30 + 3) / 4, odd.n_begin = 1, odd.n_count = 4;
+  for (const cuda::KeptRows& r : {rows(), odd}) {
+    SCOPED_TRACE("segment " + std::to_string(r.segment));
+    const int64_t S = r.seq_len;
+    // A part as the fused backward returns it: [n, h, L, D] in the view's dense layout.
+    torch::Tensor part = torch::empty_like(view_of(torch::empty({2, S, 6, 64}, opts), r));
+    part.copy_(torch::randn(part.sizes(), opts));
+    // The group's heads in its segments: zeros (-inf for the lse) where no row is kept.
+    auto group_rows = [&](const torch::Tensor& t) {  // t: [B, S, H, X]
+      return t.view({r.total_n(), r.segment, t.size(2), t.size(3)})
+          .narrow(0, r.n_begin, r.size_n())
+          .slice(2, r.head_start, r.head_start + int64_t(r.head_count - 1) * r.head_step + 1,
+                 r.head_step);
+    };
+    torch::Tensor got = torch::full({2, S, 6, 64}, nan, opts);
+    cuda::launch_write_kept_rows(r, row_tensor(part), token_tensor(got), 64,
+                                 cuda::ScalarKind::kBFloat16, stream);
+    torch::Tensor want = torch::full({2, S, 6, 64}, nan, opts);
+    group_rows(want).zero_();
+    view_of(want, r).copy_(part);
+    EXPECT_TRUE(same_bits(got, want));
 
-  // A group that keeps nothing writes only zeros, and needs no source.
-  cuda::KeptRows none = r;
-  none.offset = 32, none.kept = 0;
-  torch::Tensor zeros = torch::full({2, 96, 6, 64}, nan, opts);
-  cuda::launch_write_kept_rows(none, {}, token_tensor(zeros), 64, cuda::ScalarKind::kBFloat16,
-                               stream);
-  want.fill_(nan);
-  want.view({6, 32, 6, 64}).narrow(0, 2, 3).slice(2, 1, 6, 2).zero_();
-  EXPECT_TRUE(same_bits(zeros, want));
+    // Scaled (the partition mode's dV and output): the rows times the scale, rounded once, and
+    // the lse rows with -inf where nothing is kept (the partition mode's merge).
+    const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat);
+    const torch::Tensor lse_src = torch::randn({r.size_n(), r.head_count, r.kept}, f32);
+    torch::Tensor lse_got = torch::full({2, S, 6}, nan, f32);
+    cuda::KeptLse lse;
+    lse.src = lse_src.data_ptr<float>();
+    lse.src_sn = lse_src.stride(0), lse.src_sh = lse_src.stride(1), lse.src_sl = lse_src.stride(2);
+    lse.dst = lse_got.data_ptr<float>();
+    lse.dst_sb = lse_got.stride(0), lse.dst_ss = lse_got.stride(1), lse.dst_sh = lse_got.stride(2);
+    got.fill_(nan);
+    cuda::launch_write_kept_rows(r, row_tensor(part), token_tensor(got), 64,
+                                 cuda::ScalarKind::kBFloat16, stream, 0.2f, lse);
+    view_of(want, r).copy_(part * 0.2);
+    EXPECT_TRUE(same_bits(got, want));
+    torch::Tensor lse_want = torch::full({2, S, 6, 1}, nan, f32);
+    group_rows(lse_want).fill_(-inf);
+    view_of(lse_want, r).copy_(lse_src.unsqueeze(-1));
+    EXPECT_TRUE(same_bits(lse_got, lse_want.squeeze(-1)));
+
+    // A group that keeps nothing writes only zeros, and needs no source.
+    cuda::KeptRows none = r;
+    none.offset = r.segment, none.kept = 0;
+    torch::Tensor zeros = torch::full({2, S, 6, 64}, nan, opts);
+    cuda::launch_write_kept_rows(none, {}, token_tensor(zeros), 64, cuda::ScalarKind::kBFloat16,
+                                 stream);
+    want.fill_(nan);
+    group_rows(want).zero_();
+    EXPECT_TRUE(same_bits(zeros, want));
+  }
 }
 
 // GQA through the fused path, fp32 fallback, and the errors users can hit.

@@ -1,8 +1,12 @@
-// One thread per (segment, token of the segment, head of the group, 16 bytes of the row), the
-// 16-byte words fastest, then heads, so a warp stores whole contiguous rows of the gradient.
+// One thread per (run of kTokensPerThread consecutive tokens of a segment, head of the group, 16
+// bytes of the row), the 16-byte words fastest, then heads, so a warp stores whole contiguous rows.
+// The flat index is decoded (five divisions) once per run; the thread then steps token by token,
+// tracking the kept-row index incrementally: the decode made the one-token-per-thread kernel
+// issue-bound at ~2/3 of the memory bandwidth.
 #include "attention/standard/cuda/write_kept_rows.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "attention/standard/cuda/kept_row_index.cuh"
 #include "attention/standard/cuda/vector_io.cuh"
@@ -11,41 +15,81 @@
 namespace ra::cuda {
 namespace {
 
-// Strides in 16-byte words. Index: uint32_t or int64_t, the flat index's type (the decode's
-// divisions are 32-bit where the launch fits, see kept_row_index.cuh).
-template <typename Index>
+constexpr int kTokensPerThread = 4;
+
+// 8 fp16/bf16 values times scale, rounded once.
+template <typename T>
+__device__ inline uint4 scaled8(uint4 raw, float scale) {
+  float v[8];
+  unpack8<T>(raw, v);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) v[e] *= scale;
+  uint4 out;
+  store8(reinterpret_cast<T*>(&out), v);
+  return out;
+}
+
+// Strides of the rows in 16-byte words, of the lse in floats. Index: uint32_t or int64_t, the flat
+// index's type (32-bit divisions where the launch fits, see kept_row_index.cuh). T: the element
+// type when kScaled (the copied rows are multiplied by scale), else unused (bytes are copied).
+template <typename Index, typename T, bool kScaled>
 __global__ void write_kept_rows_kernel(KeptRows rows, const uint4* __restrict__ src, int64_t src_sn,
                                        int64_t src_sh, int64_t src_sl, uint4* __restrict__ dst,
                                        int64_t dst_sb, int64_t dst_ss, int64_t dst_sh,
-                                       int words_per_row, Index total) {
+                                       int words_per_row, Index tokens, Index total, float scale,
+                                       KeptLse lse) {
   const Index per_row = Index(words_per_row), heads = Index(rows.head_count);
   const Index segment = Index(rows.segment), nseg = Index(rows.seq_len / rows.segment);
   for (Index t = blockIdx.x * Index(blockDim.x) + threadIdx.x; t < total;
        t += Index(gridDim.x) * blockDim.x) {
-    const Index row = t / per_row;
-    const int word = int(t - row * per_row);
-    const Index token = row / heads;  // (segment, token in segment), flat
-    const int j = int(row - token * heads);
-    const Index n = token / segment;  // segment index from n_begin
-    const int p = int(token - n * segment);
-    const Index m = Index(rows.n_begin) + n;
-    const Index b = m / nseg;
-    const int64_t s = int64_t(m - b * nseg) * rows.segment + p;
-    const int from_offset = p - rows.offset;
-    const int l = from_offset >= 0 ? from_offset / rows.rate : -1;
-    uint4 value = make_uint4(0, 0, 0, 0);
-    if (l >= 0 && l * rows.rate == from_offset && l < rows.kept) {
-      value = src[int64_t(n) * src_sn + j * src_sh + l * src_sl + word];
+    const Index run = t / per_row;
+    const int word = int(t - run * per_row);
+    const Index run_index = run / heads;
+    const int j = int(run - run_index * heads);
+    const int64_t h = rows.head_start + int64_t(j) * rows.head_step;
+    Index token = run_index * kTokensPerThread;  // (segment, token in segment), flat
+    Index n = token / segment;                   // segment index from n_begin
+    int p = int(token - n * segment);
+    Index m = Index(rows.n_begin) + n;
+    Index b = m / nseg;
+    int64_t s = int64_t(m - b * nseg) * rows.segment + p;
+    // Token p is kept iff from = p - o >= 0, from = l * r and l < kept; phase = from mod r.
+    int from = p - rows.offset;
+    int l = from > 0 ? from / rows.rate : 0;
+    int phase = from > 0 ? from - l * rows.rate : 0;
+#pragma unroll
+    for (int i = 0; i < kTokensPerThread; ++i) {
+      if (token >= tokens) break;
+      const bool kept = from >= 0 && phase == 0 && l < rows.kept;
+      uint4 value = make_uint4(0, 0, 0, 0);
+      if (kept) {
+        value = src[int64_t(n) * src_sn + j * src_sh + l * src_sl + word];
+        if constexpr (kScaled) value = scaled8<T>(value, scale);
+      }
+      dst[int64_t(b) * dst_sb + s * dst_ss + h * dst_sh + word] = value;
+      if (lse.dst != nullptr && word == 0) {
+        lse.dst[int64_t(b) * lse.dst_sb + s * lse.dst_ss + h * lse.dst_sh] =
+            kept ? lse.src[int64_t(n) * lse.src_sn + j * lse.src_sh + l * lse.src_sl] : -INFINITY;
+      }
+      ++token, ++p, ++s, ++from;
+      if (from > 0 && ++phase == rows.rate) phase = 0, ++l;
+      if (p == rows.segment) {  // the next segment (its first token: from = -o, l = phase = 0)
+        p = 0, ++n, ++m;
+        from = -rows.offset, l = 0, phase = 0;
+        b = m / nseg;
+        s = int64_t(m - b * nseg) * rows.segment;
+      }
     }
-    dst[int64_t(b) * dst_sb + s * dst_ss +
-        (rows.head_start + int64_t(j) * rows.head_step) * dst_sh + word] = value;
   }
 }
 
 }  // namespace
 
 void launch_write_kept_rows(const KeptRows& rows, const RowTensor& src, const TokenTensor& dst,
-                            int64_t head_dim, ScalarKind kind, cudaStream_t stream) {
+                            int64_t head_dim, ScalarKind kind, cudaStream_t stream, float scale,
+                            const KeptLse& lse) {
+  RA_CHECK(scale == 1.f || kind != ScalarKind::kFloat, "write_kept_rows: scale = ", scale,
+           ": scaled rows must be fp16 or bf16");
   RA_CHECK(rows.segment > 0 && rows.rate > 0 && rows.seq_len % rows.segment == 0,
            "write_kept_rows: segment = ", rows.segment, ", rate = ", rows.rate,
            ", seq_len = ", rows.seq_len, ": need segment > 0 dividing seq_len and rate > 0");
@@ -62,18 +106,32 @@ void launch_write_kept_rows(const KeptRows& rows, const RowTensor& src, const To
       !reads || (src.data != nullptr && aligned16(src.data) && src.stride_n % word_elems == 0 &&
                  src.stride_h % word_elems == 0 && src.stride_l % word_elems == 0),
       "write_kept_rows: source pointer and strides must allow 16-byte loads");
+  RA_CHECK(lse.dst == nullptr || !reads || lse.src != nullptr,
+           "write_kept_rows: an lse output needs the group's lse rows");
   const int words_per_row = int(row_bytes / 16);
-  const int64_t total = rows.size_n() * rows.segment * rows.head_count * words_per_row;
+  const int64_t tokens = rows.size_n() * rows.segment;
+  const int64_t runs = (tokens + kTokensPerThread - 1) / kTokensPerThread;
+  const int64_t total = runs * rows.head_count * words_per_row;
   if (total == 0) return;
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 1 << 20);
-  with_index_type(rows, total, [&](auto index) {
+  // The token index must fit too: it exceeds the run index, not the flat one.
+  with_index_type(rows, std::max(total, tokens), [&](auto index) {
     using Index = decltype(index);
-    write_kept_rows_kernel<Index><<<blocks, threads, 0, stream>>>(
-        rows, static_cast<const uint4*>(reads ? src.data : nullptr), src.stride_n / word_elems,
-        src.stride_h / word_elems, src.stride_l / word_elems, static_cast<uint4*>(dst.data),
-        dst.stride_b / word_elems, dst.stride_s / word_elems, dst.stride_h / word_elems,
-        words_per_row, Index(total));
+    auto launch = [&](auto kernel) {
+      kernel<<<blocks, threads, 0, stream>>>(
+          rows, static_cast<const uint4*>(reads ? src.data : nullptr), src.stride_n / word_elems,
+          src.stride_h / word_elems, src.stride_l / word_elems, static_cast<uint4*>(dst.data),
+          dst.stride_b / word_elems, dst.stride_s / word_elems, dst.stride_h / word_elems,
+          words_per_row, Index(tokens), Index(total), scale, lse);
+    };
+    if (scale == 1.f) {
+      launch(write_kept_rows_kernel<Index, __half, false>);
+    } else if (kind == ScalarKind::kHalf) {
+      launch(write_kept_rows_kernel<Index, __half, true>);
+    } else {
+      launch(write_kept_rows_kernel<Index, __nv_bfloat16, true>);
+    }
   });
   RA_CUDA_CHECK_LAUNCH();
 }
