@@ -273,12 +273,12 @@ FusedPlanForward forward_with_kernel(const FusedPlanSpec& spec, FusedKernel kern
   }
   at::Tensor branches_dev = to_device(merge_branches, q.device());
   at::Tensor groups_dev = to_device(merge_groups, q.device());
-  cuda::launch_merge_branches(reinterpret_cast<const cuda::MergeBranch*>(branches_dev.data_ptr()),
-                              int(merge_branches.size()),
-                              reinterpret_cast<const cuda::MergeGroup*>(groups_dev.data_ptr()),
-                              int(B), int(S), int(H), int(q.size(3)), scalar_kind(q.scalar_type()),
-                              float(plan.output_scale), token_tensor(out), lse.data_ptr<float>(),
-                              at::cuda::getCurrentCUDAStream().stream());
+  cuda::launch_merge_branches(
+      reinterpret_cast<const cuda::MergeBranch*>(branches_dev.data_ptr()),
+      int(merge_branches.size()), reinterpret_cast<const cuda::MergeGroup*>(groups_dev.data_ptr()),
+      int(merge_groups.size()), int(B), int(S), int(H), int(q.size(3)),
+      scalar_kind(q.scalar_type()), float(plan.output_scale), token_tensor(out),
+      lse.data_ptr<float>(), at::cuda::getCurrentCUDAStream().stream());
   return {out, lse, state};
 }
 

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <limits>
 #include <sstream>
 
@@ -372,6 +373,22 @@ TEST_F(FusedRowKernels, CoverWriteCopiesKeptRowsAndZerosTheRest) {
     group_rows(want).zero_();
     EXPECT_TRUE(same_bits(zeros, want));
   }
+}
+
+// The merge's branch-loop kernel (kept for more than 8 branches; RA_MERGE_KERNEL=loop selects it
+// for A/B runs) against the float64 reference too: every other case runs the batched one.
+TEST(FusedPathBehaviour, MergeLoopKernelMatchesDense) {
+  SKIP_WITHOUT_GPU();
+  setenv("RA_MERGE_KERNEL", "loop", 1);
+  const Geometry& g = kSmall[2];
+  for (bool causal : {false, true}) {
+    SCOPED_TRACE(describe_case(g, torch::kBFloat16, causal, HeadMode::kAll,
+                               AttentionBackend::kCudnn, FusedInputLayout::kStridedView) +
+                 " merge loop");
+    run_and_compare(make_config(g, causal, HeadMode::kAll, AttentionBackend::kCudnn), g,
+                    torch::kBFloat16, /*dense_float64=*/true);
+  }
+  unsetenv("RA_MERGE_KERNEL");
 }
 
 // GQA through the fused path, fp32 fallback, and the errors users can hit.

@@ -3,11 +3,15 @@
 // online (running max, fp32), then writes out and lse. The index math that decides which
 // branch keeps what is done once per block (head table) and once per token (token slots) in
 // shared memory: per element it was ~30 integer divisions, which made the kernel compute-bound
-// at ~1/3 of the memory bandwidth (31 ms of a 1M LongNet-base training step on H100).
+// at ~1/3 of the memory bandwidth (31 ms of a 1M LongNet-base training step on H100). The batched
+// kernel (the default up to 8 branches) issues every branch's loads before merging: 11.5 -> 9.9
+// ms per 1M LongNet-base training step on H200.
 #include "attention/standard/cuda/merge_branches.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "attention/standard/cuda/vector_io.cuh"
 #include "runtime/cuda_check.h"
@@ -30,12 +34,12 @@ struct TokenSlot {
 
 template <typename T>
 __global__ void merge_branches_kernel(const MergeBranch* __restrict__ branches, int num_branches,
-                                      const MergeGroup* __restrict__ groups, int batch,
-                                      int seq_len, int num_heads, float out_scale,
-                                      TokenTensor out, float* __restrict__ lse_out) {
-  extern __shared__ int64_t shared[];  // int64_t: TokenSlot's alignment
-  TokenSlot* token = reinterpret_cast<TokenSlot*>(shared);                  // [num_branches]
-  HeadSlot* heads = reinterpret_cast<HeadSlot*>(token + num_branches);     // [branches][heads]
+                                      const MergeGroup* __restrict__ groups, int batch, int seq_len,
+                                      int num_heads, float out_scale, TokenTensor out,
+                                      float* __restrict__ lse_out) {
+  extern __shared__ int64_t shared[];                       // int64_t: TokenSlot's alignment
+  TokenSlot* token = reinterpret_cast<TokenSlot*>(shared);  // [num_branches]
+  HeadSlot* heads = reinterpret_cast<HeadSlot*>(token + num_branches);  // [branches][heads]
   const int tid = threadIdx.y * blockDim.x + threadIdx.x;
   const int threads = blockDim.x * blockDim.y;
   for (int e = tid; e < num_branches * num_heads; e += threads) {
@@ -103,11 +107,110 @@ __global__ void merge_branches_kernel(const MergeBranch* __restrict__ branches, 
   }
 }
 
+// The same merge with every branch's loads issued before any is used: each (token, head) thread
+// first looks up which of the (at most kMaxBatchedBranches) branches keep it and loads their lse
+// and 16 output bytes, all in flight together, then merges (max first, then the weighted sum).
+// The loop above waits for one branch's lse, then its output, then the next branch's: two memory
+// latencies per branch, with ~2 branches keeping a token in LongNet's all mode. The group table
+// is copied to shared memory too (the loop reads it from global memory per branch).
+constexpr int kMaxBatchedBranches = 8;
+
+template <typename T>
+__global__ void merge_branches_batched_kernel(const MergeBranch* __restrict__ branches,
+                                              int num_branches,
+                                              const MergeGroup* __restrict__ groups, int num_groups,
+                                              int batch, int seq_len, int num_heads,
+                                              float out_scale, TokenTensor out,
+                                              float* __restrict__ lse_out) {
+  extern __shared__ int64_t shared[];  // int64_t: TokenSlot's and MergeGroup's alignment
+  TokenSlot* token = reinterpret_cast<TokenSlot*>(shared);                  // [num_branches]
+  MergeGroup* table = reinterpret_cast<MergeGroup*>(token + num_branches);  // [num_groups]
+  HeadSlot* heads = reinterpret_cast<HeadSlot*>(table + num_groups);        // [branches][heads]
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+  const int threads = blockDim.x * blockDim.y;
+  for (int e = tid; e < num_groups; e += threads) table[e] = groups[e];
+  for (int e = tid; e < num_branches * num_heads; e += threads) {
+    const int i = e / num_heads, h = e % num_heads;
+    const MergeBranch br = branches[i];
+    HeadSlot slot{-1, -1, -1};
+    if (br.partition) {
+      const int index = h - br.head_start;
+      if (index >= 0 && index < br.head_count) slot = {br.first_group, index, br.offset};
+    } else {
+      const int offset = h % br.rate;
+      slot = {br.first_group + offset, h / br.rate, offset};
+    }
+    heads[e] = slot;
+  }
+  const int h = blockIdx.y * blockDim.y + threadIdx.y;
+  const int chunk = threadIdx.x;
+  const int64_t tokens = int64_t(batch) * seq_len;
+  const int64_t first = int64_t(blockIdx.x) * kTokensPerBlock;
+  int b = int(first / seq_len), s = int(first % seq_len);
+  for (int k = 0; k < kTokensPerBlock && first + k < tokens; ++k) {
+    __syncthreads();
+    for (int i = tid; i < num_branches; i += threads) {
+      const MergeBranch br = branches[i];
+      const int pos = s % br.segment;
+      token[i] = {int64_t(b) * (seq_len / br.segment) + s / br.segment, pos % br.rate,
+                  pos / br.rate};
+    }
+    __syncthreads();
+    if (h < num_heads) {
+      float lse_i[kMaxBatchedBranches];
+      uint4 raw[kMaxBatchedBranches];
+#pragma unroll
+      for (int i = 0; i < kMaxBatchedBranches; ++i) {
+        lse_i[i] = -INFINITY;
+        raw[i] = make_uint4(0, 0, 0, 0);
+        if (i < num_branches) {
+          const HeadSlot hs = heads[i * num_heads + h];
+          const TokenSlot ts = token[i];
+          if (hs.offset >= 0 && ts.pos_mod_rate == hs.offset) {
+            const MergeGroup& g = table[hs.group];
+            lse_i[i] = g.lse[ts.n * g.lse_stride_n + hs.head_index * g.lse_stride_h +
+                             ts.kept_row * g.lse_stride_l];
+            raw[i] = *reinterpret_cast<const uint4*>(
+                static_cast<const T*>(g.out) + ts.n * g.out_stride_n +
+                hs.head_index * g.out_stride_h + ts.kept_row * g.out_stride_l + chunk * 8);
+          }
+        }
+      }
+      float max_lse = -INFINITY;
+#pragma unroll
+      for (int i = 0; i < kMaxBatchedBranches; ++i) max_lse = fmaxf(max_lse, lse_i[i]);
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sum = 0.f;
+      if (max_lse != -INFINITY) {
+#pragma unroll
+        for (int i = 0; i < kMaxBatchedBranches; ++i) {
+          if (lse_i[i] == -INFINITY) continue;
+          const float w = __expf(lse_i[i] - max_lse);
+          float o[8];
+          unpack8<T>(raw[i], o);
+          sum += w;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[e] += w * o[e];
+        }
+      }
+      const float inv = sum > 0.f ? out_scale / sum : 0.f;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[e] *= inv;
+      store8(static_cast<T*>(out.data) + b * out.stride_b + s * out.stride_s + h * out.stride_h +
+                 chunk * 8,
+             acc);
+      if (chunk == 0) {
+        lse_out[(first + k) * num_heads + h] = sum > 0.f ? max_lse + logf(sum) : -INFINITY;
+      }
+    }
+    if (++s == seq_len) s = 0, ++b;
+  }
+}
+
 }  // namespace
 
 void launch_merge_branches(const MergeBranch* branches, int num_branches, const MergeGroup* groups,
-                           int batch, int seq_len, int num_heads, int head_dim, ScalarKind kind,
-                           float out_scale, const TokenTensor& out, float* lse,
+                           int num_groups, int batch, int seq_len, int num_heads, int head_dim,
+                           ScalarKind kind, float out_scale, const TokenTensor& out, float* lse,
                            cudaStream_t stream) {
   RA_CHECK(head_dim % 8 == 0, "head_dim = ", head_dim, ": the merge kernel needs a multiple of 8");
   RA_CHECK(aligned16(out.data) && out.stride_b % 8 == 0 && out.stride_s % 8 == 0 &&
@@ -126,14 +229,30 @@ void launch_merge_branches(const MergeBranch* branches, int num_branches, const 
   const size_t shared = num_branches * (sizeof(TokenSlot) + num_heads * sizeof(HeadSlot));
   RA_CHECK(shared <= 48 * 1024, "merge_branches: ", num_branches, " branches x ", num_heads,
            " heads need ", shared, " bytes of shared memory (at most 48 KiB)");
+  // The batched kernel unless RA_MERGE_KERNEL=loop (A/B runs) or there are too many branches.
+  const char* choice = std::getenv("RA_MERGE_KERNEL");
+  const bool loop =
+      num_branches > kMaxBatchedBranches || (choice != nullptr && std::strcmp(choice, "loop") == 0);
+  const size_t batched_shared = shared + num_groups * sizeof(MergeGroup);
+  RA_CHECK(loop || batched_shared <= 48 * 1024, "merge_branches: ", num_groups,
+           " head groups need ", batched_shared, " bytes of shared memory (at most 48 KiB)");
+  auto run = [&](auto type) {
+    using T = decltype(type);
+    if (loop) {
+      merge_branches_kernel<T><<<grid, block, shared, stream>>>(
+          branches, num_branches, groups, batch, seq_len, num_heads, out_scale, out, lse);
+    } else {
+      merge_branches_batched_kernel<T>
+          <<<grid, block, batched_shared, stream>>>(branches, num_branches, groups, num_groups,
+                                                    batch, seq_len, num_heads, out_scale, out, lse);
+    }
+  };
   switch (kind) {
     case ScalarKind::kHalf:
-      merge_branches_kernel<__half><<<grid, block, shared, stream>>>(
-          branches, num_branches, groups, batch, seq_len, num_heads, out_scale, out, lse);
+      run(__half{});
       break;
     case ScalarKind::kBFloat16:
-      merge_branches_kernel<__nv_bfloat16><<<grid, block, shared, stream>>>(
-          branches, num_branches, groups, batch, seq_len, num_heads, out_scale, out, lse);
+      run(__nv_bfloat16{});
       break;
     default:
       RA_THROW("merge_branches: output must be fp16 or bf16");

@@ -29,9 +29,10 @@ struct MergeBranch {
 // branches / groups: DEVICE arrays. out: [B, S, H, D] (kind), written as out_scale times the
 // merge (the partition mode's 1/G); lse: [B, S, H] fp32 contiguous, of the unscaled merge.
 // head_dim % 8 == 0; group out pointers and strides must allow 16-byte loads (checked).
+// num_groups: the entries of `groups`.
 void launch_merge_branches(const MergeBranch* branches, int num_branches, const MergeGroup* groups,
-                           int batch, int seq_len, int num_heads, int head_dim, ScalarKind kind,
-                           float out_scale, const TokenTensor& out, float* lse,
+                           int num_groups, int batch, int seq_len, int num_heads, int head_dim,
+                           ScalarKind kind, float out_scale, const TokenTensor& out, float* lse,
                            cudaStream_t stream);
 
 }  // namespace ra::cuda
