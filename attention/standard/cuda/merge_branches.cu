@@ -32,16 +32,9 @@ struct TokenSlot {
   int pos_mod_rate, kept_row;
 };
 
-template <typename T>
-__global__ void merge_branches_kernel(const MergeBranch* __restrict__ branches, int num_branches,
-                                      const MergeGroup* __restrict__ groups, int batch, int seq_len,
-                                      int num_heads, float out_scale, TokenTensor out,
-                                      float* __restrict__ lse_out) {
-  extern __shared__ int64_t shared[];                       // int64_t: TokenSlot's alignment
-  TokenSlot* token = reinterpret_cast<TokenSlot*>(shared);  // [num_branches]
-  HeadSlot* heads = reinterpret_cast<HeadSlot*>(token + num_branches);  // [branches][heads]
-  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
-  const int threads = blockDim.x * blockDim.y;
+// The block's threads fill heads[i * num_heads + h]: where head h sits in branch i.
+__device__ inline void fill_head_table(const MergeBranch* branches, int num_branches, int num_heads,
+                                       HeadSlot* heads, int tid, int threads) {
   for (int e = tid; e < num_branches * num_heads; e += threads) {
     const int i = e / num_heads, h = e % num_heads;
     const MergeBranch br = branches[i];
@@ -55,6 +48,29 @@ __global__ void merge_branches_kernel(const MergeBranch* __restrict__ branches, 
     }
     heads[e] = slot;
   }
+}
+
+// The block's threads fill token[i]: where token (b, s) sits in branch i.
+__device__ inline void fill_token_slots(const MergeBranch* branches, int num_branches, int b, int s,
+                                        int seq_len, TokenSlot* token, int tid, int threads) {
+  for (int i = tid; i < num_branches; i += threads) {
+    const MergeBranch br = branches[i];
+    const int pos = s % br.segment;
+    token[i] = {int64_t(b) * (seq_len / br.segment) + s / br.segment, pos % br.rate, pos / br.rate};
+  }
+}
+
+template <typename T>
+__global__ void merge_branches_kernel(const MergeBranch* __restrict__ branches, int num_branches,
+                                      const MergeGroup* __restrict__ groups, int batch, int seq_len,
+                                      int num_heads, float out_scale, TokenTensor out,
+                                      float* __restrict__ lse_out) {
+  extern __shared__ int64_t shared[];                       // int64_t: TokenSlot's alignment
+  TokenSlot* token = reinterpret_cast<TokenSlot*>(shared);  // [num_branches]
+  HeadSlot* heads = reinterpret_cast<HeadSlot*>(token + num_branches);  // [branches][heads]
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+  const int threads = blockDim.x * blockDim.y;
+  fill_head_table(branches, num_branches, num_heads, heads, tid, threads);
   const int h = blockIdx.y * blockDim.y + threadIdx.y;  // this thread's head
   const int chunk = threadIdx.x;                        // and 8 of its head-dim elements
   const int64_t tokens = int64_t(batch) * seq_len;
@@ -62,12 +78,7 @@ __global__ void merge_branches_kernel(const MergeBranch* __restrict__ branches, 
   int b = int(first / seq_len), s = int(first % seq_len);
   for (int k = 0; k < kTokensPerBlock && first + k < tokens; ++k) {
     __syncthreads();  // the head table is written; the previous token's slots are consumed
-    for (int i = tid; i < num_branches; i += threads) {
-      const MergeBranch br = branches[i];
-      const int pos = s % br.segment;
-      token[i] = {int64_t(b) * (seq_len / br.segment) + s / br.segment, pos % br.rate,
-                  pos / br.rate};
-    }
+    fill_token_slots(branches, num_branches, b, s, seq_len, token, tid, threads);
     __syncthreads();
     if (h < num_heads) {
       float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -129,19 +140,7 @@ __global__ void merge_branches_batched_kernel(const MergeBranch* __restrict__ br
   const int tid = threadIdx.y * blockDim.x + threadIdx.x;
   const int threads = blockDim.x * blockDim.y;
   for (int e = tid; e < num_groups; e += threads) table[e] = groups[e];
-  for (int e = tid; e < num_branches * num_heads; e += threads) {
-    const int i = e / num_heads, h = e % num_heads;
-    const MergeBranch br = branches[i];
-    HeadSlot slot{-1, -1, -1};
-    if (br.partition) {
-      const int index = h - br.head_start;
-      if (index >= 0 && index < br.head_count) slot = {br.first_group, index, br.offset};
-    } else {
-      const int offset = h % br.rate;
-      slot = {br.first_group + offset, h / br.rate, offset};
-    }
-    heads[e] = slot;
-  }
+  fill_head_table(branches, num_branches, num_heads, heads, tid, threads);
   const int h = blockIdx.y * blockDim.y + threadIdx.y;
   const int chunk = threadIdx.x;
   const int64_t tokens = int64_t(batch) * seq_len;
@@ -149,12 +148,7 @@ __global__ void merge_branches_batched_kernel(const MergeBranch* __restrict__ br
   int b = int(first / seq_len), s = int(first % seq_len);
   for (int k = 0; k < kTokensPerBlock && first + k < tokens; ++k) {
     __syncthreads();
-    for (int i = tid; i < num_branches; i += threads) {
-      const MergeBranch br = branches[i];
-      const int pos = s % br.segment;
-      token[i] = {int64_t(b) * (seq_len / br.segment) + s / br.segment, pos % br.rate,
-                  pos / br.rate};
-    }
+    fill_token_slots(branches, num_branches, b, s, seq_len, token, tid, threads);
     __syncthreads();
     if (h < num_heads) {
       float lse_i[kMaxBatchedBranches];
