@@ -63,6 +63,11 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "checkpoint-layers", po::value(&c.checkpoint_layers)->default_value(c.checkpoint_layers),
       "with checkpointing, checkpoint only the first N blocks (-1 = all); the others keep their "
       "activations: no recompute (faster), more memory (docs/USAGE.md: sizing)")(
+      "recompute-ffn-layers",
+      po::value(&c.recompute_ffn_layers)->default_value(c.recompute_ffn_layers),
+      "the first N blocks that are not checkpointed keep their attention activations but "
+      "recompute their FFN in backward: ~9 x embed-dim x 2 bytes less per token and block "
+      "(bf16) for one FFN forward more each (docs/USAGE.md: sizing)")(
       "checkpoint-dtype", po::value(&c.checkpoint_dtype)->default_value(c.checkpoint_dtype),
       "dtype of the saved block inputs: auto (bfloat16 with bf16 compute on CUDA, else the "
       "model dtype) | float32 | bfloat16 (half the memory; blocks run on the rounded input)")(

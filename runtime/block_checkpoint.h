@@ -41,8 +41,9 @@ at::Tensor checkpoint_block(const BlockFunction& fn, const at::Tensor& input,
 // True while the calling thread runs the recompute of a checkpoint_block (its fn, in backward).
 bool inside_recompute();
 
-// For the residual tail h + fn(h) of a block, inside that block's recompute (inside_recompute()),
-// where only the graph matters: returns h without running fn, and its backward runs
+// For the residual tail h + fn(h) of a block, where only the graph matters (inside that block's
+// recompute, inside_recompute()), or where fn(h) is added as a value without a graph (a block
+// whose FFN keeps no activations): returns h without running fn, and its backward runs
 // fn token chunk by chunk (`chunk` tokens along dim 1) with a graph and backpropagates through
 // each, so the gradients are those of h + fn(h). fn then runs forward twice per step (the
 // block's forward, then here) instead of three times (forward, recompute, and the recompute of

@@ -32,6 +32,12 @@ void validate(const ModelConfig& c) {
   RA_CHECK(c.checkpoint_layers >= -1 && c.checkpoint_layers <= c.num_layers,
            "--checkpoint-layers = ", c.checkpoint_layers, ": allowed: -1 (all) or 0..",
            c.num_layers, " (--layers)");
+  const int64_t checkpointed = !c.checkpointing          ? 0
+                               : c.checkpoint_layers < 0 ? c.num_layers
+                                                         : c.checkpoint_layers;
+  RA_CHECK(c.recompute_ffn_layers >= 0 && c.recompute_ffn_layers <= c.num_layers - checkpointed,
+           "--recompute-ffn-layers = ", c.recompute_ffn_layers, ": allowed: 0..",
+           c.num_layers - checkpointed, " (the blocks that are not checkpointed)");
   validate(c.attention);
 }
 
@@ -49,8 +55,11 @@ torch::nn::LayerNorm make_norm(int64_t dim, double eps) {
 
 DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& c, bool checkpointed,
                                    std::shared_ptr<DilatedAttentionBase> attention,
-                                   std::shared_ptr<const PositionEncoding> position_encoding)
+                                   std::shared_ptr<const PositionEncoding> position_encoding,
+                                   bool recompute_ffn)
     : ffn_chunk_tokens_(checkpointed ? c.ffn_chunk_tokens : 0),
+      recompute_ffn_(recompute_ffn),
+      recompute_chunk_tokens_(c.ffn_chunk_tokens),
       fused_norms_(c.fused_norms),
       layer_norm_eps_(c.layer_norm_eps) {
   const double gamma = magneto_decoder_gamma(c.num_layers);
@@ -96,6 +105,32 @@ at::Tensor DecoderBlockImpl::ffn_of_normed(const at::Tensor& x) {
   return token_linear(fc2, g);
 }
 
+std::vector<at::Tensor> DecoderBlockImpl::ffn_parameters() {
+  std::vector<at::Tensor> params;
+  for (torch::nn::Module* m : std::initializer_list<torch::nn::Module*>{
+           ffn_ln.get(), fc1.get(), ffn_sub_ln.get(), fc2.get()}) {
+    for (const auto& p : m->parameters()) params.push_back(p);
+  }
+  return params;
+}
+
+ResidualStream DecoderBlockImpl::ffn_recomputed_in_backward(const at::Tensor& h) {
+  const int64_t tokens = h.size(1);
+  const int64_t chunk = recompute_chunk_tokens_ > 0 ? recompute_chunk_tokens_ : tokens;
+  at::Tensor delta = at::empty_like(h);
+  {
+    at::NoGradGuard no_grad;  // one chunk's [chunk, ffn_dim] activations at a time, none kept
+    for (int64_t start = 0; start < tokens; start += chunk) {
+      const int64_t length = std::min(chunk, tokens - start);
+      delta.narrow(1, start, length).copy_(ffn(h.narrow(1, start, length)));
+    }
+  }
+  // Value h (the sum with delta is the block's output); gradient that of h + ffn(h), the FFN
+  // run again chunk by chunk with a graph in backward.
+  auto run_ffn = [this](const at::Tensor& in) { return ffn(in); };
+  return {add_recomputed_in_backward(run_ffn, h, ffn_parameters(), chunk), delta};
+}
+
 ResidualStream DecoderBlockImpl::forward_stream(const ResidualStream& in, int64_t first_position) {
   // Each residual add is one op with the LayerNorm that reads its sum: the sum and its norm in
   // one pass, and in backward the sum's two gradients added by the LayerNorm kernel.
@@ -108,6 +143,9 @@ ResidualStream DecoderBlockImpl::forward_stream(const ResidualStream& in, int64_
     x = in.base, x_normed = norm(attn_ln, x);
   }
   const at::Tensor attended = attn->forward(x_normed, first_position);
+  if (recompute_ffn_ && is_training() && at::GradMode::is_enabled()) {
+    return ffn_recomputed_in_backward(x + attended);
+  }
   ResidualNorm h =
       add_layer_norm(x, attended, ffn_ln->weight, ffn_ln->bias, layer_norm_eps_, fused_norms_);
   return {std::move(h.sum), ffn_of_normed(h.normed)};
@@ -121,11 +159,7 @@ at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, int64_t first_position
     return forward_stream({x, at::Tensor()}, first_position).sum();
   }
   at::Tensor h = x + attn->forward(norm(attn_ln, x), first_position);
-  std::vector<at::Tensor> params;
-  auto add_params = [&](const torch::nn::Module& m) {
-    for (const auto& p : m.parameters()) params.push_back(p);
-  };
-  add_params(*ffn_ln), add_params(*fc1), add_params(*ffn_sub_ln), add_params(*fc2);
+  const std::vector<at::Tensor> params = ffn_parameters();
   // In the recompute of a checkpointed block (with grad): the FFN is deferred to its own
   // backward, chunk by chunk (add_recomputed_in_backward), so the recompute holds one chunk's
   // [chunk, ffn_dim] activations at a time without running the FFN forward a third time.
@@ -150,8 +184,8 @@ LongNetLMImpl::LongNetLMImpl(ModelConfig config, const AttentionMaker& make_atte
   embed = register_module("embed", torch::nn::Embedding(config_.vocab_size, E));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < config_.num_layers; ++i) {
-    block_list_.push_back(
-        DecoderBlock(config_, block_checkpointed(size_t(i)), make_attention(), rope));
+    block_list_.push_back(DecoderBlock(config_, block_checkpointed(size_t(i)), make_attention(),
+                                       rope, block_recomputes_ffn(size_t(i))));
     blocks->push_back(block_list_.back());
   }
   final_ln = register_module("final_ln", make_norm(E, config_.layer_norm_eps));
@@ -198,7 +232,9 @@ void LongNetLMImpl::watch_stage_input(const ResidualStream& input, size_t stage)
   // The gradient of either addend is the stage input's; the hook runs when backward is about to
   // enter the op that made it, i.e. right after the stage's last op (delta: the previous block's
   // fc2, reached before base's LayerNorm).
-  const at::Tensor& t = input.delta.defined() ? input.delta : input.base;
+  // (A block whose FFN is recomputed passes its FFN output without a graph: then base.)
+  const at::Tensor& t =
+      input.delta.defined() && input.delta.requires_grad() ? input.delta : input.base;
   if (!t.requires_grad()) return;
   t.register_hook([hook = stage_hook_, stage](const at::Tensor&) { hook(stage); });
 }
@@ -215,6 +251,13 @@ std::vector<std::vector<at::Tensor>> LongNetLMImpl::backward_stage_parameters() 
 bool LongNetLMImpl::block_checkpointed(size_t index) const {
   return config_.checkpointing &&
          (config_.checkpoint_layers < 0 || int64_t(index) < config_.checkpoint_layers);
+}
+
+bool LongNetLMImpl::block_recomputes_ffn(size_t index) const {
+  if (block_checkpointed(index)) return false;
+  int64_t first = 0;  // the first block that is not checkpointed
+  while (first < config_.num_layers && block_checkpointed(size_t(first))) ++first;
+  return int64_t(index) < first + config_.recompute_ffn_layers;
 }
 
 at::Tensor LongNetLMImpl::loss_sum(const at::Tensor& hidden, const at::Tensor& targets,

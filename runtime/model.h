@@ -42,6 +42,11 @@ struct ModelConfig {
   // defers each chunk to its own backward, so it never holds the [S/P, ffn_dim] activations of
   // the whole shard (they dominate memory past 1M tokens per rank). 0 = one piece.
   int64_t ffn_chunk_tokens = 65536;
+  // The first N blocks that are not checkpointed keep their attention's activations but not
+  // their FFN's: its output is computed without a graph and its backward recomputes it chunk by
+  // chunk (add_recomputed_in_backward), about 9 x E x 2 bytes less per token and block (bf16)
+  // for one FFN forward more. Finer than checkpointing a whole block.
+  int64_t recompute_ffn_layers = 0;
   // With checkpointing, the dtype each block keeps its saved input in; nullopt = the residual
   // stream's own dtype. bf16 halves the dominant memory of long sequences (the residual stream
   // is fp32: fp32 master weights); each block then runs on its bf16-rounded input (see
@@ -77,9 +82,12 @@ class DecoderBlockImpl : public torch::nn::Module {
  public:
   // checkpointed: the model runs this block under checkpoint_block in training (its FFN is then
   // chunked, see ModelConfig::ffn_chunk_tokens).
+  // recompute_ffn: in training, forward_stream keeps no FFN activations (see
+  // ModelConfig::recompute_ffn_layers).
   DecoderBlockImpl(const ModelConfig& config, bool checkpointed,
                    std::shared_ptr<DilatedAttentionBase> attention,
-                   std::shared_ptr<const PositionEncoding> position_encoding);
+                   std::shared_ptr<const PositionEncoding> position_encoding,
+                   bool recompute_ffn = false);
   // x: [B, S, E] -> [B, S, E]; token 0 of x is global token first_position.
   at::Tensor forward(const at::Tensor& x, int64_t first_position);
   // The same on x = in.base + in.delta, returned as {h, ffn(h)} (their sum is the output): the
@@ -96,8 +104,13 @@ class DecoderBlockImpl : public torch::nn::Module {
 
  private:
   at::Tensor norm(torch::nn::LayerNorm ln, const at::Tensor& x) const;  // ln(x)
+  std::vector<at::Tensor> ffn_parameters();
+  // h + ffn(h) as {h, ffn(h)}: the FFN's output without a graph, its gradient from a recompute.
+  ResidualStream ffn_recomputed_in_backward(const at::Tensor& h);
 
   int64_t ffn_chunk_tokens_ = 0;  // > 0: chunked FFN in training (checkpointed blocks only)
+  bool recompute_ffn_ = false;
+  int64_t recompute_chunk_tokens_ = 0;  // the FFN's chunk when recompute_ffn_ (0: one piece)
   bool fused_norms_ = false;
   double layer_norm_eps_ = 1e-5;
 };
@@ -143,7 +156,8 @@ class LongNetLMImpl : public torch::nn::Module {
  private:
   ModelConfig config_;
   std::vector<DecoderBlock> block_list_;
-  bool block_checkpointed(size_t index) const;  // in training, with config_.checkpointing
+  bool block_checkpointed(size_t index) const;    // in training, with config_.checkpointing
+  bool block_recomputes_ffn(size_t index) const;  // config_.recompute_ffn_layers
   // Registers stage_hook_(stage) on the gradient of `input`, the stage's input (see above).
   void watch_stage_input(const ResidualStream& input, size_t stage) const;
   BackwardStageHook stage_hook_;

@@ -78,6 +78,11 @@ void validate_train_config(const TrainConfig& c, int world_size) {
   RA_CHECK(c.checkpoint_layers == -1 || c.checkpointing != "off",
            "--checkpoint-layers = ", c.checkpoint_layers,
            " needs checkpointing: --checkpointing is off");
+  RA_CHECK(
+      c.recompute_ffn_layers >= 0 && c.recompute_ffn_layers <= c.layers - checkpointed_layers(c),
+      "--recompute-ffn-layers = ", c.recompute_ffn_layers, ": allowed: 0..",
+      c.layers - checkpointed_layers(c), " (the blocks that are not checkpointed: --layers ",
+      c.layers, " minus ", checkpointed_layers(c), " checkpointed)");
   RA_CHECK(c.checkpoint_dtype == "auto" || c.checkpoint_dtype == "float32" ||
                c.checkpoint_dtype == "bfloat16",
            "--checkpoint-dtype = '", c.checkpoint_dtype,
@@ -156,6 +161,7 @@ std::string describe(const TrainConfig& c) {
   os << "\n  checkpointing = " << c.checkpointing << " ("
      << (checkpointing_enabled(c) ? "on" : "off")
      << ")  checkpoint-layers = " << checkpointed_layers(c) << " of " << c.layers
+     << "  recompute-ffn-layers = " << c.recompute_ffn_layers
      << "  checkpoint-dtype = " << c.checkpoint_dtype
      << "  offload-checkpoints = " << c.offload_checkpoints << "  fused-norms = " << c.fused_norms
      << "\n  dtype = " << c.dtype << "  device = " << c.device

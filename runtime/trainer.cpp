@@ -77,6 +77,7 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
   mc.attention = config_.attention;
   mc.checkpointing = checkpointing_enabled(config_);
   mc.checkpoint_layers = config_.checkpoint_layers;
+  mc.recompute_ffn_layers = config_.recompute_ffn_layers;
   checkpoint_dtype_ = resolved_checkpoint_dtype(config_, bf16_);
   // The saved inputs are fp32 (the residual stream of fp32 master weights); float32 = as is.
   mc.checkpoint_dtype = checkpoint_dtype_ == "bfloat16" ? at::kBFloat16 : at::kFloat;

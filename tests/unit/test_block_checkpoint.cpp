@@ -93,6 +93,19 @@ TEST(BlockCheckpoint, CheckpointedBlockRunDirectlyIsExact) {
   EXPECT_LT(testing::relative_error(no_grad, want), 1e-14);
 }
 
+// Every parameter gradient of `model` equals (float64, 1e-10) that of `plain`, both nonzero.
+void expect_same_gradients(LongNetLM& plain, LongNetLM& model) {
+  auto p = plain->named_parameters(), m = model->named_parameters();
+  ASSERT_EQ(p.size(), m.size());
+  for (const auto& item : p) {
+    const auto& grad_plain = item.value().grad();
+    const auto& grad = m[item.key()].grad();
+    ASSERT_TRUE(grad_plain.defined() && grad.defined()) << item.key();
+    ASSERT_GT(grad_plain.norm().item<double>(), 0) << item.key();
+    EXPECT_LT(testing::relative_error(grad, grad_plain), 1e-10) << item.key();
+  }
+}
+
 // Every block checkpointed (FFN chunked, its chunks deferred in the recompute), only the first
 // one, none: the loss and every gradient equal the plain model's.
 TEST(BlockCheckpoint, ModelLossAndGradientsEqualUncheckpointed) {
@@ -112,15 +125,47 @@ TEST(BlockCheckpoint, ModelLossAndGradientsEqualUncheckpointed) {
     auto loss_ckpt = checkpointed->loss_sum(checkpointed->hidden_states(tokens, 64), targets);
     loss_ckpt.backward();
     EXPECT_NEAR(loss_ckpt.item<double>(), loss_plain.item<double>(), 1e-10);
-    auto p = plain->named_parameters(), c = checkpointed->named_parameters();
-    ASSERT_EQ(p.size(), c.size());
-    for (const auto& item : p) {
-      const auto& grad_plain = item.value().grad();
-      const auto& grad_ckpt = c[item.key()].grad();
-      ASSERT_TRUE(grad_plain.defined() && grad_ckpt.defined()) << item.key();
-      ASSERT_GT(grad_plain.norm().item<double>(), 0) << item.key();
-      EXPECT_LT(testing::relative_error(grad_ckpt, grad_plain), 1e-10) << item.key();
-    }
+    expect_same_gradients(plain, checkpointed);
+  }
+}
+
+// Blocks whose FFN keeps no activations (its output computed without a graph, its backward
+// recomputed in token chunks of 12 of the 32): with checkpointing off (blocks 0 and 1) and after
+// one checkpointed block (block 1); the loss and every gradient equal the plain model's.
+TEST(BlockCheckpoint, RecomputedFfnEqualsPlainModel) {
+  LongNetLM plain = make_model(tiny_model(false), torch::kDouble);
+  auto tokens = torch::randint(0, 50, {2, 32}, torch::kLong);
+  auto targets = torch::randint(-1, 50, {2, 32}, torch::kLong);
+  auto loss_plain = plain->loss_sum(plain->hidden_states(tokens, 64), targets);
+  loss_plain.backward();
+  struct Case {
+    bool checkpointing;
+    int64_t checkpoint_layers, recompute_ffn_layers;
+  };
+  for (const Case& c : {Case{false, -1, 2}, Case{true, 1, 1}, Case{false, -1, 3}}) {
+    SCOPED_TRACE("checkpointing " + std::to_string(c.checkpointing) + ", checkpoint_layers " +
+                 std::to_string(c.checkpoint_layers) + ", recompute_ffn_layers " +
+                 std::to_string(c.recompute_ffn_layers));
+    ModelConfig config = tiny_model(c.checkpointing);
+    config.checkpoint_layers = c.checkpoint_layers;
+    config.recompute_ffn_layers = c.recompute_ffn_layers;
+    config.ffn_chunk_tokens = 12;
+    LongNetLM model = make_model(config, torch::kDouble);
+    auto loss = model->loss_sum(model->hidden_states(tokens, 64), targets);
+    loss.backward();
+    EXPECT_NEAR(loss.item<double>(), loss_plain.item<double>(), 1e-10);
+    expect_same_gradients(plain, model);
+  }
+  // More recomputed FFNs than blocks that are not checkpointed: a clear error.
+  ModelConfig bad = tiny_model(true);
+  bad.checkpoint_layers = 2;
+  bad.recompute_ffn_layers = 2;
+  try {
+    make_model(bad, torch::kDouble);
+    ADD_FAILURE() << "recompute_ffn_layers beyond the uncheckpointed blocks must be rejected";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--recompute-ffn-layers = 2"), std::string::npos)
+        << e.what();
   }
 }
 

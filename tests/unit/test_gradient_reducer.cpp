@@ -32,20 +32,25 @@ struct HookCase {
   bool checkpointing;
   int64_t checkpoint_layers;  // -1 = all
   bool fused_norms;
+  int64_t recompute_ffn_layers = 0;
 };
 
 // At each hook call the stage's gradients are cloned; after backward they must be unchanged.
 TEST(BackwardStageHook, StagesArriveInDecreasingOrderWithTheirFinalGradients) {
-  const std::vector<HookCase> cases = {{"no checkpointing", false, -1, true},
-                                       {"all blocks checkpointed", true, -1, true},
-                                       {"first block checkpointed", true, 1, true},
-                                       {"ATen norms, no checkpointing", false, -1, false},
-                                       {"ATen norms, first two checkpointed", true, 2, false}};
+  const std::vector<HookCase> cases = {
+      {"no checkpointing", false, -1, true},
+      {"all blocks checkpointed", true, -1, true},
+      {"first block checkpointed", true, 1, true},
+      {"ATen norms, no checkpointing", false, -1, false},
+      {"ATen norms, first two checkpointed", true, 2, false},
+      {"FFN of blocks 0, 1 recomputed", false, -1, true, 2},
+      {"block 0 checkpointed, FFN of 1 recomputed", true, 1, true, 1}};
   for (const HookCase& c : cases) {
     SCOPED_TRACE(c.name);
     ModelConfig config = testing::tiny_model_config(kLayers, c.checkpointing);
     config.checkpoint_layers = c.checkpoint_layers;
     config.fused_norms = c.fused_norms;
+    config.recompute_ffn_layers = c.recompute_ffn_layers;
     LongNetLM model = testing::make_standard_model(config, torch::kDouble);
     const auto stages = model->backward_stage_parameters();
     ASSERT_EQ(stages.size(), size_t(kLayers + 1));

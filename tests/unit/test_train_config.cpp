@@ -52,6 +52,11 @@ TEST(TrainConfig, GoodConfigPassesAndBadValuesNameTheirFlag) {
   expect_error_naming(c, 1, "--checkpoint-layers");
   c = good(), c.checkpointing = "off", c.checkpoint_layers = 1;
   expect_error_naming(c, 1, "--checkpoint-layers");
+  c = good(), c.recompute_ffn_layers = -1;
+  expect_error_naming(c, 1, "--recompute-ffn-layers");
+  c = good(), c.checkpointing = "on", c.checkpoint_layers = 1,
+  c.recompute_ffn_layers = c.layers;  // one more than the blocks left
+  expect_error_naming(c, 1, "--recompute-ffn-layers");
   c = good(), c.save_every = 5;
   expect_error_naming(c, 1, "--save-every");
   c = good(), c.resume = "auto";
