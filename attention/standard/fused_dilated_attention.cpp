@@ -361,6 +361,10 @@ std::array<at::Tensor, 3> backward_impl(const FusedPlanSpec& spec, const FusedKe
                                                 spec.causal, spec.scale);
       });
       at::Tensor parts[3] = {std::get<0>(grads_c), std::get<1>(grads_c), std::get<2>(grads_c)};
+      // A cover group's dq, dk, dv go out in one launch (one index decode for the three).
+      std::array<cuda::KeptRowsWrite, 3> writes;
+      std::array<at::Tensor, 3> keep_parts;  // the written parts, alive until the launch
+      int num_writes = 0;
       for (int i = 0; i < 3; ++i) {
         at::Tensor part = parts[i];  // [n, h, L, D]
         // dV / s (see above): multiplied by s as the write below stores it, else here.
@@ -379,13 +383,17 @@ std::array<at::Tensor, 3> backward_impl(const FusedPlanSpec& spec, const FusedKe
             reinterpret_cast<uintptr_t>(part.data_ptr()) % 16) {
           part = part.contiguous();
         }
-        if (group.writes) {
-          cuda::launch_write_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind, stream,
-                                       rescale_in_write ? float(out_scale) : 1.f);
+        if (group.writes) {  // written together below
+          writes[num_writes++] = {row_tensor(part), token_tensor(*accs[i]),
+                                  rescale_in_write ? float(out_scale) : 1.f};
+          keep_parts[i] = part;
         } else {
           cuda::launch_scatter_add_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
                                              stream);
         }
+      }
+      if (num_writes > 0) {
+        cuda::launch_write_kept_rows(c, writes.data(), num_writes, D, kind, stream);
       }
     }
   }

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <array>
 #include <cstdlib>
 #include <limits>
 #include <sstream>
@@ -362,6 +363,22 @@ TEST_F(FusedRowKernels, CoverWriteCopiesKeptRowsAndZerosTheRest) {
     group_rows(lse_want).fill_(-inf);
     view_of(lse_want, r).copy_(lse_src.unsqueeze(-1));
     EXPECT_TRUE(same_bits(lse_got, lse_want.squeeze(-1)));
+
+    // Three tensors in one launch (a group's dq, dk, dv; the last one scaled, as dV is).
+    std::vector<torch::Tensor> parts, outs;
+    std::array<cuda::KeptRowsWrite, 3> writes;
+    for (int c = 0; c < 3; ++c) {
+      parts.push_back(torch::empty_like(part).copy_(torch::randn(part.sizes(), opts)));
+      outs.push_back(torch::full({2, S, 6, 64}, nan, opts));
+      writes[c] = {row_tensor(parts[c]), token_tensor(outs[c]), c == 2 ? 0.2f : 1.f};
+    }
+    cuda::launch_write_kept_rows(r, writes.data(), 3, 64, cuda::ScalarKind::kBFloat16, stream);
+    for (int c = 0; c < 3; ++c) {
+      torch::Tensor expected = torch::full({2, S, 6, 64}, nan, opts);
+      group_rows(expected).zero_();
+      view_of(expected, r).copy_(c == 2 ? parts[c] * 0.2 : parts[c]);
+      EXPECT_TRUE(same_bits(outs[c], expected)) << "tensor " << c << " of 3";
+    }
 
     // A group that keeps nothing writes only zeros, and needs no source.
     cuda::KeptRows none = r;

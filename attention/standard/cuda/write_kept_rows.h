@@ -30,4 +30,15 @@ void launch_write_kept_rows(const KeptRows& rows, const RowTensor& src, const To
                             int64_t head_dim, ScalarKind kind, cudaStream_t stream,
                             float scale = 1.f, const KeptLse& lse = {});
 
+// The same for up to 3 tensors of the group at once (its dq, dk, dv): one index decode, their
+// loads in flight together, one launch.
+struct KeptRowsWrite {
+  RowTensor src;
+  TokenTensor dst;
+  float scale = 1.f;
+};
+void launch_write_kept_rows(const KeptRows& rows, const KeptRowsWrite* writes, int count,
+                            int64_t head_dim, ScalarKind kind, cudaStream_t stream,
+                            const KeptLse& lse = {});
+
 }  // namespace ra::cuda
