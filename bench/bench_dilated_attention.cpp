@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
         "backward-chunk-mib", po::value(&backward_chunk_mib)->default_value(0),
         "the fused backward's per-chunk temporary budget in MiB (0: the library default, "
         "max(256 MiB, |q| / 32))")("json", po::value(&json_path)->default_value(""),
-                                  "append JSON lines here too")(
+                                   "append JSON lines here too")(
         "profile", po::value(&profile_prefix)->default_value(""),
         "after timing each row, record one more step as a Chrome trace at "
         "PREFIX.<config>.<S>.<causal|full>.<head mode>.<pass>.json");
