@@ -42,32 +42,38 @@ __global__ void rotate_pairs_kernel(const T* __restrict__ x, int64_t stride_b, i
   }
 }
 
-// Eight consecutive pairs (j .. j+7, j+D/2 .. j+D/2+7) per thread.
-template <typename T>
+// Eight consecutive pairs (j .. j+7, j+D/2 .. j+D/2+7) per thread. Index: uint32_t where the
+// flat index fits (64-bit division is a ~70-instruction routine), else int64_t; cos and sin come
+// as two 16-byte loads each (the launch checks their alignment).
+template <typename T, typename Index>
 __global__ void rotate_pairs8_kernel(const T* __restrict__ x, int64_t stride_b, int64_t stride_s,
                                      int64_t stride_h, T* __restrict__ out,
                                      const float* __restrict__ cos, const float* __restrict__ sin,
-                                     int seq_len, int heads, int half, int64_t total, float sign) {
-  const int groups = half / 8;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int j = (i % groups) * 8;
-    const int64_t row = i / groups;  // (b, s, h) in row-major order
-    const int h = row % heads;
-    const int64_t s = (row / heads) % seq_len, b = row / heads / seq_len;
-    const T* src = x + b * stride_b + s * stride_s + h * stride_h;
-    float x1[8], x2[8], y1[8], y2[8];
+                                     int seq_len, int heads, int half, Index total, float sign) {
+  const Index groups = Index(half / 8);
+  for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < total;
+       i += Index(gridDim.x) * blockDim.x) {
+    const Index row = i / groups;  // (b, s, h) in row-major order
+    const int j = int(i - row * groups) * 8;
+    const Index token = row / Index(heads);
+    const int h = int(row - token * Index(heads));
+    const Index b = token / Index(seq_len);
+    const int64_t s = int64_t(token - b * Index(seq_len));
+    const T* src = x + int64_t(b) * stride_b + s * stride_s + h * stride_h;
+    float x1[8], x2[8], y1[8], y2[8], c[8], sn[8];
     load8(src + j, x1);
     load8(src + j + half, x2);
-    const float* c = cos + s * half + j;
-    const float* sn = sin + s * half + j;
+    const float4* c4 = reinterpret_cast<const float4*>(cos + s * half + j);
+    const float4* s4 = reinterpret_cast<const float4*>(sin + s * half + j);
+    *reinterpret_cast<float4*>(c) = c4[0], *reinterpret_cast<float4*>(c + 4) = c4[1];
+    *reinterpret_cast<float4*>(sn) = s4[0], *reinterpret_cast<float4*>(sn + 4) = s4[1];
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
       const float si = sign * sn[e];
       y1[e] = x1[e] * c[e] - x2[e] * si;
       y2[e] = x2[e] * c[e] + x1[e] * si;
     }
-    T* dst = out + row * 2 * half;
+    T* dst = out + int64_t(row) * 2 * half;
     store8(dst + j, y1);
     store8(dst + j + half, y2);
   }
@@ -80,9 +86,18 @@ void launch8(const void* x, int64_t sb, int64_t ss, int64_t sh, void* out, const
   const int64_t total = rows * (half / 8);
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 1 << 20);
-  rotate_pairs8_kernel<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(x), sb, ss, sh,
-                                                          static_cast<T*>(out), cos, sin, seq_len,
-                                                          heads, half, total, sign);
+  auto run = [&](auto index) {
+    using Index = decltype(index);
+    rotate_pairs8_kernel<T, Index>
+        <<<blocks, threads, 0, stream>>>(static_cast<const T*>(x), sb, ss, sh, static_cast<T*>(out),
+                                         cos, sin, seq_len, heads, half, Index(total), sign);
+  };
+  // A grid-stride step (< 2^31) cannot wrap a 32-bit index below 2^31.
+  if (total < (int64_t(1) << 31)) {
+    run(uint32_t{});
+  } else {
+    run(int64_t{});
+  }
 }
 
 template <typename T>
@@ -107,8 +122,8 @@ void launch_rotate_pairs(const void* x, int64_t stride_b, int64_t stride_s, int6
   const int64_t rows = int64_t(batch) * seq_len * heads, total = rows * half;
   if (total == 0) return;
   const bool vector8 = kind != ScalarKind::kFloat && half % 8 == 0 && aligned16(x) &&
-                       aligned16(out) && stride_b % 8 == 0 && stride_s % 8 == 0 &&
-                       stride_h % 8 == 0;
+                       aligned16(out) && aligned16(cos) && aligned16(sin) && stride_b % 8 == 0 &&
+                       stride_s % 8 == 0 && stride_h % 8 == 0;
   if (vector8) {
     if (kind == ScalarKind::kHalf) {
       launch8<__half>(x, stride_b, stride_s, stride_h, out, cos, sin, seq_len, heads, half, rows,
