@@ -60,6 +60,22 @@ __device__ inline void fill_token_slots(const MergeBranch* branches, int num_bra
   }
 }
 
+// Stores one (token, head)'s merge, acc = sum_i w_i o_i with w_i = exp(lse_i - max_lse) and
+// sum = sum_i w_i: out's 8 elements of `chunk` = acc / sum x out_scale, and (chunk 0) its lse.
+// No kept branch (sum = 0): zeros and lse -inf.
+template <typename T>
+__device__ inline void store_merged(float (&acc)[8], float max_lse, float sum, float out_scale,
+                                    const TokenTensor& out, int b, int s, int h, int chunk,
+                                    float* lse_out, int64_t lse_index) {
+  const float inv = sum > 0.f ? out_scale / sum : 0.f;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) acc[e] *= inv;
+  store8(static_cast<T*>(out.data) + b * out.stride_b + s * out.stride_s + h * out.stride_h +
+             chunk * 8,
+         acc);
+  if (chunk == 0) lse_out[lse_index] = sum > 0.f ? max_lse + logf(sum) : -INFINITY;
+}
+
 template <typename T>
 __global__ void merge_branches_kernel(const MergeBranch* __restrict__ branches, int num_branches,
                                       const MergeGroup* __restrict__ groups, int batch, int seq_len,
@@ -103,16 +119,8 @@ __global__ void merge_branches_kernel(const MergeBranch* __restrict__ branches, 
         for (int e = 0; e < 8; ++e) acc[e] = acc[e] * old_scale + w * o[e];
         running_max = new_max;
       }
-      const float inv = running_sum > 0.f ? out_scale / running_sum : 0.f;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc[e] *= inv;
-      store8(static_cast<T*>(out.data) + b * out.stride_b + s * out.stride_s + h * out.stride_h +
-                 chunk * 8,
-             acc);
-      if (chunk == 0) {
-        lse_out[(first + k) * num_heads + h] =
-            running_sum > 0.f ? running_max + logf(running_sum) : -INFINITY;
-      }
+      store_merged<T>(acc, running_max, running_sum, out_scale, out, b, s, h, chunk, lse_out,
+                      (first + k) * num_heads + h);
     }
     if (++s == seq_len) s = 0, ++b;
   }
@@ -186,15 +194,8 @@ __global__ void merge_branches_batched_kernel(const MergeBranch* __restrict__ br
           for (int e = 0; e < 8; ++e) acc[e] += w * o[e];
         }
       }
-      const float inv = sum > 0.f ? out_scale / sum : 0.f;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc[e] *= inv;
-      store8(static_cast<T*>(out.data) + b * out.stride_b + s * out.stride_s + h * out.stride_h +
-                 chunk * 8,
-             acc);
-      if (chunk == 0) {
-        lse_out[(first + k) * num_heads + h] = sum > 0.f ? max_lse + logf(sum) : -INFINITY;
-      }
+      store_merged<T>(acc, max_lse, sum, out_scale, out, b, s, h, chunk, lse_out,
+                      (first + k) * num_heads + h);
     }
     if (++s == seq_len) s = 0, ++b;
   }
