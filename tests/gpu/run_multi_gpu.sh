@@ -158,9 +158,14 @@ if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
 fi
 
 if [[ " $STAGES " == *" layernorm "* ]]; then
-  # The LayerNorm kernels' forms against the ATen ops at the training step's shapes, one GPU.
-  timeout 120 "$BUILD/bench/layer_norm_bench" --rows 256K --features 768,3072 2>&1 \
-    | tee "$OUT/layernorm.log"
+  # The LayerNorm kernels' forms against the ATen ops at the training step's shapes, one GPU,
+  # once per item of LAYERNORM_ENV (environment assignments joined by +; "-" for none).
+  for env_items in ${LAYERNORM_ENV:--}; do
+    [ "$env_items" == - ] && env_items=""
+    echo "== layer_norm_bench ${env_items}" | tee -a "$OUT/layernorm.log"
+    env ${env_items//+/ } timeout 120 "$BUILD/bench/layer_norm_bench" --rows 256K \
+      --features 768,3072 2>&1 | tee -a "$OUT/layernorm.log"
+  done
 fi
 
 if [[ " $STAGES " == *" sparse "* ]]; then
@@ -184,12 +189,15 @@ fi
 
 if [[ " $STAGES " == *" dilated "* ]]; then
   # Single-GPU dilated attention rows (issue 3): each DILATED_RUNS item is one
-  # bench_dilated_attention command line with its flags joined by commas; with --profile PREFIX
-  # the traces are summarised into profile.log.
+  # bench_dilated_attention command line with its flags joined by commas, optionally followed by
+  # ":" and environment assignments joined by +; with --profile PREFIX the traces are summarised
+  # into profile.log.
   for item in ${DILATED_RUNS:---configs,longnet-base,--seq-lens,1M,--head-modes,partition,--passes,fwdbwd}; do
-    args=(${item//,/ })
-    echo "== bench_dilated_attention ${args[*]}" | tee -a "$OUT/dilated.log"
-    timeout 200 "$BUILD/bench/bench_dilated_attention" --json "$OUT/dilated.jsonl" "${args[@]}" \
+    IFS=: read -r flags env_items <<< "$item"
+    args=(${flags//,/ })
+    echo "== bench_dilated_attention ${args[*]} ${env_items}" | tee -a "$OUT/dilated.log"
+    env ${env_items//+/ } timeout 200 "$BUILD/bench/bench_dilated_attention" \
+      --json "$OUT/dilated.jsonl" "${args[@]}" \
       2>&1 | tee -a "$OUT/dilated.log" | grep '^{' | sed 's/,"backend.*/}/'
   done
   for trace in /tmp/dilated_profile*.json; do
