@@ -94,6 +94,10 @@ at::Tensor MultiheadDilatedAttentionImpl::forward(const at::Tensor& query, const
              "for self-attention only");
     auto qkv = token_linear(qkv_proj, query).chunk(3, -1);
     q = qkv[0], k = qkv[1], v = qkv[2];
+  } else if (query.is_same(key) && key.is_same(value)) {
+    // Self-attention: one backward node for the three projections of one input.
+    auto qkv = token_linears({q_proj, k_proj, v_proj}, query);
+    q = qkv[0], k = qkv[1], v = qkv[2];
   } else {
     q = token_linear(q_proj, query), k = token_linear(k_proj, key);
     v = token_linear(v_proj, value);
