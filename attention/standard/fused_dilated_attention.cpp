@@ -363,10 +363,12 @@ std::array<at::Tensor, 3> backward_impl(const FusedPlanSpec& spec, const FusedKe
                                                 spec.causal, spec.scale);
       });
       at::Tensor parts[3] = {std::get<0>(grads_c), std::get<1>(grads_c), std::get<2>(grads_c)};
-      // A cover group's dq, dk, dv go out in one launch (one index decode for the three).
+      // A group's dq, dk, dv go out in one launch (one index decode for the three): written by
+      // a cover group, else added.
       std::array<cuda::KeptRowsWrite, 3> writes;
-      std::array<at::Tensor, 3> keep_parts;  // the written parts, alive until the launch
-      int num_writes = 0;
+      std::array<cuda::KeptRowsAdd, 3> adds;
+      std::array<at::Tensor, 3> keep_parts;  // the parts, alive until the launches
+      int num_writes = 0, num_adds = 0;
       for (int i = 0; i < 3; ++i) {
         at::Tensor part = parts[i];  // [n, h, L, D]
         // dV / s (see above): multiplied by s as the write below stores it, else here.
@@ -388,14 +390,16 @@ std::array<at::Tensor, 3> backward_impl(const FusedPlanSpec& spec, const FusedKe
         if (group.writes) {  // written together below
           writes[num_writes++] = {row_tensor(part), token_tensor(*accs[i]),
                                   rescale_in_write ? float(out_scale) : 1.f};
-          keep_parts[i] = part;
-        } else {
-          cuda::launch_scatter_add_kept_rows(c, row_tensor(part), token_tensor(*accs[i]), D, kind,
-                                             stream);
+        } else {  // added together below
+          adds[num_adds++] = {row_tensor(part), token_tensor(*accs[i])};
         }
+        keep_parts[i] = part;
       }
       if (num_writes > 0) {
         cuda::launch_write_kept_rows(c, writes.data(), num_writes, D, kind, stream);
+      }
+      if (num_adds > 0) {
+        cuda::launch_scatter_add_kept_rows(c, adds.data(), num_adds, D, kind, stream);
       }
     }
   }

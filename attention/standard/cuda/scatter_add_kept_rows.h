@@ -11,8 +11,13 @@ namespace ra::cuda {
 
 // acc[b, s, h, :] += src[n, j, l, :] for every kept (n, j, l) of `rows`; both of `kind`
 // (fp16/bf16). D % 8 == 0; pointers and strides must allow 16-byte access (checked).
-void launch_scatter_add_kept_rows(const KeptRows& rows, const RowTensor& src,
-                                  const TokenTensor& acc, int64_t head_dim, ScalarKind kind,
-                                  cudaStream_t stream);
+struct KeptRowsAdd {
+  RowTensor src;
+  TokenTensor acc;
+};
+// Up to 3 of them for the same rows (a group's dq, dk, dv) in one launch: one index decode per
+// row, every tensor's loads in flight together.
+void launch_scatter_add_kept_rows(const KeptRows& rows, const KeptRowsAdd* adds, int count,
+                                  int64_t head_dim, ScalarKind kind, cudaStream_t stream);
 
 }  // namespace ra::cuda
