@@ -5,12 +5,24 @@
 #include <torch/autograd.h>
 
 #include "runtime/error.h"
+#if RA_TORCH_HAS_CUDA
+#include "attention/standard/column_sums_cuda.h"
+#endif
 
 namespace ra {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+
+// dY's column sums (a bias gradient): the column-sum kernel on CUDA where it applies (ATen's
+// reduction is slower at [256K, 768]), else ATen's sum.
+at::Tensor bias_grad(const at::Tensor& dy) {
+#if RA_TORCH_HAS_CUDA
+  if (column_sums_kernel_applies(dy)) return column_sums_cuda(dy);
+#endif
+  return dy.sum(0);
+}
 
 using Param = c10::optional<at::Tensor>;
 at::Tensor tensor(const Param& p) { return p.has_value() ? *p : at::Tensor(); }
@@ -66,7 +78,7 @@ class TokenLinearsFunction : public torch::autograd::Function<TokenLinearsFuncti
         }
       }
       if (needs(edges[2 * i])) result[1 + 2 * i] = at::mm(dy.t(), x);
-      if (needs(edges[2 * i + 1])) result[2 + 2 * i] = dy.sum(0);
+      if (needs(edges[2 * i + 1])) result[2 + 2 * i] = bias_grad(dy);
     }
     return result;
   }

@@ -1,10 +1,11 @@
 // token_linears on CUDA (the q, k, v form: one backward node, the input gradient accumulated in
 // the GEMMs) against float64 Linear::forward on the CPU: outputs and the gradients of x, every
-// weight and bias; bf16 and fp16, token counts that are not multiples of a GEMM tile. Skips
-// without a GPU.
+// weight and bias; bf16 and fp16, token counts that are not multiples of a GEMM tile. And the
+// column-sum kernel of the bias gradients against float64. Skips without a GPU.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "attention/standard/column_sums_cuda.h"
 #include "attention/standard/token_linear.h"
 #include "tests/support/dense_reference.h"
 
@@ -65,6 +66,35 @@ TEST(GpuTokenLinear, SeveralLayersMatchFloat64) {
       }
     }
   }
+}
+
+// The bias gradients' column-sum kernel: fp16 and bf16, row counts from one to more than a full
+// wave of blocks x 4 rows (and not a multiple of 4), a partly idle last warp (264 columns), the
+// training step's [256K, 768]; what it does not take falls back (applies() is false).
+TEST(GpuTokenLinear, ColumnSumsMatchFloat64) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(13);
+  for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+    for (auto [rows, cols] :
+         {std::pair<int64_t, int64_t>{1, 8}, {37, 264}, {4099, 2304}, {262147, 768}}) {
+      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + std::to_string(rows) + " x " +
+                   std::to_string(cols));
+      // An offset mean, so a kernel that skips rows is far off (0.1: 256K rows fit in fp16).
+      const at::Tensor x =
+          torch::randn({rows, cols}, torch::dtype(dtype).device(torch::kCUDA)) + 0.1;
+      ASSERT_TRUE(column_sums_kernel_applies(x));
+      const at::Tensor got = column_sums_cuda(x);
+      ASSERT_EQ(got.scalar_type(), dtype);
+      ASSERT_EQ(got.sizes(), at::IntArrayRef({cols}));
+      const at::Tensor want = x.cpu().to(at::kDouble).sum(0);
+      EXPECT_LT(testing::relative_error(got, want), 1e-2);
+    }
+  }
+  const auto on_gpu = torch::device(torch::kCUDA);
+  EXPECT_FALSE(column_sums_kernel_applies(torch::randn({8, 16}, on_gpu)));  // fp32
+  EXPECT_FALSE(column_sums_kernel_applies(
+      torch::randn({16, 8}, on_gpu.dtype(at::kBFloat16)).t()));  // not contiguous
+  EXPECT_FALSE(column_sums_kernel_applies(torch::randn({8, 12}, on_gpu.dtype(at::kBFloat16))));
 }
 
 }  // namespace
