@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace ra {
 
@@ -17,6 +18,13 @@ class PositionEncoding {
   // Two methods because some encodings (XPOS) scale queries and keys differently.
   virtual at::Tensor encode_query(const at::Tensor& q, int64_t first_position) const = 0;
   virtual at::Tensor encode_key(const at::Tensor& k, int64_t first_position) const = 0;
+  // Both at once, for encodings that can share the work (RoPE on CUDA: one kernel launch for q
+  // and k). The same values as encode_query and encode_key.
+  virtual std::pair<at::Tensor, at::Tensor> encode_query_key(const at::Tensor& q,
+                                                             const at::Tensor& k,
+                                                             int64_t first_position) const {
+    return {encode_query(q, first_position), encode_key(k, first_position)};
+  }
 };
 
 }  // namespace ra

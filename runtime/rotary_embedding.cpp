@@ -31,22 +31,29 @@ const RotaryEmbedding::Table& RotaryEmbedding::table(int64_t first_position, int
   return cache_;
 }
 
+bool RotaryEmbedding::cuda_tables(const at::Tensor& x, int64_t first_position, at::Tensor& cos,
+                                  at::Tensor& sin) const {
+#if RA_TORCH_HAS_CUDA
+  // GPU: one fused kernel with fp32 tables [S, D/2] (the op-by-op form costs ~8 strided,
+  // broadcasting elementwise passes over q and k).
+  if (x.is_cuda() && at::isFloatingType(x.scalar_type()) && x.scalar_type() != at::kDouble) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Table& t = table(first_position, x.size(1), x.options().dtype(at::kFloat));
+    cos = t.cos.view({x.size(1), head_dim_ / 2}), sin = t.sin.view({x.size(1), head_dim_ / 2});
+    return true;
+  }
+#endif
+  (void)x, (void)first_position, (void)cos, (void)sin;
+  return false;
+}
+
 at::Tensor RotaryEmbedding::rotate(const at::Tensor& x, int64_t first_position) const {
   RA_CHECK(x.dim() == 4 && x.size(3) == head_dim_, "rotary input must be [B, S, H, D = ", head_dim_,
            "], got ", x.sizes());
   RA_CHECK(first_position >= 0, "first_position = ", first_position, ": must be >= 0");
   at::Tensor cos, sin;
 #if RA_TORCH_HAS_CUDA
-  // GPU: one fused kernel with fp32 tables [S, D/2] (the op-by-op form below costs ~8 strided,
-  // broadcasting elementwise passes over q and k).
-  if (x.is_cuda() && at::isFloatingType(x.scalar_type()) && x.scalar_type() != at::kDouble) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      const Table& t = table(first_position, x.size(1), x.options().dtype(at::kFloat));
-      cos = t.cos.view({x.size(1), head_dim_ / 2}), sin = t.sin.view({x.size(1), head_dim_ / 2});
-    }
-    return rotate_pairs_cuda(x, cos, sin);
-  }
+  if (cuda_tables(x, first_position, cos, sin)) return rotate_pairs_cuda(x, cos, sin);
 #endif
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -55,6 +62,20 @@ at::Tensor RotaryEmbedding::rotate(const at::Tensor& x, int64_t first_position) 
   }
   auto halves = x.chunk(2, -1);  // x1, x2: [B, S, H, D/2]
   return at::cat({halves[0] * cos - halves[1] * sin, halves[1] * cos + halves[0] * sin}, -1);
+}
+
+std::pair<at::Tensor, at::Tensor> RotaryEmbedding::encode_query_key(const at::Tensor& q,
+                                                                    const at::Tensor& k,
+                                                                    int64_t first_position) const {
+#if RA_TORCH_HAS_CUDA
+  at::Tensor cos, sin;
+  if (q.dim() == 4 && k.dim() == 4 && q.size(3) == head_dim_ && k.size(3) == head_dim_ &&
+      q.size(1) == k.size(1) && first_position >= 0 && k.is_cuda() &&
+      k.scalar_type() == q.scalar_type() && cuda_tables(q, first_position, cos, sin)) {
+    return rotate_pairs_cuda(q, k, cos, sin);
+  }
+#endif
+  return {rotate(q, first_position), rotate(k, first_position)};
 }
 
 }  // namespace ra

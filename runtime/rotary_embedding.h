@@ -25,6 +25,9 @@ class RotaryEmbedding : public PositionEncoding {
   at::Tensor encode_key(const at::Tensor& k, int64_t first_position) const override {
     return rotate(k, first_position);
   }
+  // On CUDA q and k rotate in one launch each way (where they share shape, dtype and strides).
+  std::pair<at::Tensor, at::Tensor> encode_query_key(const at::Tensor& q, const at::Tensor& k,
+                                                     int64_t first_position) const override;
   at::Tensor rotate(const at::Tensor& x, int64_t first_position) const;
 
  private:
@@ -34,6 +37,9 @@ class RotaryEmbedding : public PositionEncoding {
   };
   const Table& table(int64_t first_position, int64_t length,
                      const at::TensorOptions& options) const;
+  // Whether x takes the CUDA kernel; its fp32 tables [S, D/2] if so.
+  bool cuda_tables(const at::Tensor& x, int64_t first_position, at::Tensor& cos,
+                   at::Tensor& sin) const;
 
   int64_t head_dim_;
   double base_;

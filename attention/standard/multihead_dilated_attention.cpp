@@ -4,6 +4,7 @@
 #include <torch/nn/init.h>
 
 #include <sstream>
+#include <tuple>
 
 #include "attention/standard/dilated_attention.h"
 #include "attention/standard/layer_norm_op.h"
@@ -106,8 +107,7 @@ at::Tensor MultiheadDilatedAttentionImpl::forward(const at::Tensor& query, const
   q = heads(q), k = heads(k), v = heads(v);  // [B, S, H, D]
   if (config_.qk_norm) q = norm(q_norm, q), k = norm(k_norm, k);
   if (position_encoding_) {
-    q = position_encoding_->encode_query(q, first_position);
-    k = position_encoding_->encode_key(k, first_position);
+    std::tie(q, k) = position_encoding_->encode_query_key(q, k, first_position);
   }
   attention_->train(is_training());
   at::Tensor attn = attention_->forward(q, k, v).out;  // [B, S, H, D]

@@ -1,7 +1,8 @@
 // RotaryEmbedding: a shard encoded at its global offset equals the same slice of the whole
 // sequence encoded at once (what sequence parallelism relies on), norms are preserved, and
 // q.k after encoding depends only on the distance between positions (the point of RoPE). Also
-// checks that MultiheadDilatedAttention applies the hook at the offset it is given.
+// checks that MultiheadDilatedAttention applies the hook at the offset it is given, and that
+// encoding q and k together gives what each alone does.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -34,6 +35,15 @@ TEST(RotaryEmbedding, PreservesNormsAndScoresDependOnDistanceOnly) {
   };
   EXPECT_NEAR(score(10, 3), score(1000007, 1000000), 1e-9);  // large positions: float64 angles
   EXPECT_GT(std::abs(score(10, 3) - score(10, 4)), 1e-6);
+}
+
+TEST(RotaryEmbedding, QueryAndKeyTogetherEqualEachAlone) {
+  RotaryEmbedding rope(16);
+  const auto q = torch::randn({2, 24, 3, 16}, torch::kDouble),
+             k = torch::randn({2, 24, 3, 16}, torch::kDouble);
+  const auto [q_rot, k_rot] = rope.encode_query_key(q, k, 77);
+  EXPECT_TRUE(q_rot.equal(rope.encode_query(q, 77)));
+  EXPECT_TRUE(k_rot.equal(rope.encode_key(k, 77)));
 }
 
 TEST(RotaryEmbedding, MultiheadAppliesItAtTheGivenOffset) {

@@ -14,8 +14,15 @@ namespace ra::cuda {
 // x: [B, S, H, D] with element strides (batch, token, head), the head dim contiguous;
 // out: contiguous [B, S, H, D] of the same kind; cos, sin: [S, D/2] fp32 contiguous.
 // out[.., j] = x_j cos - sign x_{j+D/2} sin, out[.., j+D/2] = x_{j+D/2} cos + sign x_j sin.
-void launch_rotate_pairs(const void* x, int64_t stride_b, int64_t stride_s, int64_t stride_h,
-                         void* out, const float* cos, const float* sin, int batch, int seq_len,
-                         int heads, int head_dim, ScalarKind kind, float sign, cudaStream_t stream);
+struct RotateTensor {
+  const void* x;
+  void* out;
+};
+// One or two tensors of the same shape and strides (a query and a key) in one launch: the
+// index decode and the cos / sin loads are shared.
+void launch_rotate_pairs(const RotateTensor* tensors, int count, int64_t stride_b, int64_t stride_s,
+                         int64_t stride_h, const float* cos, const float* sin, int batch,
+                         int seq_len, int heads, int head_dim, ScalarKind kind, float sign,
+                         cudaStream_t stream);
 
 }  // namespace ra::cuda
