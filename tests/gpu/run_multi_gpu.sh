@@ -238,6 +238,10 @@ echo "## results ($(head -1 "$OUT/device.txt"))"
 python3 - "$RESULTS" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+if not rows:
+    print("(no benchmark rows: the bench stage did not run; training steps are above and in "
+          "train.log)")
+    sys.exit(0)
 print("| impl | config | GPUs | S | ms fwd+bwd | TFLOP/s/GPU | tokens/s | peak GiB |")
 print("|---|---|---|---|---|---|---|---|")
 for r in rows:
