@@ -30,9 +30,9 @@ std::vector<at::Tensor> rotate(std::vector<at::Tensor> xs, const at::Tensor& cos
     return {rotate({xs[0]}, cos, sin, sign)[0], rotate({xs[1]}, cos, sin, sign)[0]};
   }
   for (at::Tensor& x : xs) {
-    if (x.stride(3) != 1) x = x.contiguous();  // both, if either: the strides stay equal
+    if (x.stride(3) != 1) x = x.contiguous();  // the kernels need the head dim contiguous
   }
-  if (xs.size() == 2 && xs[0].strides() != xs[1].strides()) {
+  if (xs.size() == 2 && xs[0].strides() != xs[1].strides()) {  // one launch: equal strides
     xs[0] = xs[0].contiguous(), xs[1] = xs[1].contiguous();
   }
   std::vector<at::Tensor> outs;
