@@ -3,8 +3,7 @@
 // before the adds, and writes its 8 fp32 sums per thread once.
 #include "attention/standard/cuda/column_sums.h"
 
-#include <algorithm>
-
+#include "attention/standard/cuda/row_kernel_launch.cuh"
 #include "attention/standard/cuda/vector_io.cuh"
 #include "runtime/cuda_check.h"
 
@@ -41,20 +40,14 @@ __global__ void column_sums_kernel(const T* __restrict__ x, int64_t rows, int co
   for (int e = 0; e < 8; ++e) out[e] = sum[e];
 }
 
-int threads_for(int cols) { return (cols / 8 + 31) / 32 * 32; }
-
 }  // namespace
 
 int column_sums_blocks(int64_t rows, int cols, int device) {
   RA_CHECK(cols > 0 && cols % 8 == 0 && cols <= kColumnSumsMaxCols, "column_sums: cols = ", cols,
            ": need a multiple of 8 up to ", kColumnSumsMaxCols);
-  int sms = 0, per_sm = 0;
-  RA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  RA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &per_sm, column_sums_kernel<__nv_bfloat16>, threads_for(cols), 0));
-  // One full wave; at most one block per kRowsInFlight rows, so no block idles.
-  const int64_t wave = int64_t(sms) * std::max(1, per_sm);
-  return int(std::max<int64_t>(1, std::min(wave, (rows + kRowsInFlight - 1) / kRowsInFlight)));
+  // One full wave, at most one block per kRowsInFlight rows, so no block idles.
+  return resident_blocks(column_sums_kernel<__nv_bfloat16>, threads_for(cols),
+                         (rows + kRowsInFlight - 1) / kRowsInFlight, device);
 }
 
 void launch_column_sums(const void* x, int64_t rows, int cols, ScalarKind kind, float* partial,

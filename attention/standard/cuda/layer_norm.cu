@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "attention/standard/cuda/normal_cdf.h"
+#include "attention/standard/cuda/row_kernel_launch.cuh"
 #include "attention/standard/cuda/vector_io.cuh"
 #include "runtime/cuda_check.h"
 
@@ -39,18 +40,6 @@ __device__ inline float2 block_sum(float2 v, float2* scratch) {
 }
 __device__ inline float block_sum(float v, float2* scratch) {
   return block_sum(make_float2(v, 0.f), scratch).x;
-}
-
-int threads_for(int features) { return (features / 8 + 31) / 32 * 32; }
-
-// The blocks of `kernel` that fit on the GPU at once, at most `rows`: the kernels stride over
-// rows, so one full wave balances the work (more blocks would leave a part-empty last wave).
-template <typename Kernel>
-int resident_blocks(Kernel kernel, int threads, int64_t rows, int device) {
-  int sms = 0, per_sm = 0;
-  RA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  RA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
-  return int(std::max<int64_t>(1, std::min<int64_t>(rows, int64_t(sms) * std::max(1, per_sm))));
 }
 
 // Each block walks rows blockIdx.x, + gridDim.x, ...; the next row's 16 bytes per thread (per
