@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace ra::cuda {
 
@@ -23,12 +24,37 @@ __device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
+// Two fp32 values rounded to fp16/bf16 and packed into one 32-bit word by one conversion (the
+// element-wise conversions cost three instructions per pair).
+template <typename T>
+__device__ inline uint32_t pack2(float lo, float hi);
+template <>
+__device__ inline uint32_t pack2<__half>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ inline uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
 // 8 packed fp16/bf16 values (one 16-byte load) as fp32. Kernels that prefetch keep the raw form.
+// A bf16 is the high half of its fp32, so those take one shift or mask each.
 template <typename T>
 __device__ inline void unpack8(const uint4& raw, float (&dst)[8]) {
-  const T* v = reinterpret_cast<const T*>(&raw);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
-  for (int i = 0; i < 8; ++i) dst[i] = to_float(v[i]);
+    for (int i = 0; i < 4; ++i) {
+      dst[2 * i] = __uint_as_float(words[i] << 16);
+      dst[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+    }
+  } else {
+    const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) dst[i] = to_float(v[i]);
+  }
 }
 
 template <typename T>
@@ -38,10 +64,8 @@ __device__ inline void load8(const T* src, float (&dst)[8]) {
 
 template <typename T>
 __device__ inline void store8(T* dst, const float (&src)[8]) {
-  uint4 raw;
-  T* v = reinterpret_cast<T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) v[i] = from_float<T>(src[i]);
+  const uint4 raw = make_uint4(pack2<T>(src[0], src[1]), pack2<T>(src[2], src[3]),
+                               pack2<T>(src[4], src[5]), pack2<T>(src[6], src[7]));
   *reinterpret_cast<uint4*>(dst) = raw;
 }
 
