@@ -2,12 +2,15 @@
 // gelu'(a) = Phi(a) + a phi(a)), from one exponential: Abramowitz & Stegun 7.1.26,
 //   1 - Phi(|a|) = 0.5 (a1 t + a2 t^2 + a3 t^3 + a4 t^4 + a5 t^5) exp(-a^2 / 2),
 //   t = 1 / (1 + p |a| / sqrt(2)),
-// absolute error <= 7.5e-8 in Phi (half the formula's erf bound; ~3e-7 with float rounding, a
-// few ulps of 1: tests/unit/test_normal_cdf.cpp), and exp(-a^2 / 2) is also what phi needs. ~16
-// instructions with two MUFU ops, where erff alone is ~22 plus the exp for phi: the GELU LayerNorm
-// kernels are bound by their arithmetic, not memory. The negative tail is computed directly (no 1 +
-// erf cancellation). Host and device (the unit test runs it on the CPU; the device build uses the
-// fast reciprocal and exponential, ~2 ulp each).
+// absolute error <= 7.5e-8 in Phi (half the formula's erf bound), and exp(-a^2 / 2) is also what
+// phi needs. The kernels are bound by their instruction issue, so the pieces are arranged for few
+// operations: h = 1/2 - (1 - Phi(|a|)) = |Phi(a) - 1/2| is one fma from the polynomial (its 0.5
+// folded into the coefficients), then Phi(a) = 1/2 + sign(a) h, gelu(a) = a / 2 + |a| h and
+// gelu'(a) = 1/2 + sign(a) h + a phi(a), with no select. Rounding h adds 2^-25 absolute error to
+// Phi (tests/unit/test_normal_cdf.cpp: within 4e-7 of float64). On the device t and the
+// exponential are one MUFU instruction each (the flush-to-zero forms: the plain ones add
+// subnormal range fixes, ~6 instructions per value; a subnormal exp(-a^2 / 2), |a| > 13.2, is a
+// tail below float resolution). Host and device (the unit test runs it on the CPU).
 #pragma once
 
 #include <cmath>
@@ -20,26 +23,54 @@
 
 namespace ra::cuda {
 
+// h = 1/2 - (1 - Phi(|a|)) and e = exp(-a^2 / 2).
+struct NormalHalfSpan {
+  float h;
+  float e;
+};
+
+RA_HOST_DEVICE inline NormalHalfSpan normal_half_span(float a) {
+  constexpr float kPOverSqrt2 = 0.3275911f * 0.70710678118654752f;  // t = 1 / (1 + kP |a| / sqrt 2)
+  // A&S's a1..a5 times 0.5.
+  constexpr float kA1 = 0.127414796f, kA2 = -0.142248368f, kA3 = 0.7107068705f,
+                  kA4 = -0.7265760135f, kA5 = 0.5307027145f;
+#if defined(__CUDA_ARCH__)
+  constexpr float kMinusHalfLog2e =
+      -0.72134752044448170f;  // exp(-a^2 / 2) = 2^(a^2 (-log2(e) / 2))
+  float t, e;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(t) : "f"(std::fma(std::fabs(a), kPOverSqrt2, 1.f)));
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(a * a * kMinusHalfLog2e));
+#else
+  const float t = 1.f / std::fma(std::fabs(a), kPOverSqrt2, 1.f);
+  const float e = std::exp(-0.5f * a * a);
+#endif
+  const float poly = t * (kA1 + t * (kA2 + t * (kA3 + t * (kA4 + t * kA5))));
+  return {std::fma(-poly, e, 0.5f), e};
+}
+
 struct NormalCdfPdf {
   float cdf;  // Phi(a)
   float pdf;  // phi(a)
 };
 
 RA_HOST_DEVICE inline NormalCdfPdf normal_cdf_pdf(float a) {
-  constexpr float kInvSqrt2 = 0.70710678118654752f, kInvSqrt2Pi = 0.39894228040143268f;
-  constexpr float kP = 0.3275911f, kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f,
-                  kA4 = -1.453152027f, kA5 = 1.061405429f;
-  const float z = std::fabs(a) * kInvSqrt2;
-#if defined(__CUDA_ARCH__)
-  const float t = __fdividef(1.f, 1.f + kP * z);
-  const float e = __expf(-z * z);  // exp(-a^2 / 2)
-#else
-  const float t = 1.f / (1.f + kP * z);
-  const float e = std::exp(-z * z);
-#endif
-  const float poly = t * (kA1 + t * (kA2 + t * (kA3 + t * (kA4 + t * kA5))));
-  const float tail = 0.5f * poly * e;  // 1 - Phi(|a|)
-  return {a >= 0.f ? 1.f - tail : tail, kInvSqrt2Pi * e};
+  constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+  const NormalHalfSpan n = normal_half_span(a);
+  return {0.5f + std::copysign(n.h, a), kInvSqrt2Pi * n.e};
+}
+
+RA_HOST_DEVICE inline float gelu(float a) {
+  return std::fma(std::fabs(a), normal_half_span(a).h, 0.5f * a);
+}
+
+// gelu(a) and scale x gelu'(a) (the backward recomputes the value and needs the slope times
+// the row's 1 / std: folded in, that product costs no multiply).
+RA_HOST_DEVICE inline void gelu_and_slope(float a, float scale, float& value, float& slope) {
+  constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+  const NormalHalfSpan n = normal_half_span(a);
+  value = std::fma(std::fabs(a), n.h, 0.5f * a);
+  slope = std::fma(a * (kInvSqrt2Pi * scale), n.e,
+                   std::fma(std::copysign(n.h, a), scale, 0.5f * scale));
 }
 
 }  // namespace ra::cuda
