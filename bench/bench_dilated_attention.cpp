@@ -121,7 +121,7 @@ int main(int argc, char** argv) {
         "reps", po::value(&reps)->default_value(5), "timed steps (median reported)")(
         "backward-chunk-mib", po::value(&backward_chunk_mib)->default_value(0),
         "the fused backward's per-chunk temporary budget in MiB (0: the library default, "
-        "max(256 MiB, |q| / 32))")("json", po::value(&json_path)->default_value(""),
+        "max(192 MiB, |q| / 32))")("json", po::value(&json_path)->default_value(""),
                                    "append JSON lines here too")(
         "profile", po::value(&profile_prefix)->default_value(""),
         "after timing each row, record one more step as a Chrome trace at "

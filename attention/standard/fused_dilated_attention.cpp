@@ -93,14 +93,16 @@ bool covers_everything(const cuda::KeptRows& g) {
 }
 
 // Segment rows per backward chunk: each chunk's gradient temporaries (dq, dk, dv of the
-// group, plus V scaled in partition mode) stay near max(256 MiB, |q| / 32) bytes each, or
+// group, plus V scaled in partition mode) stay near max(192 MiB, |q| / 32) bytes each, or
 // set_fused_backward_chunk_bytes's value. Fewer, larger cuDNN calls are faster: LongNet-base
-// causal partition at 1M on H100 took 21.3 ms with a 64 MiB floor, 20.7 with 256 MiB (+1.1 GiB
-// peak), 20.6 with 1 GiB (+1.9 GiB).
+// causal partition at 1M on H100 took 21.3 ms with a 64 MiB floor, 20.8 with 128 MiB, 20.5
+// with 192 or 256 MiB, 20.6 with 1 GiB (+1.9 GiB peak). 192 rather than 256 keeps the wide
+// config's partition mode at 1M under half the naive implementation's peak (33.3 vs 33.6 GiB
+// of its 67.2) at the same speed.
 int64_t backward_chunk_n(const cuda::KeptRows& g, const at::Tensor& q) {
   const int64_t forced = g_backward_chunk_bytes.load();
   const int64_t budget =
-      forced > 0 ? forced : std::max<int64_t>(int64_t(256) << 20, int64_t(q.nbytes()) / 32);
+      forced > 0 ? forced : std::max<int64_t>(int64_t(192) << 20, int64_t(q.nbytes()) / 32);
   const int64_t bytes_per_n = int64_t(g.head_count) * g.kept * q.size(3) * q.element_size();
   return std::max<int64_t>(1, budget / std::max<int64_t>(1, bytes_per_n));
 }

@@ -19,7 +19,7 @@ enum class FusedInputLayout { kAuto, kStridedView, kGathered };
 void set_fused_input_layout(FusedInputLayout layout);  // process-wide; for benchmarks
 
 // The backward runs each branch head group in chunks of segment rows whose gradient
-// temporaries stay near this many bytes; 0 (default): max(256 MiB, |q| / 32). Process-wide;
+// temporaries stay near this many bytes; 0 (default): max(192 MiB, |q| / 32). Process-wide;
 // tests set it small to run the chunked path on small inputs.
 void set_fused_backward_chunk_bytes(int64_t bytes);
 
