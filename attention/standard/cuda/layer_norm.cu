@@ -47,7 +47,8 @@ __device__ inline float2 block_sum(float2 v, float2* buffer) {
 
 // Each block walks rows blockIdx.x, + gridDim.x, ...; the next row's 16 bytes per thread (per
 // input) are loaded before this row's two block reductions so a load is always in flight (the
-// kernels are memory bound, and a block otherwise idles its memory pipe while it reduces).
+// plain and residual forms are memory bound, and a block otherwise idles its memory pipe while
+// it reduces).
 template <typename T, LayerNormForm kForm>
 __global__ void layer_norm_forward_kernel(const LayerNormForwardParams p) {
   __shared__ float2 scratch[2][32];  // the two block sums of a row alternate buffers
