@@ -3,7 +3,7 @@
 // statistics are block sums (warp shuffles, then one float per warp in shared memory). The GELU
 // forms are bound by instruction issue (ncu on H100: the forward had 82% of its issue slots busy
 // at 56% of the DRAM bandwidth), so their arithmetic is arranged for few instructions
-// (normal_cdf.h: 1.69 -> 1.27 ms at 256K x 3072) and each block sum has one barrier.
+// (normal_cdf.h: 1.69 -> 1.27 ms on H100 at 256K x 3072) and each block sum has one barrier.
 #include "attention/standard/cuda/layer_norm.h"
 
 #include <algorithm>

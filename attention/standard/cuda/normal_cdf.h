@@ -8,9 +8,10 @@
 // folded into the coefficients), then Phi(a) = 1/2 + sign(a) h, gelu(a) = a / 2 + |a| h and
 // gelu'(a) = 1/2 + sign(a) h + a phi(a), with no select. Rounding h adds 2^-25 absolute error to
 // Phi (tests/unit/test_normal_cdf.cpp: within 4e-7 of float64). On the device t and the
-// exponential are one MUFU instruction each (the flush-to-zero forms: the plain ones add
-// subnormal range fixes, ~6 instructions per value; a subnormal exp(-a^2 / 2), |a| > 13.2, is a
-// tail below float resolution). Host and device (the unit test runs it on the CPU).
+// exponential are one MUFU instruction each (the flush-to-zero forms: the plain ones wrap the
+// MUFU op in subnormal range fixes; a subnormal exp(-a^2 / 2), |a| > 13.2, is a tail below float
+// resolution). Host and device (the unit test runs it on the CPU). The kernels call gelu and
+// gelu_and_slope; normal_cdf_pdf exposes Phi and phi for the unit test's accuracy bounds.
 #pragma once
 
 #include <cmath>
@@ -22,6 +23,8 @@
 #endif
 
 namespace ra::cuda {
+
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;  // phi(a) = kInvSqrt2Pi exp(-a^2 / 2)
 
 // h = 1/2 - (1 - Phi(|a|)) and e = exp(-a^2 / 2).
 struct NormalHalfSpan {
@@ -54,21 +57,23 @@ struct NormalCdfPdf {
 };
 
 RA_HOST_DEVICE inline NormalCdfPdf normal_cdf_pdf(float a) {
-  constexpr float kInvSqrt2Pi = 0.39894228040143268f;
   const NormalHalfSpan n = normal_half_span(a);
   return {0.5f + std::copysign(n.h, a), kInvSqrt2Pi * n.e};
 }
 
-RA_HOST_DEVICE inline float gelu(float a) {
-  return std::fma(std::fabs(a), normal_half_span(a).h, 0.5f * a);
+// gelu(a) = a / 2 + |a| h from a's pieces (shared by gelu and gelu_and_slope, so the backward's
+// recompute is bitwise the forward's value).
+RA_HOST_DEVICE inline float gelu_from(float a, const NormalHalfSpan& n) {
+  return std::fma(std::fabs(a), n.h, 0.5f * a);
 }
+
+RA_HOST_DEVICE inline float gelu(float a) { return gelu_from(a, normal_half_span(a)); }
 
 // gelu(a) and scale x gelu'(a) (the backward recomputes the value and needs the slope times
 // the row's 1 / std: folded in, that product costs no multiply).
 RA_HOST_DEVICE inline void gelu_and_slope(float a, float scale, float& value, float& slope) {
-  constexpr float kInvSqrt2Pi = 0.39894228040143268f;
   const NormalHalfSpan n = normal_half_span(a);
-  value = std::fma(std::fabs(a), n.h, 0.5f * a);
+  value = gelu_from(a, n);
   slope = std::fma(a * (kInvSqrt2Pi * scale), n.e,
                    std::fma(std::copysign(n.h, a), scale, 0.5f * scale));
 }
