@@ -1,5 +1,4 @@
-// The default (synchronous) start_send_recv and start_all_reduce_sum of backends without a native
-// async path.
+// The default (synchronous) start_* operations of backends without a native async path.
 #include "comm/communicator.h"
 
 namespace ra {
@@ -21,6 +20,18 @@ std::unique_ptr<PendingTransfer> Communicator::start_send_recv(const at::Tensor&
 
 std::unique_ptr<PendingTransfer> Communicator::start_all_reduce_sum(at::Tensor& tensor) {
   all_reduce_sum(tensor);
+  return std::make_unique<CompletedTransfer>();
+}
+
+std::unique_ptr<PendingTransfer> Communicator::start_all_gather(const at::Tensor& input,
+                                                                at::Tensor& output) {
+  all_gather(input, output);
+  return std::make_unique<CompletedTransfer>();
+}
+
+std::unique_ptr<PendingTransfer> Communicator::start_reduce_scatter_sum(const at::Tensor& input,
+                                                                        at::Tensor& output) {
+  reduce_scatter_sum(input, output);
   return std::make_unique<CompletedTransfer>();
 }
 

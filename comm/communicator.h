@@ -57,6 +57,13 @@ class Communicator {
   virtual void all_gather(const at::Tensor& input, at::Tensor& output) = 0;
   // output = this rank's slice (along dim 0) of the sum over ranks of input.
   virtual void reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) = 0;
+  // all_gather and reduce_scatter_sum started without waiting, so the caller computes while the
+  // data moves: input stays unchanged and output untouched until wait(). On NCCL they run after
+  // the work queued so far on the compute stream. The defaults run at once.
+  virtual std::unique_ptr<PendingTransfer> start_all_gather(const at::Tensor& input,
+                                                            at::Tensor& output);
+  virtual std::unique_ptr<PendingTransfer> start_reduce_scatter_sum(const at::Tensor& input,
+                                                                    at::Tensor& output);
   virtual void broadcast(at::Tensor& tensor, int root) = 0;
   virtual void barrier() = 0;
 

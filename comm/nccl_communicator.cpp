@@ -124,25 +124,37 @@ std::unique_ptr<PendingTransfer> NcclCommunicator::start_all_reduce_sum(at::Tens
 }
 
 void NcclCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
+  start_all_gather(input, output)->wait();
+}
+
+std::unique_ptr<PendingTransfer> NcclCommunicator::start_all_gather(const at::Tensor& input,
+                                                                    at::Tensor& output) {
   check_cuda_contiguous(input, "all_gather input", nccl_->device());
   check_cuda_contiguous(output, "all_gather output", nccl_->device());
   RA_CHECK(output.numel() == input.numel() * size(), "all_gather: output has ", output.numel(),
            " elements, expected ", input.numel() * size());
+  RA_CHECK(input.scalar_type() == output.scalar_type(), "all_gather: dtypes differ");
   cudaEvent_t done = prepare();
   nccl_->all_gather(input.data_ptr(), output.data_ptr(), input.numel(), nccl_type(input),
                     compute_stream(), done);
-  finish(done);
+  return std::make_unique<NcclPendingTransfer>(done, compute_stream());
 }
 
 void NcclCommunicator::reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) {
+  start_reduce_scatter_sum(input, output)->wait();
+}
+
+std::unique_ptr<PendingTransfer> NcclCommunicator::start_reduce_scatter_sum(const at::Tensor& input,
+                                                                            at::Tensor& output) {
   check_cuda_contiguous(input, "reduce_scatter input", nccl_->device());
   check_cuda_contiguous(output, "reduce_scatter output", nccl_->device());
   RA_CHECK(input.numel() == output.numel() * size(), "reduce_scatter: input has ", input.numel(),
            " elements, expected ", output.numel() * size());
+  RA_CHECK(input.scalar_type() == output.scalar_type(), "reduce_scatter: dtypes differ");
   cudaEvent_t done = prepare();
   nccl_->reduce_scatter_sum(input.data_ptr(), output.data_ptr(), output.numel(), nccl_type(input),
                             compute_stream(), done);
-  finish(done);
+  return std::make_unique<NcclPendingTransfer>(done, compute_stream());
 }
 
 void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {

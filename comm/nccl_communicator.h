@@ -33,6 +33,10 @@ class NcclCommunicator : public Communicator {
   std::unique_ptr<PendingTransfer> start_all_reduce_sum(at::Tensor& tensor) override;
   void all_gather(const at::Tensor& input, at::Tensor& output) override;
   void reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) override;
+  std::unique_ptr<PendingTransfer> start_all_gather(const at::Tensor& input,
+                                                    at::Tensor& output) override;
+  std::unique_ptr<PendingTransfer> start_reduce_scatter_sum(const at::Tensor& input,
+                                                            at::Tensor& output) override;
   void broadcast(at::Tensor& tensor, int root) override;
   void barrier() override;
   std::shared_ptr<Communicator> split(int color, int key) override;

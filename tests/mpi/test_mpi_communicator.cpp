@@ -50,6 +50,21 @@ TEST(MpiCommunicator, AllReduceAllGatherReduceScatterBroadcast) {
   c.barrier();
 }
 
+TEST(MpiCommunicator, StartedAllGatherAndReduceScatterMatchTheBlockingOnes) {
+  auto& c = world();
+  const int P = c.size(), r = c.rank();
+  at::Tensor mine = rank_tensor(r, 3), gathered = torch::empty({P * 3}, torch::kDouble);
+  c.start_all_gather(mine, gathered)->wait();
+  for (int i = 0; i < P; ++i)
+    EXPECT_TRUE(torch::equal(gathered.narrow(0, 3 * i, 3), rank_tensor(i, 3)));
+
+  at::Tensor input = rank_tensor(r, 2 * P), part = torch::empty({2}, torch::kDouble);
+  c.start_reduce_scatter_sum(input, part)->wait();
+  at::Tensor want = torch::empty({2}, torch::kDouble);
+  c.reduce_scatter_sum(input, want);
+  EXPECT_TRUE(torch::equal(part, want));
+}
+
 TEST(MpiCommunicator, SplitMakesIndependentGroups) {
   auto& c = world();
   auto sub = c.split(c.rank() % 2, c.rank());
