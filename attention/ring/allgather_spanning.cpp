@@ -1,6 +1,8 @@
 // AllGatherSpanning (LongNet's algorithm): every member's kept K/V, padded to the largest
-// member's count, is all-gathered in the segment group; backward computes dK/dV for all
-// gathered keys and reduce-scatters them back to their owners.
+// member's count, is all-gathered in the segment group while this rank attends its own K/V;
+// the gathered K/V are kept for backward (m times this rank's K/V in memory, no second
+// gather). Backward computes dK/dV for the other members' keys first, reduce-scatters them back
+// to their owners while it runs its own keys' blocks, then adds the two.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -16,47 +18,61 @@ int64_t largest_member(const ShardTask& task) {
   return n;
 }
 
-// [m, 2, B, h_kv, n_max, D]: every member's K/V, member i valid in [..., :kept_of(i), :].
-at::Tensor gather_members(const ShardTask& task, RingExchange& group, const at::Tensor& kv) {
-  const int64_t n_max = largest_member(task);
-  at::Tensor padded = at::zeros({2, kv.size(1), kv.size(2), n_max, kv.size(4)}, kv.options());
-  padded.narrow(3, 0, kv.size(3)).copy_(kv);
-  at::Tensor gathered =
-      at::empty({task.group_size, 2, kv.size(1), kv.size(2), n_max, kv.size(4)}, kv.options());
-  group.comm().all_gather(padded, gathered);
-  return gathered;
+// The member's slice of a gathered tensor [m, 2, B, h_kv, n_max, D]: its valid rows.
+at::Tensor member_rows(const at::Tensor& gathered, const ShardTask& task, int member) {
+  return gathered[member].narrow(3, 0, task.kept_of(member));
 }
 
 }  // namespace
 
-void AllGatherSpanning::forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
-                                const at::Tensor& kv, double scale, bool causal,
-                                const PartialAttention& acc) {
+at::Tensor AllGatherSpanning::forward(const ShardTask& task, RingExchange& group,
+                                      const at::Tensor& q, const at::Tensor& kv, double scale,
+                                      bool causal, const PartialAttention& acc) {
   const at::Tensor expand = kv_expand_index(task, kv);
-  at::Tensor gathered = gather_members(task, group, kv);
-  for (int i = 0; i < task.group_size; ++i) {
-    attend_member(q, task.my_chunks(), gathered[i].narrow(3, 0, task.kept_of(i)),
-                  task.member_chunks[i], expand, scale, causal, acc);
+  const int64_t n_max = largest_member(task);
+  at::Tensor send = kv.contiguous();  // [2, B, h_kv, n_me, D]; alive until the gather is done
+  if (send.size(3) != n_max) {
+    send = at::zeros({2, kv.size(1), kv.size(2), n_max, kv.size(4)}, kv.options());
+    send.narrow(3, 0, kv.size(3)).copy_(kv);
   }
+  at::Tensor gathered =
+      at::empty({task.group_size, 2, kv.size(1), kv.size(2), n_max, kv.size(4)}, kv.options());
+  auto pending = group.comm().start_all_gather(send, gathered);
+  attend_member(q, task.my_chunks(), kv, task.member_chunks[task.member], expand, scale, causal,
+                acc);
+  pending->wait();
+  for (int i = 0; i < task.group_size; ++i) {
+    if (i == task.member) continue;
+    attend_member(q, task.my_chunks(), member_rows(gathered, task, i), task.member_chunks[i],
+                  expand, scale, causal, acc);
+  }
+  return gathered;
 }
 
 at::Tensor AllGatherSpanning::backward(const ShardTask& task, RingExchange& group,
                                        const at::Tensor& q, const at::Tensor& out,
                                        const at::Tensor& lse, const at::Tensor& dout,
-                                       const at::Tensor& kv, double scale, bool causal,
-                                       const at::Tensor& dq) {
+                                       const at::Tensor& kv, const at::Tensor& saved, double scale,
+                                       bool causal, const at::Tensor& dq) {
+  RA_CHECK(saved.defined() && saved.size(0) == task.group_size,
+           "allgather strategy: backward needs the K/V gathered by its forward");
   const at::Tensor expand = kv_expand_index(task, kv);
-  at::Tensor gathered = gather_members(task, group, kv);  // recomputed, not stored
-  at::Tensor grads = at::zeros(gathered.sizes(), gathered.options().dtype(dq.scalar_type()));
+  const auto grad_options = saved.options().dtype(dq.scalar_type());
+  // Every member's share of this rank's dK/dV (this rank's own slot stays zero).
+  at::Tensor grads = at::zeros(saved.sizes(), grad_options);
   for (int i = 0; i < task.group_size; ++i) {
-    at::Tensor member_grad = grads[i].narrow(3, 0, task.kept_of(i));
-    attend_member_backward(q, out, lse, dout, task.my_chunks(),
-                           gathered[i].narrow(3, 0, task.kept_of(i)), task.member_chunks[i], expand,
-                           scale, causal, dq, member_grad);
+    if (i == task.member) continue;
+    attend_member_backward(q, out, lse, dout, task.my_chunks(), member_rows(saved, task, i),
+                           task.member_chunks[i], expand, scale, causal, dq,
+                           member_rows(grads, task, i));
   }
-  at::Tensor mine = at::empty(grads.sizes().slice(1), grads.options());
-  group.comm().reduce_scatter_sum(grads, mine);
-  return mine.narrow(3, 0, kv.size(3));
+  at::Tensor others = at::empty(saved.sizes().slice(1), grad_options);
+  auto pending = group.comm().start_reduce_scatter_sum(grads, others);
+  at::Tensor mine = at::zeros(kv.sizes(), grad_options);
+  attend_member_backward(q, out, lse, dout, task.my_chunks(), kv, task.member_chunks[task.member],
+                         expand, scale, causal, dq, mine);
+  pending->wait();
+  return mine.add_(others.narrow(3, 0, kv.size(3)));
 }
 
 }  // namespace ra

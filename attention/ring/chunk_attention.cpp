@@ -100,7 +100,7 @@ at::Tensor expanded(const at::Tensor& kv, const at::Tensor& expand) {
 // Adds a query-head gradient [B, h, n, D] into a k/v-head gradient [B, h_kv, n, D].
 void add_grouped(const at::Tensor& dst, const at::Tensor& expand, const at::Tensor& grad) {
   if (expand.defined()) {
-    dst.index_add_(1, expand, grad);
+    dst.index_add_(1, expand, grad.to(dst.scalar_type()));
   } else {
     dst.add_(grad);
   }

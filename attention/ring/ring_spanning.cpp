@@ -23,9 +23,9 @@ at::Tensor kv_buffer(RingExchange& group, int slot, const at::Tensor& like, int6
 
 }  // namespace
 
-void RingSpanning::forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
-                           const at::Tensor& kv, double scale, bool causal,
-                           const PartialAttention& acc) {
+at::Tensor RingSpanning::forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                                 const at::Tensor& kv, double scale, bool causal,
+                                 const PartialAttention& acc) {
   const at::Tensor expand = kv_expand_index(task, kv);
   const int m = task.group_size;
   at::Tensor held = kv;  // [2, B, h_kv, n, D]
@@ -43,12 +43,14 @@ void RingSpanning::forward(const ShardTask& task, RingExchange& group, const at:
       held = incoming;
     }
   }
+  return at::Tensor();  // backward passes the K/V around again
 }
 
 at::Tensor RingSpanning::backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                                   const at::Tensor& out, const at::Tensor& lse,
-                                  const at::Tensor& dout, const at::Tensor& kv, double scale,
-                                  bool causal, const at::Tensor& dq) {
+                                  const at::Tensor& dout, const at::Tensor& kv,
+                                  const at::Tensor& /*saved*/, double scale, bool causal,
+                                  const at::Tensor& dq) {
   const at::Tensor expand = kv_expand_index(task, kv);
   const int m = task.group_size;
   const auto grad_options = q.options().dtype(dq.scalar_type());

@@ -82,8 +82,9 @@ at::Tensor expand_blocks(const at::Tensor& blocks, const at::Tensor& expand) {
 // Query-head gradient blocks [N, h, L, D] summed over each k/v head's group: [N, h_kv, L, D].
 at::Tensor group_blocks(const at::Tensor& grad, const at::Tensor& expand, int64_t kv_heads) {
   if (!expand.defined()) return grad;
-  return at::zeros({grad.size(0), kv_heads, grad.size(2), grad.size(3)}, grad.options())
-      .index_add_(1, expand, grad);
+  const auto compute = grad.options().dtype(block_compute_dtype(grad.scalar_type()));
+  return at::zeros({grad.size(0), kv_heads, grad.size(2), grad.size(3)}, compute)
+      .index_add_(1, expand, grad.to(compute.dtype()));
 }
 
 // K/V of this rank's home rows stacked: [2, B, h_kv, n, D] in the input dtype, contiguous (what
@@ -195,6 +196,8 @@ at::Tensor pack_batch_kv(const at::Tensor& k, const at::Tensor& v, const TaskBat
 struct ForwardState {
   at::Tensor out;  // [B, S_local, H, D] compute dtype, merged, before output_scale
   at::Tensor lse;  // [B, S_local, H] compute dtype
+  // What each spanning strategy call returned for backward, in run order (stacks, then tasks).
+  std::vector<at::Tensor> spanning_saved;
 #ifdef RA_HAS_FUSED_ATTENTION
   FusedKernelState fused;  // plan.fused_local: what the local branches' backward needs
 #endif
@@ -250,9 +253,9 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
     // [B, sum h, n, D] in the layout the ring computes in (mirror_swap.h)
     const at::Tensor q_rows = to_compute_rows(lead, group, gather_batch(q, batch));
     const PartialAttention acc = empty_partial(q_rows);
-    plan.strategy->forward(lead, group, q_rows,
-                           to_compute_rows(lead, group, pack_batch_kv(k, v, batch), 3), plan.scale,
-                           plan.causal, acc);
+    s.spanning_saved.push_back(plan.strategy->forward(
+        lead, group, q_rows, to_compute_rows(lead, group, pack_batch_kv(k, v, batch), 3),
+        plan.scale, plan.causal, acc));
     const at::Tensor out_rows = from_compute_rows(lead, group, acc.out);
     const at::Tensor lse_rows = from_compute_rows(lead, group, acc.lse);
     int64_t h0 = 0;
@@ -287,9 +290,9 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
     if (!task.swaps_rows()) acc = {packed_view(s.out, task, mine), packed_view(lse4, task, mine)};
     const bool direct = acc.out.defined();
     acc = direct ? PartialAttention{acc.out, acc.lse.squeeze(-1)} : empty_partial(q_packed);
-    plan.strategy->forward(task, group, q_packed,
-                           to_compute_rows(task, group, pack_kv(side.k, side.v, side.task), 3),
-                           plan.scale, plan.causal, acc);
+    s.spanning_saved.push_back(plan.strategy->forward(
+        task, group, q_packed, to_compute_rows(task, group, pack_kv(side.k, side.v, side.task), 3),
+        plan.scale, plan.causal, acc));
     if (!direct) {
       merge_into_chunks(s.out, lse4, task, from_compute_rows(task, group, acc.out),
                         from_compute_rows(task, group, acc.lse));
@@ -306,16 +309,20 @@ struct InputGradients {
 InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& q,
                             const at::Tensor& k, const at::Tensor& v, const ForwardState& fwd,
                             const at::Tensor& dout) {
-  const auto compute = fwd.out.scalar_type();
-  at::Tensor dmerged = (dout.to(compute) * plan.output_scale).contiguous();  // [B, S, H, D]
+  const auto compute = fwd.out.scalar_type(), dtype = q.scalar_type();
+  // The merged output and its gradient [B, S, H, D] in the input dtype, converted once: what the
+  // fused kernels read (every block call takes views of these two).
+  const at::Tensor out_in = fwd.out.to(dtype).contiguous();
+  const at::Tensor dmerged =
+      (plan.output_scale == 1.0 ? dout : dout.to(compute) * plan.output_scale)
+          .to(dtype)
+          .contiguous();
   InputGradients g;
 #ifdef RA_HAS_FUSED_ATTENTION
   if (plan.fused_local) {  // the local branches' share, with the merge of all branches
-    const auto dtype = q.scalar_type();
     std::array<at::Tensor, 3> d =
         fused_plan_backward(local_spec(plan), fwd.fused, q, expand_kv_heads(k, q.size(2)),
-                            expand_kv_heads(v, q.size(2)), fwd.out.to(dtype).contiguous(),
-                            fwd.lse.contiguous(), dmerged.to(dtype));
+                            expand_kv_heads(v, q.size(2)), out_in, fwd.lse.contiguous(), dmerged);
     g.dq = d[0].to(compute);
     g.dk = sum_kv_heads(d[1].to(compute), k.size(2));
     g.dv = sum_kv_heads(d[2].to(compute), v.size(2));
@@ -328,6 +335,7 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
   at::Tensor lse4 = with_unit_dim(fwd.lse);
   const BlockMask diagonal = plan.causal ? BlockMask::kCausalDiagonal : BlockMask::kNone;
   const std::vector<TaskBatch> batches = spanning_batches(plan);
+  size_t next_saved = 0;                    // fwd.spanning_saved is in the order of the loops below
   for (const TaskBatch& batch : batches) {  // stacked tasks; single ones run below
     if (batch.size() == 1) continue;
     const ShardTask& lead = *batch.front();
@@ -338,9 +346,9 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
     const at::Tensor q_rows = compute_rows(q);
     at::Tensor dq_rows = at::zeros(q_rows.sizes(), q_rows.options().dtype(compute));
     at::Tensor dkv = plan.strategy->backward(
-        lead, group, q_rows, compute_rows(fwd.out), compute_rows(lse4).squeeze(-1),
+        lead, group, q_rows, compute_rows(out_in), compute_rows(lse4).squeeze(-1),
         compute_rows(dmerged), to_compute_rows(lead, group, pack_batch_kv(k, v, batch), 3),
-        plan.scale, plan.causal, dq_rows);
+        fwd.spanning_saved.at(next_saved++), plan.scale, plan.causal, dq_rows);
     dq_rows = from_compute_rows(lead, group, dq_rows);
     dkv = from_compute_rows(lead, group, dkv, 3);
     int64_t h0 = 0;
@@ -365,7 +373,7 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
           to_blocks(local_view(q, task)),
           expand_blocks(to_blocks(local_view(side.k, side.task)), expand),
           expand_blocks(to_blocks(local_view(side.v, side.task)), expand),
-          to_blocks(local_view(fwd.out, task)), to_blocks(local_view(lse4, task)).squeeze(-1),
+          to_blocks(local_view(out_in, task)), to_blocks(local_view(lse4, task)).squeeze(-1),
           to_blocks(local_view(dmerged, task)), plan.scale, diagonal);
       view.add_(from_blocks(b.dq, view));
       at::Tensor kv_view = local_view(kv_grads.first, side.task);
@@ -388,9 +396,9 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
                                ? dq_view
                                : at::zeros(q_packed.sizes(), q_packed.options().dtype(compute));
     at::Tensor dkv = plan.strategy->backward(
-        task, group, q_packed, compute_rows(fwd.out), compute_rows(lse4).squeeze(-1),
+        task, group, q_packed, compute_rows(out_in), compute_rows(lse4).squeeze(-1),
         compute_rows(dmerged), to_compute_rows(task, group, pack_kv(side.k, side.v, side.task), 3),
-        plan.scale, plan.causal, dq_packed);
+        fwd.spanning_saved.at(next_saved++), plan.scale, plan.causal, dq_packed);
     dkv = from_compute_rows(task, group, dkv, 3);
     if (!dq_view.defined()) {
       add_to_chunks(g.dq, task, mine, from_compute_rows(task, group, dq_packed));

@@ -2,6 +2,7 @@
 // their gradients return: RingSpanning (K/V hop around the segment group, dK/dV travel with
 // them and return to their owners) or AllGatherSpanning (LongNet: all-gather K/V, backward
 // reduce-scatter). Both see packed tensors (chunk_attention.h) and the group's RingExchange.
+// What forward returns (the all-gathered K/V; nothing for the ring) is passed back to backward.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -23,39 +24,42 @@ class SpanningStrategy {
   // the task's k/v heads (task.kv; input dtype, contiguous: that is what travels, expanded to
   // the query heads only after receipt), both in task.my_chunks() order (with the causal
   // balance the mirror layout, not the rank's home rows: mirror_swap.h). Merges every member's
-  // blocks into acc (q's rows).
-  virtual void forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
-                       const at::Tensor& kv, double scale, bool causal,
-                       const PartialAttention& acc) = 0;
+  // blocks into acc (q's rows). Returns what backward needs besides its arguments (may be
+  // undefined).
+  virtual at::Tensor forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                             const at::Tensor& kv, double scale, bool causal,
+                             const PartialAttention& acc) = 0;
 
-  // out, lse, dout: the merged output, LSE and output gradient of q's rows (compute dtype).
+  // out, dout: the merged output and its gradient of q's rows in the input dtype (the same
+  // layout); lse: their merged LSE (compute dtype).
   // Adds dQ into dq [B, h, n_me, D] (may be a view); returns this rank's dK/dV
   // [2, B, h_kv, n_me, D] (summed over each k/v head's query heads before they travel home).
+  // saved: what forward returned for this task.
   virtual at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                               const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
-                              const at::Tensor& kv, double scale, bool causal,
-                              const at::Tensor& dq) = 0;
+                              const at::Tensor& kv, const at::Tensor& saved, double scale,
+                              bool causal, const at::Tensor& dq) = 0;
 };
 
 class RingSpanning : public SpanningStrategy {
  public:
-  void forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
-               const at::Tensor& kv, double scale, bool causal,
-               const PartialAttention& acc) override;
+  at::Tensor forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                     const at::Tensor& kv, double scale, bool causal,
+                     const PartialAttention& acc) override;
   at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                       const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
-                      const at::Tensor& kv, double scale, bool causal,
+                      const at::Tensor& kv, const at::Tensor& saved, double scale, bool causal,
                       const at::Tensor& dq) override;
 };
 
 class AllGatherSpanning : public SpanningStrategy {
  public:
-  void forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
-               const at::Tensor& kv, double scale, bool causal,
-               const PartialAttention& acc) override;
+  at::Tensor forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                     const at::Tensor& kv, double scale, bool causal,
+                     const PartialAttention& acc) override;
   at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                       const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
-                      const at::Tensor& kv, double scale, bool causal,
+                      const at::Tensor& kv, const at::Tensor& saved, double scale, bool causal,
                       const at::Tensor& dq) override;
 };
 

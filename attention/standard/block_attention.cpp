@@ -84,8 +84,13 @@ BlockGradients fused_block_backward(const at::Tensor& q, const at::Tensor& k, co
                                     const at::Tensor& dout, double scale, BlockMask mask) {
   const auto dtype = q.scalar_type();
   const at::Tensor qc = dense_last_dim(q), kc = dense_last_dim(k), vc = dense_last_dim(v);
-  // out and dout in the input dtype with identical (contiguous) strides, as the kernels expect.
-  const at::Tensor oc = out.to(dtype).contiguous(), doc = dout.to(dtype).contiguous();
+  // out and dout in the input dtype with identical strides, as the kernels expect: views of two
+  // tensors of one layout (the callers convert them once) go in as they are.
+  at::Tensor oc = out.to(dtype), doc = dout.to(dtype);
+  if (oc.strides() != doc.strides() || oc.stride(-1) != 1) {
+    oc = oc.contiguous();
+    doc = doc.contiguous();
+  }
   // lse = -inf (row attended nothing anywhere) -> +inf, so P = exp(s - lse) = 0, not NaN.
   at::Tensor lse_safe = at::where(
       at::isfinite(lse), lse.to(at::kFloat),
@@ -97,8 +102,7 @@ BlockGradients fused_block_backward(const at::Tensor& q, const at::Tensor& k, co
     return compat::fused_attention_backward(op, doc, qc, kc, vc, saved,
                                             mask == BlockMask::kCausalDiagonal, scale);
   });
-  return {std::get<0>(g).to(at::kFloat), std::get<1>(g).to(at::kFloat),
-          std::get<2>(g).to(at::kFloat)};
+  return {std::get<0>(g), std::get<1>(g), std::get<2>(g)};  // input dtype (BlockGradients)
 }
 #endif
 

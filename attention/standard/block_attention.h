@@ -20,10 +20,12 @@ struct BlockForward {
   at::Tensor lse;  // [N, H, Lq] in the compute dtype
 };
 
+// In the compute dtype, or in the input dtype where a fused kernel computed them (its
+// outputs, not rounded again): callers add them into compute-dtype accumulators.
 struct BlockGradients {
-  at::Tensor dq;  // [N, H, Lq, D] compute dtype
-  at::Tensor dk;  // [N, H, Lk, D] compute dtype
-  at::Tensor dv;  // [N, H, Lk, D] compute dtype
+  at::Tensor dq;  // [N, H, Lq, D]
+  at::Tensor dk;  // [N, H, Lk, D]
+  at::Tensor dv;  // [N, H, Lk, D]
 };
 
 // float64 for float64 inputs, else float32.

@@ -60,18 +60,25 @@ bench() {  # bench <ranks> <args...>
     >> "$OUT/bench.log" 2>&1 || echo "bench failed: -n $n $*" | tee -a "$OUT/bench.log"
 }
 if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|dense)$ ]]; then
-  # Dense causal ring (zigzag) side by side with PyTorch's context_parallel, same S and GPUs.
+  # Dense causal ring (zigzag) side by side with PyTorch's context_parallel, same S and GPUs;
+  # each strategy of DENSE_STRATEGIES (default: ring and allgather).
   for S in 128K 512K; do
-    bench "$GPUS" --config dense-causal --seq-len $S --zigzag
+    for strategy in ${DENSE_STRATEGIES:-ring allgather}; do
+      bench "$GPUS" --config dense-causal --seq-len $S --zigzag --strategy $strategy
+    done
     timeout 150 torchrun --nproc-per-node "$GPUS" bench/context_parallel_baseline.py \
       --seq-len $(( ${S%K} * 1024 )) --heads 16 --head-dim 128 --backend cudnn \
       --json "/tmp/cp_$S.json" >> "$OUT/bench.log" 2>&1 || echo "context_parallel failed at $S" | tee -a "$OUT/bench.log"
     [ -f "/tmp/cp_$S.json" ] && python3 -c "import json,sys; [print(json.dumps(r)) for r in json.load(open('/tmp/cp_$S.json'))]" >> "$RESULTS"
   done
   # Exposed communication: the same runs with every transfer replaced by a local copy.
-  bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --local-copy
-  bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --profile /tmp/ring_128K.json \
-    && python3 bench/summarize_trace.py /tmp/ring_128K.json --top 12 >> "$OUT/profile.log" 2>&1
+  for strategy in ${DENSE_STRATEGIES:-ring allgather}; do
+    bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --strategy $strategy --local-copy
+    bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --strategy $strategy \
+      --profile /tmp/${strategy}_128K.json \
+      && python3 bench/summarize_trace.py /tmp/${strategy}_128K.json --top 14 \
+        >> "$OUT/profile.log" 2>&1
+  done
 fi
 if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|wide)$ ]]; then
   # A dilated config whose longest segment (64K) spans 2 ranks: exposed communication.
