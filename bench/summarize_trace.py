@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Summarise a Kineto Chrome trace (ring_train --profile-step, bench_* --profile): GPU time per
 kernel family, the top kernels, how busy the GPU was over the traced span, how much NCCL
-time no compute kernel hid, and (--gaps) where the GPU sat idle and what the host was doing.
-  python3 bench/summarize_trace.py trace.json [--top 15] [--by-op] [--gaps N]"""
+time no compute kernel hid, (--gaps) where the GPU sat idle and what the host was doing, and
+(--calls REGEX) every call of the matching kernels in time order with its grid.
+  python3 bench/summarize_trace.py trace.json [--top 15] [--by-op] [--gaps N] [--calls REGEX]"""
 import argparse
 import bisect
 import json
@@ -54,6 +55,9 @@ def main():
     p.add_argument("--gaps", type=int, default=0, metavar="N",
                    help="list the N longest idle gaps and total the idle time by the host "
                         "activity it waited on")
+    p.add_argument("--calls", default="", metavar="REGEX",
+                   help="list each call of the kernels whose name matches (case-insensitive): "
+                        "start within the span, duration, grid, and what ran beside it")
     a = p.parse_args()
     with open(a.trace) as f:
         events = json.load(f)["traceEvents"]
@@ -89,6 +93,23 @@ def main():
         by_launching_op(events, gpu, a.top)
     if a.gaps > 0:
         idle_gaps(events, gpu, a.gaps)
+    if a.calls:
+        list_calls(gpu, a.calls, span0)
+
+
+def list_calls(gpu, pattern, span0):
+    """Each matching kernel: when it ran, how long, its launch grid, and the NCCL time that
+    overlapped it (what a concurrent transfer may have taken from it)."""
+    nccl = [(e["ts"], e["ts"] + e["dur"]) for e in gpu if family(e["name"]) == "nccl"]
+    print(f"  calls of /{pattern}/: {'start ms':>9} {'ms':>8} {'nccl beside':>11}  grid  name")
+    for e in sorted(gpu, key=lambda e: e["ts"]):
+        if not re.search(pattern, e["name"], re.IGNORECASE):
+            continue
+        start, stop = e["ts"], e["ts"] + e["dur"]
+        beside = sum(max(0.0, min(stop, b) - max(start, a)) for a, b in nccl)
+        grid = e.get("args", {}).get("grid", "")
+        print(f"  {'':<15}{(start - span0) / 1e3:>9.2f} {e['dur'] / 1e3:>8.2f} "
+              f"{beside / 1e3:>11.2f}  {grid}  {e['name'][:60]}")
 
 
 def by_launching_op(events, gpu, top):

@@ -9,7 +9,8 @@
 # 1-GPU dilated path, summarised by bench/summarize_trace.py). BENCH_SET=dense limits the
 # bench stage to the dense causal ring vs context_parallel (and its local-copy and profile),
 # BENCH_SET=wide to the wide dilated config at 128K (ring, local copy, profile),
-# BENCH_SET=spanning to longnet-1m at 1M (segments spanning the shards) against one GPU.
+# BENCH_SET=spanning to longnet-1m at 1M (segments spanning the shards) against one GPU; a
+# space-separated list runs several sets (BENCH_SET="dense spanning").
 #   STAGES="tests bench train sparse profile" bash tests/gpu/run_multi_gpu.sh
 # Stage "dilated": single-GPU dilated attention rows (DILATED_RUNS, see the stage). Stage
 # "layernorm": the LayerNorm kernels against ATen (bench/layer_norm_bench.cpp).
@@ -54,12 +55,14 @@ if [[ " $STAGES " == *" tests "* ]]; then
   elapsed "tests done"
 fi
 
+# BENCH_SET: "all" or a space-separated list of the sets below (dense, wide, spanning).
+in_bench_set() { [[ " ${BENCH_SET:-all} " == *" all "* || " ${BENCH_SET:-all} " == *" $1 "* ]]; }
 bench() {  # bench <ranks> <args...>
   local n=$1; shift
   timeout 120 "${MPIRUN[@]}" -n "$n" "$BUILD/bench/bench_ring_attention" --json "$RESULTS" "$@" \
     >> "$OUT/bench.log" 2>&1 || echo "bench failed: -n $n $*" | tee -a "$OUT/bench.log"
 }
-if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|dense)$ ]]; then
+if [[ " $STAGES " == *" bench "* ]] && in_bench_set dense; then
   # Dense causal ring (zigzag) side by side with PyTorch's context_parallel, same S and GPUs;
   # each strategy of DENSE_STRATEGIES (default: ring and allgather).
   for S in 128K 512K; do
@@ -71,16 +74,23 @@ if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|dense)$ ]]; the
       --json "/tmp/cp_$S.json" >> "$OUT/bench.log" 2>&1 || echo "context_parallel failed at $S" | tee -a "$OUT/bench.log"
     [ -f "/tmp/cp_$S.json" ] && python3 -c "import json,sys; [print(json.dumps(r)) for r in json.load(open('/tmp/cp_$S.json'))]" >> "$RESULTS"
   done
-  # Exposed communication: the same runs with every transfer replaced by a local copy.
+  # Exposed communication: the same runs with every transfer replaced by a local copy; and one
+  # traced step of each (context_parallel's too), each attention kernel call listed.
+  calls="sdpa|fmha|flash"
   for strategy in ${DENSE_STRATEGIES:-ring allgather}; do
     bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --strategy $strategy --local-copy
     bench "$GPUS" --config dense-causal --seq-len 128K --zigzag --strategy $strategy \
       --profile /tmp/${strategy}_128K.json \
-      && python3 bench/summarize_trace.py /tmp/${strategy}_128K.json --top 14 \
+      && python3 bench/summarize_trace.py /tmp/${strategy}_128K.json --top 14 --calls "$calls" \
         >> "$OUT/profile.log" 2>&1
   done
+  timeout 150 torchrun --nproc-per-node "$GPUS" bench/context_parallel_baseline.py \
+    --seq-len 131072 --heads 16 --head-dim 128 --backend cudnn --profile /tmp/cp.json \
+    >> "$OUT/bench.log" 2>&1 \
+    && python3 bench/summarize_trace.py /tmp/cp.131072.json --top 14 --calls "$calls" \
+      >> "$OUT/profile.log" 2>&1
 fi
-if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|wide)$ ]]; then
+if [[ " $STAGES " == *" bench "* ]] && in_bench_set wide; then
   # A dilated config whose longest segment (64K) spans 2 ranks: exposed communication.
   bench "$GPUS" --config wide --seq-len 128K
   bench "$GPUS" --config wide --seq-len 128K --local-copy
@@ -88,7 +98,7 @@ if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|wide)$ ]]; then
     && python3 bench/summarize_trace.py /tmp/wide_128K.json --top 12 --by-op --gaps 12 \
       >> "$OUT/profile.log" 2>&1
 fi
-if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|spanning)$ ]]; then
+if [[ " $STAGES " == *" bench "* ]] && in_bench_set spanning; then
   # Segments that span the shards (longnet-1m: w up to 1M) against one GPU at the same S
   # (strong scaling), causal and not, and the exposed communication (local copy).
   for causal in "" --causal; do
@@ -97,6 +107,9 @@ if [[ " $STAGES " == *" bench "* && "${BENCH_SET:-all}" =~ ^(all|spanning)$ ]]; 
   done
   bench "$GPUS" --config longnet-1m --seq-len 1M --local-copy
   bench "$GPUS" --config longnet-1m --seq-len 1M --causal --unbalanced  # plain layout
+  for causal in "" --causal; do  # the other strategy
+    bench "$GPUS" --config longnet-1m --seq-len 1M $causal --strategy allgather
+  done
   # Dense causal in the natural layout: balanced (mirror layout inside the ring), not, zigzag.
   for layout in "" --unbalanced --zigzag; do
     bench "$GPUS" --config dense-causal --seq-len 128K $layout
