@@ -14,7 +14,8 @@
 #   STAGES="tests bench train sparse profile" bash tests/gpu/run_multi_gpu.sh
 # Stage "dilated": single-GPU dilated attention rows (DILATED_RUNS, see the stage). Stage
 # "layernorm": the LayerNorm kernels against ATen (bench/layer_norm_bench.cpp).
-# TEST_REGEX narrows the tests stage (a ctest -R pattern). Stage "sweep": the dense ring at 128K
+# TEST_REGEX narrows the tests stage (a ctest -R pattern). CLOCKS=1 logs clocks and power
+# during the bench stages (clocks.csv). Stage "sweep": the dense ring at 128K
 # under each NCCL setting in SWEEP_ENV.
 # Logs and JSON are written to a work folder and packed at exit
 # into $OUT/logs.tar.gz (default OUT /tmp/ra_gpu_multi): one file, since the GPU machine's
@@ -59,9 +60,18 @@ fi
 in_bench_set() { [[ " ${BENCH_SET:-all} " == *" all "* || " ${BENCH_SET:-all} " == *" $1 "* ]]; }
 bench() {  # bench <ranks> <args...>
   local n=$1; shift
+  echo "[$(date +%T.%3N)] bench -n $n $*" >> "$OUT/bench.log"  # lines up with clocks.csv
   timeout 120 "${MPIRUN[@]}" -n "$n" "$BUILD/bench/bench_ring_attention" --json "$RESULTS" "$@" \
     >> "$OUT/bench.log" 2>&1 || echo "bench failed: -n $n $*" | tee -a "$OUT/bench.log"
 }
+# CLOCKS=1: sample every GPU's SM/memory clock, power, temperature and clock-limit reasons every
+# 100 ms through the bench stages (read-only; into clocks.csv), to tell a power or clock limit
+# from a slower kernel when times drift within a step.
+if [[ " $STAGES " == *" bench "* && -n "${CLOCKS:-}" ]]; then
+  nvidia-smi --query-gpu=timestamp,index,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+    --format=csv -lms 100 > "$OUT/clocks.csv" 2>&1 &
+  clocks_pid=$!
+fi
 if [[ " $STAGES " == *" bench "* ]] && in_bench_set dense; then
   # Dense causal ring (zigzag) side by side with PyTorch's context_parallel, same S and GPUs;
   # each strategy of DENSE_STRATEGIES (default: ring and allgather).
@@ -254,6 +264,7 @@ if [[ " $STAGES " == *" profile "* ]]; then
   elapsed "profile done"
 fi
 
+[ -n "${clocks_pid:-}" ] && kill "$clocks_pid" 2>/dev/null
 echo "## results ($(head -1 "$OUT/device.txt"))"
 python3 - "$RESULTS" <<'PY'
 import json, sys
