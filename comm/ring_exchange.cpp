@@ -36,8 +36,7 @@ void RingExchange::start(const at::Tensor& send, at::Tensor& recv, int stream) {
   RA_CHECK(!in_flight_[stream], "RingExchange: stream ", stream,
            " already has a transfer in flight; wait() for it first");
   in_flight_[stream] = comm_->start_send_recv(send, next(), recv, prev(), stream);
-  counters_.bytes_sent += send.numel() * static_cast<int64_t>(send.element_size());
-  ++counters_.transfers;
+  count(send);
 }
 
 void RingExchange::wait(int stream) {
@@ -54,7 +53,25 @@ void RingExchange::swap(const at::Tensor& send, at::Tensor& recv, int peer) {
     RA_CHECK(!pending, "RingExchange: swap while a ring transfer is in flight; wait() first");
   }
   comm_->send_recv(send, peer, recv, peer);
-  counters_.bytes_sent += send.numel() * static_cast<int64_t>(send.element_size());
+  count(send);
+}
+
+std::unique_ptr<PendingTransfer> RingExchange::start_all_gather(const at::Tensor& input,
+                                                                at::Tensor& output) {
+  auto pending = comm_->start_all_gather(input, output);
+  count(input);
+  return pending;
+}
+
+std::unique_ptr<PendingTransfer> RingExchange::start_reduce_scatter_sum(const at::Tensor& input,
+                                                                        at::Tensor& output) {
+  auto pending = comm_->start_reduce_scatter_sum(input, output);
+  count(input);
+  return pending;
+}
+
+void RingExchange::count(const at::Tensor& sent) {
+  counters_.bytes_sent += sent.numel() * static_cast<int64_t>(sent.element_size());
   ++counters_.transfers;
 }
 

@@ -37,7 +37,7 @@ at::Tensor AllGatherSpanning::forward(const ShardTask& task, RingExchange& group
   }
   at::Tensor gathered =
       at::empty({task.group_size, 2, kv.size(1), kv.size(2), n_max, kv.size(4)}, kv.options());
-  auto pending = group.comm().start_all_gather(send, gathered);
+  auto pending = group.start_all_gather(send, gathered);
   attend_member(q, task.my_chunks(), kv, task.member_chunks[task.member], expand, scale, causal,
                 acc);
   pending->wait();
@@ -67,7 +67,7 @@ at::Tensor AllGatherSpanning::backward(const ShardTask& task, RingExchange& grou
                            member_rows(grads, task, i));
   }
   at::Tensor others = at::empty(saved.sizes().slice(1), grad_options);
-  auto pending = group.comm().start_reduce_scatter_sum(grads, others);
+  auto pending = group.start_reduce_scatter_sum(grads, others);
   at::Tensor mine = at::zeros(kv.sizes(), grad_options);
   attend_member_backward(q, out, lse, dout, task.my_chunks(), kv, task.member_chunks[task.member],
                          expand, scale, causal, dq, mine);

@@ -355,15 +355,27 @@ TEST_P(RingDilatedAttentionTest, LocalBranchesDoNotCommunicateAndBuffersAreShare
   const int64_t S = kShard * P;
   const Inputs in = make_inputs(S, 4, 4, torch::kDouble);
   auto shard = [&](const at::Tensor& t) { return plain_shard(t).to(kDevice); };
+  RingConfig strategy = ring_config();
+  strategy.strategy = parse_ring_strategy(GetParam());
   DilatedAttentionConfig local;
   local.segment_lengths = {kShard / 2, kShard};
   local.dilation_rates = {1, 2};
-  RingDilatedAttention only_local(local, ring_config(), world());
+  RingDilatedAttention only_local(local, strategy, world());
   const auto before = only_local.buffer_counters();
   at::Tensor q = shard(in.q).requires_grad_();
   only_local.forward(q, shard(in.k), shard(in.v)).out.sum().backward();
   EXPECT_EQ(only_local.buffer_counters().transfers, before.transfers);
   EXPECT_EQ(only_local.buffer_counters().bytes_sent, before.bytes_sent);
+  if (P >= 2) {  // what the counters above would show: a branch over all shards is counted
+    DilatedAttentionConfig spanning;
+    spanning.segment_lengths = {S};
+    spanning.dilation_rates = {1};
+    RingDilatedAttention across(spanning, strategy, world());
+    at::Tensor qa = shard(in.q).requires_grad_();
+    across.forward(qa, shard(in.k), shard(in.v)).out.sum().backward();
+    EXPECT_GT(across.buffer_counters().transfers, 0);
+    EXPECT_GT(across.buffer_counters().bytes_sent, 0);
+  }
 
   if (P < 2 || GetParam() != "ring") return;
   // Two "layers" on one communicator share the ring buffers: after the first layer's step the
