@@ -54,8 +54,10 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "kernel of the dilated branches on CUDA fp16/bf16: auto (cuDNN for head dim <= 128, else "
       "flash) | cudnn | flash | reference (torch ops, exact, slow)")(
       "attention", po::value(&c.attention_variant)->default_value(c.attention_variant),
-      "attention variant: ring | allgather (sequence-parallel: exact at any number of ranks) | "
-      "standard (each rank attends within its own shard only) | sparse (where built)")(
+      "attention variant: ring | allgather (sequence-parallel: exact at any number of ranks; "
+      "allgather is faster where segments span shards and keeps their gathered K/V until "
+      "backward, ring needs less memory) | standard (each rank attends within its own shard "
+      "only) | sparse (where built)")(
       "causal", po::value(&raw.causal)->default_value(false)->implicit_value(true),
       "causal masking (required for token-file language modelling)")(
       "checkpointing", po::value(&c.checkpointing)->default_value(c.checkpointing),
