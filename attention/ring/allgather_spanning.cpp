@@ -58,19 +58,22 @@ at::Tensor AllGatherSpanning::backward(const ShardTask& task, RingExchange& grou
            "allgather strategy: backward needs the K/V gathered by its forward");
   const at::Tensor expand = kv_expand_index(task, kv);
   const auto grad_options = saved.options().dtype(dq.scalar_type());
-  // Every member's share of this rank's dK/dV (this rank's own slot stays zero).
-  at::Tensor grads = at::zeros(saved.sizes(), grad_options);
+  // Every member's share of this rank's dK/dV (this rank's own slot and the padding rows zero).
+  // The block calls write each member's rows (GradTarget::kOverwrite), so no zero fill first.
+  at::Tensor grads = at::empty(saved.sizes(), grad_options);  // [m, 2, B, h_kv, n_max, D]
   for (int i = 0; i < task.group_size; ++i) {
+    const int64_t kept = i == task.member ? 0 : task.kept_of(i);
+    grads[i].narrow(3, kept, grads.size(4) - kept).zero_();
     if (i == task.member) continue;
     attend_member_backward(q, out, lse, dout, task.my_chunks(), member_rows(saved, task, i),
                            task.member_chunks[i], expand, scale, causal, dq,
-                           member_rows(grads, task, i));
+                           member_rows(grads, task, i), GradTarget::kOverwrite);
   }
   at::Tensor others = at::empty(saved.sizes().slice(1), grad_options);
   auto pending = group.start_reduce_scatter_sum(grads, others);
-  at::Tensor mine = at::zeros(kv.sizes(), grad_options);
+  at::Tensor mine = at::empty(kv.sizes(), grad_options);
   attend_member_backward(q, out, lse, dout, task.my_chunks(), kv, task.member_chunks[task.member],
-                         expand, scale, causal, dq, mine);
+                         expand, scale, causal, dq, mine, GradTarget::kOverwrite);
   pending->wait();
   return mine.add_(others.narrow(3, 0, kv.size(3)));
 }

@@ -5,9 +5,12 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <limits>
+#include <utility>
 
 #include "attention/ring/block_call_plan.h"
+#include "attention/standard/accumulate.h"
 #include "attention/standard/block_attention.h"
 #include "attention/standard/lse_merge.h"
 
@@ -102,7 +105,7 @@ void add_grouped(const at::Tensor& dst, const at::Tensor& expand, const at::Tens
   if (expand.defined()) {
     dst.index_add_(1, expand, grad.to(dst.scalar_type()));
   } else {
-    dst.add_(grad);
+    accumulate_(dst, grad);
   }
 }
 
@@ -126,17 +129,50 @@ void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at
                             const at::Tensor& dout, const std::vector<KeptChunk>& q_chunks,
                             const at::Tensor& kv_heads, const std::vector<KeptChunk>& kv_chunks,
                             const at::Tensor& expand, double scale, bool causal,
-                            const at::Tensor& dq, const at::Tensor& dkv) {
+                            const at::Tensor& dq, const at::Tensor& dkv, GradTarget dkv_target) {
   const at::Tensor kv = expanded(kv_heads, expand);
+  // kOverwrite: the kv row ranges written so far; a block whose range meets none of them (and
+  // needs no head grouping) is copied in, any other is added onto zeros.
+  std::vector<std::pair<int64_t, int64_t>> written;
+  auto meets_written = [&](int64_t start, int64_t count) {
+    for (const auto& [s, n] : written) {
+      if (start < s + n && s < start + count) return true;
+    }
+    return false;
+  };
+  auto zero_unwritten = [&](int64_t start, int64_t count) {  // the rows no written range covers
+    std::vector<std::pair<int64_t, int64_t>> spans = written;
+    std::sort(spans.begin(), spans.end());
+    int64_t pos = start;
+    const int64_t stop = start + count;
+    for (const auto& [s, n] : spans) {
+      if (s > pos && pos < stop) dkv.narrow(3, pos, std::min(s, stop) - pos).zero_();
+      pos = std::max(pos, s + n);
+    }
+    if (pos < stop) dkv.narrow(3, pos, stop - pos).zero_();
+  };
   for (const BlockCall& c : plan_block_calls(q_chunks, kv_chunks, causal)) {
     BlockGradients g = block_attention_backward(
         q.narrow(2, c.q_start, c.q_count), kv[0].narrow(2, c.kv_start, c.kv_count),
         kv[1].narrow(2, c.kv_start, c.kv_count), out.narrow(2, c.q_start, c.q_count),
         lse.narrow(2, c.q_start, c.q_count), dout.narrow(2, c.q_start, c.q_count), scale, c.mask);
-    dq.narrow(2, c.q_start, c.q_count).add_(g.dq);
-    add_grouped(dkv[0].narrow(2, c.kv_start, c.kv_count), expand, g.dk);
-    add_grouped(dkv[1].narrow(2, c.kv_start, c.kv_count), expand, g.dv);
+    accumulate_(dq.narrow(2, c.q_start, c.q_count), g.dq);
+    const at::Tensor dk = dkv[0].narrow(2, c.kv_start, c.kv_count);
+    const at::Tensor dv = dkv[1].narrow(2, c.kv_start, c.kv_count);
+    if (dkv_target == GradTarget::kOverwrite) {
+      if (!expand.defined() && !meets_written(c.kv_start, c.kv_count)) {
+        dk.copy_(g.dk);
+        dv.copy_(g.dv);
+        written.emplace_back(c.kv_start, c.kv_count);
+        continue;
+      }
+      zero_unwritten(c.kv_start, c.kv_count);
+      written.emplace_back(c.kv_start, c.kv_count);
+    }
+    add_grouped(dk, expand, g.dk);
+    add_grouped(dv, expand, g.dv);
   }
+  if (dkv_target == GradTarget::kOverwrite) zero_unwritten(0, dkv.size(3));
 }
 
 }  // namespace ra

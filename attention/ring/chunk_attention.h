@@ -56,14 +56,21 @@ void attend_member(const at::Tensor& q, const std::vector<KeptChunk>& q_chunks,
                    const at::Tensor& expand, double scale, bool causal,
                    const PartialAttention& acc);
 
-// Backward of attend_member for the merged out / lse of q's rows: adds into dq [B, h, n_q, D]
-// and dkv [2, B, h_kv, n_kv, D] (compute dtype; the query heads' dK/dV summed over each k/v
-// head's group), once per block call.
+// How attend_member_backward treats dkv: adds into what it holds, or takes it as uninitialized
+// (at::empty) and writes all of it - each block's gradient copied into rows no earlier block
+// wrote, added elsewhere, and rows no block attended zero-filled (no zero fill and no
+// read-modify-write of the rows one block covers).
+enum class GradTarget { kAdd, kOverwrite };
+
+// Backward of attend_member for the merged out / lse of q's rows: adds into dq [B, h, n_q, D],
+// and into (or, kOverwrite, writes) dkv [2, B, h_kv, n_kv, D] (compute dtype; the query heads'
+// dK/dV summed over each k/v head's group), once per block call.
 void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at::Tensor& lse,
                             const at::Tensor& dout, const std::vector<KeptChunk>& q_chunks,
                             const at::Tensor& kv, const std::vector<KeptChunk>& kv_chunks,
                             const at::Tensor& expand, double scale, bool causal,
-                            const at::Tensor& dq, const at::Tensor& dkv);
+                            const at::Tensor& dq, const at::Tensor& dkv,
+                            GradTarget dkv_target = GradTarget::kAdd);
 
 // Packed range of chunk i: sum of the counts of chunks before it.
 int64_t packed_start(const std::vector<KeptChunk>& chunks, size_t i);

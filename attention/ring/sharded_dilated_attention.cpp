@@ -112,6 +112,13 @@ void add_to_chunks(const at::Tensor& x, const ShardTask& task, const std::vector
   }
 }
 
+// Whether the task's packed rows of `chunks` are all of x [B, S_local, H, X] (every row, every
+// head, in order): then packed [B, H, S_local, X] is x.permute(0, 2, 1, 3) exactly.
+bool covers_all(const at::Tensor& x, const ShardTask& task, const std::vector<KeptChunk>& chunks) {
+  const at::Tensor view = packed_view(x, task, chunks);
+  return view.defined() && view.numel() == x.numel();
+}
+
 // Merges packed partial results [B, h, n, *] of the task's home rows into out/lse4
 // [B, S_local, H, *].
 void merge_into_chunks(const at::Tensor& out, const at::Tensor& lse4, const ShardTask& task,
@@ -303,7 +310,7 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
 
 struct InputGradients {
   at::Tensor dq;      // [B, S_local, H, D] compute dtype
-  at::Tensor dk, dv;  // [B, S_local, H_kv, D] compute dtype
+  at::Tensor dk, dv;  // [B, S_local, H_kv, D] compute dtype (any strides)
 };
 
 InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& q,
@@ -328,10 +335,14 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
     g.dv = sum_kv_heads(d[2].to(compute), v.size(2));
   }
 #endif
-  if (!g.dq.defined()) {
-    g = {at::zeros(fwd.out.sizes(), fwd.out.options()), at::zeros(k.sizes(), fwd.out.options()),
-         at::zeros(v.sizes(), fwd.out.options())};
-  }
+  if (!g.dq.defined()) g.dq = at::zeros(fwd.out.sizes(), fwd.out.options());
+  // dk, dv: allocated on first use, unless the first user is a spanning task whose packed rows
+  // are all of them (the dense ring): its gradients become dk, dv (no zero fill, no add).
+  auto kv_grads_allocated = [&] {
+    if (g.dk.defined()) return;
+    g.dk = at::zeros(k.sizes(), fwd.out.options());
+    g.dv = at::zeros(v.sizes(), fwd.out.options());
+  };
   at::Tensor lse4 = with_unit_dim(fwd.lse);
   const BlockMask diagonal = plan.causal ? BlockMask::kCausalDiagonal : BlockMask::kNone;
   const std::vector<TaskBatch> batches = spanning_batches(plan);
@@ -351,6 +362,7 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
         fwd.spanning_saved.at(next_saved++), plan.scale, plan.causal, dq_rows);
     dq_rows = from_compute_rows(lead, group, dq_rows);
     dkv = from_compute_rows(lead, group, dkv, 3);
+    kv_grads_allocated();
     int64_t h0 = 0;
     for (const ShardTask* t : batch) {
       const int64_t h = t->heads.count();
@@ -365,8 +377,9 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
     if (task.local && plan.fused_local) continue;  // done above
     if (in_stack(batches, task)) continue;         // done above
     const KvSide side = kv_side(task, k, v);
-    const auto kv_grads = kv_grad_targets(side, g.dk, g.dv);
     if (task.local) {
+      kv_grads_allocated();
+      const auto kv_grads = kv_grad_targets(side, g.dk, g.dv);
       at::Tensor view = local_view(g.dq, task);
       const at::Tensor expand = kv_expand_index(task, q);
       BlockGradients b = block_attention_backward(
@@ -403,10 +416,18 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
     if (!dq_view.defined()) {
       add_to_chunks(g.dq, task, mine, from_compute_rows(task, group, dq_packed));
     }
+    if (!g.dk.defined() && !side.index.defined() && covers_all(k, side.task, mine)) {
+      g.dk = dkv[0].permute({0, 2, 1, 3});  // [B, h_kv, n, D] -> [B, S_local, H_kv, D]
+      g.dv = dkv[1].permute({0, 2, 1, 3});
+      continue;
+    }
+    kv_grads_allocated();
+    const auto kv_grads = kv_grad_targets(side, g.dk, g.dv);
     add_to_chunks(kv_grads.first, side.task, mine, dkv[0]);
     add_to_chunks(kv_grads.second, side.task, mine, dkv[1]);
     finish_kv_grads(side, g.dk, g.dv, kv_grads);
   }
+  kv_grads_allocated();  // no task had k/v rows
   return g;
 }
 
@@ -426,7 +447,11 @@ class ShardedDilatedAttentionBackward : public torch::autograd::Node {
     at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(fwd_.out);
     at::NoGradGuard no_grad;
     InputGradients g = run_backward(*plan_, q_, k_, v_, fwd_, dout);
-    return {g.dq.to(q_.scalar_type()), g.dk.to(k_.scalar_type()), g.dv.to(v_.scalar_type())};
+    // In the input's dtype and contiguous (dk, dv may be permuted views of a task's gradients).
+    auto to_input = [](const at::Tensor& grad, const at::Tensor& like) {
+      return grad.to(like.scalar_type(), false, false, at::MemoryFormat::Contiguous);
+    };
+    return {to_input(g.dq, q_), to_input(g.dk, k_), to_input(g.dv, v_)};
   }
 
   void release_variables() override { q_.reset(), k_.reset(), v_.reset(), fwd_ = {}; }
@@ -449,7 +474,8 @@ AttentionResult sharded_dilated_attention(std::shared_ptr<const ShardedAttention
     at::NoGradGuard no_grad;
     fwd = run_forward(*plan, qd, kd, vd);
   }
-  at::Tensor out = fwd.out.mul(plan->output_scale).to(q.scalar_type());
+  at::Tensor out = plan->output_scale == 1.0 ? fwd.out.to(q.scalar_type())
+                                             : fwd.out.mul(plan->output_scale).to(q.scalar_type());
   if (q.requires_grad() || k.requires_grad() || v.requires_grad()) {
     auto node = std::shared_ptr<ShardedDilatedAttentionBackward>(
         new ShardedDilatedAttentionBackward(plan, qd, kd, vd, fwd), torch::autograd::deleteNode);

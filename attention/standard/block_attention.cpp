@@ -76,7 +76,7 @@ BlockForward fused_block_forward(const at::Tensor& q, const at::Tensor& k, const
                                            scale);
   });
   at::Tensor lse = f.lse.dim() == 4 ? f.lse.select(3, 0) : f.lse;  // [N, H, Lq] fp32
-  return {f.out.to(at::kFloat), lse};
+  return {f.out, lse};  // out in the input dtype: the merge reads it as it is
 }
 
 BlockGradients fused_block_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -15,9 +15,11 @@ enum class BlockMask {
   kCausalDiagonal,  // same positions on both sides (Lq == Lk): key index <= query index
 };
 
+// out in the compute dtype (float32, float64 for float64 inputs), or in the input dtype where a
+// fused kernel computed it (merge_by_lse_ takes either); lse in the compute dtype.
 struct BlockForward {
-  at::Tensor out;  // [N, H, Lq, D] in the compute dtype (float32, float64 for float64 inputs)
-  at::Tensor lse;  // [N, H, Lq] in the compute dtype
+  at::Tensor out;  // [N, H, Lq, D]
+  at::Tensor lse;  // [N, H, Lq]
 };
 
 // In the compute dtype, or in the input dtype where a fused kernel computed them (its

@@ -10,6 +10,9 @@
 #include <limits>
 
 #include "runtime/error.h"
+#ifdef RA_HAS_FUSED_ATTENTION
+#include "attention/standard/row_accumulate_cuda.h"
+#endif
 
 namespace ra {
 
@@ -34,13 +37,16 @@ MergedAttention merge_by_lse(const std::vector<at::Tensor>& outs,
 void merge_by_lse_(const at::Tensor& acc_out, const at::Tensor& acc_lse, const at::Tensor& out,
                    const at::Tensor& lse) {
   RA_CHECK(acc_out.scalar_type() == acc_lse.scalar_type() &&
-               out.scalar_type() == acc_lse.scalar_type() &&
-               lse.scalar_type() == acc_lse.scalar_type(),
-           "merge_by_lse_: accumulator and block must share one dtype; got ", acc_out.scalar_type(),
-           ", ", acc_lse.scalar_type(), ", ", out.scalar_type(), " and ", lse.scalar_type());
+               lse.scalar_type() == acc_lse.scalar_type() && at::isFloatingType(out.scalar_type()),
+           "merge_by_lse_: acc_out, acc_lse and lse must share one dtype and out be floating; got ",
+           acc_out.scalar_type(), ", ", acc_lse.scalar_type(), ", ", lse.scalar_type(), " and ",
+           out.scalar_type());
+#ifdef RA_HAS_FUSED_ATTENTION
+  if (try_merge_block_cuda(acc_out, acc_lse, out, lse)) return;
+#endif
   at::Tensor merged = at::logaddexp(acc_lse, lse);
   at::Tensor weight = at::exp(lse - merged).nan_to_num_(0.0);  // in [0, 1]
-  acc_out.lerp_(out, weight.unsqueeze(-1));
+  acc_out.lerp_(out.to(acc_out.scalar_type()), weight.unsqueeze(-1));
   acc_lse.copy_(merged);
 }
 

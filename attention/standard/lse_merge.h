@@ -23,7 +23,9 @@ MergedAttention merge_by_lse(const std::vector<at::Tensor>& outs,
 // In place, no autograd: merges (out [..., D], lse [...]) into the accumulator (acc_out,
 // acc_lse), which may be strided views (e.g. slices of a larger accumulator). Start from
 // acc_out = 0, acc_lse = -inf. Computes in acc_lse's dtype (fp32 for bf16/fp16 attention, fp64
-// stays fp64); acc_out and out must have that dtype. One pass over out (lerp), the rest per row.
+// stays fp64); acc_out and lse must have that dtype, out may be any floating dtype (a fused
+// kernel's fp16/bf16 output). On CUDA, [A0, A1, A2, D] fp32 accumulators take one fused pass
+// (cuda/row_accumulate.h) that reads out in its own dtype; elsewhere torch ops (lerp).
 void merge_by_lse_(const at::Tensor& acc_out, const at::Tensor& acc_lse, const at::Tensor& out,
                    const at::Tensor& lse);
 

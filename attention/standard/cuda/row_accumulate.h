@@ -1,0 +1,32 @@
+// Fp32 accumulators updated by one attention block's rows, the glue between the block calls of
+// the sequence-parallel path: an online log-sum-exp merge of a block's output into the running
+// output (forward), and a block's gradient added into a fp32 gradient (backward). Each reads the
+// block in its own dtype (the fused kernels' fp16/bf16), so no fp32 copy of it is made first.
+#pragma once
+
+#include "attention/standard/cuda/kept_rows.h"
+
+namespace ra::cuda {
+
+// Rows of a [A0, A1, A2, D] tensor (any three leading dims): element strides, D contiguous.
+// A lse tensor [A0, A1, A2] uses the same struct.
+using RowView = RowTensor;
+
+struct RowShape {
+  int64_t a0 = 0, a1 = 0, a2 = 0;
+  int head_dim = 0;  // D: a multiple of 8, at most kRowAccumulateMaxDim
+};
+constexpr int kRowAccumulateMaxDim = 256;
+
+// Per row: lse' = logaddexp(acc_lse, lse); acc_out += exp(lse - lse') (out - acc_out);
+// acc_lse = lse'. Rows where both lse are -inf are left as they are. acc_out, acc_lse, lse:
+// fp32; out: `out_kind`. Row starts 16-byte aligned.
+void launch_merge_block(const RowView& acc_out, const RowView& acc_lse, const RowView& out,
+                        ScalarKind out_kind, const RowView& lse, const RowShape& shape,
+                        cudaStream_t stream);
+
+// dst += src per element; dst fp32, src `src_kind`. Alignment as above.
+void launch_accumulate_rows(const RowView& dst, const RowView& src, ScalarKind src_kind,
+                            const RowShape& shape, cudaStream_t stream);
+
+}  // namespace ra::cuda

@@ -1,0 +1,141 @@
+// The sequence-parallel path's per-block glue kernels (attention/standard/cuda/row_accumulate.h)
+// against float64: the online LSE merge of a block's output into fp32 accumulators and the add of
+// a block's gradient into a fp32 gradient, for fp16, bf16 and fp32 blocks, strided views (the
+// ring's packed and permuted slices), head dims that leave lanes idle, more planes than one grid
+// row holds, and rows where one or both sides attended nothing. Each case checks that the kernel
+// ran (the try_ call took it), so a silent fallback to the torch ops cannot pass. Skips without a
+// GPU.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <limits>
+#include <string>
+
+#include "attention/standard/lse_merge.h"
+#include "attention/standard/row_accumulate_cuda.h"
+#include "tests/support/dense_reference.h"
+
+namespace ra {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+struct RowCase {
+  int64_t a0, a1, a2, d;
+};
+
+std::string describe(const RowCase& c, at::ScalarType dtype) {
+  return std::string(c10::toString(dtype)) + " [" + std::to_string(c.a0) + ", " +
+         std::to_string(c.a1) + ", " + std::to_string(c.a2) + ", " + std::to_string(c.d) + "]";
+}
+
+const RowCase kCases[] = {
+    {1, 16, 1037, 128}, {2, 3, 515, 64}, {1, 5, 77, 72}, {700, 101, 3, 8}, {1, 2, 33, 256}};
+
+// [a0, a1, a2, d] as a strided view: rows of a [a0, a2, a1 + 1, d] tensor, dims 1 and 2 swapped
+// (the ring's [B, h, n, D] views of [B, n, H, D] tensors), one extra head that is not in the view.
+at::Tensor strided_rows(const RowCase& c, const at::TensorOptions& options) {
+  return torch::randn({c.a0, c.a2, c.a1 + 1, c.d}, options).narrow(2, 1, c.a1).transpose(1, 2);
+}
+
+// lse [a0, a1, a2] with about a quarter of the rows -inf.
+at::Tensor random_lse(const RowCase& c, const at::TensorOptions& options) {
+  at::Tensor lse = torch::randn({c.a0, c.a1, c.a2}, options.dtype(at::kDouble)) * 3.0;
+  lse.masked_fill_(torch::rand(lse.sizes(), lse.options()) < 0.25, -kInf);
+  return lse.to(options.device()).to(at::kFloat);
+}
+
+TEST(GpuRowAccumulate, MergeBlockMatchesFloat64) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(29);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  for (at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    for (const RowCase& c : kCases) {
+      SCOPED_TRACE(describe(c, dtype));
+      at::Tensor acc_out = strided_rows(c, cuda.dtype(at::kFloat));
+      at::Tensor acc_lse = random_lse(c, cuda);
+      const at::Tensor out = strided_rows(c, cuda.dtype(dtype));
+      const at::Tensor lse = random_lse(c, cuda);
+      // float64 of exactly what the kernel reads.
+      const at::Tensor a = acc_out.cpu().to(at::kDouble), al = acc_lse.cpu().to(at::kDouble);
+      const at::Tensor o = out.cpu().to(at::kDouble), l = lse.cpu().to(at::kDouble);
+      const at::Tensor merged = at::logaddexp(al, l);
+      const at::Tensor w = at::exp(l - merged).nan_to_num_(0.0).unsqueeze(-1);
+      const at::Tensor want_out = a + w * (o - a);
+
+      ASSERT_TRUE(try_merge_block_cuda(acc_out, acc_lse, out, lse)) << "the kernel did not run";
+      const at::Tensor got_out = acc_out.cpu().to(at::kDouble);
+      const at::Tensor got_lse = acc_lse.cpu().to(at::kDouble);
+      ASSERT_FALSE(torch::isnan(got_out).any().item<bool>());
+      EXPECT_LT(testing::relative_error(got_out, want_out), 1e-6);
+      const at::Tensor finite = torch::isfinite(merged);
+      EXPECT_TRUE(torch::equal(torch::isfinite(got_lse), finite));
+      EXPECT_LT((got_lse - merged).masked_fill(~finite, 0.0).abs().max().item<double>(), 1e-5);
+      // Rows neither side attended keep their accumulator bit for bit.
+      const at::Tensor none = (~finite).unsqueeze(-1).expand_as(a);
+      EXPECT_TRUE(torch::equal(got_out.masked_select(none), a.masked_select(none)));
+    }
+  }
+}
+
+// Several blocks merged in turn from (0, -inf) give the float64 merge of all of them, through the
+// public merge_by_lse_ (which takes the kernel for these views).
+TEST(GpuRowAccumulate, BlocksMergedInTurnMatchFloat64Merge) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(31);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const RowCase c{1, 4, 300, 128};
+  at::Tensor acc_out = torch::zeros({c.a0, c.a1, c.a2, c.d}, cuda.dtype(at::kFloat));
+  at::Tensor acc_lse = torch::full({c.a0, c.a1, c.a2}, -kInf, cuda.dtype(at::kFloat));
+  std::vector<at::Tensor> outs, lses;
+  for (int i = 0; i < 4; ++i) {
+    const at::Tensor out = strided_rows(c, cuda.dtype(at::kBFloat16));
+    const at::Tensor lse = random_lse(c, cuda);
+    merge_by_lse_(acc_out, acc_lse, out, lse);
+    outs.push_back(out.cpu().to(at::kDouble));
+    lses.push_back(lse.cpu().to(at::kDouble));
+  }
+  const MergedAttention want = merge_by_lse(outs, lses);
+  EXPECT_LT(testing::relative_error(acc_out.cpu().to(at::kDouble), want.out), 1e-6);
+  const at::Tensor finite = torch::isfinite(want.lse);
+  EXPECT_TRUE(torch::equal(torch::isfinite(acc_lse.cpu()), finite));
+}
+
+TEST(GpuRowAccumulate, AccumulateMatchesFloat64) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(37);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  for (at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    for (const RowCase& c : kCases) {
+      SCOPED_TRACE(describe(c, dtype));
+      at::Tensor dst = strided_rows(c, cuda.dtype(at::kFloat));
+      const at::Tensor src = strided_rows(c, cuda.dtype(dtype));
+      // One fp32 rounding of the exact sum: what dst + float(src) gives.
+      const at::Tensor want =
+          (dst.cpu().to(at::kDouble) + src.cpu().to(at::kDouble)).to(at::kFloat);
+      ASSERT_TRUE(try_accumulate_cuda(dst, src)) << "the kernel did not run";
+      EXPECT_TRUE(torch::equal(dst.cpu(), want));
+    }
+  }
+}
+
+// What the kernels do not take is left to the torch ops: they say so and touch nothing.
+TEST(GpuRowAccumulate, DeclinesWhatItDoesNotTake) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const at::Tensor acc = torch::zeros({1, 2, 8, 12}, cuda.dtype(at::kFloat));  // D % 8 != 0
+  const at::Tensor lse = torch::zeros({1, 2, 8}, cuda.dtype(at::kFloat));
+  EXPECT_FALSE(try_merge_block_cuda(acc, lse, torch::ones_like(acc), lse));
+  EXPECT_FALSE(try_accumulate_cuda(acc, torch::ones_like(acc)));
+  EXPECT_EQ(acc.abs().sum().item<float>(), 0.f);
+  const at::Tensor acc64 = torch::zeros({1, 2, 8, 16}, cuda.dtype(at::kDouble));  // not fp32
+  EXPECT_FALSE(try_accumulate_cuda(acc64, torch::ones_like(acc64)));
+  const at::Tensor unaligned =
+      torch::zeros({1, 2, 8, 17}, cuda.dtype(at::kFloat)).narrow(3, 1, 16);  // 4-byte offset
+  EXPECT_FALSE(try_accumulate_cuda(unaligned, torch::ones_like(unaligned)));
+  const at::Tensor on_cpu = torch::zeros({1, 2, 8, 16});
+  EXPECT_FALSE(try_accumulate_cuda(on_cpu, torch::ones_like(on_cpu)));
+}
+
+}  // namespace
+}  // namespace ra
