@@ -138,11 +138,13 @@ fi
 
 if [[ " $STAGES " == *" sweep "* ]]; then
   # The dense causal ring at 128K under each NCCL setting of SWEEP_ENV (space-separated
-  # VAR=value items), e.g. SWEEP_ENV="NCCL_MAX_CTAS=2 NCCL_MAX_CTAS=4 NCCL_MAX_CTAS=8".
+  # VAR=value items), e.g. SWEEP_ENV="NCCL_MAX_CTAS=2 NCCL_MAX_CTAS=4 NCCL_MAX_CTAS=8";
+  # SWEEP_ARGS: more bench_ring_attention flags (e.g. "--strategy allgather").
   for assignment in ${SWEEP_ENV:-NCCL_MAX_CTAS=2 NCCL_MAX_CTAS=4 NCCL_MAX_CTAS=8}; do
     echo "== $assignment" >> "$OUT/bench.log"
     timeout 120 "${MPIRUN[@]}" -x "$assignment" -n "$GPUS" "$BUILD/bench/bench_ring_attention" \
-      --json "$RESULTS" --config dense-causal --seq-len 128K --zigzag >> "$OUT/bench.log" 2>&1 \
+      --json "$RESULTS" --config dense-causal --seq-len 128K --zigzag ${SWEEP_ARGS:-} \
+      >> "$OUT/bench.log" 2>&1 \
       || echo "bench failed under $assignment" | tee -a "$OUT/bench.log"
     tail -1 "$RESULTS" | sed "s/^/$assignment: /"
   done

@@ -1,4 +1,5 @@
-// The fused RoPE kernel (RotaryEmbedding on CUDA tensors) against the op-by-op CPU form:
+// The fused RoPE kernel (RotaryEmbedding on CUDA tensors) against the op-by-op CPU form in
+// float64 (float64 angles and tables, so the reference has no fp32 rounding of its own):
 // values and gradients, fp32 and bf16, a strided input view (as the qkv split hands it over),
 // positions far into an 8M-token sequence. Skips without a GPU.
 #include <gtest/gtest.h>
@@ -27,10 +28,11 @@ TEST(GpuRotary, FusedKernelMatchesOpForm) {
       ASSERT_EQ(got.sizes(), x.sizes());
       ASSERT_FALSE(torch::isnan(got.to(at::kFloat)).any().item<bool>());
 
-      at::Tensor xr = x.detach().cpu().to(at::kFloat).requires_grad_();
+      at::Tensor xr = x.detach().cpu().to(at::kDouble).requires_grad_();
       at::Tensor want = cpu_rope.rotate(xr, first);
+      ASSERT_EQ(want.scalar_type(), at::kDouble);
       const at::Tensor want_grad =
-          torch::autograd::grad({want}, {xr}, {grad.cpu().to(at::kFloat)})[0];
+          torch::autograd::grad({want}, {xr}, {grad.cpu().to(at::kDouble)})[0];
       const double tol = dtype == at::kFloat ? 1e-5 : 1e-2;
       EXPECT_LT(testing::relative_error(got, want), tol);
       EXPECT_LT(testing::relative_error(got_grad, want_grad), tol);
