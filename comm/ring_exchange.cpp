@@ -56,16 +56,20 @@ void RingExchange::swap(const at::Tensor& send, at::Tensor& recv, int peer) {
   count(send);
 }
 
-std::unique_ptr<PendingTransfer> RingExchange::start_all_gather(const at::Tensor& input,
-                                                                at::Tensor& output) {
-  auto pending = comm_->start_all_gather(input, output);
-  count(input);
+std::unique_ptr<PendingTransfer> RingExchange::start_send_recv(const at::Tensor& send, int dst,
+                                                               at::Tensor& recv, int src, int tag) {
+  for (int peer : {dst, src}) {
+    RA_CHECK(peer >= 0 && peer < size(), "RingExchange: send_recv peer = ", peer,
+             ": must be a rank of this group of ", size());
+  }
+  auto pending = comm_->start_send_recv(send, dst, recv, src, tag);
+  count(send);
   return pending;
 }
 
-std::unique_ptr<PendingTransfer> RingExchange::start_reduce_scatter_sum(const at::Tensor& input,
-                                                                        at::Tensor& output) {
-  auto pending = comm_->start_reduce_scatter_sum(input, output);
+std::unique_ptr<PendingTransfer> RingExchange::start_all_gather(const at::Tensor& input,
+                                                                at::Tensor& output) {
+  auto pending = comm_->start_all_gather(input, output);
   count(input);
   return pending;
 }

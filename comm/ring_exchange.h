@@ -3,9 +3,9 @@
 // pool" of DESIGN.md), so the compute of block t overlaps the transfer of block t+1:
 //   at::Tensor incoming = ring.buffer(slot, shape, options);
 //   ring.start(current, incoming);  compute(current);  ring.wait();  current = incoming;
-// The allgather strategy's collectives go through it too, so Counters cover every byte the
-// sequence-parallel attention sends. Works over any Communicator (MPI for CPU tensors, NCCL for
-// CUDA tensors).
+// The allgather strategy's all-gather and dK/dV exchange go through it too, so Counters cover
+// every byte the sequence-parallel attention sends. Works over any Communicator (MPI for CPU
+// tensors, NCCL for CUDA tensors).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -47,11 +47,14 @@ class RingExchange {
   // Sends `send` to group rank `peer` and receives `recv` from it, at once (both contiguous);
   // counted like ring transfers. No transfer may be in flight.
   void swap(const at::Tensor& send, at::Tensor& recv, int peer);
-  // The group's collectives (Communicator::start_all_gather, start_reduce_scatter_sum), counted
-  // like ring transfers (bytes_sent: this rank's input).
+  // Sends `send` to group rank `dst` and receives `recv` from group rank `src`, started without
+  // waiting (Communicator::start_send_recv; `tag` for MPI), counted like ring transfers. Pairs
+  // of ranks match their transfers in the order they start them.
+  std::unique_ptr<PendingTransfer> start_send_recv(const at::Tensor& send, int dst,
+                                                   at::Tensor& recv, int src, int tag = 0);
+  // The group's all-gather (Communicator::start_all_gather), counted like ring transfers
+  // (bytes_sent: this rank's input).
   std::unique_ptr<PendingTransfer> start_all_gather(const at::Tensor& input, at::Tensor& output);
-  std::unique_ptr<PendingTransfer> start_reduce_scatter_sum(const at::Tensor& input,
-                                                            at::Tensor& output);
 
   const Counters& counters() const { return counters_; }
 

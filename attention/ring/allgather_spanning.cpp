@@ -1,13 +1,21 @@
 // AllGatherSpanning (LongNet's algorithm): every member's kept K/V, padded to the largest
 // member's count, is all-gathered in the segment group while this rank attends its own K/V;
 // the gathered K/V are kept for backward (m times this rank's K/V in memory, no second
-// gather). Backward computes dK/dV for the other members' keys first, reduce-scatters them back
-// to their owners while it runs its own keys' blocks, then adds the two.
+// gather). Backward reduce-scatters dK/dV as a pairwise exchange beside compute: step t computes
+// member (me + t)'s blocks and sends their dK/dV to it while receiving member (me - t)'s for this
+// rank's keys; after its own keys' blocks the owner sums all m in fp32. Where every member's
+// block calls write each key row once and no GQA expansion sums heads (e.g. the dense ring), the
+// gradients travel as the block kernels returned them (the fused kernels: bf16/fp16): the same
+// sums as an fp32 reduce-scatter of the same block gradients at half its bytes, no fp32 copies.
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <memory>
+#include <vector>
 
 #include "attention/ring/spanning_strategy.h"
+#include "attention/standard/accumulate.h"
+#include "attention/standard/block_attention.h"
 
 namespace ra {
 namespace {
@@ -22,6 +30,24 @@ int64_t largest_member(const ShardTask& task) {
 at::Tensor member_rows(const at::Tensor& gathered, const ShardTask& task, int member) {
   return gathered[member].narrow(3, 0, task.kept_of(member));
 }
+
+// Whether every member's block calls against every member's keys write each key row once and no
+// GQA expansion sums heads: then the block gradients can travel as the kernels wrote them.
+// The same answer on every rank (it depends on the group's chunks only).
+bool gradients_travel_exact(const ShardTask& task, const at::Tensor& expand, bool causal) {
+  if (expand.defined()) return false;
+  for (int s = 0; s < task.group_size; ++s) {
+    for (int r = 0; r < task.group_size; ++r) {
+      if (!block_calls_write_kv_rows_once(task.member_chunks[s], task.member_chunks[r], causal)) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+// MPI tag of the dK/dV exchange (NCCL orders by issue).
+constexpr int kGradientTag = 41;
 
 }  // namespace
 
@@ -58,24 +84,34 @@ at::Tensor AllGatherSpanning::backward(const ShardTask& task, RingExchange& grou
            "allgather strategy: backward needs the K/V gathered by its forward");
   const at::Tensor expand = kv_expand_index(task, kv);
   const auto grad_options = saved.options().dtype(dq.scalar_type());
-  // Every member's share of this rank's dK/dV (this rank's own slot and the padding rows zero).
-  // The block calls write each member's rows (GradTarget::kOverwrite), so no zero fill first.
-  at::Tensor grads = at::empty(saved.sizes(), grad_options);  // [m, 2, B, h_kv, n_max, D]
-  for (int i = 0; i < task.group_size; ++i) {
-    const int64_t kept = i == task.member ? 0 : task.kept_of(i);
-    grads[i].narrow(3, kept, grads.size(4) - kept).zero_();
-    if (i == task.member) continue;
-    attend_member_backward(q, out, lse, dout, task.my_chunks(), member_rows(saved, task, i),
-                           task.member_chunks[i], expand, scale, causal, dq,
-                           member_rows(grads, task, i), GradTarget::kOverwrite);
+  const int m = task.group_size, me = task.member;
+
+  // dK/dV travel as the block kernels return them where each key row gets one block's (the
+  // fused kernels: the input dtype), else in the compute dtype.
+  const auto travel = gradients_travel_exact(task, expand, causal)
+                          ? kv.options().dtype(block_gradient_dtype(q))
+                          : grad_options;
+  std::vector<at::Tensor> sent, mine;  // sent: alive until their transfers are done
+  std::vector<std::unique_ptr<PendingTransfer>> pending;
+  for (int t = 1; t < m; ++t) {
+    const int to = (me + t) % m, from = (me + m - t) % m;
+    at::Tensor theirs = at::empty(member_rows(saved, task, to).sizes(), travel);
+    attend_member_backward(q, out, lse, dout, task.my_chunks(), member_rows(saved, task, to),
+                           task.member_chunks[to], expand, scale, causal, dq, theirs,
+                           GradTarget::kOverwrite);
+    at::Tensor incoming = at::empty(kv.sizes(), travel);
+    pending.push_back(group.start_send_recv(theirs, to, incoming, from, kGradientTag));
+    sent.push_back(theirs);
+    mine.push_back(incoming);
   }
-  at::Tensor others = at::empty(saved.sizes().slice(1), grad_options);
-  auto pending = group.start_reduce_scatter_sum(grads, others);
-  at::Tensor mine = at::empty(kv.sizes(), grad_options);
-  attend_member_backward(q, out, lse, dout, task.my_chunks(), kv, task.member_chunks[task.member],
-                         expand, scale, causal, dq, mine, GradTarget::kOverwrite);
-  pending->wait();
-  return mine.add_(others.narrow(3, 0, kv.size(3)));
+  at::Tensor own = at::empty(kv.sizes(), travel);
+  attend_member_backward(q, out, lse, dout, task.my_chunks(), kv, task.member_chunks[me], expand,
+                         scale, causal, dq, own, GradTarget::kOverwrite);
+  for (auto& p : pending) p->wait();
+  mine.push_back(own);
+  at::Tensor dkv = at::empty(kv.sizes(), grad_options);
+  sum_into_(dkv, mine);
+  return dkv;
 }
 
 }  // namespace ra

@@ -13,6 +13,7 @@
 #include "attention/standard/accumulate.h"
 #include "attention/standard/block_attention.h"
 #include "attention/standard/lse_merge.h"
+#include "runtime/error.h"
 
 namespace ra {
 
@@ -125,6 +126,20 @@ void attend_member(const at::Tensor& q, const std::vector<KeptChunk>& q_chunks,
   }
 }
 
+bool block_calls_write_kv_rows_once(const std::vector<KeptChunk>& q_chunks,
+                                    const std::vector<KeptChunk>& kv_chunks, bool causal) {
+  const std::vector<BlockCall> calls = plan_block_calls(q_chunks, kv_chunks, causal);
+  for (size_t a = 0; a < calls.size(); ++a) {
+    for (size_t b = a + 1; b < calls.size(); ++b) {
+      const BlockCall &x = calls[a], &y = calls[b];
+      if (x.kv_start < y.kv_start + y.kv_count && y.kv_start < x.kv_start + x.kv_count) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
 void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at::Tensor& lse,
                             const at::Tensor& dout, const std::vector<KeptChunk>& q_chunks,
                             const at::Tensor& kv_heads, const std::vector<KeptChunk>& kv_chunks,
@@ -166,6 +181,9 @@ void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at
         written.emplace_back(c.kv_start, c.kv_count);
         continue;
       }
+      RA_CHECK(dkv.scalar_type() == block_compute_dtype(dkv.scalar_type()),
+               "attend_member_backward: a ", dkv.scalar_type(), " dK/dV target would sum rounded ",
+               "block gradients (a block call overlaps rows another wrote, or GQA)");
       zero_unwritten(c.kv_start, c.kv_count);
       written.emplace_back(c.kv_start, c.kv_count);
     }

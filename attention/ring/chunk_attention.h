@@ -59,7 +59,8 @@ void attend_member(const at::Tensor& q, const std::vector<KeptChunk>& q_chunks,
 // How attend_member_backward treats dkv: adds into what it holds, or takes it as uninitialized
 // (at::empty) and writes all of it - each block's gradient copied into rows no earlier block
 // wrote, added elsewhere, and rows no block attended zero-filled (no zero fill and no
-// read-modify-write of the rows one block covers).
+// read-modify-write of the rows one block covers). A dkv of a lower precision than the compute
+// dtype is only written (block_calls_write_kv_rows_once), never summed into.
 enum class GradTarget { kAdd, kOverwrite };
 
 // Backward of attend_member for the merged out / lse of q's rows: adds into dq [B, h, n_q, D],
@@ -71,6 +72,12 @@ void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at
                             const at::Tensor& expand, double scale, bool causal,
                             const at::Tensor& dq, const at::Tensor& dkv,
                             GradTarget dkv_target = GradTarget::kAdd);
+
+// Whether the block calls of q's chunks against kv's chunks (block_call_plan.h) touch every kv
+// row at most once: then attend_member_backward with GradTarget::kOverwrite copies each block's
+// dK/dV as the kernel returned it (no sum), so a dkv of the input dtype holds them exactly.
+bool block_calls_write_kv_rows_once(const std::vector<KeptChunk>& q_chunks,
+                                    const std::vector<KeptChunk>& kv_chunks, bool causal);
 
 // Packed range of chunk i: sum of the counts of chunks before it.
 int64_t packed_start(const std::vector<KeptChunk>& chunks, size_t i);

@@ -1,7 +1,8 @@
 // How the K/V chunks of a segment that spans several ranks reach each query chunk, and how
 // their gradients return: RingSpanning (K/V hop around the segment group, dK/dV travel with
 // them and return to their owners) or AllGatherSpanning (LongNet: all-gather K/V, backward
-// reduce-scatter). Both see packed tensors (chunk_attention.h) and the group's RingExchange.
+// reduce-scatter of dK/dV, done as pairwise exchanges). Both see packed tensors
+// (chunk_attention.h) and the group's RingExchange.
 // What forward returns (the all-gathered K/V; nothing for the ring) is passed back to backward.
 #pragma once
 

@@ -112,6 +112,13 @@ at::ScalarType block_compute_dtype(at::ScalarType input) {
   return input == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+at::ScalarType block_gradient_dtype(const at::Tensor& q) {
+#ifdef RA_HAS_FUSED_ATTENTION
+  if (fused_eligible(q)) return q.scalar_type();
+#endif
+  return block_compute_dtype(q.scalar_type());
+}
+
 BlockForward block_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      double scale, BlockMask mask) {
   check_block(q, k, v, mask);

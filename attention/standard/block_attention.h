@@ -33,6 +33,11 @@ struct BlockGradients {
 // float64 for float64 inputs, else float32.
 at::ScalarType block_compute_dtype(at::ScalarType input);
 
+// The dtype block_attention_backward returns its gradients in for blocks of q's kind (device,
+// dtype, head dim): q's own where a fused kernel computes them, else the compute dtype. A
+// tensor of this dtype holds one block's gradients without rounding them again.
+at::ScalarType block_gradient_dtype(const at::Tensor& q);
+
 // q: [N, H, Lq, D]; k, v: [N, H, Lk, D]; any floating dtype, one device. Lq, Lk > 0.
 BlockForward block_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      double scale, BlockMask mask);

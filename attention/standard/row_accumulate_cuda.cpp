@@ -3,6 +3,9 @@
 
 #include <ATen/cuda/CUDAContext.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "attention/standard/cuda/row_accumulate.h"
 #include "attention/standard/kernel_scalar_kind.h"
 
@@ -45,6 +48,16 @@ std::optional<cuda::ScalarKind> block_kind(const at::Tensor& t) {
   return kernel_scalar_kind(t.scalar_type());
 }
 
+// [2, B, h, n, D] stacked K/V gradients as the kernels' [2 B, h, n, D] rows, where the first two
+// dims merge into one without a copy; 4-D tensors as they are; else undefined.
+at::Tensor as_rows(const at::Tensor& t) {
+  if (t.dim() == 4) return t;
+  if (t.dim() == 5 && (t.size(0) == 1 || t.stride(0) == t.size(1) * t.stride(1))) {
+    return t.flatten(0, 1);  // a view: the condition above
+  }
+  return at::Tensor();
+}
+
 }  // namespace
 
 bool try_merge_block_cuda(const at::Tensor& acc_out, const at::Tensor& acc_lse,
@@ -65,12 +78,28 @@ bool try_merge_block_cuda(const at::Tensor& acc_out, const at::Tensor& acc_lse,
   return true;
 }
 
-bool try_accumulate_cuda(const at::Tensor& dst, const at::Tensor& src) {
-  if (!fp32_rows(dst) || !kernel_head_dim(dst) || !same_rows(dst, src)) return false;
-  const std::optional<cuda::ScalarKind> kind = block_kind(src);
-  if (!kind) return false;
-  cuda::launch_accumulate_rows(row_view(dst), row_view(src), *kind, row_shape(dst),
-                               at::cuda::getCurrentCUDAStream(dst.device().index()));
+bool try_sum_rows_cuda(const at::Tensor& dst_in, const std::vector<at::Tensor>& srcs,
+                       bool accumulate) {
+  const at::Tensor dst = as_rows(dst_in);
+  if (srcs.empty() || !dst.defined() || !fp32_rows(dst) || !kernel_head_dim(dst)) return false;
+  std::vector<cuda::RowView> views;
+  std::optional<cuda::ScalarKind> kind;
+  for (const at::Tensor& src_in : srcs) {
+    const at::Tensor src = as_rows(src_in);
+    if (!src.defined() || src_in.sizes() != dst_in.sizes() || !same_rows(dst, src) ||
+        src.scalar_type() != srcs[0].scalar_type()) {
+      return false;
+    }
+    kind = block_kind(src);
+    if (!kind) return false;
+    views.push_back(row_view(src));
+  }
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream(dst.device().index());
+  for (size_t first = 0; first < views.size(); first += cuda::kRowSumMaxSources) {
+    const int count = int(std::min<size_t>(cuda::kRowSumMaxSources, views.size() - first));
+    cuda::launch_sum_rows(row_view(dst), views.data() + first, count, *kind,
+                          accumulate || first > 0, row_shape(dst), stream);
+  }
   return true;
 }
 

@@ -1,10 +1,12 @@
-// Torch side of attention/standard/cuda/row_accumulate.h: the per-block merge and gradient add of
-// the sequence-parallel path on 4-D views, where the kernels take them. Each returns false, having
-// done nothing, where they do not (CPU, other dtypes, unaligned views): the caller's torch ops run.
-// CUDA LibTorch builds only.
+// Torch side of attention/standard/cuda/row_accumulate.h: the per-block merge and gradient sums
+// of the sequence-parallel path on 4-D views, where the kernels take them. Each returns false,
+// having done nothing, where they do not (CPU, other dtypes, unaligned views): the caller's torch
+// ops run. CUDA LibTorch builds only.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+
+#include <vector>
 
 namespace ra {
 
@@ -13,7 +15,9 @@ namespace ra {
 bool try_merge_block_cuda(const at::Tensor& acc_out, const at::Tensor& acc_lse,
                           const at::Tensor& out, const at::Tensor& lse);
 
-// dst [A0, A1, A2, D] fp32 += src of the same shape (fp16, bf16 or fp32).
-bool try_accumulate_cuda(const at::Tensor& dst, const at::Tensor& src);
+// dst [A0, A1, A2, D] (or stacked K/V [2, B, h, n, D]) fp32 = (accumulate ? dst : 0) + the sum
+// of srcs, each of dst's shape and one dtype (fp16, bf16 or fp32), in fp32 with one rounding per
+// element.
+bool try_sum_rows_cuda(const at::Tensor& dst, const std::vector<at::Tensor>& srcs, bool accumulate);
 
 }  // namespace ra

@@ -1,6 +1,6 @@
 // The sequence-parallel path's per-block glue kernels (attention/standard/cuda/row_accumulate.h)
-// against float64: the online LSE merge of a block's output into fp32 accumulators and the add of
-// a block's gradient into a fp32 gradient, for fp16, bf16 and fp32 blocks, strided views (the
+// against float64: the online LSE merge of a block's output into fp32 accumulators and the sum of
+// block gradients into a fp32 gradient, for fp16, bf16 and fp32 blocks, strided views (the
 // ring's packed and permuted slices), head dims that leave lanes idle, more planes than one grid
 // row holds, and rows where one or both sides attended nothing. Each case checks that the kernel
 // ran (the try_ call took it), so a silent fallback to the torch ops cannot pass. Skips without a
@@ -113,10 +113,57 @@ TEST(GpuRowAccumulate, AccumulateMatchesFloat64) {
       // One fp32 rounding of the exact sum: what dst + float(src) gives.
       const at::Tensor want =
           (dst.cpu().to(at::kDouble) + src.cpu().to(at::kDouble)).to(at::kFloat);
-      ASSERT_TRUE(try_accumulate_cuda(dst, src)) << "the kernel did not run";
+      ASSERT_TRUE(try_sum_rows_cuda(dst, {src}, /*accumulate=*/true)) << "the kernel did not run";
       EXPECT_TRUE(torch::equal(dst.cpu(), want));
     }
   }
+}
+
+// dst = the sum of 1, 3, 8 and 11 sources (two launches past 8), without reading dst: within one
+// fp32 rounding of the float64 sum per element (the kernel sums in fp32 registers).
+TEST(GpuRowAccumulate, SumOfSourcesMatchesFloat64) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(41);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  for (at::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
+    for (int count : {1, 3, 8, 11}) {
+      const RowCase c{2, 3, 515, 64};
+      SCOPED_TRACE(describe(c, dtype) + " sources=" + std::to_string(count));
+      at::Tensor dst = strided_rows(c, cuda.dtype(at::kFloat));
+      dst.fill_(std::numeric_limits<float>::quiet_NaN());  // must not be read
+      std::vector<at::Tensor> srcs;
+      at::Tensor want = torch::zeros({c.a0, c.a1, c.a2, c.d}, torch::kDouble);
+      for (int i = 0; i < count; ++i) {
+        srcs.push_back(strided_rows(c, cuda.dtype(dtype)));
+        want += srcs.back().cpu().to(at::kDouble);
+      }
+      ASSERT_TRUE(try_sum_rows_cuda(dst, srcs, /*accumulate=*/false)) << "the kernel did not run";
+      const at::Tensor got = dst.cpu().to(at::kDouble);
+      ASSERT_FALSE(torch::isnan(got).any().item<bool>());
+      EXPECT_LT(testing::relative_error(got, want), 1e-6);
+    }
+  }
+}
+
+// Stacked K/V gradients [2, B, h, n, D] (the allgather exchange's sum): taken as [2 B, h, n, D]
+// where the first two dims merge without a copy, declined where they do not.
+TEST(GpuRowAccumulate, SumTakesStackedKvGradients) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(43);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  at::Tensor dst = torch::full({2, 3, 4, 129, 64}, std::nanf(""), cuda.dtype(at::kFloat));
+  std::vector<at::Tensor> srcs;
+  at::Tensor want = torch::zeros(dst.sizes(), torch::kDouble);
+  for (int i = 0; i < 4; ++i) {
+    srcs.push_back(torch::randn(dst.sizes(), cuda.dtype(at::kBFloat16)));
+    want += srcs.back().cpu().to(at::kDouble);
+  }
+  ASSERT_TRUE(try_sum_rows_cuda(dst, srcs, /*accumulate=*/false)) << "the kernel did not run";
+  EXPECT_LT(testing::relative_error(dst.cpu().to(at::kDouble), want), 1e-6);
+  const at::Tensor swapped =
+      torch::zeros({3, 2, 4, 129, 64}, cuda.dtype(at::kFloat)).transpose(0, 1);
+  EXPECT_FALSE(try_sum_rows_cuda(swapped, {torch::ones_like(swapped)}, false));
+  EXPECT_EQ(swapped.abs().sum().item<float>(), 0.f);
 }
 
 // What the kernels do not take is left to the torch ops: they say so and touch nothing.
@@ -126,15 +173,19 @@ TEST(GpuRowAccumulate, DeclinesWhatItDoesNotTake) {
   const at::Tensor acc = torch::zeros({1, 2, 8, 12}, cuda.dtype(at::kFloat));  // D % 8 != 0
   const at::Tensor lse = torch::zeros({1, 2, 8}, cuda.dtype(at::kFloat));
   EXPECT_FALSE(try_merge_block_cuda(acc, lse, torch::ones_like(acc), lse));
-  EXPECT_FALSE(try_accumulate_cuda(acc, torch::ones_like(acc)));
+  EXPECT_FALSE(try_sum_rows_cuda(acc, {torch::ones_like(acc)}, true));
   EXPECT_EQ(acc.abs().sum().item<float>(), 0.f);
   const at::Tensor acc64 = torch::zeros({1, 2, 8, 16}, cuda.dtype(at::kDouble));  // not fp32
-  EXPECT_FALSE(try_accumulate_cuda(acc64, torch::ones_like(acc64)));
+  EXPECT_FALSE(try_sum_rows_cuda(acc64, {torch::ones_like(acc64)}, true));
   const at::Tensor unaligned =
       torch::zeros({1, 2, 8, 17}, cuda.dtype(at::kFloat)).narrow(3, 1, 16);  // 4-byte offset
-  EXPECT_FALSE(try_accumulate_cuda(unaligned, torch::ones_like(unaligned)));
+  EXPECT_FALSE(try_sum_rows_cuda(unaligned, {torch::ones_like(unaligned)}, true));
   const at::Tensor on_cpu = torch::zeros({1, 2, 8, 16});
-  EXPECT_FALSE(try_accumulate_cuda(on_cpu, torch::ones_like(on_cpu)));
+  EXPECT_FALSE(try_sum_rows_cuda(on_cpu, {torch::ones_like(on_cpu)}, true));
+  const at::Tensor dst = torch::zeros({1, 2, 8, 16}, cuda.dtype(at::kFloat));
+  EXPECT_FALSE(try_sum_rows_cuda(dst, {}, false));  // no sources
+  EXPECT_FALSE(try_sum_rows_cuda(                   // sources of two dtypes
+      dst, {torch::ones_like(dst), torch::ones_like(dst).to(at::kBFloat16)}, false));
 }
 
 }  // namespace

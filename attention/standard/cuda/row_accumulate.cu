@@ -76,16 +76,25 @@ __global__ void merge_block_kernel(RowView acc_out, RowView acc_lse, RowView out
   });
 }
 
+struct SumSources {
+  RowView src[kRowSumMaxSources];
+  int count;
+};
+
 template <typename T>
-__global__ void accumulate_rows_kernel(RowView dst, RowView src, RowShape shape) {
+__global__ void sum_rows_kernel(RowView dst, SumSources srcs, bool accumulate, RowShape shape) {
   for_each_row(shape, [&](int64_t i0, int64_t i1, int64_t i2, int chunk, bool ok) {
     if (!ok) return;
     float* d = static_cast<float*>(dst.data) + offset(dst, i0, i1, i2) + chunk * 8;
-    float x[8], s[8];
-    load8f(d, x);
-    load8_any(static_cast<const T*>(src.data) + offset(src, i0, i1, i2) + chunk * 8, s);
+    float x[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (accumulate) load8f(d, x);
+    for (int i = 0; i < srcs.count; ++i) {
+      float s[8];
+      load8_any(
+          static_cast<const T*>(srcs.src[i].data) + offset(srcs.src[i], i0, i1, i2) + chunk * 8, s);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) x[e] += s[e];
+      for (int e = 0; e < 8; ++e) x[e] += s[e];
+    }
     store8f(d, x);
   });
 }
@@ -133,9 +142,10 @@ struct MergeBlock {
   }
 };
 template <typename T>
-struct AccumulateRows {
-  static void launch(const Launch& l, cudaStream_t s, RowView dst, RowView src, RowShape shape) {
-    accumulate_rows_kernel<T><<<l.grid, l.block, 0, s>>>(dst, src, shape);
+struct SumRows {
+  static void launch(const Launch& l, cudaStream_t s, RowView dst, SumSources srcs, bool accumulate,
+                     RowShape shape) {
+    sum_rows_kernel<T><<<l.grid, l.block, 0, s>>>(dst, srcs, accumulate, shape);
   }
 };
 
@@ -149,10 +159,15 @@ void launch_merge_block(const RowView& acc_out, const RowView& acc_lse, const Ro
                              shape);
 }
 
-void launch_accumulate_rows(const RowView& dst, const RowView& src, ScalarKind src_kind,
-                            const RowShape& shape, cudaStream_t stream) {
+void launch_sum_rows(const RowView& dst, const RowView* srcs, int num_srcs, ScalarKind src_kind,
+                     bool accumulate, const RowShape& shape, cudaStream_t stream) {
+  RA_CHECK(num_srcs >= 1 && num_srcs <= kRowSumMaxSources, "row sum: num_srcs = ", num_srcs,
+           "; must be 1..", kRowSumMaxSources);
   if (empty(shape)) return;
-  launch_by_kind<AccumulateRows>(src_kind, launch_shape(shape), stream, dst, src, shape);
+  SumSources sources{};
+  for (int i = 0; i < num_srcs; ++i) sources.src[i] = srcs[i];
+  sources.count = num_srcs;
+  launch_by_kind<SumRows>(src_kind, launch_shape(shape), stream, dst, sources, accumulate, shape);
 }
 
 }  // namespace ra::cuda

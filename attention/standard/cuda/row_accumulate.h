@@ -1,7 +1,7 @@
-// Fp32 accumulators updated by one attention block's rows, the glue between the block calls of
-// the sequence-parallel path: an online log-sum-exp merge of a block's output into the running
-// output (forward), and a block's gradient added into a fp32 gradient (backward). Each reads the
-// block in its own dtype (the fused kernels' fp16/bf16), so no fp32 copy of it is made first.
+// Fp32 accumulators updated by attention blocks' rows, the glue between the block calls of the
+// sequence-parallel path: an online log-sum-exp merge of a block's output into the running
+// output (forward), and blocks' gradients summed into a fp32 gradient (backward). Each reads the
+// blocks in their own dtype (the fused kernels' fp16/bf16), so no fp32 copy is made first.
 #pragma once
 
 #include "attention/standard/cuda/kept_rows.h"
@@ -25,8 +25,11 @@ void launch_merge_block(const RowView& acc_out, const RowView& acc_lse, const Ro
                         ScalarKind out_kind, const RowView& lse, const RowShape& shape,
                         cudaStream_t stream);
 
-// dst += src per element; dst fp32, src `src_kind`. Alignment as above.
-void launch_accumulate_rows(const RowView& dst, const RowView& src, ScalarKind src_kind,
-                            const RowShape& shape, cudaStream_t stream);
+// dst = (accumulate ? dst : 0) + the sum of srcs[0..num_srcs) per element, in fp32, one pass:
+// dst fp32, srcs `src_kind` (at most kRowSumMaxSources; launch again with accumulate for more).
+// Alignment as above.
+constexpr int kRowSumMaxSources = 8;
+void launch_sum_rows(const RowView& dst, const RowView* srcs, int num_srcs, ScalarKind src_kind,
+                     bool accumulate, const RowShape& shape, cudaStream_t stream);
 
 }  // namespace ra::cuda
