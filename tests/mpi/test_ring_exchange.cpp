@@ -1,8 +1,12 @@
 // RingExchange over the MPI backend: a block passed P times around the ring returns to its
 // owner unchanged after visiting every rank, two interleaved streams (as in the ring backward)
-// stay separate, and the preallocated buffers are reused instead of reallocated.
+// stay separate, the preallocated buffers are reused instead of reallocated, and the pairwise
+// exchange (rank + t / rank - t) delivers every rank's block to every other.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <memory>
+#include <vector>
 
 #include "comm/mpi_communicator.h"
 #include "comm/ring_exchange.h"
@@ -52,6 +56,32 @@ TEST(RingExchange, RejectsASecondTransferOnABusyStream) {
   EXPECT_THROW(ring.start(send, recv, 0), Error);
   ring.wait(0);
   EXPECT_THROW(ring.wait(0), Error);
+}
+
+// The allgather backward's pairwise exchange: at step t every rank sends to rank + t and
+// receives from rank - t, all steps in flight at once; each rank gets every other rank's block
+// once, and every transfer is counted. Peers outside the group are refused.
+TEST(RingExchange, PairwiseExchangeReachesEveryRank) {
+  RingExchange ring(world());
+  const int P = ring.size(), r = ring.rank();
+  std::vector<at::Tensor> sent, received;
+  std::vector<std::unique_ptr<PendingTransfer>> pending;
+  for (int t = 1; t < P; ++t) {
+    const int to = (r + t) % P, from = (r + P - t) % P;
+    sent.push_back(block_of(r, 4) + 10 * to);  // this rank's block for `to`
+    received.push_back(torch::empty({4}));
+    pending.push_back(ring.start_send_recv(sent.back(), to, received.back(), from, 7));
+  }
+  for (auto& p : pending) p->wait();
+  for (int t = 1; t < P; ++t) {
+    const int from = (r + P - t) % P;
+    EXPECT_TRUE(torch::equal(received[t - 1], block_of(from, 4) + 10 * r)) << "step " << t;
+  }
+  EXPECT_EQ(ring.counters().transfers, P - 1);
+  EXPECT_EQ(ring.counters().bytes_sent, (P - 1) * 4 * 4);
+  at::Tensor buf = torch::empty({4});
+  EXPECT_THROW(ring.start_send_recv(buf, P, buf, 0), Error);
+  EXPECT_THROW(ring.start_send_recv(buf, 0, buf, -1), Error);
 }
 
 }  // namespace
