@@ -110,6 +110,9 @@ void add_grouped(const at::Tensor& dst, const at::Tensor& expand, const at::Tens
   }
 }
 
+// Whether the row ranges [a, a + n) and [b, b + m) share a row.
+bool rows_overlap(int64_t a, int64_t n, int64_t b, int64_t m) { return a < b + m && b < a + n; }
+
 }  // namespace
 
 void attend_member(const at::Tensor& q, const std::vector<KeptChunk>& q_chunks,
@@ -132,9 +135,7 @@ bool block_calls_write_kv_rows_once(const std::vector<KeptChunk>& q_chunks,
   for (size_t a = 0; a < calls.size(); ++a) {
     for (size_t b = a + 1; b < calls.size(); ++b) {
       const BlockCall &x = calls[a], &y = calls[b];
-      if (x.kv_start < y.kv_start + y.kv_count && y.kv_start < x.kv_start + x.kv_count) {
-        return false;
-      }
+      if (rows_overlap(x.kv_start, x.kv_count, y.kv_start, y.kv_count)) return false;
     }
   }
   return true;
@@ -151,7 +152,7 @@ void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at
   std::vector<std::pair<int64_t, int64_t>> written;
   auto meets_written = [&](int64_t start, int64_t count) {
     for (const auto& [s, n] : written) {
-      if (start < s + n && s < start + count) return true;
+      if (rows_overlap(start, count, s, n)) return true;
     }
     return false;
   };

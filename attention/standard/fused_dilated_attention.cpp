@@ -50,11 +50,6 @@ cuda::TokenTensor token_tensor(const at::Tensor& t) {
   return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)};
 }
 
-// t: [N, h, L, D] or [N, h, L] or [N, h, L, 1].
-cuda::RowTensor row_tensor(const at::Tensor& t) {
-  return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)};
-}
-
 // One branch head group of the plan, with its place in the branch list.
 struct GroupRows {
   int branch = 0, group = 0;  // plan.branches[branch].groups[group]

@@ -29,10 +29,6 @@ bool same_rows(const at::Tensor& a, const at::Tensor& b) {
   return a.device() == b.device() && a.sizes() == b.sizes();
 }
 
-cuda::RowView row_view(const at::Tensor& t) {  // [A0, A1, A2, *]
-  return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)};
-}
-
 cuda::RowShape row_shape(const at::Tensor& t) {
   return {t.size(0), t.size(1), t.size(2), int(t.size(3))};
 }
@@ -72,8 +68,8 @@ bool try_merge_block_cuda(const at::Tensor& acc_out, const at::Tensor& acc_lse,
     }
   }
   const at::Tensor acc_lse4 = acc_lse.unsqueeze(-1), lse4 = lse.unsqueeze(-1);
-  cuda::launch_merge_block(row_view(acc_out), row_view(acc_lse4), row_view(out), *kind,
-                           row_view(lse4), row_shape(acc_out),
+  cuda::launch_merge_block(row_tensor(acc_out), row_tensor(acc_lse4), row_tensor(out), *kind,
+                           row_tensor(lse4), row_shape(acc_out),
                            at::cuda::getCurrentCUDAStream(acc_out.device().index()));
   return true;
 }
@@ -82,7 +78,7 @@ bool try_sum_rows_cuda(const at::Tensor& dst_in, const std::vector<at::Tensor>& 
                        bool accumulate) {
   const at::Tensor dst = as_rows(dst_in);
   if (srcs.empty() || !dst.defined() || !fp32_rows(dst) || !kernel_head_dim(dst)) return false;
-  std::vector<cuda::RowView> views;
+  std::vector<cuda::RowTensor> views;
   std::optional<cuda::ScalarKind> kind;
   for (const at::Tensor& src_in : srcs) {
     const at::Tensor src = as_rows(src_in);
@@ -92,12 +88,12 @@ bool try_sum_rows_cuda(const at::Tensor& dst_in, const std::vector<at::Tensor>& 
     }
     kind = block_kind(src);
     if (!kind) return false;
-    views.push_back(row_view(src));
+    views.push_back(row_tensor(src));
   }
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(dst.device().index());
   for (size_t first = 0; first < views.size(); first += cuda::kRowSumMaxSources) {
     const int count = int(std::min<size_t>(cuda::kRowSumMaxSources, views.size() - first));
-    cuda::launch_sum_rows(row_view(dst), views.data() + first, count, *kind,
+    cuda::launch_sum_rows(row_tensor(dst), views.data() + first, count, *kind,
                           accumulate || first > 0, row_shape(dst), stream);
   }
   return true;

@@ -34,7 +34,7 @@ __device__ inline void load8_any(const T* src, float (&dst)[8]) {
   }
 }
 
-__device__ inline int64_t offset(const RowView& v, int64_t i0, int64_t i1, int64_t i2) {
+__device__ inline int64_t offset(const RowTensor& v, int64_t i0, int64_t i1, int64_t i2) {
   return i0 * v.stride_n + i1 * v.stride_h + i2 * v.stride_l;
 }
 
@@ -51,8 +51,8 @@ __device__ inline void for_each_row(const RowShape& shape, Fn&& fn) {
 }
 
 template <typename T>
-__global__ void merge_block_kernel(RowView acc_out, RowView acc_lse, RowView out, RowView lse,
-                                   RowShape shape) {
+__global__ void merge_block_kernel(RowTensor acc_out, RowTensor acc_lse, RowTensor out,
+                                   RowTensor lse, RowShape shape) {
   for_each_row(shape, [&](int64_t i0, int64_t i1, int64_t i2, int chunk, bool ok) {
     float a = -INFINITY, b = -INFINITY;
     if (ok) {
@@ -77,12 +77,12 @@ __global__ void merge_block_kernel(RowView acc_out, RowView acc_lse, RowView out
 }
 
 struct SumSources {
-  RowView src[kRowSumMaxSources];
+  RowTensor src[kRowSumMaxSources];
   int count;
 };
 
 template <typename T>
-__global__ void sum_rows_kernel(RowView dst, SumSources srcs, bool accumulate, RowShape shape) {
+__global__ void sum_rows_kernel(RowTensor dst, SumSources srcs, bool accumulate, RowShape shape) {
   for_each_row(shape, [&](int64_t i0, int64_t i1, int64_t i2, int chunk, bool ok) {
     if (!ok) return;
     float* d = static_cast<float*>(dst.data) + offset(dst, i0, i1, i2) + chunk * 8;
@@ -136,30 +136,30 @@ void launch_by_kind(ScalarKind kind, const Launch& l, cudaStream_t stream, Args.
 
 template <typename T>
 struct MergeBlock {
-  static void launch(const Launch& l, cudaStream_t s, RowView acc_out, RowView acc_lse, RowView out,
-                     RowView lse, RowShape shape) {
+  static void launch(const Launch& l, cudaStream_t s, RowTensor acc_out, RowTensor acc_lse,
+                     RowTensor out, RowTensor lse, RowShape shape) {
     merge_block_kernel<T><<<l.grid, l.block, 0, s>>>(acc_out, acc_lse, out, lse, shape);
   }
 };
 template <typename T>
 struct SumRows {
-  static void launch(const Launch& l, cudaStream_t s, RowView dst, SumSources srcs, bool accumulate,
-                     RowShape shape) {
+  static void launch(const Launch& l, cudaStream_t s, RowTensor dst, SumSources srcs,
+                     bool accumulate, RowShape shape) {
     sum_rows_kernel<T><<<l.grid, l.block, 0, s>>>(dst, srcs, accumulate, shape);
   }
 };
 
 }  // namespace
 
-void launch_merge_block(const RowView& acc_out, const RowView& acc_lse, const RowView& out,
-                        ScalarKind out_kind, const RowView& lse, const RowShape& shape,
+void launch_merge_block(const RowTensor& acc_out, const RowTensor& acc_lse, const RowTensor& out,
+                        ScalarKind out_kind, const RowTensor& lse, const RowShape& shape,
                         cudaStream_t stream) {
   if (empty(shape)) return;
   launch_by_kind<MergeBlock>(out_kind, launch_shape(shape), stream, acc_out, acc_lse, out, lse,
                              shape);
 }
 
-void launch_sum_rows(const RowView& dst, const RowView* srcs, int num_srcs, ScalarKind src_kind,
+void launch_sum_rows(const RowTensor& dst, const RowTensor* srcs, int num_srcs, ScalarKind src_kind,
                      bool accumulate, const RowShape& shape, cudaStream_t stream) {
   RA_CHECK(num_srcs >= 1 && num_srcs <= kRowSumMaxSources, "row sum: num_srcs = ", num_srcs,
            "; must be 1..", kRowSumMaxSources);

@@ -8,10 +8,8 @@
 
 namespace ra::cuda {
 
-// Rows of a [A0, A1, A2, D] tensor (any three leading dims): element strides, D contiguous.
-// A lse tensor [A0, A1, A2] uses the same struct.
-using RowView = RowTensor;
-
+// The rows the kernels walk: RowTensors of [a0, a1, a2, head_dim] (any three leading dims, D
+// contiguous); an lse [a0, a1, a2] is a RowTensor of the same strides.
 struct RowShape {
   int64_t a0 = 0, a1 = 0, a2 = 0;
   int head_dim = 0;  // D: a multiple of 8, at most kRowAccumulateMaxDim
@@ -21,15 +19,15 @@ constexpr int kRowAccumulateMaxDim = 256;
 // Per row: lse' = logaddexp(acc_lse, lse); acc_out += exp(lse - lse') (out - acc_out);
 // acc_lse = lse'. Rows where both lse are -inf are left as they are. acc_out, acc_lse, lse:
 // fp32; out: `out_kind`. Row starts 16-byte aligned.
-void launch_merge_block(const RowView& acc_out, const RowView& acc_lse, const RowView& out,
-                        ScalarKind out_kind, const RowView& lse, const RowShape& shape,
+void launch_merge_block(const RowTensor& acc_out, const RowTensor& acc_lse, const RowTensor& out,
+                        ScalarKind out_kind, const RowTensor& lse, const RowShape& shape,
                         cudaStream_t stream);
 
 // dst = (accumulate ? dst : 0) + the sum of srcs[0..num_srcs) per element, in fp32, one pass:
 // dst fp32, srcs `src_kind` (at most kRowSumMaxSources; launch again with accumulate for more).
 // Alignment as above.
 constexpr int kRowSumMaxSources = 8;
-void launch_sum_rows(const RowView& dst, const RowView* srcs, int num_srcs, ScalarKind src_kind,
+void launch_sum_rows(const RowTensor& dst, const RowTensor* srcs, int num_srcs, ScalarKind src_kind,
                      bool accumulate, const RowShape& shape, cudaStream_t stream);
 
 }  // namespace ra::cuda
