@@ -37,6 +37,9 @@ class LocalCopyCommunicator : public Communicator {
   std::shared_ptr<Communicator> split(int color, int key) override {
     return std::make_shared<LocalCopyCommunicator>(real_->split(color, key));
   }
+  std::shared_ptr<Communicator> duplicate(int max_ctas) override {
+    return std::make_shared<LocalCopyCommunicator>(real_->duplicate(max_ctas));
+  }
 
  private:
   std::shared_ptr<Communicator> real_;

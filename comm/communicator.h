@@ -69,6 +69,11 @@ class Communicator {
 
   // The ranks with the same color, ordered by key (MPI_Comm_split). Collective over this group.
   virtual std::shared_ptr<Communicator> split(int color, int key) = 0;
+  // The same ranks as a new communicator for transfers that run beside long compute: its NCCL
+  // kernels use at most `max_ctas` CTAs (ncclConfig_t::maxCTAs; 0: NCCL's choice), so they take
+  // few SMs from the kernels they run beside, at a lower bandwidth. Collective over this group.
+  // The default (MPI) is split(0, rank()): CPU transfers take no SMs.
+  virtual std::shared_ptr<Communicator> duplicate(int max_ctas);
 
   // Deadline for every blocking wait, and a label ("step 12") that error messages carry.
   void set_timeout_seconds(double seconds) { timeout_seconds_ = seconds; }

@@ -223,8 +223,13 @@ void NcclComm::broadcast(void* data, size_t count, ncclDataType_t type, int root
          [&] { RA_NCCL_CHECK(ncclBroadcast(data, data, count, type, root, comm_, comm_stream_)); });
 }
 
-std::unique_ptr<NcclComm> NcclComm::split(int color, int key) {
+std::unique_ptr<NcclComm> NcclComm::split(int color, int key, int max_ctas) {
+  RA_CHECK(max_ctas >= 0, "NCCL split: max_ctas = ", max_ctas, "; must be >= 0 (0: NCCL's choice)");
   ncclConfig_t config = blocking_config();
+  if (max_ctas > 0) {
+    config.minCTAs = 1;
+    config.maxCTAs = max_ctas;
+  }
   ncclComm_t sub = nullptr;
   host_call("split", [&] {
     RA_NCCL_CHECK(ncclCommSplit(comm_, color, key, &sub, &config));

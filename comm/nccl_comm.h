@@ -53,8 +53,9 @@ class NcclComm {
   // only for the rare calls whose callers need it on the host (barrier).
   void wait(cudaEvent_t done, const char* operation);
 
-  // ncclCommSplit: the ranks with the same color, ordered by key. Collective.
-  std::unique_ptr<NcclComm> split(int color, int key);
+  // ncclCommSplit: the ranks with the same color, ordered by key; its kernels use at most
+  // max_ctas CTAs (ncclConfig_t::maxCTAs; 0: NCCL's choice). Collective.
+  std::unique_ptr<NcclComm> split(int color, int key, int max_ctas = 0);
 
   // Picks the GPU of this process: device = local rank; an error if the node has more ranks
   // than GPUs.

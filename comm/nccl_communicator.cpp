@@ -184,9 +184,18 @@ void NcclCommunicator::barrier() {
 }
 
 std::shared_ptr<Communicator> NcclCommunicator::split(int color, int key) {
+  return split_with(color, key, /*max_ctas=*/0);
+}
+
+std::shared_ptr<Communicator> NcclCommunicator::duplicate(int max_ctas) {
+  return split_with(0, rank(), max_ctas);
+}
+
+std::shared_ptr<Communicator> NcclCommunicator::split_with(int color, int key, int max_ctas) {
   nccl_->set_timeout_seconds(timeout_seconds_);
   nccl_->set_context(context_);
-  auto result = std::shared_ptr<NcclCommunicator>(new NcclCommunicator(nccl_->split(color, key)));
+  auto result =
+      std::shared_ptr<NcclCommunicator>(new NcclCommunicator(nccl_->split(color, key, max_ctas)));
   result->set_timeout_seconds(timeout_seconds_);
   result->set_context(context_);
   return result;

@@ -40,11 +40,13 @@ class NcclCommunicator : public Communicator {
   void broadcast(at::Tensor& tensor, int root) override;
   void barrier() override;
   std::shared_ptr<Communicator> split(int color, int key) override;
+  std::shared_ptr<Communicator> duplicate(int max_ctas) override;
 
   NcclComm& core() { return *nccl_; }
 
  private:
   explicit NcclCommunicator(std::unique_ptr<NcclComm> nccl);
+  std::shared_ptr<Communicator> split_with(int color, int key, int max_ctas);
   cudaStream_t compute_stream() const;
   // Pushes the deadline and context to the core, and makes a fresh "done" event.
   cudaEvent_t prepare();

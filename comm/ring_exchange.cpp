@@ -67,6 +67,29 @@ std::unique_ptr<PendingTransfer> RingExchange::start_send_recv(const at::Tensor&
   return pending;
 }
 
+std::unique_ptr<PendingTransfer> RingExchange::start_send_recv_beside_compute(
+    const at::Tensor& send, int dst, at::Tensor& recv, int src, int tag, int max_ctas) {
+  RA_CHECK(max_ctas >= 0, "RingExchange: max_ctas = ", max_ctas,
+           "; must be >= 0 (0: NCCL's choice)");
+  if (max_ctas == 0) return start_send_recv(send, dst, recv, src, tag);
+  for (int peer : {dst, src}) {
+    RA_CHECK(peer >= 0 && peer < size(), "RingExchange: send_recv peer = ", peer,
+             ": must be a rank of this group of ", size());
+  }
+  std::shared_ptr<Communicator>& comm = beside_compute_[max_ctas];
+  if (!comm) comm = comm_->duplicate(max_ctas);
+  comm->set_timeout_seconds(comm_->timeout_seconds());
+  comm->set_context(comm_->context());
+  auto pending = comm->start_send_recv(send, dst, recv, src, tag);
+  count(send);
+  return pending;
+}
+
+void RingExchange::set_timeout_seconds(double seconds) {
+  comm_->set_timeout_seconds(seconds);
+  for (auto& [ctas, comm] : beside_compute_) comm->set_timeout_seconds(seconds);
+}
+
 std::unique_ptr<PendingTransfer> RingExchange::start_all_gather(const at::Tensor& input,
                                                                 at::Tensor& output) {
   auto pending = comm_->start_all_gather(input, output);

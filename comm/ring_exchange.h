@@ -10,6 +10,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -52,17 +53,27 @@ class RingExchange {
   // of ranks match their transfers in the order they start them.
   std::unique_ptr<PendingTransfer> start_send_recv(const at::Tensor& send, int dst,
                                                    at::Tensor& recv, int src, int tag = 0);
+  // The same for a transfer that runs beside long compute with time to spare: on the group's
+  // duplicate whose NCCL kernels use at most `max_ctas` CTAs (Communicator::duplicate), made by
+  // the first such call and kept, so every member must make the same calls; max_ctas 0: the
+  // group's communicator. Few CTAs leave the SMs to the persistent attention kernels beside.
+  std::unique_ptr<PendingTransfer> start_send_recv_beside_compute(const at::Tensor& send, int dst,
+                                                                  at::Tensor& recv, int src,
+                                                                  int tag, int max_ctas);
   // The group's all-gather (Communicator::start_all_gather), counted like ring transfers
   // (bytes_sent: this rank's input).
   std::unique_ptr<PendingTransfer> start_all_gather(const at::Tensor& input, at::Tensor& output);
 
   const Counters& counters() const { return counters_; }
+  // The deadline of every blocking wait, on the group's communicator and its duplicates.
+  void set_timeout_seconds(double seconds);
 
  private:
   void count(const at::Tensor& sent);
 
   std::shared_ptr<Communicator> comm_;
-  std::vector<at::Tensor> slots_;  // byte buffers
+  std::map<int, std::shared_ptr<Communicator>> beside_compute_;  // by max_ctas
+  std::vector<at::Tensor> slots_;                                // byte buffers
   std::vector<std::unique_ptr<PendingTransfer>> in_flight_;
   Counters counters_;
 };

@@ -37,7 +37,7 @@ RingExchange& SegmentGroups::group(int m) {
 
 void SegmentGroups::set_timeout_seconds(double seconds) {
   world_->set_timeout_seconds(seconds);
-  for (auto& [m, ring] : groups_) ring->comm().set_timeout_seconds(seconds);
+  for (auto& [m, ring] : groups_) ring->set_timeout_seconds(seconds);
 }
 
 RingExchange::Counters SegmentGroups::counters() const {

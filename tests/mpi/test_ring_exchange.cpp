@@ -1,11 +1,13 @@
 // RingExchange over the MPI backend: a block passed P times around the ring returns to its
 // owner unchanged after visiting every rank, two interleaved streams (as in the ring backward)
 // stay separate, the preallocated buffers are reused instead of reallocated, and the pairwise
-// exchange (rank + t / rank - t) delivers every rank's block to every other.
+// exchange (rank + t / rank - t) delivers every rank's block to every other, also on the
+// low-footprint duplicates of the exchange beside compute.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "comm/mpi_communicator.h"
@@ -82,6 +84,70 @@ TEST(RingExchange, PairwiseExchangeReachesEveryRank) {
   at::Tensor buf = torch::empty({4});
   EXPECT_THROW(ring.start_send_recv(buf, P, buf, 0), Error);
   EXPECT_THROW(ring.start_send_recv(buf, 0, buf, -1), Error);
+}
+
+// Forwards to a real communicator and counts the duplicates made of it.
+class DuplicateCounter : public Communicator {
+ public:
+  explicit DuplicateCounter(std::shared_ptr<Communicator> real) : real_(std::move(real)) {}
+  int duplicates = 0;
+  int rank() const override { return real_->rank(); }
+  int size() const override { return real_->size(); }
+  std::string backend() const override { return real_->backend(); }
+  void send_recv(const at::Tensor& s, int dst, at::Tensor& r, int src) override {
+    real_->send_recv(s, dst, r, src);
+  }
+  void all_reduce_sum(at::Tensor& t) override { real_->all_reduce_sum(t); }
+  void all_gather(const at::Tensor& i, at::Tensor& o) override { real_->all_gather(i, o); }
+  void reduce_scatter_sum(const at::Tensor& i, at::Tensor& o) override {
+    real_->reduce_scatter_sum(i, o);
+  }
+  void broadcast(at::Tensor& t, int root) override { real_->broadcast(t, root); }
+  void barrier() override { real_->barrier(); }
+  std::shared_ptr<Communicator> split(int color, int key) override {
+    return real_->split(color, key);
+  }
+  std::shared_ptr<Communicator> duplicate(int max_ctas) override {
+    ++duplicates;
+    return real_->duplicate(max_ctas);
+  }
+
+ private:
+  std::shared_ptr<Communicator> real_;
+};
+
+// The exchange beside compute (the allgather backward's, RingConfig::exchange_ctas): the same
+// deliveries as start_send_recv, on one duplicate per CTA cap made by the first call and reused
+// (0: the group's own communicator), counted, under the group's deadline; a negative cap refused.
+TEST(RingExchange, BesideComputeExchangeUsesOneDuplicatePerCap) {
+  auto counter = std::make_shared<DuplicateCounter>(world());
+  RingExchange ring(counter);
+  ring.set_timeout_seconds(20);
+  const int P = ring.size(), r = ring.rank();
+  const std::vector<int> caps = {2, 2, 0, 4};
+  for (size_t round = 0; round < caps.size(); ++round) {
+    std::vector<at::Tensor> sent, received;
+    std::vector<std::unique_ptr<PendingTransfer>> pending;
+    for (int t = 1; t < P; ++t) {
+      const int to = (r + t) % P, from = (r + P - t) % P;
+      sent.push_back(block_of(r, 3) + 10 * to + 100 * double(round));
+      received.push_back(torch::empty({3}));
+      pending.push_back(ring.start_send_recv_beside_compute(sent.back(), to, received.back(), from,
+                                                            9, caps[round]));
+    }
+    for (auto& p : pending) p->wait();
+    for (int t = 1; t < P; ++t) {
+      const int from = (r + P - t) % P;
+      EXPECT_TRUE(torch::equal(received[t - 1], block_of(from, 3) + 10 * r + 100 * double(round)))
+          << "round " << round << " step " << t;
+    }
+  }
+  EXPECT_EQ(counter->duplicates, P > 1 ? 2 : 0);  // caps 2 and 4; 0: the group's own
+  EXPECT_EQ(ring.counters().transfers, 4 * (P - 1));
+  EXPECT_EQ(counter->timeout_seconds(), 20);
+  at::Tensor buf = torch::empty({3});
+  EXPECT_THROW(ring.start_send_recv_beside_compute(buf, 0, buf, 0, 9, -1), Error);
+  EXPECT_THROW(ring.start_send_recv_beside_compute(buf, P, buf, 0, 9, 2), Error);
 }
 
 }  // namespace
