@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
   try {
     std::string config_name, seq_text, strategy, json_path, head_mode, profile_path;
     bool causal = false, zigzag = false, local_copy = false, unstacked = false, unbalanced = false;
-    int warmup = 0, reps = 0;
+    int warmup = 0, reps = 0, exchange_ctas = 0;
     po::options_description opts("bench_ring_attention options");
     opts.add_options()("help,h", "print this help")(
         "config", po::value(&config_name)->default_value("dense-causal"),
@@ -44,6 +44,9 @@ int main(int argc, char** argv) {
         "causal", po::bool_switch(&causal), "causal masking (always on for dense-causal)")(
         "zigzag", po::bool_switch(&zigzag), "zigzag layout (dense-causal only)")(
         "local-copy", po::bool_switch(&local_copy), "replace transfers by local copies")(
+        "exchange-ctas", po::value(&exchange_ctas)->default_value(ra::RingConfig{}.exchange_ctas),
+        "CTAs of the allgather backward's dK/dV exchange, 0 = NCCL's choice "
+        "(RingConfig::exchange_ctas)")(
         "unstacked", po::bool_switch(&unstacked),
         "one block call and K/V message per spanning head group (RingConfig::stack_head_groups "
         "off)")("unbalanced", po::bool_switch(&unbalanced),
@@ -81,6 +84,7 @@ int main(int argc, char** argv) {
     spec.ring.zigzag = zigzag;
     spec.ring.stack_head_groups = !unstacked;
     spec.ring.balance_causal = !unbalanced;
+    spec.ring.exchange_ctas = exchange_ctas;
     std::shared_ptr<ra::Communicator> world = ra::make_world_communicator(mpi, at::kCUDA);
     spec.comm = local_copy ? std::make_shared<ra::bench::LocalCopyCommunicator>(world) : world;
     auto attention = ra::make_attention(strategy, spec);
@@ -122,8 +126,8 @@ int main(int argc, char** argv) {
           << (unbalanced ? "+unbalanced" : "") << "\",\"config\":\"" << config_name
           << "\",\"gpus\":" << P << ",\"seq_len\":" << S << ",\"heads\":" << H
           << ",\"head_dim\":" << D << ",\"causal\":" << (causal ? "true" : "false")
-          << ",\"head_mode\":\"" << head_mode << "\",\"fwd_bwd_ms\":" << ms
-          << ",\"tflops_per_gpu\":" << flops / P / (ms * 1e-3) / 1e12
+          << ",\"head_mode\":\"" << head_mode << "\",\"exchange_ctas\":" << exchange_ctas
+          << ",\"fwd_bwd_ms\":" << ms << ",\"tflops_per_gpu\":" << flops / P / (ms * 1e-3) / 1e12
           << ",\"tokens_per_s\":" << S / (ms * 1e-3) << ",\"peak_gib\":" << ra::bench::peak_gib()
           << ",\"device\":\"" << at::cuda::getCurrentDeviceProperties()->name << "\"}";
       std::cout << row.str() << std::endl;

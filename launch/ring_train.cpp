@@ -58,6 +58,9 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "allgather is faster where segments span shards and keeps their gathered K/V until "
       "backward, ring needs less memory) | standard (each rank attends within its own shard "
       "only) | sparse (where built)")(
+      "exchange-ctas", po::value(&c.exchange_ctas)->default_value(c.exchange_ctas),
+      "allgather: CTAs (SMs) NCCL may use for the backward's dK/dV exchange, which runs beside "
+      "the attention kernels; few slow them less; 0 = NCCL's choice")(
       "causal", po::value(&raw.causal)->default_value(false)->implicit_value(true),
       "causal masking (required for token-file language modelling)")(
       "checkpointing", po::value(&c.checkpointing)->default_value(c.checkpointing),

@@ -126,6 +126,9 @@ void validate_train_config(const TrainConfig& c, int world_size) {
   RA_CHECK(c.profile_step == 0 || !c.profile_file.empty(),
            "--profile-file is empty: --profile-step needs a file to write the trace to");
   RA_CHECK(c.timeout_seconds > 0, "--timeout = ", c.timeout_seconds, ": must be positive");
+  RA_CHECK(c.exchange_ctas >= 0 && c.exchange_ctas <= kMaxExchangeCtas,
+           "--exchange-ctas = ", c.exchange_ctas, ": allowed 0 (NCCL's choice) to ",
+           kMaxExchangeCtas);
   RA_CHECK(c.loss_chunk_tokens > 0, "--loss-chunk = ", c.loss_chunk_tokens, ": must be positive");
   RA_CHECK(c.data.rfind("synthetic", 0) == 0 || c.attention.causal, "--data = '", c.data,
            "': language modelling on a token file needs --causal "
@@ -148,6 +151,8 @@ std::string describe(const TrainConfig& c) {
      << "\n  model: layers = " << c.layers << "  embed-dim = " << c.embed_dim
      << "  heads = " << c.heads << "  ffn-dim = " << resolved_ffn_dim(c)
      << "\n  attention = " << c.attention_variant
+     << (c.attention_variant == "allgather" ? "  exchange-ctas = " + std::to_string(c.exchange_ctas)
+                                            : std::string())
      << "  segment-lengths = " << list(c.attention.segment_lengths)
      << "  dilation-rates = " << list(c.attention.dilation_rates)
      << "  head-mode = " << to_string(c.attention.head_mode)

@@ -21,11 +21,12 @@ struct TrainConfig {
   int64_t ffn_dim = 0;  // 0 -> 4 * embed_dim
   DilatedAttentionConfig attention;
   std::string attention_variant = "ring";  // exact at any world size; "standard" is shard-local
-  SparseConfig sparse;                     // --attention sparse: the block pattern
-  std::string checkpointing = "auto";      // auto | on | off
-  int64_t checkpoint_layers = -1;          // with checkpointing: the first N blocks; -1 = all
-  int64_t recompute_ffn_layers = 0;        // the next N blocks keep no FFN activations (recomputed)
-  std::string checkpoint_dtype = "auto";   // auto | float32 | bfloat16 (saved block inputs)
+  int exchange_ctas = RingConfig{}.exchange_ctas;  // allgather: CTAs of the dK/dV exchange
+  SparseConfig sparse;                             // --attention sparse: the block pattern
+  std::string checkpointing = "auto";              // auto | on | off
+  int64_t checkpoint_layers = -1;         // with checkpointing: the first N blocks; -1 = all
+  int64_t recompute_ffn_layers = 0;       // the next N blocks keep no FFN activations (recomputed)
+  std::string checkpoint_dtype = "auto";  // auto | float32 | bfloat16 (saved block inputs)
   std::string offload_checkpoints = "off";  // off | on (saved block inputs in host memory)
   std::string fused_norms = "on";           // on | off (one-pass LayerNorm kernels, GELU folded)
   std::string dtype = "auto";               // auto | fp32 | bf16

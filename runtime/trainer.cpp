@@ -89,6 +89,7 @@ Trainer::Trainer(TrainConfig config, DistributedRuntime runtime, std::ostream* l
   spec.attention = config_.attention;
   spec.sparse = config_.sparse;
   spec.ring.timeout_seconds = config_.timeout_seconds;
+  spec.ring.exchange_ctas = config_.exchange_ctas;
   spec.comm = runtime_.world;
   const std::string variant = config_.attention_variant;
   // Same seed on every rank -> same initial weights; the broadcast below makes sure.

@@ -57,6 +57,9 @@ void validate(const MultiheadConfig& config) {
 void validate(const RingConfig& config) {
   RA_CHECK(config.timeout_seconds > 0 && std::isfinite(config.timeout_seconds),
            "timeout_seconds = ", config.timeout_seconds, ": must be a finite positive number");
+  RA_CHECK(config.exchange_ctas >= 0 && config.exchange_ctas <= kMaxExchangeCtas,
+           "exchange_ctas = ", config.exchange_ctas, ": allowed 0 (NCCL's choice) to ",
+           kMaxExchangeCtas);
 }
 
 void validate(const SparseConfig& config) {

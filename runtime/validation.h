@@ -11,6 +11,8 @@ namespace ra {
 
 // Largest head dim the fused GPU kernels accept (cuDNN / flash attention on sm_90).
 inline constexpr int64_t kMaxFastPathHeadDim = 256;
+// Largest RingConfig::exchange_ctas (NCCL's channel limit).
+inline constexpr int kMaxExchangeCtas = 64;
 
 void validate(const DilatedAttentionConfig& config);
 void validate(const MultiheadConfig& config);

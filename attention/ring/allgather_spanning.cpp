@@ -7,6 +7,8 @@
 // block calls write each key row once and no GQA expansion sums heads (e.g. the dense ring), the
 // gradients travel as the block kernels returned them (the fused kernels: bf16/fp16): the same
 // sums as an fp32 reduce-scatter of the same block gradients at half its bytes, no fp32 copies.
+// The exchange has a whole block computation to hide behind, so its NCCL kernels run on few CTAs
+// (RingConfig::exchange_ctas): cuDNN's persistent backward kernels beside them lose few SMs.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -100,7 +102,8 @@ at::Tensor AllGatherSpanning::backward(const ShardTask& task, RingExchange& grou
                            task.member_chunks[to], expand, scale, causal, dq, theirs,
                            GradTarget::kOverwrite);
     at::Tensor incoming = at::empty(kv.sizes(), travel);
-    pending.push_back(group.start_send_recv(theirs, to, incoming, from, kGradientTag));
+    pending.push_back(group.start_send_recv_beside_compute(theirs, to, incoming, from, kGradientTag,
+                                                           exchange_ctas_));
     sent.push_back(theirs);
     mine.push_back(incoming);
   }

@@ -25,7 +25,7 @@ RingDilatedAttention::RingDilatedAttention(DilatedAttentionConfig config, RingCo
            "': the communicator is null; sequence-parallel attention needs one "
            "(AttentionSpec::comm)");
   groups_ = SegmentGroups::shared(comm_);
-  strategy_ = make_spanning_strategy(ring_.strategy);
+  strategy_ = make_spanning_strategy(ring_);
 }
 
 AttentionResult RingDilatedAttention::forward(const at::Tensor& q, const at::Tensor& k,

@@ -3,8 +3,10 @@
 
 namespace ra {
 
-std::unique_ptr<SpanningStrategy> make_spanning_strategy(RingStrategy kind) {
-  if (kind == RingStrategy::kAllGather) return std::make_unique<AllGatherSpanning>();
+std::unique_ptr<SpanningStrategy> make_spanning_strategy(const RingConfig& config) {
+  if (config.strategy == RingStrategy::kAllGather) {
+    return std::make_unique<AllGatherSpanning>(config.exchange_ctas);
+  }
   return std::make_unique<RingSpanning>();
 }
 

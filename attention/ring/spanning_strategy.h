@@ -55,6 +55,8 @@ class RingSpanning : public SpanningStrategy {
 
 class AllGatherSpanning : public SpanningStrategy {
  public:
+  // exchange_ctas: RingConfig::exchange_ctas, the CTAs of the backward's dK/dV exchange.
+  explicit AllGatherSpanning(int exchange_ctas = 0) : exchange_ctas_(exchange_ctas) {}
   at::Tensor forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                      const at::Tensor& kv, double scale, bool causal,
                      const PartialAttention& acc) override;
@@ -62,8 +64,11 @@ class AllGatherSpanning : public SpanningStrategy {
                       const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
                       const at::Tensor& kv, const at::Tensor& saved, double scale, bool causal,
                       const at::Tensor& dq) override;
+
+ private:
+  int exchange_ctas_ = 0;
 };
 
-std::unique_ptr<SpanningStrategy> make_spanning_strategy(RingStrategy kind);
+std::unique_ptr<SpanningStrategy> make_spanning_strategy(const RingConfig& config);
 
 }  // namespace ra

@@ -127,6 +127,13 @@ TEST(Validation, RingAndSparse) {
   EXPECT_NO_THROW(validate(r));
   r.timeout_seconds = 0;
   expect_error([&] { validate(r); }, {"timeout_seconds = 0"});
+  r = RingConfig{};
+  r.exchange_ctas = -1;
+  expect_error([&] { validate(r); }, {"exchange_ctas = -1", "0 (NCCL's choice) to 64"});
+  r.exchange_ctas = 65;
+  expect_error([&] { validate(r); }, {"exchange_ctas = 65"});
+  r.exchange_ctas = 0;
+  EXPECT_NO_THROW(validate(r));
   SparseConfig s;
   EXPECT_NO_THROW(validate(s));
   s.block_size = 48;
