@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 
 #include <limits>
 #include <utility>
@@ -201,7 +202,9 @@ at::Tensor pack_batch_kv(const at::Tensor& k, const at::Tensor& v, const TaskBat
 }
 
 struct ForwardState {
-  at::Tensor out;  // [B, S_local, H, D] compute dtype, merged, before output_scale
+  // [B, S_local, H, D] compute dtype, merged, before output_scale; released once the returned
+  // output (input dtype) is the merged output itself (output_scale 1), which backward then reads.
+  at::Tensor out;
   at::Tensor lse;  // [B, S_local, H] compute dtype
   // What each spanning strategy call returned for backward, in run order (stacks, then tasks).
   std::vector<at::Tensor> spanning_saved;
@@ -313,13 +316,13 @@ struct InputGradients {
   at::Tensor dk, dv;  // [B, S_local, H_kv, D] compute dtype (any strides)
 };
 
+// out_in: the merged output [B, S, H, D] in the input dtype, contiguous: what the fused kernels
+// read (every block call takes views of it and of dout's conversion below).
 InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& q,
                             const at::Tensor& k, const at::Tensor& v, const ForwardState& fwd,
-                            const at::Tensor& dout) {
-  const auto compute = fwd.out.scalar_type(), dtype = q.scalar_type();
-  // The merged output and its gradient [B, S, H, D] in the input dtype, converted once: what the
-  // fused kernels read (every block call takes views of these two).
-  const at::Tensor out_in = fwd.out.to(dtype).contiguous();
+                            const at::Tensor& out_in, const at::Tensor& dout) {
+  const auto compute = fwd.lse.scalar_type(), dtype = q.scalar_type();
+  const auto compute_options = fwd.lse.options();
   const at::Tensor dmerged =
       (plan.output_scale == 1.0 ? dout : dout.to(compute) * plan.output_scale)
           .to(dtype)
@@ -335,13 +338,13 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
     g.dv = sum_kv_heads(d[2].to(compute), v.size(2));
   }
 #endif
-  if (!g.dq.defined()) g.dq = at::zeros(fwd.out.sizes(), fwd.out.options());
+  if (!g.dq.defined()) g.dq = at::zeros(out_in.sizes(), compute_options);
   // dk, dv: allocated on first use, unless the first user is a spanning task whose packed rows
   // are all of them (the dense ring): its gradients become dk, dv (no zero fill, no add).
   auto kv_grads_allocated = [&] {
     if (g.dk.defined()) return;
-    g.dk = at::zeros(k.sizes(), fwd.out.options());
-    g.dv = at::zeros(v.sizes(), fwd.out.options());
+    g.dk = at::zeros(k.sizes(), compute_options);
+    g.dv = at::zeros(v.sizes(), compute_options);
   };
   at::Tensor lse4 = with_unit_dim(fwd.lse);
   const BlockMask diagonal = plan.causal ? BlockMask::kCausalDiagonal : BlockMask::kNone;
@@ -444,9 +447,12 @@ class ShardedDilatedAttentionBackward : public torch::autograd::Node {
     RA_CHECK(q_.defined(),
              "sharded dilated attention: backward called twice; pass "
              "retain_graph=true to backward through this graph again");
-    at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(fwd_.out);
+    at::Tensor out_in = output_.unpack(shared_from_this());  // undefined unless saved
+    if (!out_in.defined()) out_in = fwd_.out.to(q_.scalar_type());
+    out_in = out_in.contiguous();
+    at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(out_in);
     at::NoGradGuard no_grad;
-    InputGradients g = run_backward(*plan_, q_, k_, v_, fwd_, dout);
+    InputGradients g = run_backward(*plan_, q_, k_, v_, fwd_, out_in, dout);
     // In the input's dtype and contiguous (dk, dv may be permuted views of a task's gradients).
     auto to_input = [](const at::Tensor& grad, const at::Tensor& like) {
       return grad.to(like.scalar_type(), false, false, at::MemoryFormat::Contiguous);
@@ -454,12 +460,24 @@ class ShardedDilatedAttentionBackward : public torch::autograd::Node {
     return {to_input(g.dq, q_), to_input(g.dk, k_), to_input(g.dv, v_)};
   }
 
-  void release_variables() override { q_.reset(), k_.reset(), v_.reset(), fwd_ = {}; }
+  // The returned output when it is the merged output in the input dtype (output_scale 1): kept
+  // as a saved output (no reference cycle; an in-place change of it fails backward), and the
+  // compute-dtype copy is released instead of converted again in backward.
+  void save_output(const at::Tensor& out) {
+    output_ = torch::autograd::SavedVariable(out, /*is_output=*/true);
+    fwd_.out = at::Tensor();
+  }
+
+  void release_variables() override {
+    q_.reset(), k_.reset(), v_.reset(), fwd_ = {};
+    output_.reset_data();
+  }
 
  private:
   std::shared_ptr<const ShardedAttentionPlan> plan_;
   at::Tensor q_, k_, v_;
   ForwardState fwd_;
+  torch::autograd::SavedVariable output_;
 };
 
 }  // namespace
@@ -481,6 +499,7 @@ AttentionResult sharded_dilated_attention(std::shared_ptr<const ShardedAttention
         new ShardedDilatedAttentionBackward(plan, qd, kd, vd, fwd), torch::autograd::deleteNode);
     node->set_next_edges(torch::autograd::collect_next_edges(q, k, v));
     torch::autograd::set_history(out, node);
+    if (plan->output_scale == 1.0) node->save_output(out);
   }
   return {out, fwd.lse};
 }

@@ -432,6 +432,30 @@ TEST_P(RingDilatedAttentionTest, RejectsBadLayouts) {
   }
 }
 
+// Backward reads the returned output itself (no second copy of it is kept): changing it in
+// place before backward is an error naming the in-place change, never a wrong gradient.
+TEST_P(RingDilatedAttentionTest, OutputChangedInPlaceBeforeBackwardIsAnError) {
+  SKIP_WITHOUT_DEVICE();
+  DilatedAttentionConfig dense;
+  dense.segment_lengths = {kShard * world()->size()};
+  dense.dilation_rates = {1};
+  dense.causal = true;
+  AttentionSpec spec{dense, ring_config(/*zigzag=*/true), {}, world()};
+  auto attention = make_attention(GetParam(), spec);
+  at::Tensor q = torch::randn({1, kShard, 2, 8}, torch::kDouble).to(kDevice).requires_grad_();
+  AttentionResult r = attention->forward(q, q, q);
+  at::Tensor dout = torch::ones_like(r.out);
+  auto intact = torch::autograd::grad({r.out}, {q}, {dout}, /*retain_graph=*/true);
+  EXPECT_TRUE(torch::isfinite(intact[0]).all().item<bool>());
+  r.out.mul_(2);
+  try {
+    torch::autograd::grad({r.out}, {q}, {dout});
+    ADD_FAILURE() << "backward after an in-place change of the output must fail";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("inplace operation"), std::string::npos) << e.what();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Strategies, RingDilatedAttentionTest,
                          ::testing::Values(std::string("ring"), std::string("allgather")),
                          [](const auto& info) { return info.param; });
