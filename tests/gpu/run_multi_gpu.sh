@@ -12,6 +12,8 @@
 # BENCH_SET=spanning to longnet-1m at 1M (segments spanning the shards) against one GPU; a
 # space-separated list runs several sets (BENCH_SET="dense spanning").
 #   STAGES="tests bench train sparse profile" bash tests/gpu/run_multi_gpu.sh
+# Stage "shapes": cuDNN's backward per block shape of the dense zigzag step on GPU 0
+# (bench/cudnn_block_shapes.py). SWEEP_PROFILE=1 traces one step per SWEEP_ENV setting.
 # Stage "dilated": single-GPU dilated attention rows (DILATED_RUNS, see the stage). Stage
 # "layernorm": the LayerNorm kernels against ATen (bench/layer_norm_bench.cpp).
 # TEST_REGEX narrows the tests stage (a ctest -R pattern). CLOCKS=1 logs clocks and power
@@ -148,7 +150,26 @@ if [[ " $STAGES " == *" sweep "* ]]; then
       || echo "bench failed under $assignment" | tee -a "$OUT/bench.log"
     tail -1 "$RESULTS" | sed "s/^/$assignment: /"
   done
+  # SWEEP_PROFILE=1: one traced step under each distinct setting, every attention call listed.
+  if [ -n "${SWEEP_PROFILE:-}" ]; then
+    for assignment in $(printf '%s\n' ${SWEEP_ENV:-} | awk '!seen[$0]++'); do
+      trace="/tmp/sweep_${assignment//[^A-Za-z0-9]/_}.json"
+      echo "== $assignment" >> "$OUT/profile.log"
+      timeout 120 "${MPIRUN[@]}" -x "$assignment" -n "$GPUS" "$BUILD/bench/bench_ring_attention" \
+        --config dense-causal --seq-len 128K --zigzag ${SWEEP_ARGS:-} --profile "$trace" \
+        >> "$OUT/bench.log" 2>&1 \
+        && python3 bench/summarize_trace.py "$trace" --top 14 --calls "sdpa|fmha|flash" \
+          >> "$OUT/profile.log" 2>&1
+    done
+  fi
   elapsed "sweep done"
+fi
+
+if [[ " $STAGES " == *" shapes "* ]]; then
+  # cuDNN's backward per block shape of the dense causal zigzag step, alone and interleaved.
+  python3 bench/cudnn_block_shapes.py > "$OUT/shapes.log" 2>&1 || echo "shapes failed"
+  cat "$OUT/shapes.log"
+  elapsed "shapes done"
 fi
 
 if [[ " $STAGES " == *" train "* && -x "$BUILD/launch/ring_train" ]]; then
