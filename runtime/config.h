@@ -74,10 +74,13 @@ struct RingConfig {
   // return to their owners), so the forward keeps only q, k, v, out and lse of the local shard.
   double timeout_seconds = 300;  // deadline for every blocking communication wait
   // CTAs (SMs) the NCCL kernels of the allgather strategy's backward dK/dV exchange may use
-  // (0: NCCL's choice). The exchange runs beside a whole block computation, and cuDNN's
-  // persistent backward kernels slow down by far more than the SMs NCCL takes from them: at
-  // 128K on 4 x H100 the traced backward calls took 92 ms beside NCCL's default, 79 ms beside 2.
-  int exchange_ctas = 2;
+  // (0: NCCL's choice, on the group's communicator; else a duplicate capped at that many). The
+  // exchange runs beside a whole block computation, and cuDNN's persistent backward kernels
+  // slowed down by far more than the SMs NCCL took from them (128K on 4 x H100, traced: 92 ms
+  // of backward calls beside NCCL's default channels, 79 ms with every NCCL kernel capped at 2
+  // CTAs). Timed with this cap on 2 x H200 (PERFORMANCE.md, session 14): 2 CTAs 1.5% slower at
+  // 128K, 0.8% faster at 512K; not yet timed on 4 GPUs, so the default stays NCCL's choice.
+  int exchange_ctas = 0;
 };
 
 // Block-sparse dilated attention.

@@ -9,8 +9,8 @@
 // sums as an fp32 reduce-scatter of the same block gradients at half its bytes, no fp32 copies;
 // dK and dV then go as two messages, the kernel's own outputs where one block call covers all of
 // a member's keys (attend_member_backward_single_call), so they are not copied into a buffer.
-// The exchange has a whole block computation to hide behind, so its NCCL kernels run on few CTAs
-// (RingConfig::exchange_ctas): cuDNN's persistent backward kernels beside them lose few SMs.
+// The exchange has a whole block computation to hide behind, so its NCCL kernels may run on few
+// CTAs (RingConfig::exchange_ctas), leaving the SMs to cuDNN's persistent backward kernels.
 #include <ATen/ATen.h>
 
 #include <algorithm>
