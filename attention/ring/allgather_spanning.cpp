@@ -6,15 +6,14 @@
 // rank's keys; after its own keys' blocks the owner sums all m in fp32. Where every member's
 // block calls write each key row once and no GQA expansion sums heads (e.g. the dense ring), the
 // gradients travel as the block kernels returned them (the fused kernels: bf16/fp16): the same
-// sums as an fp32 reduce-scatter of the same block gradients at half its bytes, no fp32 copies;
-// dK and dV then go as two messages, the kernel's own outputs where one block call covers all of
-// a member's keys (attend_member_backward_single_call), so they are not copied into a buffer.
+// sums as an fp32 reduce-scatter of the same block gradients at half its bytes, no fp32 copies.
 // The exchange has a whole block computation to hide behind, so its NCCL kernels may run on few
-// CTAs (RingConfig::exchange_ctas), leaving the SMs to cuDNN's persistent backward kernels.
+// CTAs (RingConfig::exchange_ctas), leaving the SMs to cuDNN's persistent backward kernels. One
+// message per step: a second NCCL kernel queued behind the first found every SM taken by the
+// persistent cuDNN kernel launched meanwhile and ran only after it (2 x H200 trace, session 14).
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <array>
 #include <memory>
 #include <vector>
 
@@ -92,60 +91,31 @@ at::Tensor AllGatherSpanning::backward(const ShardTask& task, RingExchange& grou
   const int m = task.group_size, me = task.member;
 
   // dK/dV travel as the block kernels return them where each key row gets one block's (the
-  // fused kernels: the input dtype), else in the compute dtype. Exact (the same on every rank):
-  // dK and dV go as two messages, each the kernel's output itself where one block call covers
-  // all of a member's keys (no copy into a buffer), else a half of the written buffer.
-  const bool exact = gradients_travel_exact(task, expand, causal);
-  const auto travel = exact ? kv.options().dtype(block_gradient_dtype(q)) : grad_options;
-  // This rank's block gradients against member i's keys, written into [2, B, h_kv, n_i, D].
-  auto written_gradients = [&](int i, const at::Tensor& member_kv) {
-    at::Tensor written = at::empty(member_kv.sizes(), travel);
-    attend_member_backward(q, out, lse, dout, task.my_chunks(), member_kv, task.member_chunks[i],
-                           expand, scale, causal, dq, written, GradTarget::kOverwrite);
-    return written;
-  };
-  // The same as {dK, dV}, as the kernel returned them where one call covers member i's keys.
-  auto gradient_pair = [&](int i, const at::Tensor& member_kv) -> std::array<at::Tensor, 2> {
-    auto [dk, dv] =
-        attend_member_backward_single_call(q, out, lse, dout, task.my_chunks(), member_kv,
-                                           task.member_chunks[i], expand, scale, causal, dq);
-    if (dk.defined()) return {dk.contiguous(), dv.contiguous()};
-    at::Tensor written = written_gradients(i, member_kv);
-    return {written[0], written[1]};
-  };
-  std::vector<at::Tensor> sent;                  // alive until their transfers are done
-  std::vector<std::array<at::Tensor, 2>> parts;  // {dK, dV} of this rank's keys, per member
+  // fused kernels: the input dtype), else in the compute dtype.
+  const auto travel = gradients_travel_exact(task, expand, causal)
+                          ? kv.options().dtype(block_gradient_dtype(q))
+                          : grad_options;
+  std::vector<at::Tensor> sent, mine;  // sent: alive until their transfers are done
   std::vector<std::unique_ptr<PendingTransfer>> pending;
-  auto start = [&](const at::Tensor& send, int to, at::Tensor recv, int from) {
-    pending.push_back(
-        group.start_send_recv_beside_compute(send, to, recv, from, kGradientTag, exchange_ctas_));
-    sent.push_back(send);
-  };
   for (int t = 1; t < m; ++t) {
     const int to = (me + t) % m, from = (me + m - t) % m;
-    const at::Tensor their_kv = member_rows(saved, task, to);
+    at::Tensor theirs = at::empty(member_rows(saved, task, to).sizes(), travel);
+    attend_member_backward(q, out, lse, dout, task.my_chunks(), member_rows(saved, task, to),
+                           task.member_chunks[to], expand, scale, causal, dq, theirs,
+                           GradTarget::kOverwrite);
     at::Tensor incoming = at::empty(kv.sizes(), travel);
-    if (exact) {  // dK, then dV: a pair of ranks keeps its messages in order
-      const std::array<at::Tensor, 2> theirs = gradient_pair(to, their_kv);
-      for (int g = 0; g < 2; ++g) start(theirs[g], to, incoming[g], from);
-    } else {
-      start(written_gradients(to, their_kv), to, incoming, from);
-    }
-    parts.push_back({incoming[0], incoming[1]});
+    pending.push_back(group.start_send_recv_beside_compute(theirs, to, incoming, from, kGradientTag,
+                                                           exchange_ctas_));
+    sent.push_back(theirs);
+    mine.push_back(incoming);
   }
-  if (exact) {
-    parts.push_back(gradient_pair(me, kv));
-  } else {
-    at::Tensor own = written_gradients(me, kv);
-    parts.push_back({own[0], own[1]});
-  }
+  at::Tensor own = at::empty(kv.sizes(), travel);
+  attend_member_backward(q, out, lse, dout, task.my_chunks(), kv, task.member_chunks[me], expand,
+                         scale, causal, dq, own, GradTarget::kOverwrite);
   for (auto& p : pending) p->wait();
+  mine.push_back(own);
   at::Tensor dkv = at::empty(kv.sizes(), grad_options);
-  for (int g = 0; g < 2; ++g) {  // dK, dV: the m parts summed in fp32, one pass each
-    std::vector<at::Tensor> sources;
-    for (const auto& part : parts) sources.push_back(part[g]);
-    sum_into_(dkv[g], sources);
-  }
+  sum_into_(dkv, mine);
   return dkv;
 }
 

@@ -113,22 +113,6 @@ void add_grouped(const at::Tensor& dst, const at::Tensor& expand, const at::Tens
 // Whether the row ranges [a, a + n) and [b, b + m) share a row.
 bool rows_overlap(int64_t a, int64_t n, int64_t b, int64_t m) { return a < b + m && b < a + n; }
 
-// One planned block call's backward; adds its dQ into dq's rows.
-BlockGradients call_backward(const BlockCall& c, const at::Tensor& q, const at::Tensor& kv,
-                             const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
-                             double scale, const at::Tensor& dq) {
-  BlockGradients g = block_attention_backward(
-      q.narrow(2, c.q_start, c.q_count), kv[0].narrow(2, c.kv_start, c.kv_count),
-      kv[1].narrow(2, c.kv_start, c.kv_count), out.narrow(2, c.q_start, c.q_count),
-      lse.narrow(2, c.q_start, c.q_count), dout.narrow(2, c.q_start, c.q_count), scale, c.mask);
-  accumulate_(dq.narrow(2, c.q_start, c.q_count), g.dq);
-  return g;
-}
-
-int64_t total_count(const std::vector<KeptChunk>& chunks) {
-  return packed_start(chunks, chunks.size());
-}
-
 }  // namespace
 
 void attend_member(const at::Tensor& q, const std::vector<KeptChunk>& q_chunks,
@@ -184,7 +168,11 @@ void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at
     if (pos < stop) dkv.narrow(3, pos, stop - pos).zero_();
   };
   for (const BlockCall& c : plan_block_calls(q_chunks, kv_chunks, causal)) {
-    BlockGradients g = call_backward(c, q, kv, out, lse, dout, scale, dq);
+    BlockGradients g = block_attention_backward(
+        q.narrow(2, c.q_start, c.q_count), kv[0].narrow(2, c.kv_start, c.kv_count),
+        kv[1].narrow(2, c.kv_start, c.kv_count), out.narrow(2, c.q_start, c.q_count),
+        lse.narrow(2, c.q_start, c.q_count), dout.narrow(2, c.q_start, c.q_count), scale, c.mask);
+    accumulate_(dq.narrow(2, c.q_start, c.q_count), g.dq);
     const at::Tensor dk = dkv[0].narrow(2, c.kv_start, c.kv_count);
     const at::Tensor dv = dkv[1].narrow(2, c.kv_start, c.kv_count);
     if (dkv_target == GradTarget::kOverwrite) {
@@ -204,24 +192,6 @@ void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at
     add_grouped(dv, expand, g.dv);
   }
   if (dkv_target == GradTarget::kOverwrite) zero_unwritten(0, dkv.size(3));
-}
-
-bool single_call_covers_kv(const std::vector<KeptChunk>& q_chunks,
-                           const std::vector<KeptChunk>& kv_chunks, bool causal) {
-  const std::vector<BlockCall> calls = plan_block_calls(q_chunks, kv_chunks, causal);
-  const int64_t n_kv = total_count(kv_chunks);
-  return n_kv > 0 && calls.size() == 1 && calls[0].kv_start == 0 && calls[0].kv_count == n_kv;
-}
-
-std::pair<at::Tensor, at::Tensor> attend_member_backward_single_call(
-    const at::Tensor& q, const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
-    const std::vector<KeptChunk>& q_chunks, const at::Tensor& kv,
-    const std::vector<KeptChunk>& kv_chunks, const at::Tensor& expand, double scale, bool causal,
-    const at::Tensor& dq) {
-  if (expand.defined() || !single_call_covers_kv(q_chunks, kv_chunks, causal)) return {};
-  BlockGradients g = call_backward(plan_block_calls(q_chunks, kv_chunks, causal)[0], q, kv, out,
-                                   lse, dout, scale, dq);
-  return {g.dk, g.dv};
 }
 
 }  // namespace ra

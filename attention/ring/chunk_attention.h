@@ -73,18 +73,6 @@ void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at
                             const at::Tensor& dq, const at::Tensor& dkv,
                             GradTarget dkv_target = GradTarget::kAdd);
 
-// When q's chunks against kv's chunks are ONE block call over all of kv's rows (a member whose
-// keys one rectangle or diagonal covers) and no GQA expansion is needed: runs it, adds its dQ into
-// dq and returns its dK, dV [B, h, n_kv, D] as the kernel wrote them (no copy into a target).
-// Otherwise returns undefined tensors and does nothing. single_call_covers_kv says which.
-std::pair<at::Tensor, at::Tensor> attend_member_backward_single_call(
-    const at::Tensor& q, const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
-    const std::vector<KeptChunk>& q_chunks, const at::Tensor& kv,
-    const std::vector<KeptChunk>& kv_chunks, const at::Tensor& expand, double scale, bool causal,
-    const at::Tensor& dq);
-bool single_call_covers_kv(const std::vector<KeptChunk>& q_chunks,
-                           const std::vector<KeptChunk>& kv_chunks, bool causal);
-
 // Whether the block calls of q's chunks against kv's chunks (block_call_plan.h) touch every kv
 // row at most once: then attend_member_backward with GradTarget::kOverwrite copies each block's
 // dK/dV as the kernel returned it (no sum), so a dkv of the input dtype holds them exactly.

@@ -2,8 +2,7 @@
 // buffer written by the block calls (GradTarget::kOverwrite, never zero-filled first) equals
 // zeros plus every block added (kAdd), where calls overlap in key rows, where key chunks get no
 // block and where one call covers all; which block-call plans write each key row once; that a
-// low-precision target is never summed into; that one call over all keys hands its kernel's
-// dK/dV out as they are; and the CPU form of sum_into_ / accumulate_.
+// low-precision target is never summed into; and the CPU form of sum_into_ / accumulate_.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -74,46 +73,6 @@ TEST(ChunkAttention, OverwrittenGradientsEqualZerosPlusEveryBlock) {
     EXPECT_LT(testing::relative_error(dq, dq_add), 1e-12);
     EXPECT_GT(dkv.abs().sum().item<double>(), 0.0);
   }
-}
-
-// One block call over all of a member's keys returns its dK/dV as the kernel wrote them: equal to
-// the written target (and the same dQ); where calls are several, or one covers only some key
-// rows (zigzag chunks {3, 4} against {0, 7}: only chunk 0), it runs nothing.
-TEST(ChunkAttention, SingleCallOverAllKeysReturnsTheKernelGradients) {
-  torch::manual_seed(5);
-  const int64_t B = 2, h = 3, D = 8, L = 5;
-  const auto f64 = torch::dtype(torch::kDouble);
-  EXPECT_FALSE(single_call_covers_kv(chunks({3, 4}, L), chunks({0, 7}, L), true));
-  EXPECT_FALSE(single_call_covers_kv(chunks({0, 2}, L), chunks({0, 1}, L), true));
-  EXPECT_FALSE(single_call_covers_kv(chunks({0, 1}, L), chunks({2, 3}, L), true));  // no call
-  for (const Hop& hop :
-       {Hop{{0, 7}, {1, 6}, true}, Hop{{0, 7}, {0, 7}, true}, Hop{{0, 2}, {0, 1}, false}}) {
-    const auto qc = chunks(hop.q_ids, L), kc = chunks(hop.kv_ids, L);
-    ASSERT_TRUE(single_call_covers_kv(qc, kc, hop.causal));
-    const at::Tensor q = torch::randn({B, h, 2 * L, D}, f64);
-    const at::Tensor kv = torch::randn({2, B, h, 2 * L, D}, f64);
-    PartialAttention acc = empty_partial(q);
-    attend_member(q, qc, kv, kc, at::Tensor(), 0.3, hop.causal, acc);
-    const at::Tensor dout = torch::randn({B, h, 2 * L, D}, f64);
-    at::Tensor dq_want = torch::zeros_like(q), dkv_want = torch::empty_like(kv);
-    attend_member_backward(q, acc.out, acc.lse, dout, qc, kv, kc, at::Tensor(), 0.3, hop.causal,
-                           dq_want, dkv_want, GradTarget::kOverwrite);
-    at::Tensor dq = torch::zeros_like(q);
-    auto [dk, dv] = attend_member_backward_single_call(q, acc.out, acc.lse, dout, qc, kv, kc,
-                                                       at::Tensor(), 0.3, hop.causal, dq);
-    ASSERT_TRUE(dk.defined() && dv.defined());
-    EXPECT_LT(testing::relative_error(dk, dkv_want[0]), 1e-12);
-    EXPECT_LT(testing::relative_error(dv, dkv_want[1]), 1e-12);
-    EXPECT_LT(testing::relative_error(dq, dq_want), 1e-12);
-  }
-  const at::Tensor q = torch::randn({B, h, 2 * L, D}, f64),
-                   kv = torch::randn({2, B, h, 2 * L, D}, f64);
-  at::Tensor dq = torch::zeros_like(q);
-  auto [dk, dv] = attend_member_backward_single_call(q, q, torch::zeros({B, h, 2 * L}, f64), q,
-                                                     chunks({3, 4}, L), kv, chunks({0, 7}, L),
-                                                     at::Tensor(), 0.3, true, dq);
-  EXPECT_FALSE(dk.defined() || dv.defined());
-  EXPECT_EQ(dq.abs().sum().item<double>(), 0.0);  // nothing ran
 }
 
 // A bf16 target holds one block's gradients exactly only if no two blocks meet in it: where
