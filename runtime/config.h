@@ -76,10 +76,11 @@ struct RingConfig {
   // CTAs (SMs) the NCCL kernels of the allgather strategy's backward dK/dV exchange may use
   // (0: NCCL's choice, on the group's communicator; else a duplicate capped at that many). The
   // exchange runs beside a whole block computation, and cuDNN's persistent backward kernels
-  // slowed down by far more than the SMs NCCL took from them (128K on 4 x H100, traced: 92 ms
-  // of backward calls beside NCCL's default channels, 79 ms with every NCCL kernel capped at 2
-  // CTAs). Timed with this cap on 2 x H200 (PERFORMANCE.md, session 14): 2 CTAs 1.5% slower at
-  // 128K, 0.8% faster at 512K; not yet timed on 4 GPUs, so the default stays NCCL's choice.
+  // looked slowed by the SMs NCCL took from them in a traced step (128K on 4 x H100: 92 ms of
+  // backward calls beside NCCL's default channels, 79 ms with every NCCL kernel capped at 2
+  // CTAs), but timed steps do not confirm it (PERFORMANCE.md, session 14: 2 CTAs 115.9 / 116.2
+  // vs 115.6 / 115.8 ms at 128K on 4 x H100, 1817.4 vs 1816.4 at 512K; the same on 2 x H200),
+  // so the default is NCCL's choice; the cap is there to try on other machines.
   int exchange_ctas = 0;
 };
 
