@@ -60,7 +60,8 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "only) | sparse (where built)")(
       "exchange-ctas", po::value(&c.exchange_ctas)->default_value(c.exchange_ctas),
       "allgather: CTAs (SMs) NCCL may use for the backward's dK/dV exchange, which runs beside "
-      "the attention kernels; few slow them less; 0 = NCCL's choice")(
+      "the attention kernels (a communicator of its own); 0 = NCCL's choice (caps timed no "
+      "faster on H100/H200: docs/PERFORMANCE.md, session 14)")(
       "causal", po::value(&raw.causal)->default_value(false)->implicit_value(true),
       "causal masking (required for token-file language modelling)")(
       "checkpointing", po::value(&c.checkpointing)->default_value(c.checkpointing),
