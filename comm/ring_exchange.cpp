@@ -58,10 +58,7 @@ void RingExchange::swap(const at::Tensor& send, at::Tensor& recv, int peer) {
 
 std::unique_ptr<PendingTransfer> RingExchange::start_send_recv(const at::Tensor& send, int dst,
                                                                at::Tensor& recv, int src, int tag) {
-  for (int peer : {dst, src}) {
-    RA_CHECK(peer >= 0 && peer < size(), "RingExchange: send_recv peer = ", peer,
-             ": must be a rank of this group of ", size());
-  }
+  check_peers(dst, src);
   auto pending = comm_->start_send_recv(send, dst, recv, src, tag);
   count(send);
   return pending;
@@ -72,10 +69,7 @@ std::unique_ptr<PendingTransfer> RingExchange::start_send_recv_beside_compute(
   RA_CHECK(max_ctas >= 0, "RingExchange: max_ctas = ", max_ctas,
            "; must be >= 0 (0: NCCL's choice)");
   if (max_ctas == 0) return start_send_recv(send, dst, recv, src, tag);
-  for (int peer : {dst, src}) {
-    RA_CHECK(peer >= 0 && peer < size(), "RingExchange: send_recv peer = ", peer,
-             ": must be a rank of this group of ", size());
-  }
+  check_peers(dst, src);
   std::shared_ptr<Communicator>& comm = beside_compute_[max_ctas];
   if (!comm) comm = comm_->duplicate(max_ctas);
   comm->set_timeout_seconds(comm_->timeout_seconds());
@@ -95,6 +89,13 @@ std::unique_ptr<PendingTransfer> RingExchange::start_all_gather(const at::Tensor
   auto pending = comm_->start_all_gather(input, output);
   count(input);
   return pending;
+}
+
+void RingExchange::check_peers(int dst, int src) const {
+  for (int peer : {dst, src}) {
+    RA_CHECK(peer >= 0 && peer < size(), "RingExchange: send_recv peer = ", peer,
+             ": must be a rank of this group of ", size());
+  }
 }
 
 void RingExchange::count(const at::Tensor& sent) {

@@ -70,6 +70,7 @@ class RingExchange {
 
  private:
   void count(const at::Tensor& sent);
+  void check_peers(int dst, int src) const;  // both ranks of this group
 
   std::shared_ptr<Communicator> comm_;
   std::map<int, std::shared_ptr<Communicator>> beside_compute_;  // by max_ctas
