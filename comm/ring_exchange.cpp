@@ -84,6 +84,11 @@ void RingExchange::set_timeout_seconds(double seconds) {
   for (auto& [ctas, comm] : beside_compute_) comm->set_timeout_seconds(seconds);
 }
 
+void RingExchange::set_context(const std::string& context) {
+  comm_->set_context(context);
+  for (auto& [ctas, comm] : beside_compute_) comm->set_context(context);
+}
+
 std::unique_ptr<PendingTransfer> RingExchange::start_all_gather(const at::Tensor& input,
                                                                 at::Tensor& output) {
   auto pending = comm_->start_all_gather(input, output);

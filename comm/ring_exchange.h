@@ -12,6 +12,7 @@
 
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -65,8 +66,10 @@ class RingExchange {
   std::unique_ptr<PendingTransfer> start_all_gather(const at::Tensor& input, at::Tensor& output);
 
   const Counters& counters() const { return counters_; }
-  // The deadline of every blocking wait, on the group's communicator and its duplicates.
+  // The deadline of every blocking wait, and the label errors carry (Communicator::set_context),
+  // on the group's communicator and its duplicates.
   void set_timeout_seconds(double seconds);
+  void set_context(const std::string& context);
 
  private:
   void count(const at::Tensor& sent);

@@ -65,7 +65,7 @@ AttentionResult RingDilatedAttention::forward(const at::Tensor& q, const at::Ten
   plan->backend = config_.backend;
   plan->fused_local =
       !plan->local_branches.branches.empty() && fused_path_applies(config_, q, /*dropout=*/false);
-  groups_->set_timeout_seconds(ring_.timeout_seconds);  // the groups are shared by all layers
+  groups_->follow_world(ring_.timeout_seconds);  // the groups are shared by all layers
   plan->groups = groups_;
   plan->strategy = strategy_;
   plan->stack_head_groups = ring_.stack_head_groups;

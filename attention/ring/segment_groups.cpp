@@ -35,9 +35,12 @@ RingExchange& SegmentGroups::group(int m) {
   return *it->second;
 }
 
-void SegmentGroups::set_timeout_seconds(double seconds) {
-  world_->set_timeout_seconds(seconds);
-  for (auto& [m, ring] : groups_) ring->set_timeout_seconds(seconds);
+void SegmentGroups::follow_world(double timeout_seconds) {
+  world_->set_timeout_seconds(timeout_seconds);
+  for (auto& [m, ring] : groups_) {
+    ring->set_timeout_seconds(timeout_seconds);
+    ring->set_context(world_->context());
+  }
 }
 
 RingExchange::Counters SegmentGroups::counters() const {

@@ -24,8 +24,9 @@ class SegmentGroups {
   Communicator& world() { return *world_; }
   // The ring of this rank's group of m ranks (m divides the world size).
   RingExchange& group(int m);
-  // Applies a deadline to the world and every group communicator made so far.
-  void set_timeout_seconds(double seconds);
+  // Applies a deadline to the world and every group communicator made so far, and the world's
+  // context (the trainer's "step 12") to the groups, so their errors name the current step.
+  void follow_world(double timeout_seconds);
   // Ring buffer counters summed over the groups.
   RingExchange::Counters counters() const;
 

@@ -17,6 +17,7 @@
 
 #include "attention/factory.h"
 #include "attention/ring/ring_dilated_attention.h"
+#include "attention/ring/segment_groups.h"
 #include "attention/ring/zigzag_layout.h"
 #include "tests/support/dense_reference.h"
 #include "tests/support/mpi_test_world.h"
@@ -454,6 +455,27 @@ TEST_P(RingDilatedAttentionTest, OutputChangedInPlaceBeforeBackwardIsAnError) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("inplace operation"), std::string::npos) << e.what();
   }
+}
+
+// Segment-group communicators made at step 1 follow the world's deadline and context on every
+// forward (RingDilatedAttention calls follow_world), so a timeout in a group names the current
+// step, not the step that created it.
+TEST(SegmentGroups, GroupsFollowTheWorldsDeadlineAndContext) {
+  const int P = world()->size();
+  std::shared_ptr<Communicator> mine = world()->split(0, world()->rank());  // settings stay local
+  SegmentGroups groups(mine);
+  mine->set_context("step 1");
+  groups.follow_world(30);
+  RingExchange& alone = groups.group(1);  // a split made now, at step 1
+  RingExchange& all = groups.group(P);    // the world itself
+  EXPECT_EQ(alone.comm().context(), "step 1");
+  mine->set_context("step 2");
+  groups.follow_world(12);
+  for (RingExchange* ring : {&alone, &all}) {
+    EXPECT_EQ(ring->comm().context(), "step 2");
+    EXPECT_EQ(ring->comm().timeout_seconds(), 12);
+  }
+  EXPECT_EQ(mine->timeout_seconds(), 12);
 }
 
 INSTANTIATE_TEST_SUITE_P(Strategies, RingDilatedAttentionTest,
