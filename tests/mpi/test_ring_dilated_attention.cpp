@@ -344,10 +344,14 @@ TEST_P(RingDilatedAttentionTest, ZigzagDenseCausalEqualsReference) {
   config.segment_lengths = {S};
   config.dilation_rates = {1};
   config.causal = true;
-  const RingConfig ring = ring_config(/*zigzag=*/true);
-  expect_within(compare(variant, config, ring, in,
-                        [&](const at::Tensor& t) { return zigzag_shard(t, p, P); }),
-                1e-10, variant + " zigzag");
+  RingConfig ring = ring_config(/*zigzag=*/true);
+  // exchange_ctas > 0: the allgather's dK/dV exchange on a duplicate communicator.
+  for (int ctas : {0, 2}) {
+    ring.exchange_ctas = ctas;
+    expect_within(compare(variant, config, ring, in,
+                          [&](const at::Tensor& t) { return zigzag_shard(t, p, P); }),
+                  1e-10, variant + " zigzag, exchange_ctas " + std::to_string(ctas));
+  }
 }
 
 TEST_P(RingDilatedAttentionTest, LocalBranchesDoNotCommunicateAndBuffersAreShared) {
