@@ -28,6 +28,12 @@ class PendingTransfer {
  public:
   virtual ~PendingTransfer() = default;
   virtual void wait() = 0;
+
+ protected:
+  // For the destructors of transfers that must finish before their buffers go: wait() unless an
+  // exception is unwinding (the job is ending: no second deadline). A destructor cannot throw;
+  // the failure was or will be reported by an explicit wait.
+  void wait_in_destructor() noexcept;
 };
 
 class Communicator {
@@ -47,6 +53,14 @@ class Communicator {
   // orders them by issue). The default runs send_recv at once and returns a finished handle.
   virtual std::unique_ptr<PendingTransfer> start_send_recv(const at::Tensor& send, int dst,
                                                            at::Tensor& recv, int src, int tag = 0);
+  // Several tensors each way as one transfer: sends[i] lands in the peer's recvs[i] (each
+  // contiguous, on `device`; a pair's dtypes and sizes agree across the two ranks; either list may
+  // be empty, and every rank of a pair still makes the call). On NCCL one group, so one kernel
+  // launch: a second one queued behind a persistent compute kernel would wait for it to end. The
+  // default packs each side into one byte buffer on `device` for one start_send_recv.
+  virtual std::unique_ptr<PendingTransfer> start_send_recv_many(at::TensorList sends, int dst,
+                                                                at::TensorList recvs, int src,
+                                                                at::Device device, int tag = 0);
   // In place, sum over ranks.
   virtual void all_reduce_sum(at::Tensor& tensor) = 0;
   // The same, started without waiting: `tensor` stays untouched by the caller until wait(). On

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <exception>
 #include <thread>
 
 #include "comm/mpi_check.h"
@@ -104,14 +103,7 @@ class MpiPendingTransfer : public PendingTransfer {
  public:
   explicit MpiPendingTransfer(MpiCommunicator* comm) : comm_(comm) {}
   ~MpiPendingTransfer() override {
-    // While an exception unwinds (the job is ending) do not wait a second deadline.
-    if (!done_ && std::uncaught_exceptions() == 0) {
-      try {
-        wait();
-      } catch (...) {
-        // A destructor cannot throw; the failure was or will be reported by an explicit wait.
-      }
-    }
+    if (!done_) wait_in_destructor();
   }
   void wait() override {
     if (done_) return;

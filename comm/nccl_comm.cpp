@@ -189,9 +189,20 @@ void NcclComm::launch(cudaStream_t compute, cudaEvent_t done, const char* operat
 void NcclComm::send_recv(const void* send, size_t send_count, int dst, void* recv,
                          size_t recv_count, int src, ncclDataType_t type, cudaStream_t compute,
                          cudaEvent_t done) {
+  send_recv_many({{const_cast<void*>(send), send_count, type}}, dst, {{recv, recv_count, type}},
+                 src, compute, done);
+}
+
+void NcclComm::send_recv_many(const std::vector<Buffer>& sends, int dst,
+                              const std::vector<Buffer>& recvs, int src, cudaStream_t compute,
+                              cudaEvent_t done) {
   launch(compute, done, "send_recv", [&] {
-    RA_NCCL_CHECK(ncclSend(send, send_count, type, dst, comm_, comm_stream_));
-    RA_NCCL_CHECK(ncclRecv(recv, recv_count, type, src, comm_, comm_stream_));
+    for (const Buffer& b : sends) {
+      RA_NCCL_CHECK(ncclSend(b.data, b.count, b.type, dst, comm_, comm_stream_));
+    }
+    for (const Buffer& b : recvs) {
+      RA_NCCL_CHECK(ncclRecv(b.data, b.count, b.type, src, comm_, comm_stream_));
+    }
   });
 }
 

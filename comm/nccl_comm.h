@@ -14,6 +14,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "comm/nccl_watchdog.h"
@@ -36,10 +37,20 @@ class NcclComm {
   void set_timeout_seconds(double seconds) { timeout_seconds_ = seconds; }
   void set_context(std::string context) { context_ = std::move(context); }
 
+  // One buffer of a point-to-point transfer: `count` elements of `type`.
+  struct Buffer {
+    void* data = nullptr;
+    size_t count = 0;
+    ncclDataType_t type = ncclInt8;
+  };
+
   // Enqueue on the comm stream after the work already on `compute`; `done` is recorded after.
   // Sizes are element counts of `type`.
   void send_recv(const void* send, size_t send_count, int dst, void* recv, size_t recv_count,
                  int src, ncclDataType_t type, cudaStream_t compute, cudaEvent_t done);
+  // Every buffer of `sends` to dst and of `recvs` from src in one NCCL group (one launch).
+  void send_recv_many(const std::vector<Buffer>& sends, int dst, const std::vector<Buffer>& recvs,
+                      int src, cudaStream_t compute, cudaEvent_t done);
   void all_reduce_sum(void* data, size_t count, ncclDataType_t type, cudaStream_t compute,
                       cudaEvent_t done);
   void all_gather(const void* input, void* output, size_t count_per_rank, ncclDataType_t type,

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <exception>
+#include <vector>
 
 #include "runtime/cuda_check.h"
 
@@ -106,6 +107,24 @@ std::unique_ptr<PendingTransfer> NcclCommunicator::start_send_recv(const at::Ten
   // NCCL orders point-to-point operations between a pair of ranks by issue, so no tags.
   nccl_->send_recv(send.data_ptr(), send.numel(), dst, recv.data_ptr(), recv.numel(), src,
                    nccl_type(send), compute_stream(), done);
+  return std::make_unique<NcclPendingTransfer>(done, compute_stream());
+}
+
+std::unique_ptr<PendingTransfer> NcclCommunicator::start_send_recv_many(
+    at::TensorList sends, int dst, at::TensorList recvs, int src, at::Device device, int /*tag*/) {
+  RA_CHECK(device == at::Device(at::kCUDA, nccl_->device()), "NCCL backend: send_recv_many on ",
+           device, ": expected cuda:", nccl_->device());
+  auto buffers = [&](at::TensorList tensors, const char* what) {
+    std::vector<NcclComm::Buffer> list;
+    for (const at::Tensor& t : tensors) {
+      check_cuda_contiguous(t, what, nccl_->device());
+      list.push_back({t.data_ptr(), size_t(t.numel()), nccl_type(t)});
+    }
+    return list;
+  };
+  const auto send_list = buffers(sends, "send tensor"), recv_list = buffers(recvs, "recv tensor");
+  cudaEvent_t done = prepare();
+  nccl_->send_recv_many(send_list, dst, recv_list, src, compute_stream(), done);
   return std::make_unique<NcclPendingTransfer>(done, compute_stream());
 }
 

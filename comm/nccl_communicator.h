@@ -29,6 +29,9 @@ class NcclCommunicator : public Communicator {
   void send_recv(const at::Tensor& send, int dst, at::Tensor& recv, int src) override;
   std::unique_ptr<PendingTransfer> start_send_recv(const at::Tensor& send, int dst,
                                                    at::Tensor& recv, int src, int tag = 0) override;
+  std::unique_ptr<PendingTransfer> start_send_recv_many(at::TensorList sends, int dst,
+                                                        at::TensorList recvs, int src,
+                                                        at::Device device, int tag = 0) override;
   void all_reduce_sum(at::Tensor& tensor) override;
   std::unique_ptr<PendingTransfer> start_all_reduce_sum(at::Tensor& tensor) override;
   void all_gather(const at::Tensor& input, at::Tensor& output) override;

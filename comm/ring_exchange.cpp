@@ -65,17 +65,21 @@ std::unique_ptr<PendingTransfer> RingExchange::start_send_recv(const at::Tensor&
 }
 
 std::unique_ptr<PendingTransfer> RingExchange::start_send_recv_beside_compute(
-    const at::Tensor& send, int dst, at::Tensor& recv, int src, int tag, int max_ctas) {
+    at::TensorList sends, int dst, at::TensorList recvs, int src, at::Device device, int tag,
+    int max_ctas) {
   RA_CHECK(max_ctas >= 0, "RingExchange: max_ctas = ", max_ctas,
            "; must be >= 0 (0: NCCL's choice)");
-  if (max_ctas == 0) return start_send_recv(send, dst, recv, src, tag);
   check_peers(dst, src);
-  std::shared_ptr<Communicator>& comm = beside_compute_[max_ctas];
-  if (!comm) comm = comm_->duplicate(max_ctas);
-  comm->set_timeout_seconds(comm_->timeout_seconds());
-  comm->set_context(comm_->context());
-  auto pending = comm->start_send_recv(send, dst, recv, src, tag);
-  count(send);
+  std::shared_ptr<Communicator> comm = comm_;
+  if (max_ctas > 0) {
+    std::shared_ptr<Communicator>& duplicate = beside_compute_[max_ctas];
+    if (!duplicate) duplicate = comm_->duplicate(max_ctas);
+    duplicate->set_timeout_seconds(comm_->timeout_seconds());
+    duplicate->set_context(comm_->context());
+    comm = duplicate;
+  }
+  auto pending = comm->start_send_recv_many(sends, dst, recvs, src, device, tag);
+  count(sends);
   return pending;
 }
 
@@ -103,8 +107,10 @@ void RingExchange::check_peers(int dst, int src) const {
   }
 }
 
-void RingExchange::count(const at::Tensor& sent) {
-  counters_.bytes_sent += sent.numel() * static_cast<int64_t>(sent.element_size());
+void RingExchange::count(at::TensorList sent) {
+  for (const at::Tensor& t : sent) {
+    counters_.bytes_sent += t.numel() * static_cast<int64_t>(t.element_size());
+  }
   ++counters_.transfers;
 }
 

@@ -54,13 +54,17 @@ class RingExchange {
   // of ranks match their transfers in the order they start them.
   std::unique_ptr<PendingTransfer> start_send_recv(const at::Tensor& send, int dst,
                                                    at::Tensor& recv, int src, int tag = 0);
-  // The same for a transfer that runs beside long compute with time to spare: on the group's
-  // duplicate whose NCCL kernels use at most `max_ctas` CTAs (Communicator::duplicate), made by
-  // the first such call and kept, so every member must make the same calls; max_ctas 0: the
-  // group's communicator. Few CTAs leave the SMs to the persistent attention kernels beside.
-  std::unique_ptr<PendingTransfer> start_send_recv_beside_compute(const at::Tensor& send, int dst,
-                                                                  at::Tensor& recv, int src,
-                                                                  int tag, int max_ctas);
+  // Several tensors each way (Communicator::start_send_recv_many: one NCCL launch), for a
+  // transfer that runs beside long compute with time to spare: on the group's duplicate whose
+  // NCCL kernels use at most `max_ctas` CTAs (Communicator::duplicate), made by the first such
+  // call and kept, so every member must make the same calls; max_ctas 0: the group's
+  // communicator. Few CTAs leave the SMs to the persistent attention kernels beside. Counted as
+  // one transfer of all the sent bytes. `device`: where the tensors live (either list may be
+  // empty).
+  std::unique_ptr<PendingTransfer> start_send_recv_beside_compute(at::TensorList sends, int dst,
+                                                                  at::TensorList recvs, int src,
+                                                                  at::Device device, int tag,
+                                                                  int max_ctas);
   // The group's all-gather (Communicator::start_all_gather), counted like ring transfers
   // (bytes_sent: this rank's input).
   std::unique_ptr<PendingTransfer> start_all_gather(const at::Tensor& input, at::Tensor& output);
@@ -72,7 +76,7 @@ class RingExchange {
   void set_context(const std::string& context);
 
  private:
-  void count(const at::Tensor& sent);
+  void count(at::TensorList sent);           // one transfer
   void check_peers(int dst, int src) const;  // both ranks of this group
 
   std::shared_ptr<Communicator> comm_;

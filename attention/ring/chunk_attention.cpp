@@ -24,6 +24,16 @@ PartialAttention empty_partial(const at::Tensor& q) {
                    options)};
 }
 
+PartialAttention running_partial(const PartialAttention& target, const at::Tensor& q) {
+  return target.write_once ? empty_partial(q) : target;
+}
+
+void finish_partial(const PartialAttention& target, const PartialAttention& running) {
+  if (!target.write_once) return;
+  target.out.copy_(running.out);
+  target.lse.copy_(running.lse);
+}
+
 int64_t packed_start(const std::vector<KeptChunk>& chunks, size_t i) {
   int64_t start = 0;
   for (size_t c = 0; c < i; ++c) start += chunks[c].count;
@@ -113,32 +123,68 @@ void add_grouped(const at::Tensor& dst, const at::Tensor& expand, const at::Tens
 // Whether the row ranges [a, a + n) and [b, b + m) share a row.
 bool rows_overlap(int64_t a, int64_t n, int64_t b, int64_t m) { return a < b + m && b < a + n; }
 
+// The forward of one planned block call (kv: expanded to q's heads).
+BlockForward block_call_forward(const BlockCall& c, const at::Tensor& q, const at::Tensor& kv,
+                                double scale) {
+  return block_attention_forward(q.narrow(2, c.q_start, c.q_count),
+                                 kv[0].narrow(2, c.kv_start, c.kv_count),
+                                 kv[1].narrow(2, c.kv_start, c.kv_count), scale, c.mask);
+}
+
+// The backward of one planned block call (kv: expanded to q's heads).
+BlockGradients block_call_backward(const BlockCall& c, const at::Tensor& q, const at::Tensor& out,
+                                   const at::Tensor& lse, const at::Tensor& dout,
+                                   const at::Tensor& kv, double scale) {
+  return block_attention_backward(
+      q.narrow(2, c.q_start, c.q_count), kv[0].narrow(2, c.kv_start, c.kv_count),
+      kv[1].narrow(2, c.kv_start, c.kv_count), out.narrow(2, c.q_start, c.q_count),
+      lse.narrow(2, c.q_start, c.q_count), dout.narrow(2, c.q_start, c.q_count), scale, c.mask);
+}
+
 }  // namespace
 
 void attend_member(const at::Tensor& q, const std::vector<KeptChunk>& q_chunks,
                    const at::Tensor& kv_heads, const std::vector<KeptChunk>& kv_chunks,
                    const at::Tensor& expand, double scale, bool causal,
                    const PartialAttention& acc) {
+  RA_CHECK(!acc.write_once, "attend_member merges into a running merge, not a write-once target");
   const at::Tensor kv = expanded(kv_heads, expand);
   for (const BlockCall& c : plan_block_calls(q_chunks, kv_chunks, causal)) {
-    BlockForward f = block_attention_forward(
-        q.narrow(2, c.q_start, c.q_count), kv[0].narrow(2, c.kv_start, c.kv_count),
-        kv[1].narrow(2, c.kv_start, c.kv_count), scale, c.mask);
+    BlockForward f = block_call_forward(c, q, kv, scale);
     merge_by_lse_(acc.out.narrow(2, c.q_start, c.q_count), acc.lse.narrow(2, c.q_start, c.q_count),
                   f.out, f.lse);
   }
 }
 
-bool block_calls_write_kv_rows_once(const std::vector<KeptChunk>& q_chunks,
-                                    const std::vector<KeptChunk>& kv_chunks, bool causal) {
-  const std::vector<BlockCall> calls = plan_block_calls(q_chunks, kv_chunks, causal);
-  for (size_t a = 0; a < calls.size(); ++a) {
-    for (size_t b = a + 1; b < calls.size(); ++b) {
-      const BlockCall &x = calls[a], &y = calls[b];
-      if (rows_overlap(x.kv_start, x.kv_count, y.kv_start, y.kv_count)) return false;
-    }
+std::vector<OutputPiece> member_block_outputs(const at::Tensor& q,
+                                              const std::vector<KeptChunk>& q_chunks,
+                                              const at::Tensor& kv_heads,
+                                              const std::vector<KeptChunk>& kv_chunks,
+                                              const at::Tensor& expand, double scale, bool causal) {
+  const at::Tensor kv = expanded(kv_heads, expand);
+  std::vector<OutputPiece> pieces;
+  for (const BlockCall& c : plan_block_calls(q_chunks, kv_chunks, causal)) {
+    BlockForward f = block_call_forward(c, q, kv, scale);
+    pieces.push_back({c.q_start, f.out, f.lse});
   }
-  return true;
+  return pieces;
+}
+
+MemberGradients member_block_gradients(const at::Tensor& q, const at::Tensor& out,
+                                       const at::Tensor& lse, const at::Tensor& dout,
+                                       const std::vector<KeptChunk>& q_chunks, const at::Tensor& kv,
+                                       const std::vector<KeptChunk>& kv_chunks, double scale,
+                                       bool causal) {
+  RA_CHECK(kv.size(2) == q.size(1), "member_block_gradients: kv has ", kv.size(2), " heads, q ",
+           q.size(1), " (GQA expansion sums heads: attend_member_backward)");
+  MemberGradients g;
+  for (const BlockCall& c : plan_block_calls(q_chunks, kv_chunks, causal)) {
+    BlockGradients b = block_call_backward(c, q, out, lse, dout, kv, scale);
+    g.dq.push_back({c.q_start, b.dq});
+    g.dk.push_back({c.kv_start, b.dk});
+    g.dv.push_back({c.kv_start, b.dv});
+  }
+  return g;
 }
 
 void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at::Tensor& lse,
@@ -168,10 +214,7 @@ void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at
     if (pos < stop) dkv.narrow(3, pos, stop - pos).zero_();
   };
   for (const BlockCall& c : plan_block_calls(q_chunks, kv_chunks, causal)) {
-    BlockGradients g = block_attention_backward(
-        q.narrow(2, c.q_start, c.q_count), kv[0].narrow(2, c.kv_start, c.kv_count),
-        kv[1].narrow(2, c.kv_start, c.kv_count), out.narrow(2, c.q_start, c.q_count),
-        lse.narrow(2, c.q_start, c.q_count), dout.narrow(2, c.q_start, c.q_count), scale, c.mask);
+    BlockGradients g = block_call_backward(c, q, out, lse, dout, kv, scale);
     accumulate_(dq.narrow(2, c.q_start, c.q_count), g.dq);
     const at::Tensor dk = dkv[0].narrow(2, c.kv_start, c.kv_count);
     const at::Tensor dv = dkv[1].narrow(2, c.kv_start, c.kv_count);

@@ -12,15 +12,25 @@
 #include <vector>
 
 #include "attention/ring/shard_geometry.h"
+#include "attention/standard/accumulate.h"
+#include "attention/standard/lse_merge.h"
 
 namespace ra {
 
-// Running attention of the packed query rows: out [B, h, n, D] and lse [B, h, n] in the compute
-// dtype, 0 and -inf until a block is merged in. May be views of a larger tensor.
+// Attention of the packed query rows: out [B, h, n, D] and lse [B, h, n]. May be views of a
+// larger tensor. A running merge (compute dtype, 0 and -inf until a block is merged in), or,
+// write_once, a target that holds nothing yet and gets the merge of every block once (out of any
+// floating dtype, e.g. the layer's bf16 output, rounded once).
 struct PartialAttention {
   at::Tensor out;
   at::Tensor lse;
+  bool write_once = false;
 };
+
+// For strategies that merge block by block: the running merge for `target` (target itself, or
+// fresh zeros and -inf when it is write_once), and its copy into the target once all are in.
+PartialAttention running_partial(const PartialAttention& target, const at::Tensor& q);
+void finish_partial(const PartialAttention& target, const PartialAttention& running);
 
 // The empty accumulator for q's rows [B, h, n, D] (zeros, -inf) in the compute dtype.
 PartialAttention empty_partial(const at::Tensor& q);
@@ -56,11 +66,19 @@ void attend_member(const at::Tensor& q, const std::vector<KeptChunk>& q_chunks,
                    const at::Tensor& expand, double scale, bool causal,
                    const PartialAttention& acc);
 
+// The block calls of attend_member, their outputs returned unmerged (the fused kernels': the
+// input dtype) at the packed query rows each covers, in call order: for merge_pieces_into_.
+std::vector<OutputPiece> member_block_outputs(const at::Tensor& q,
+                                              const std::vector<KeptChunk>& q_chunks,
+                                              const at::Tensor& kv,
+                                              const std::vector<KeptChunk>& kv_chunks,
+                                              const at::Tensor& expand, double scale, bool causal);
+
 // How attend_member_backward treats dkv: adds into what it holds, or takes it as uninitialized
 // (at::empty) and writes all of it - each block's gradient copied into rows no earlier block
 // wrote, added elsewhere, and rows no block attended zero-filled (no zero fill and no
 // read-modify-write of the rows one block covers). A dkv of a lower precision than the compute
-// dtype is only written (block_calls_write_kv_rows_once), never summed into.
+// dtype is only written, never summed into (an error where two blocks meet in a row).
 enum class GradTarget { kAdd, kOverwrite };
 
 // Backward of attend_member for the merged out / lse of q's rows: adds into dq [B, h, n_q, D],
@@ -73,11 +91,22 @@ void attend_member_backward(const at::Tensor& q, const at::Tensor& out, const at
                             const at::Tensor& dq, const at::Tensor& dkv,
                             GradTarget dkv_target = GradTarget::kAdd);
 
-// Whether the block calls of q's chunks against kv's chunks (block_call_plan.h) touch every kv
-// row at most once: then attend_member_backward with GradTarget::kOverwrite copies each block's
-// dK/dV as the kernel returned it (no sum), so a dkv of the input dtype holds them exactly.
-bool block_calls_write_kv_rows_once(const std::vector<KeptChunk>& q_chunks,
-                                    const std::vector<KeptChunk>& kv_chunks, bool causal);
+// What each block call of attend_member_backward returned, unsummed, at the packed rows it
+// covers (block_gradient_dtype: the fused kernels' fp16/bf16 as they wrote them), in the order
+// of the calls: for sum_pieces_into_, or to travel to the owner of the K/V rows, who then sums
+// every block's gradient of a row in fp32 and rounds it once.
+struct MemberGradients {
+  std::vector<RowPiece> dq;      // rows of q [B, h, n_q, D]
+  std::vector<RowPiece> dk, dv;  // rows of kv[0], kv[1] [B, h_kv, n_kv, D]
+};
+
+// The block calls of attend_member_backward (the same arguments; no GQA expansion, so kv's
+// heads are q's), their gradients returned as pieces.
+MemberGradients member_block_gradients(const at::Tensor& q, const at::Tensor& out,
+                                       const at::Tensor& lse, const at::Tensor& dout,
+                                       const std::vector<KeptChunk>& q_chunks, const at::Tensor& kv,
+                                       const std::vector<KeptChunk>& kv_chunks, double scale,
+                                       bool causal);
 
 // Packed range of chunk i: sum of the counts of chunks before it.
 int64_t packed_start(const std::vector<KeptChunk>& chunks, size_t i);

@@ -25,9 +25,10 @@ at::Tensor kv_buffer(RingExchange& group, int slot, const at::Tensor& like, int6
 
 at::Tensor RingSpanning::forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                                  const at::Tensor& kv, double scale, bool causal,
-                                 const PartialAttention& acc) {
+                                 const PartialAttention& target) {
   const at::Tensor expand = kv_expand_index(task, kv);
   const int m = task.group_size;
+  const PartialAttention acc = running_partial(target, q);
   at::Tensor held = kv;  // [2, B, h_kv, n, D]
   for (int hop = 0; hop < m; ++hop) {
     at::Tensor incoming;
@@ -43,16 +44,17 @@ at::Tensor RingSpanning::forward(const ShardTask& task, RingExchange& group, con
       held = incoming;
     }
   }
+  finish_partial(target, acc);
   return at::Tensor();  // backward passes the K/V around again
 }
 
-at::Tensor RingSpanning::backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
-                                  const at::Tensor& out, const at::Tensor& lse,
-                                  const at::Tensor& dout, const at::Tensor& kv,
-                                  const at::Tensor& /*saved*/, double scale, bool causal,
-                                  const at::Tensor& dq) {
+void RingSpanning::backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                            const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
+                            const at::Tensor& kv, const at::Tensor& /*saved*/, double scale,
+                            bool causal, const TaskGradients& grads) {
   const at::Tensor expand = kv_expand_index(task, kv);
   const int m = task.group_size;
+  const at::Tensor dq = dq_accumulator(grads);
   const auto grad_options = q.options().dtype(dq.scalar_type());
   at::Tensor held = kv, grad_in;
   for (int hop = 0; hop < m; ++hop) {
@@ -85,7 +87,8 @@ at::Tensor RingSpanning::backward(const ShardTask& task, RingExchange& group, co
     }
   }
   group.wait(kGradStream);
-  return grad_in.clone();  // the slot is reused by the next task
+  finish_dq(grads, dq);
+  grads.dkv.copy_(grad_in);  // the slot is reused by the next task
 }
 
 }  // namespace ra

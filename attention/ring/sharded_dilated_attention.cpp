@@ -201,9 +201,18 @@ at::Tensor pack_batch_kv(const at::Tensor& k, const at::Tensor& v, const TaskBat
   return at::cat(parts, 2);
 }
 
+// Whether the plan is one spanning task whose packed rows, computed by this rank itself, are all
+// of q [B, S_local, H, D] in order (e.g. the dense ring).
+bool sole_task(const ShardedAttentionPlan& plan, const at::Tensor& q) {
+  if (plan.tasks.size() != 1) return false;
+  const ShardTask& task = plan.tasks[0];
+  return !task.local && !task.swaps_rows() && covers_all(q, task, task.my_home_chunks());
+}
+
 struct ForwardState {
-  // [B, S_local, H, D] compute dtype, merged, before output_scale; released once the returned
-  // output (input dtype) is the merged output itself (output_scale 1), which backward then reads.
+  // [B, S_local, H, D] compute dtype, merged, before output_scale (the input dtype where the sole
+  // task wrote it); released once the returned output (input dtype) is the merged output itself
+  // (output_scale 1), which backward then reads.
   at::Tensor out;
   at::Tensor lse;  // [B, S_local, H] compute dtype
   // What each spanning strategy call returned for backward, in run order (stacks, then tasks).
@@ -248,7 +257,13 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
     s.fused = f.state;
   }
 #endif
-  if (!s.out.defined()) {
+  // The layer's output is one spanning task's alone: it writes it once, in the input dtype, where
+  // it is returned (no fp32 running merge, no conversion after).
+  const bool sole = !s.out.defined() && plan.output_scale == 1.0 && sole_task(plan, q);
+  if (sole) {
+    s.out = at::empty(q.sizes(), q.options());
+    s.lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(compute));
+  } else if (!s.out.defined()) {  // a running merge: 0 and -inf until blocks are merged in
     s.out = at::zeros(q.sizes(), q.options().dtype(compute));
     s.lse = at::full({q.size(0), q.size(1), q.size(2)}, -std::numeric_limits<double>::infinity(),
                      q.options().dtype(compute));
@@ -294,15 +309,23 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
     RingExchange& group = plan.groups->group(task.group_size);
     // [B, h, n, D] in the layout the ring computes in (mirror_swap.h)
     at::Tensor q_packed = to_compute_rows(task, group, gather_chunks(q, task, mine));
+    const at::Tensor kv_packed =
+        to_compute_rows(task, group, pack_kv(side.k, side.v, side.task), 3);
+    if (sole) {
+      const PartialAttention target{packed_view(s.out, task, mine),
+                                    packed_view(lse4, task, mine).squeeze(-1), true};
+      s.spanning_saved.push_back(plan.strategy->forward(task, group, q_packed, kv_packed,
+                                                        plan.scale, plan.causal, target));
+      continue;
+    }
     // Blocks merge straight into this rank's output rows when those are one view (and the rank
     // computes its own rows); else into a packed accumulator merged into them afterwards.
     PartialAttention acc;
     if (!task.swaps_rows()) acc = {packed_view(s.out, task, mine), packed_view(lse4, task, mine)};
     const bool direct = acc.out.defined();
     acc = direct ? PartialAttention{acc.out, acc.lse.squeeze(-1)} : empty_partial(q_packed);
-    s.spanning_saved.push_back(plan.strategy->forward(
-        task, group, q_packed, to_compute_rows(task, group, pack_kv(side.k, side.v, side.task), 3),
-        plan.scale, plan.causal, acc));
+    s.spanning_saved.push_back(
+        plan.strategy->forward(task, group, q_packed, kv_packed, plan.scale, plan.causal, acc));
     if (!direct) {
       merge_into_chunks(s.out, lse4, task, from_compute_rows(task, group, acc.out),
                         from_compute_rows(task, group, acc.lse));
@@ -312,9 +335,18 @@ ForwardState run_forward(const ShardedAttentionPlan& plan, const at::Tensor& q, 
 }
 
 struct InputGradients {
-  at::Tensor dq;      // [B, S_local, H, D] compute dtype
-  at::Tensor dk, dv;  // [B, S_local, H_kv, D] compute dtype (any strides)
+  at::Tensor dq;      // [B, S_local, H, D] compute dtype, or the input dtype (sole_gradients)
+  at::Tensor dk, dv;  // [B, S_local, H_kv, D] the same (any strides)
 };
+
+// Whether the layer's gradients are its sole spanning task's alone (sole_task, and its k/v
+// rows all of k in order, no GQA head copies): then its backward writes dq, dk and dv once, in
+// the input dtype, where the node returns them.
+bool sole_gradients(const ShardedAttentionPlan& plan, const KvSide& side, const InputGradients& g,
+                    const at::Tensor& q, const at::Tensor& k) {
+  return !g.dq.defined() && sole_task(plan, q) && !side.index.defined() &&
+         covers_all(k, side.task, plan.tasks[0].my_home_chunks());
+}
 
 // out_in: the merged output [B, S, H, D] in the input dtype, contiguous: what the fused kernels
 // read (every block call takes views of it and of dout's conversion below).
@@ -358,11 +390,13 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
       return to_compute_rows(lead, group, gather_batch(x, batch));
     };
     const at::Tensor q_rows = compute_rows(q);
-    at::Tensor dq_rows = at::zeros(q_rows.sizes(), q_rows.options().dtype(compute));
-    at::Tensor dkv = plan.strategy->backward(
-        lead, group, q_rows, compute_rows(out_in), compute_rows(lse4).squeeze(-1),
-        compute_rows(dmerged), to_compute_rows(lead, group, pack_batch_kv(k, v, batch), 3),
-        fwd.spanning_saved.at(next_saved++), plan.scale, plan.causal, dq_rows);
+    const at::Tensor kv_rows = to_compute_rows(lead, group, pack_batch_kv(k, v, batch), 3);
+    at::Tensor dq_rows = at::empty(q_rows.sizes(), compute_options);
+    at::Tensor dkv = at::empty(kv_rows.sizes(), compute_options);
+    plan.strategy->backward(lead, group, q_rows, compute_rows(out_in),
+                            compute_rows(lse4).squeeze(-1), compute_rows(dmerged), kv_rows,
+                            fwd.spanning_saved.at(next_saved++), plan.scale, plan.causal,
+                            {dq_rows, GradTarget::kOverwrite, dkv});
     dq_rows = from_compute_rows(lead, group, dq_rows);
     dkv = from_compute_rows(lead, group, dkv, 3);
     kv_grads_allocated();
@@ -406,15 +440,33 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
       return to_compute_rows(task, group, gather_chunks(x, task, mine));
     };
     at::Tensor q_packed = compute_rows(q);
+    const at::Tensor kv_packed =
+        to_compute_rows(task, group, pack_kv(side.k, side.v, side.task), 3);
+    if (sole_gradients(plan, side, g, q, k)) {
+      // The layer's gradients are this task's alone: written once, in the input dtype, where the
+      // node returns them (dq, dk, dv contiguous [B, S_local, H(_kv), D]; no fp32 copies).
+      g.dq = at::empty(q.sizes(), q.options());
+      const at::Tensor dkv_home = at::empty({2, k.size(0), k.size(1), k.size(2), k.size(3)},
+                                            k.options());  // [2, B, S_local, H_kv, D]
+      g.dk = dkv_home[0];
+      g.dv = dkv_home[1];
+      plan.strategy->backward(task, group, q_packed, compute_rows(out_in),
+                              compute_rows(lse4).squeeze(-1), compute_rows(dmerged), kv_packed,
+                              fwd.spanning_saved.at(next_saved++), plan.scale, plan.causal,
+                              {packed_view(g.dq, task, mine), GradTarget::kOverwrite,
+                               dkv_home.permute({0, 1, 3, 2, 4})});
+      continue;
+    }
     // dQ is added straight into this rank's rows when they are one view it computes itself.
     at::Tensor dq_view = task.swaps_rows() ? at::Tensor() : packed_view(g.dq, task, mine);
-    at::Tensor dq_packed = dq_view.defined()
-                               ? dq_view
-                               : at::zeros(q_packed.sizes(), q_packed.options().dtype(compute));
-    at::Tensor dkv = plan.strategy->backward(
+    at::Tensor dq_packed =
+        dq_view.defined() ? dq_view : at::empty(q_packed.sizes(), compute_options);
+    at::Tensor dkv = at::empty(kv_packed.sizes(), compute_options);
+    plan.strategy->backward(
         task, group, q_packed, compute_rows(out_in), compute_rows(lse4).squeeze(-1),
-        compute_rows(dmerged), to_compute_rows(task, group, pack_kv(side.k, side.v, side.task), 3),
-        fwd.spanning_saved.at(next_saved++), plan.scale, plan.causal, dq_packed);
+        compute_rows(dmerged), kv_packed, fwd.spanning_saved.at(next_saved++), plan.scale,
+        plan.causal,
+        {dq_packed, dq_view.defined() ? GradTarget::kAdd : GradTarget::kOverwrite, dkv});
     dkv = from_compute_rows(task, group, dkv, 3);
     if (!dq_view.defined()) {
       add_to_chunks(g.dq, task, mine, from_compute_rows(task, group, dq_packed));

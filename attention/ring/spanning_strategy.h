@@ -17,6 +17,21 @@
 
 namespace ra {
 
+// Where a task's backward puts its gradients (views of the caller's tensors allowed). A target
+// of a lower precision than the compute dtype gets per element the compute-dtype sum of its
+// block gradients, rounded once.
+struct TaskGradients {
+  at::Tensor dq;                            // [B, h, n_me, D]
+  GradTarget dq_target = GradTarget::kAdd;  // kAdd: added into (compute dtype); kOverwrite: written
+  at::Tensor dkv;                           // [2, B, h_kv, n_me, D]: written
+};
+
+// For strategies that add dQ block by block: a compute-dtype accumulator for grads.dq (dq itself,
+// zero-filled for kOverwrite, or fresh zeros when dq has another dtype), and the copy into
+// grads.dq once all blocks are in.
+at::Tensor dq_accumulator(const TaskGradients& grads);
+void finish_dq(const TaskGradients& grads, const at::Tensor& accumulator);
+
 class SpanningStrategy {
  public:
   virtual ~SpanningStrategy() = default;
@@ -25,21 +40,20 @@ class SpanningStrategy {
   // the task's k/v heads (task.kv; input dtype, contiguous: that is what travels, expanded to
   // the query heads only after receipt), both in task.my_chunks() order (with the causal
   // balance the mirror layout, not the rank's home rows: mirror_swap.h). Merges every member's
-  // blocks into acc (q's rows). Returns what backward needs besides its arguments (may be
-  // undefined).
+  // blocks into acc (q's rows; a running merge, or write_once). Returns what backward needs
+  // besides its arguments (may be undefined).
   virtual at::Tensor forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                              const at::Tensor& kv, double scale, bool causal,
                              const PartialAttention& acc) = 0;
 
   // out, dout: the merged output and its gradient of q's rows in the input dtype (the same
-  // layout); lse: their merged LSE (compute dtype).
-  // Adds dQ into dq [B, h, n_me, D] (may be a view); returns this rank's dK/dV
-  // [2, B, h_kv, n_me, D] (summed over each k/v head's query heads before they travel home).
+  // layout); lse: their merged LSE (compute dtype). Puts dQ of q's rows and this rank's dK/dV
+  // (summed over each k/v head's query heads before they travel home) into `grads`.
   // saved: what forward returned for this task.
-  virtual at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
-                              const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
-                              const at::Tensor& kv, const at::Tensor& saved, double scale,
-                              bool causal, const at::Tensor& dq) = 0;
+  virtual void backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                        const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
+                        const at::Tensor& kv, const at::Tensor& saved, double scale, bool causal,
+                        const TaskGradients& grads) = 0;
 };
 
 class RingSpanning : public SpanningStrategy {
@@ -47,10 +61,10 @@ class RingSpanning : public SpanningStrategy {
   at::Tensor forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                      const at::Tensor& kv, double scale, bool causal,
                      const PartialAttention& acc) override;
-  at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
-                      const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
-                      const at::Tensor& kv, const at::Tensor& saved, double scale, bool causal,
-                      const at::Tensor& dq) override;
+  void backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
+                const at::Tensor& kv, const at::Tensor& saved, double scale, bool causal,
+                const TaskGradients& grads) override;
 };
 
 class AllGatherSpanning : public SpanningStrategy {
@@ -60,12 +74,19 @@ class AllGatherSpanning : public SpanningStrategy {
   at::Tensor forward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
                      const at::Tensor& kv, double scale, bool causal,
                      const PartialAttention& acc) override;
-  at::Tensor backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
-                      const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
-                      const at::Tensor& kv, const at::Tensor& saved, double scale, bool causal,
-                      const at::Tensor& dq) override;
+  void backward(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
+                const at::Tensor& kv, const at::Tensor& saved, double scale, bool causal,
+                const TaskGradients& grads) override;
 
  private:
+  // Without GQA expansion: every block's dK/dV travel to their owner as the kernels returned
+  // them (MemberGradients), one message per member, and all gradients are summed once.
+  void backward_unsummed(const ShardTask& task, RingExchange& group, const at::Tensor& q,
+                         const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
+                         const at::Tensor& kv, const at::Tensor& saved, double scale, bool causal,
+                         const TaskGradients& grads);
+
   int exchange_ctas_ = 0;
 };
 

@@ -9,6 +9,7 @@
 
 #include <limits>
 
+#include "attention/standard/row_runs.h"
 #include "runtime/error.h"
 #ifdef RA_HAS_FUSED_ATTENTION
 #include "attention/standard/row_accumulate_cuda.h"
@@ -48,6 +49,33 @@ void merge_by_lse_(const at::Tensor& acc_out, const at::Tensor& acc_lse, const a
   at::Tensor weight = at::exp(lse - merged).nan_to_num_(0.0);  // in [0, 1]
   acc_out.lerp_(out.to(acc_out.scalar_type()), weight.unsqueeze(-1));
   acc_lse.copy_(merged);
+}
+
+void merge_pieces_into_(const at::Tensor& out, const at::Tensor& lse,
+                        const std::vector<OutputPiece>& pieces) {
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const OutputPiece& p : pieces) ranges.emplace_back(p.start, p.out.size(2));
+  for (const RowRun& run : row_runs(out.size(2), ranges)) {
+    const int64_t n = run.end - run.begin;
+    const at::Tensor out_rows = out.narrow(2, run.begin, n), lse_rows = lse.narrow(2, run.begin, n);
+    if (run.cover.empty()) {
+      out_rows.zero_();
+      lse_rows.fill_(-std::numeric_limits<double>::infinity());
+      continue;
+    }
+    std::vector<at::Tensor> outs, lses;
+    for (size_t i : run.cover) {
+      outs.push_back(pieces[i].out.narrow(2, run.begin - pieces[i].start, n));
+      lses.push_back(pieces[i].lse.narrow(2, run.begin - pieces[i].start, n));
+    }
+#ifdef RA_HAS_FUSED_ATTENTION
+    if (try_merge_rows_cuda(out_rows, lse_rows, outs, lses)) continue;
+#endif
+    for (at::Tensor& o : outs) o = o.to(lse.scalar_type());  // computed in the lse dtype
+    const MergedAttention merged = merge_by_lse(outs, lses);
+    out_rows.copy_(merged.out);
+    lse_rows.copy_(merged.lse);
+  }
 }
 
 }  // namespace ra

@@ -29,4 +29,18 @@ MergedAttention merge_by_lse(const std::vector<at::Tensor>& outs,
 void merge_by_lse_(const at::Tensor& acc_out, const at::Tensor& acc_lse, const at::Tensor& out,
                    const at::Tensor& lse);
 
+// One block's rows of a larger [A0, A1, n, D] output: rows [start, start + count).
+struct OutputPiece {
+  int64_t start = 0;
+  at::Tensor out;  // [A0, A1, count, D] any floating dtype (a fused kernel's fp16/bf16)
+  at::Tensor lse;  // [A0, A1, count] compute dtype
+};
+
+// No autograd: out [A0, A1, n, D] (any floating dtype) and lse [A0, A1, n] (the pieces' lse
+// dtype) written with the merge of the pieces that cover each row (rows none covers: 0 and
+// -inf), computed in the lse dtype and out rounded once. On CUDA one pass per run of rows with
+// the same covering pieces (cuda/row_accumulate.h).
+void merge_pieces_into_(const at::Tensor& out, const at::Tensor& lse,
+                        const std::vector<OutputPiece>& pieces);
+
 }  // namespace ra

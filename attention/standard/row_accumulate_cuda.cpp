@@ -74,10 +74,50 @@ bool try_merge_block_cuda(const at::Tensor& acc_out, const at::Tensor& acc_lse,
   return true;
 }
 
+bool try_merge_rows_cuda(const at::Tensor& out, const at::Tensor& lse,
+                         const std::vector<at::Tensor>& outs, const std::vector<at::Tensor>& lses) {
+  if (outs.empty() || outs.size() != lses.size() ||
+      outs.size() > size_t(cuda::kRowMergeMaxSources) || !kernel_head_dim(out)) {
+    return false;
+  }
+  const std::optional<cuda::ScalarKind> dst_kind = block_kind(out), src_kind = block_kind(outs[0]);
+  if (!dst_kind || !src_kind ||
+      (*dst_kind != cuda::ScalarKind::kFloat && out.scalar_type() != outs[0].scalar_type())) {
+    return false;
+  }
+  auto lse_rows = [&](const at::Tensor& l) {
+    return l.is_cuda() && l.scalar_type() == at::kFloat && l.dim() == 3 &&
+           l.device() == out.device() && l.sizes() == out.sizes().slice(0, 3);
+  };
+  if (!lse_rows(lse)) return false;
+  std::vector<cuda::RowTensor> out_views, lse_views;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    if (!same_rows(out, outs[i]) || outs[i].scalar_type() != outs[0].scalar_type() ||
+        !vector_rows(outs[i]) || !lse_rows(lses[i])) {
+      return false;
+    }
+    out_views.push_back(row_tensor(outs[i]));
+    lse_views.push_back(row_tensor(lses[i].unsqueeze(-1)));
+  }
+  cuda::launch_merge_rows(row_tensor(out), *dst_kind, row_tensor(lse.unsqueeze(-1)),
+                          out_views.data(), lse_views.data(), int(outs.size()), *src_kind,
+                          row_shape(out), at::cuda::getCurrentCUDAStream(out.device().index()));
+  return true;
+}
+
 bool try_sum_rows_cuda(const at::Tensor& dst_in, const std::vector<at::Tensor>& srcs,
                        bool accumulate) {
   const at::Tensor dst = as_rows(dst_in);
-  if (srcs.empty() || !dst.defined() || !fp32_rows(dst) || !kernel_head_dim(dst)) return false;
+  if (srcs.empty() || !dst.defined() || !kernel_head_dim(dst)) return false;
+  const std::optional<cuda::ScalarKind> dst_kind = block_kind(dst);
+  if (!dst_kind) return false;
+  // A rounded dst is written once: it is fp32, or of the sources' dtype and not accumulated
+  // (nor summed over several launches).
+  const bool rounded = *dst_kind != cuda::ScalarKind::kFloat;
+  if (rounded && (accumulate || dst.scalar_type() != srcs[0].scalar_type() ||
+                  srcs.size() > size_t(cuda::kRowSumMaxSources))) {
+    return false;
+  }
   std::vector<cuda::RowTensor> views;
   std::optional<cuda::ScalarKind> kind;
   for (const at::Tensor& src_in : srcs) {
@@ -93,7 +133,7 @@ bool try_sum_rows_cuda(const at::Tensor& dst_in, const std::vector<at::Tensor>& 
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(dst.device().index());
   for (size_t first = 0; first < views.size(); first += cuda::kRowSumMaxSources) {
     const int count = int(std::min<size_t>(cuda::kRowSumMaxSources, views.size() - first));
-    cuda::launch_sum_rows(row_tensor(dst), views.data() + first, count, *kind,
+    cuda::launch_sum_rows(row_tensor(dst), *dst_kind, views.data() + first, count, *kind,
                           accumulate || first > 0, row_shape(dst), stream);
   }
   return true;

@@ -1,16 +1,18 @@
 // The sequence-parallel path's per-block glue kernels (attention/standard/cuda/row_accumulate.h)
-// against float64: the online LSE merge of a block's output into fp32 accumulators and the sum of
-// block gradients into a fp32 gradient, for fp16, bf16 and fp32 blocks, strided views (the
-// ring's packed and permuted slices), head dims that leave lanes idle, more planes than one grid
-// row holds, and rows where one or both sides attended nothing. Each case checks that the kernel
-// ran (the try_ call took it), so a silent fallback to the torch ops cannot pass. Skips without a
-// GPU.
+// against float64: the online LSE merge of a block's output into fp32 accumulators, the merge of
+// several blocks written once (fp32 or the blocks' dtype), and the sum of block gradients into a
+// fp32 gradient (or, written once, into one of the blocks' dtype), for fp16, bf16 and fp32
+// blocks, strided views (the ring's packed and permuted slices), head dims that leave lanes idle,
+// more planes than one grid row holds, and rows where one or both sides attended nothing. Each
+// case checks that the kernel ran (the try_ call took it), so a silent fallback to the torch ops
+// cannot pass. Skips without a GPU.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <limits>
 #include <string>
 
+#include "attention/standard/accumulate.h"
 #include "attention/standard/lse_merge.h"
 #include "attention/standard/row_accumulate_cuda.h"
 #include "tests/support/dense_reference.h"
@@ -101,6 +103,47 @@ TEST(GpuRowAccumulate, BlocksMergedInTurnMatchFloat64Merge) {
   EXPECT_TRUE(torch::equal(torch::isfinite(acc_lse.cpu()), finite));
 }
 
+// All blocks merged at once (the write-once forward): 1, 3 and 8 sources with about a quarter of
+// each one's rows -inf (rows no source attended: 0 and -inf), against the float64 merge; written
+// into fp32, and into the blocks' dtype as exactly that fp32 result rounded once.
+TEST(GpuRowAccumulate, MergeRowsMatchesFloat64) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(53);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  for (at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    for (const RowCase& c : kCases) {
+      for (int count : {1, 3, 8}) {
+        SCOPED_TRACE(describe(c, dtype) + " sources=" + std::to_string(count));
+        std::vector<at::Tensor> outs, lses, outs64, lses64;
+        for (int i = 0; i < count; ++i) {
+          outs.push_back(strided_rows(c, cuda.dtype(dtype)));
+          lses.push_back(random_lse(c, cuda));
+          outs64.push_back(outs.back().cpu().to(at::kDouble));
+          lses64.push_back(lses.back().cpu().to(at::kDouble));
+        }
+        const MergedAttention want = merge_by_lse(outs64, lses64);
+        at::Tensor out = strided_rows(c, cuda.dtype(at::kFloat)).fill_(std::nanf(""));
+        at::Tensor lse = random_lse(c, cuda).fill_(std::nanf(""));
+        ASSERT_TRUE(try_merge_rows_cuda(out, lse, outs, lses)) << "the kernel did not run";
+        const at::Tensor got = out.cpu().to(at::kDouble), got_lse = lse.cpu().to(at::kDouble);
+        ASSERT_FALSE(torch::isnan(got).any().item<bool>());
+        EXPECT_LT(testing::relative_error(got, want.out), 1e-6);
+        EXPECT_TRUE(torch::equal(torch::isfinite(got_lse), torch::isfinite(want.lse)));
+        EXPECT_LT((got_lse - want.lse).nan_to_num(0.0).abs().max().item<double>(), 1e-5);
+        if (dtype == at::kFloat) continue;
+        at::Tensor low = strided_rows(c, cuda.dtype(dtype));
+        ASSERT_TRUE(try_merge_rows_cuda(low, lse, outs, lses)) << "the kernel did not run";
+        EXPECT_TRUE(torch::equal(low.cpu(), out.cpu().to(dtype)));
+      }
+    }
+  }
+  const RowCase c{1, 2, 64, 64};
+  at::Tensor out = strided_rows(c, cuda.dtype(at::kBFloat16)), lse = random_lse(c, cuda);
+  const std::vector<at::Tensor> nine(9, out), nine_lse(9, lse);
+  EXPECT_FALSE(try_merge_rows_cuda(out, lse, nine, nine_lse));              // more than 8 sources
+  EXPECT_FALSE(try_merge_rows_cuda(out, lse, {out.to(at::kHalf)}, {lse}));  // another dtype
+}
+
 TEST(GpuRowAccumulate, AccumulateMatchesFloat64) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   torch::manual_seed(37);
@@ -143,6 +186,47 @@ TEST(GpuRowAccumulate, SumOfSourcesMatchesFloat64) {
       EXPECT_LT(testing::relative_error(got, want), 1e-6);
     }
   }
+}
+
+// A destination of the sources' own dtype (the layer's bf16/fp16 gradients written once): the
+// fp32 sum, in source order, rounded once - bit for bit the CPU's fp32 sum of the same values
+// rounded. Declined (nothing touched) when asked to accumulate into it, for sources of another
+// dtype, and past 8 sources, where the public sum_into_ sums into fp32 first and still rounds once.
+TEST(GpuRowAccumulate, SumIntoTheSourcesDtypeRoundsOnce) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(47);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+    for (const RowCase& c : kCases) {
+      for (int count : {1, 3, 8}) {
+        SCOPED_TRACE(describe(c, dtype) + " sources=" + std::to_string(count));
+        at::Tensor dst = strided_rows(c, cuda.dtype(dtype));
+        std::vector<at::Tensor> srcs;
+        at::Tensor sum = torch::zeros({c.a0, c.a1, c.a2, c.d}, torch::kFloat);
+        for (int i = 0; i < count; ++i) {
+          srcs.push_back(strided_rows(c, cuda.dtype(dtype)));
+          sum += srcs.back().cpu().to(at::kFloat);
+        }
+        ASSERT_TRUE(try_sum_rows_cuda(dst, srcs, /*accumulate=*/false)) << "the kernel did not run";
+        EXPECT_TRUE(torch::equal(dst.cpu(), sum.to(dtype)));
+      }
+    }
+  }
+  const RowCase c{1, 3, 100, 64};
+  at::Tensor dst = torch::zeros({c.a0, c.a1, c.a2, c.d}, cuda.dtype(at::kBFloat16));
+  const at::Tensor one = torch::ones_like(dst);
+  EXPECT_FALSE(try_sum_rows_cuda(dst, {one}, /*accumulate=*/true));
+  EXPECT_FALSE(try_sum_rows_cuda(dst, {one.to(at::kHalf)}, false));
+  EXPECT_FALSE(try_sum_rows_cuda(dst, std::vector<at::Tensor>(9, one), false));
+  EXPECT_EQ(dst.abs().sum().item<float>(), 0.f);
+  std::vector<at::Tensor> srcs;
+  at::Tensor sum = torch::zeros(dst.sizes(), torch::kFloat);
+  for (int i = 0; i < 11; ++i) {
+    srcs.push_back(torch::randn(dst.sizes(), cuda.dtype(at::kBFloat16)));
+    sum += srcs.back().cpu().to(at::kFloat);
+  }
+  sum_into_(dst, srcs);
+  EXPECT_TRUE(torch::equal(dst.cpu(), sum.to(at::kBFloat16)));
 }
 
 // Stacked K/V gradients [2, B, h, n, D] (the allgather exchange's sum): taken as [2 B, h, n, D]

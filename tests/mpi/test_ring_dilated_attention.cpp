@@ -191,6 +191,12 @@ class CountingCommunicator : public Communicator {
     *bytes_ += send.nbytes();
     return real_->start_send_recv(send, dst, recv, src, tag);
   }
+  std::unique_ptr<PendingTransfer> start_send_recv_many(at::TensorList sends, int dst,
+                                                        at::TensorList recvs, int src,
+                                                        at::Device device, int tag) override {
+    for (const at::Tensor& t : sends) *bytes_ += t.nbytes();
+    return real_->start_send_recv_many(sends, dst, recvs, src, device, tag);
+  }
   void all_reduce_sum(at::Tensor& tensor) override {
     *bytes_ += tensor.nbytes();
     real_->all_reduce_sum(tensor);
@@ -234,13 +240,15 @@ int64_t bytes_sent(const std::string& variant, const DilatedAttentionConfig& con
 
 // With GQA the K/V (forward) and dK/dV (backward) cross the wire at k/v-head granularity: where
 // every head group holds all query heads (dense, r = 1; or one group per k/v head in partition
-// mode), a step sends exactly H / H_kv times fewer K/V bytes than with H_kv = H. The causal
+// mode), a step sends exactly H_kv / H_kv' times the bytes of H_kv' k/v heads. Without GQA the
+// ring sends the same per head; the allgather sends every block's dK/dV unsummed at the rows
+// its calls cover (dense causal: member r's keys get blocks from ranks r..P-1 only). The causal
 // balance adds the mirror swap (q, out, lse, dout, dq at the query heads, k, v, dk, dv at the
 // k/v heads): measured without it, and its bytes checked separately.
 TEST_P(RingDilatedAttentionTest, GqaSendsKvHeadBytesOnly) {
   SKIP_WITHOUT_DEVICE();
   const std::string variant = GetParam();
-  const int P = world()->size();
+  const int P = world()->size(), r = world()->rank();
   if (P < 2) GTEST_SKIP() << "one rank sends nothing";
   const int64_t S = kShard * P, H = 4, B = 2, D = 8;
   DilatedAttentionConfig dense;
@@ -249,20 +257,28 @@ TEST_P(RingDilatedAttentionTest, GqaSendsKvHeadBytesOnly) {
   dense.causal = true;
   RingConfig unbalanced = ring_config();
   unbalanced.balance_causal = false;
-  const int64_t full = bytes_sent(variant, dense, H, H, unbalanced);
-  ASSERT_GT(full, 0);
+  const int64_t one_kv_head = bytes_sent(variant, dense, H, 1, unbalanced);
+  ASSERT_GT(one_kv_head, 0);
+  const bool allgather = variant == "allgather";
+  if (allgather) {  // forward: this rank's K/V; backward: dK/dV of the ranks before it
+    const int64_t kv_bytes = 2 * B * H * kShard * D * 8;
+    EXPECT_EQ(bytes_sent(variant, dense, H, H, unbalanced), kv_bytes * (1 + r))
+        << "allgather dense causal H_kv = H, rank " << r;
+  }
   // Rank 0 swaps its second half (kShard / 2 rows, float64) with rank P - 1: forward q, k, v
   // there and out, lse back; backward q, k, v, out, lse, dout there and dq, dk, dv back.
   auto swap = [&](int64_t Hkv) { return ((6 * D + 2) * H + 6 * D * Hkv) * B * (kShard / 2) * 8; };
-  for (int64_t Hkv : {int64_t(4), int64_t(2), int64_t(1)}) {
+  const std::vector<int64_t> kv_heads =
+      allgather ? std::vector<int64_t>{2, 1} : std::vector<int64_t>{4, 2, 1};
+  for (int64_t Hkv : kv_heads) {
     const int64_t gqa = bytes_sent(variant, dense, H, Hkv, unbalanced);
-    EXPECT_EQ(full, gqa * (H / Hkv)) << variant << " dense H_kv=" << Hkv;
+    EXPECT_EQ(gqa, one_kv_head * Hkv) << variant << " dense H_kv=" << Hkv;
     if (world()->rank() == 0) {
       EXPECT_EQ(bytes_sent(variant, dense, H, Hkv) - gqa, swap(Hkv))
           << variant << " query swap bytes, dense H_kv=" << Hkv;
       std::cout << variant << " P=" << P << " dense causal S=" << S << " H=" << H
-                << " D=8 B=2 fp64, bytes sent by rank 0 per step (fwd+bwd, unbalanced): H_kv=" << H
-                << ": " << full << ", H_kv=" << Hkv << ": " << gqa << std::endl;
+                << " D=8 B=2 fp64, bytes sent by rank 0 per step (fwd+bwd, unbalanced): H_kv=1: "
+                << one_kv_head << ", H_kv=" << Hkv << ": " << gqa << std::endl;
     } else {
       bytes_sent(variant, dense, H, Hkv);  // collective: every rank runs it
     }

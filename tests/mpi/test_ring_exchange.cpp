@@ -1,8 +1,8 @@
 // RingExchange over the MPI backend: a block passed P times around the ring returns to its
 // owner unchanged after visiting every rank, two interleaved streams (as in the ring backward)
 // stay separate, the preallocated buffers are reused instead of reallocated, and the pairwise
-// exchange (rank + t / rank - t) delivers every rank's block to every other, also on the
-// low-footprint duplicates of the exchange beside compute.
+// exchange (rank + t / rank - t) delivers every rank's block to every other, also as several
+// tensors each way on the low-footprint duplicates of the exchange beside compute.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -116,38 +116,66 @@ class DuplicateCounter : public Communicator {
   std::shared_ptr<Communicator> real_;
 };
 
-// The exchange beside compute (the allgather backward's, RingConfig::exchange_ctas): the same
-// deliveries as start_send_recv, on one duplicate per CTA cap made by the first call and reused
-// (0: the group's own communicator), counted, under the group's deadline; a negative cap refused.
+// What rank a sends rank b in one exchange of several tensors: a count (none at times, so some
+// ranks neither send nor receive in a step), sizes and dtypes that depend on both (so the two
+// directions of a pair differ), values that name a, b and the round.
+std::vector<at::Tensor> message(int a, int b, int round) {
+  std::vector<at::Tensor> tensors;
+  for (int i = 0; i < (a + 2 * b) % 3; ++i) {
+    const auto dtype = i % 2 == 0 ? torch::kFloat : torch::kDouble;
+    tensors.push_back((block_of(a, 2 + i + a) + 10 * b + 100 * double(round)).to(dtype));
+  }
+  return tensors;
+}
+
+// The exchange beside compute (the allgather backward's, RingConfig::exchange_ctas): several
+// tensors each way, as many as each side holds, delivered in order, on one duplicate per CTA
+// cap made by the first call and reused (0: the group's own communicator), counted as one
+// transfer each, under the group's deadline; a negative cap refused.
 TEST(RingExchange, BesideComputeExchangeUsesOneDuplicatePerCap) {
   auto counter = std::make_shared<DuplicateCounter>(world());
   RingExchange ring(counter);
   ring.set_timeout_seconds(20);
   const int P = ring.size(), r = ring.rank();
   const std::vector<int> caps = {2, 2, 0, 4};
+  int64_t bytes = 0;
   for (size_t round = 0; round < caps.size(); ++round) {
-    std::vector<at::Tensor> sent, received;
+    std::vector<std::vector<at::Tensor>> sent, received;
     std::vector<std::unique_ptr<PendingTransfer>> pending;
     for (int t = 1; t < P; ++t) {
       const int to = (r + t) % P, from = (r + P - t) % P;
-      sent.push_back(block_of(r, 3) + 10 * to + 100 * double(round));
-      received.push_back(torch::empty({3}));
+      sent.push_back(message(r, to, int(round)));
+      received.push_back({});
+      for (const at::Tensor& like : message(from, r, int(round))) {
+        received.back().push_back(torch::empty_like(like));
+      }
+      for (const at::Tensor& x : sent.back()) bytes += x.nbytes();
       pending.push_back(ring.start_send_recv_beside_compute(sent.back(), to, received.back(), from,
-                                                            9, caps[round]));
+                                                            torch::kCPU, 9, caps[round]));
     }
     for (auto& p : pending) p->wait();
     for (int t = 1; t < P; ++t) {
       const int from = (r + P - t) % P;
-      EXPECT_TRUE(torch::equal(received[t - 1], block_of(from, 3) + 10 * r + 100 * double(round)))
-          << "round " << round << " step " << t;
+      const std::vector<at::Tensor> want = message(from, r, int(round));
+      ASSERT_EQ(received[t - 1].size(), want.size());
+      for (size_t i = 0; i < want.size(); ++i) {
+        EXPECT_TRUE(torch::equal(received[t - 1][i], want[i]))
+            << "round " << round << " step " << t << " tensor " << i;
+      }
     }
   }
+  // A step where no rank has anything for its peers still completes on every rank.
+  for (int t = 1; t < P; ++t) {
+    ring.start_send_recv_beside_compute({}, (r + t) % P, {}, (r + P - t) % P, torch::kCPU, 9, 2)
+        ->wait();
+  }
   EXPECT_EQ(counter->duplicates, P > 1 ? 2 : 0);  // caps 2 and 4; 0: the group's own
-  EXPECT_EQ(ring.counters().transfers, 4 * (P - 1));
+  EXPECT_EQ(ring.counters().transfers, 5 * (P - 1));
+  EXPECT_EQ(ring.counters().bytes_sent, bytes);
   EXPECT_EQ(counter->timeout_seconds(), 20);
   at::Tensor buf = torch::empty({3});
-  EXPECT_THROW(ring.start_send_recv_beside_compute(buf, 0, buf, 0, 9, -1), Error);
-  EXPECT_THROW(ring.start_send_recv_beside_compute(buf, P, buf, 0, 9, 2), Error);
+  EXPECT_THROW(ring.start_send_recv_beside_compute(buf, 0, buf, 0, torch::kCPU, 9, -1), Error);
+  EXPECT_THROW(ring.start_send_recv_beside_compute(buf, P, buf, 0, torch::kCPU, 9, 2), Error);
 }
 
 }  // namespace

@@ -1,11 +1,12 @@
 // merge_by_lse: merging attention over disjoint key sets equals attention over their union,
-// forward and gradients; all-masked rows stay finite.
+// forward and gradients; all-masked rows stay finite; the in-place and write-once (pieces) forms.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <limits>
 
 #include "attention/standard/lse_merge.h"
+#include "runtime/error.h"
 #include "tests/support/dense_reference.h"
 
 namespace ra {
@@ -76,6 +77,49 @@ TEST(LseMerge, InPlaceMergeEqualsMergeByLse) {
     EXPECT_EQ(acc_out[3].abs().sum().item<double>(), 0.0);
     EXPECT_EQ(acc_lse.select(1, 0).max().item<double>(), -inf);  // the other column untouched
   }
+}
+
+// Pieces of a [A0, A1, n, D] output written once: per row the merge of the pieces that cover it
+// (overlapping ones, one piece, none: 0 and -inf), the same as merge_by_lse of those rows; a
+// bf16 output gets the float merge rounded once.
+TEST(LseMerge, MergePiecesIntoWritesEachRowsMerge) {
+  const double inf = std::numeric_limits<double>::infinity();
+  torch::manual_seed(8);
+  const int64_t n = 12;
+  auto piece = [&](int64_t start, int64_t count) {
+    OutputPiece p{start, torch::randn({2, 3, count, 8}), torch::randn({2, 3, count}) * 2};
+    p.lse.select(2, 0).fill_(-inf);  // a row this piece did not attend
+    return p;
+  };
+  // Rows 0-1 and 10-11: none; 2-3: one; 4-9: two or three.
+  const std::vector<OutputPiece> pieces = {piece(2, 6), piece(4, 6), piece(6, 2)};
+  at::Tensor out = torch::full({2, 3, n, 8}, std::nan("")), lse = torch::full({2, 3, n}, 7.0);
+  merge_pieces_into_(out, lse, pieces);
+  at::Tensor low = torch::full({2, 3, n, 8}, 5.0, torch::kBFloat16),
+             low_lse = torch::empty_like(lse);
+  merge_pieces_into_(low, low_lse, pieces);
+  for (int64_t row = 0; row < n; ++row) {
+    std::vector<at::Tensor> outs, lses;
+    for (const OutputPiece& p : pieces) {
+      if (p.start <= row && row < p.start + p.out.size(2)) {
+        outs.push_back(p.out.select(2, row - p.start));
+        lses.push_back(p.lse.select(2, row - p.start));
+      }
+    }
+    const at::Tensor got = out.select(2, row), got_lse = lse.select(2, row);
+    if (outs.empty()) {
+      EXPECT_EQ(got.abs().max().item<float>(), 0.f) << "row " << row;
+      EXPECT_EQ(got_lse.max().item<float>(), -inf) << "row " << row;
+      continue;
+    }
+    const MergedAttention want = merge_by_lse(outs, lses);
+    EXPECT_TRUE(torch::allclose(got, want.out, 1e-6, 1e-6)) << "row " << row;
+    EXPECT_TRUE(torch::equal(torch::isfinite(got_lse), torch::isfinite(want.lse))) << "row " << row;
+    EXPECT_LT((got_lse - want.lse).nan_to_num(0.0).abs().max().item<double>(), 1e-6)
+        << "row " << row;
+    EXPECT_TRUE(torch::equal(low.select(2, row), got.to(torch::kBFloat16))) << "row " << row;
+  }
+  EXPECT_THROW(merge_pieces_into_(out, lse, {piece(10, 3)}), Error);  // rows 10-12 of 12
 }
 
 }  // namespace

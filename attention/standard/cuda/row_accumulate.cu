@@ -33,6 +33,14 @@ __device__ inline void load8_any(const T* src, float (&dst)[8]) {
     load8<T>(src, dst);
   }
 }
+template <typename T>
+__device__ inline void store8_any(T* dst, const float (&src)[8]) {
+  if constexpr (std::is_same_v<T, float>) {
+    store8f(dst, src);
+  } else {
+    store8<T>(dst, src);
+  }
+}
 
 __device__ inline int64_t offset(const RowTensor& v, int64_t i0, int64_t i1, int64_t i2) {
   return i0 * v.stride_n + i1 * v.stride_h + i2 * v.stride_l;
@@ -81,13 +89,14 @@ struct SumSources {
   int count;
 };
 
-template <typename T>
+// Dst: fp32, or T itself (then every element is rounded once, after the fp32 sum).
+template <typename T, typename Dst>
 __global__ void sum_rows_kernel(RowTensor dst, SumSources srcs, bool accumulate, RowShape shape) {
   for_each_row(shape, [&](int64_t i0, int64_t i1, int64_t i2, int chunk, bool ok) {
     if (!ok) return;
-    float* d = static_cast<float*>(dst.data) + offset(dst, i0, i1, i2) + chunk * 8;
+    Dst* d = static_cast<Dst*>(dst.data) + offset(dst, i0, i1, i2) + chunk * 8;
     float x[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (accumulate) load8f(d, x);
+    if (accumulate) load8_any(d, x);
     for (int i = 0; i < srcs.count; ++i) {
       float s[8];
       load8_any(
@@ -95,7 +104,47 @@ __global__ void sum_rows_kernel(RowTensor dst, SumSources srcs, bool accumulate,
 #pragma unroll
       for (int e = 0; e < 8; ++e) x[e] += s[e];
     }
-    store8f(d, x);
+    store8_any(d, x);
+  });
+}
+
+struct MergeSources {
+  RowTensor out[kRowMergeMaxSources];
+  RowTensor lse[kRowMergeMaxSources];
+  int count;
+};
+
+// Every lane of a row reads the sources' lse (a few loads) and forms the same weights; lane 0
+// writes the merged lse. Rows no source attended get out = 0, lse = -inf.
+template <typename T, typename Dst>
+__global__ void merge_rows_kernel(RowTensor dst_out, RowTensor dst_lse, MergeSources srcs,
+                                  RowShape shape) {
+  for_each_row(shape, [&](int64_t i0, int64_t i1, int64_t i2, int chunk, bool ok) {
+    if (!ok) return;
+    float lse[kRowMergeMaxSources];
+    float m = -INFINITY;
+    for (int i = 0; i < srcs.count; ++i) {
+      lse[i] = static_cast<const float*>(srcs.lse[i].data)[offset(srcs.lse[i], i0, i1, i2)];
+      m = fmaxf(m, lse[i]);
+    }
+    float x[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float merged = -INFINITY;
+    if (m != -INFINITY) {
+      float total = 0;
+      for (int i = 0; i < srcs.count; ++i) total += expf(lse[i] - m);
+      merged = m + logf(total);
+      for (int i = 0; i < srcs.count; ++i) {
+        const float w = expf(lse[i] - merged);
+        float o[8];
+        load8_any(
+            static_cast<const T*>(srcs.out[i].data) + offset(srcs.out[i], i0, i1, i2) + chunk * 8,
+            o);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) x[e] = fmaf(w, o[e], x[e]);
+      }
+    }
+    store8_any(static_cast<Dst*>(dst_out.data) + offset(dst_out, i0, i1, i2) + chunk * 8, x);
+    if (chunk == 0) static_cast<float*>(dst_lse.data)[offset(dst_lse, i0, i1, i2)] = merged;
   });
 }
 
@@ -143,13 +192,47 @@ struct MergeBlock {
 };
 template <typename T>
 struct SumRows {
-  static void launch(const Launch& l, cudaStream_t s, RowTensor dst, SumSources srcs,
+  static void launch(const Launch& l, cudaStream_t s, RowTensor dst, bool dst_fp32, SumSources srcs,
                      bool accumulate, RowShape shape) {
-    sum_rows_kernel<T><<<l.grid, l.block, 0, s>>>(dst, srcs, accumulate, shape);
+    if (dst_fp32) {
+      sum_rows_kernel<T, float><<<l.grid, l.block, 0, s>>>(dst, srcs, accumulate, shape);
+    } else {
+      sum_rows_kernel<T, T><<<l.grid, l.block, 0, s>>>(dst, srcs, accumulate, shape);
+    }
+  }
+};
+
+template <typename T>
+struct MergeRows {
+  static void launch(const Launch& l, cudaStream_t s, RowTensor dst_out, bool dst_fp32,
+                     RowTensor dst_lse, MergeSources srcs, RowShape shape) {
+    if (dst_fp32) {
+      merge_rows_kernel<T, float><<<l.grid, l.block, 0, s>>>(dst_out, dst_lse, srcs, shape);
+    } else {
+      merge_rows_kernel<T, T><<<l.grid, l.block, 0, s>>>(dst_out, dst_lse, srcs, shape);
+    }
   }
 };
 
 }  // namespace
+
+void launch_merge_rows(const RowTensor& dst_out, ScalarKind dst_kind, const RowTensor& dst_lse,
+                       const RowTensor* outs, const RowTensor* lses, int num_srcs,
+                       ScalarKind src_kind, const RowShape& shape, cudaStream_t stream) {
+  RA_CHECK(num_srcs >= 1 && num_srcs <= kRowMergeMaxSources, "row merge: num_srcs = ", num_srcs,
+           "; must be 1..", kRowMergeMaxSources);
+  RA_CHECK(dst_kind == ScalarKind::kFloat || dst_kind == src_kind,
+           "row merge: the destination must be fp32 or of the sources' dtype");
+  if (empty(shape)) return;
+  MergeSources sources{};
+  for (int i = 0; i < num_srcs; ++i) {
+    sources.out[i] = outs[i];
+    sources.lse[i] = lses[i];
+  }
+  sources.count = num_srcs;
+  launch_by_kind<MergeRows>(src_kind, launch_shape(shape), stream, dst_out,
+                            dst_kind == ScalarKind::kFloat, dst_lse, sources, shape);
+}
 
 void launch_merge_block(const RowTensor& acc_out, const RowTensor& acc_lse, const RowTensor& out,
                         ScalarKind out_kind, const RowTensor& lse, const RowShape& shape,
@@ -159,15 +242,22 @@ void launch_merge_block(const RowTensor& acc_out, const RowTensor& acc_lse, cons
                              shape);
 }
 
-void launch_sum_rows(const RowTensor& dst, const RowTensor* srcs, int num_srcs, ScalarKind src_kind,
-                     bool accumulate, const RowShape& shape, cudaStream_t stream) {
+void launch_sum_rows(const RowTensor& dst, ScalarKind dst_kind, const RowTensor* srcs, int num_srcs,
+                     ScalarKind src_kind, bool accumulate, const RowShape& shape,
+                     cudaStream_t stream) {
   RA_CHECK(num_srcs >= 1 && num_srcs <= kRowSumMaxSources, "row sum: num_srcs = ", num_srcs,
            "; must be 1..", kRowSumMaxSources);
+  RA_CHECK(dst_kind == ScalarKind::kFloat || dst_kind == src_kind,
+           "row sum: the destination must be fp32 or of the sources' dtype");
+  RA_CHECK(dst_kind == ScalarKind::kFloat || !accumulate,
+           "row sum: only an fp32 destination is accumulated into (a rounded one would be "
+           "rounded again)");
   if (empty(shape)) return;
   SumSources sources{};
   for (int i = 0; i < num_srcs; ++i) sources.src[i] = srcs[i];
   sources.count = num_srcs;
-  launch_by_kind<SumRows>(src_kind, launch_shape(shape), stream, dst, sources, accumulate, shape);
+  launch_by_kind<SumRows>(src_kind, launch_shape(shape), stream, dst,
+                          dst_kind == ScalarKind::kFloat, sources, accumulate, shape);
 }
 
 }  // namespace ra::cuda
