@@ -3,6 +3,8 @@
 // each K/V block, one hop behind, plus a final hop that returns it to its owner.
 #include <ATen/ATen.h>
 
+#include <vector>
+
 #include "attention/ring/spanning_strategy.h"
 
 namespace ra {
@@ -64,17 +66,24 @@ void RingSpanning::backward(const ShardTask& task, RingExchange& group, const at
       incoming = kv_buffer(group, hop % kKvSlots, kv, task.kept_of(member_at_hop(task, hop + 1)));
       group.start(held, incoming, kKvStream);
     }
-    at::Tensor partial =
-        at::zeros({2, kv.size(1), kv.size(2), task.kept_of(source), kv.size(4)}, grad_options);
-    attend_member_backward(q, out, lse, dout, task.my_chunks(), held, task.member_chunks[source],
-                           expand, scale, causal, dq, partial);
-    // The accumulator for `source` arrives from the previous rank (it held it one hop ago).
-    if (hop > 0) group.wait(kGradStream);
-    at::Tensor grad_out = group.buffer(kGradSendSlot, partial.sizes(), grad_options);
-    if (hop > 0) {
-      at::add_out(grad_out, grad_in, partial);
+    // The block calls write `source`'s dK/dV (no zero fill first): at hop 0 straight into the
+    // send buffer (nothing is in flight on the dK/dV stream yet), later into a fresh tensor that
+    // the accumulator for `source`, arriving from the previous rank (it held it one hop ago), is
+    // added to.
+    const std::vector<int64_t> shape = {2, kv.size(1), kv.size(2), task.kept_of(source),
+                                        kv.size(4)};
+    at::Tensor grad_out;
+    if (hop == 0) {
+      grad_out = group.buffer(kGradSendSlot, shape, grad_options);
+      attend_member_backward(q, out, lse, dout, task.my_chunks(), held, task.member_chunks[source],
+                             expand, scale, causal, dq, grad_out, GradTarget::kOverwrite);
     } else {
-      grad_out.copy_(partial);
+      at::Tensor partial = at::empty(shape, grad_options);
+      attend_member_backward(q, out, lse, dout, task.my_chunks(), held, task.member_chunks[source],
+                             expand, scale, causal, dq, partial, GradTarget::kOverwrite);
+      group.wait(kGradStream);
+      grad_out = group.buffer(kGradSendSlot, shape, grad_options);
+      at::add_out(grad_out, grad_in, partial);
     }
     // After the last hop this returns every accumulator to its owner.
     const int64_t kept_in = task.kept_of(member_at_hop(task, hop + 1));
