@@ -140,9 +140,7 @@ void AllGatherSpanning::backward_unsummed(const ShardTask& task, RingExchange& g
     std::vector<at::Tensor> sends;
     for (const auto* pieces : {&theirs.dk, &theirs.dv}) {
       for (const RowPiece& p : *pieces) {
-        RA_CHECK(p.rows.scalar_type() == travel.dtype(),
-                 "allgather strategy: a block gradient "
-                 "in ",
+        RA_CHECK(p.rows.scalar_type() == travel.dtype(), "allgather strategy: a block gradient in ",
                  p.rows.scalar_type(), ", its owner expects ", travel.dtype());
         sends.push_back(p.rows.contiguous());
       }

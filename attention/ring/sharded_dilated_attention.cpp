@@ -339,13 +339,14 @@ struct InputGradients {
   at::Tensor dk, dv;  // [B, S_local, H_kv, D] the same (any strides)
 };
 
-// Whether the layer's gradients are its sole spanning task's alone (sole_task, and its k/v
-// rows all of k in order, no GQA head copies): then its backward writes dq, dk and dv once, in
-// the input dtype, where the node returns them.
-bool sole_gradients(const ShardedAttentionPlan& plan, const KvSide& side, const InputGradients& g,
-                    const at::Tensor& q, const at::Tensor& k) {
-  return !g.dq.defined() && sole_task(plan, q) && !side.index.defined() &&
-         covers_all(k, side.task, plan.tasks[0].my_home_chunks());
+// Whether the layer's gradients are its sole spanning task's alone (sole_task, and its k/v rows
+// all of k in order, at k/v heads that are a strided range: no GQA head copies, kv_side): then
+// its backward writes dq, dk and dv once, in the input dtype, where the node returns them.
+bool sole_gradients(const ShardedAttentionPlan& plan, const at::Tensor& q, const at::Tensor& k) {
+  if (!sole_task(plan, q) || plan.tasks[0].kv.range.count() == 0) return false;
+  ShardTask kv_task = plan.tasks[0];
+  kv_task.heads = kv_task.kv.range;
+  return covers_all(k, kv_task, kv_task.my_home_chunks());
 }
 
 // out_in: the merged output [B, S, H, D] in the input dtype, contiguous: what the fused kernels
@@ -370,7 +371,8 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
     g.dv = sum_kv_heads(d[2].to(compute), v.size(2));
   }
 #endif
-  if (!g.dq.defined()) g.dq = at::zeros(out_in.sizes(), compute_options);
+  const bool sole = !g.dq.defined() && sole_gradients(plan, q, k);
+  if (!g.dq.defined() && !sole) g.dq = at::zeros(out_in.sizes(), compute_options);
   // dk, dv: allocated on first use, unless the first user is a spanning task whose packed rows
   // are all of them (the dense ring): its gradients become dk, dv (no zero fill, no add).
   auto kv_grads_allocated = [&] {
@@ -442,7 +444,7 @@ InputGradients run_backward(const ShardedAttentionPlan& plan, const at::Tensor& 
     at::Tensor q_packed = compute_rows(q);
     const at::Tensor kv_packed =
         to_compute_rows(task, group, pack_kv(side.k, side.v, side.task), 3);
-    if (sole_gradients(plan, side, g, q, k)) {
+    if (sole) {
       // The layer's gradients are this task's alone: written once, in the input dtype, where the
       // node returns them (dq, dk, dv contiguous [B, S_local, H(_kv), D]; no fp32 copies).
       g.dq = at::empty(q.sizes(), q.options());

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -368,6 +369,51 @@ TEST_P(RingDilatedAttentionTest, ZigzagDenseCausalEqualsReference) {
                           [&](const at::Tensor& t) { return zigzag_shard(t, p, P); }),
                   1e-10, variant + " zigzag, exchange_ctas " + std::to_string(ctas));
   }
+}
+
+// Where the layer's work is one spanning task over all of a rank's rows (the dense ring, plain
+// or zigzag), backward writes dk and dv once into the two halves of one tensor, in the input
+// dtype, and returns them as they are: k.grad and v.grad are views of one storage, dv right after
+// dk. (The equality of what they hold is checked above; this fails if the write-once path is
+// skipped, which no equality test can see.) A plan of two branches takes the general path.
+TEST_P(RingDilatedAttentionTest, DenseRingWritesItsGradientsOnce) {
+  SKIP_WITHOUT_DEVICE();
+  const int P = world()->size(), p = world()->rank();
+  const int64_t S = kShard * P;
+  const Inputs in = make_inputs(S, 2, 2, torch::kDouble);
+  auto layout = [&](bool zigzag) {
+    RingConfig ring = ring_config(zigzag);
+    ring.strategy = parse_ring_strategy(GetParam());
+    return ring;
+  };
+  auto grads_of = [&](const DilatedAttentionConfig& config, const RingConfig& ring,
+                      const std::function<at::Tensor(const at::Tensor&)>& shard) {
+    RingDilatedAttention attention(config, ring, world());
+    at::Tensor q = shard(in.q).to(kDevice).requires_grad_();
+    at::Tensor k = shard(in.k).to(kDevice).requires_grad_();
+    at::Tensor v = shard(in.v).to(kDevice).requires_grad_();
+    attention.forward(q, k, v).out.backward(shard(in.dout).to(kDevice));
+    return std::make_pair(k.grad(), v.grad());
+  };
+  auto one_storage = [](const std::pair<at::Tensor, at::Tensor>& g) {
+    return g.first.data_ptr<double>() + g.first.numel() == g.second.data_ptr<double>();
+  };
+  DilatedAttentionConfig causal;
+  causal.segment_lengths = {S};
+  causal.dilation_rates = {1};
+  causal.causal = true;
+  EXPECT_TRUE(one_storage(grads_of(causal, layout(true), [&](const at::Tensor& t) {
+    return zigzag_shard(t, p, P);
+  }))) << "zigzag";
+  DilatedAttentionConfig full = causal;  // plain layout; not causal, so nothing is balanced
+  full.causal = false;
+  if (P > 1) {  // on one rank the branch is local: the single-device path
+    EXPECT_TRUE(one_storage(grads_of(full, layout(false), plain_shard))) << "plain layout";
+  }
+  DilatedAttentionConfig two = full;
+  two.segment_lengths = {S, S};
+  two.dilation_rates = {1, 2};
+  EXPECT_FALSE(one_storage(grads_of(two, layout(false), plain_shard))) << "two branches";
 }
 
 TEST_P(RingDilatedAttentionTest, LocalBranchesDoNotCommunicateAndBuffersAreShared) {
