@@ -4,6 +4,8 @@
 //   mpirun -n 4 bench_ring_attention --config dense-causal --seq-len 128K --zigzag
 //   mpirun -n 4 bench_ring_attention --config longnet-base --seq-len 1M [--local-copy]
 // --local-copy replaces every transfer by a local copy of the same bytes (exposed-comm check);
+// --no-transfers: local copies where received values feed attention kernels, the dK/dV
+// exchange dropped; with --strategy allgather the step almost without transfers (meaningless);
 // --profile FILE records one more step of rank 0 as a Chrome trace (bench/summarize_trace.py).
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/torch.h>
@@ -23,6 +25,7 @@
 #include "comm/mpi_context.h"
 #include "comm/world_communicator.h"
 #include "runtime/cli_values.h"
+#include "runtime/error.h"
 #include "runtime/kernel_profiler.h"
 
 namespace po = boost::program_options;
@@ -31,7 +34,8 @@ int main(int argc, char** argv) {
   ra::MpiContext mpi(&argc, &argv);
   try {
     std::string config_name, seq_text, strategy, json_path, head_mode, profile_path;
-    bool causal = false, zigzag = false, local_copy = false, unstacked = false, unbalanced = false;
+    bool causal = false, zigzag = false, local_copy = false, no_transfers = false,
+         unstacked = false, unbalanced = false;
     int warmup = 0, reps = 0, exchange_ctas = 0;
     po::options_description opts("bench_ring_attention options");
     opts.add_options()("help,h", "print this help")(
@@ -44,6 +48,9 @@ int main(int argc, char** argv) {
         "causal", po::bool_switch(&causal), "causal masking (always on for dense-causal)")(
         "zigzag", po::bool_switch(&zigzag), "zigzag layout (dense-causal only)")(
         "local-copy", po::bool_switch(&local_copy), "replace transfers by local copies")(
+        "no-transfers", po::bool_switch(&no_transfers),
+        "K/V transfers as local copies, the allgather's dK/dV exchange dropped "
+        "(bench/local_copy_communicator.h; results meaningless)")(
         "exchange-ctas", po::value(&exchange_ctas)->default_value(ra::RingConfig{}.exchange_ctas),
         "CTAs of the allgather backward's dK/dV exchange, 0 = NCCL's choice "
         "(RingConfig::exchange_ctas)")(
@@ -86,7 +93,11 @@ int main(int argc, char** argv) {
     spec.ring.balance_causal = !unbalanced;
     spec.ring.exchange_ctas = exchange_ctas;
     std::shared_ptr<ra::Communicator> world = ra::make_world_communicator(mpi, at::kCUDA);
-    spec.comm = local_copy ? std::make_shared<ra::bench::LocalCopyCommunicator>(world) : world;
+    RA_CHECK(!(local_copy && no_transfers), "--local-copy and --no-transfers: pick one");
+    using Fake = ra::bench::LocalCopyCommunicator;
+    spec.comm = local_copy     ? std::make_shared<Fake>(world, Fake::Mode::kCopy)
+                : no_transfers ? std::make_shared<Fake>(world, Fake::Mode::kSkip)
+                               : world;
     auto attention = ra::make_attention(strategy, spec);
 
     auto opts_t = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
@@ -122,12 +133,13 @@ int main(int argc, char** argv) {
     if (mpi.rank() == 0) {
       std::ostringstream row;
       row << "{\"impl\":\"ringattn." << strategy << (zigzag ? "+zigzag" : "")
-          << (local_copy ? "+local-copy" : "") << (unstacked ? "+unstacked" : "")
-          << (unbalanced ? "+unbalanced" : "") << "\",\"config\":\"" << config_name
-          << "\",\"gpus\":" << P << ",\"seq_len\":" << S << ",\"heads\":" << H
-          << ",\"head_dim\":" << D << ",\"causal\":" << (causal ? "true" : "false")
-          << ",\"head_mode\":\"" << head_mode << "\",\"exchange_ctas\":" << exchange_ctas
-          << ",\"fwd_bwd_ms\":" << ms << ",\"tflops_per_gpu\":" << flops / P / (ms * 1e-3) / 1e12
+          << (local_copy ? "+local-copy" : "") << (no_transfers ? "+no-transfers" : "")
+          << (unstacked ? "+unstacked" : "") << (unbalanced ? "+unbalanced" : "")
+          << "\",\"config\":\"" << config_name << "\",\"gpus\":" << P << ",\"seq_len\":" << S
+          << ",\"heads\":" << H << ",\"head_dim\":" << D
+          << ",\"causal\":" << (causal ? "true" : "false") << ",\"head_mode\":\"" << head_mode
+          << "\",\"exchange_ctas\":" << exchange_ctas << ",\"fwd_bwd_ms\":" << ms
+          << ",\"tflops_per_gpu\":" << flops / P / (ms * 1e-3) / 1e12
           << ",\"tokens_per_s\":" << S / (ms * 1e-3) << ",\"peak_gib\":" << ra::bench::peak_gib()
           << ",\"device\":\"" << at::cuda::getCurrentDeviceProperties()->name << "\"}";
       std::cout << row.str() << std::endl;
