@@ -32,22 +32,29 @@ def backward_call(q_rows, kv_rows, causal, heads, dim, layout):
     return lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
 
 
-def timed(fn):
+def timed(*fns):
+    """Milliseconds of the fns run back to back on the current stream."""
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    fn()
+    for fn in fns:
+        fn()
     stop.record()
     stop.synchronize()
     return start.elapsed_time(stop)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--chunk", type=int, default=16384, help="rows per zigzag chunk")
+def shape_arguments(doc, reps):
+    """The options both block-call scripts take (this one and cudnn_call_merge.py)."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--chunk", type=int, default=16384, help="rows per zigzag chunk (S / 2P)")
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--reps", type=int, default=8)
-    args = p.parse_args()
+    p.add_argument("--reps", type=int, default=reps)
+    return p
+
+
+def main():
+    args = shape_arguments(__doc__, reps=8).parse_args()
     n = args.chunk
     shapes = {"causal 2n x 2n": (2 * n, 2 * n, True), "n x 2n": (n, 2 * n, False),
               "2n x n": (2 * n, n, False)}
