@@ -5,7 +5,7 @@
 // rest: the multi-tensor exchange (the allgather strategy's dK/dV pieces, which only feed
 // memory-bound sums) and reduce-scatters. So with --strategy allgather it leaves the step almost
 // without transfers: one local replicate of the K/V. Values matter: on a power-capped card the
-// attention kernels' speed depends on them (on never-written, zero K/V the 4 x H100 dense step
+// attention kernels' speed depends on them (on never-written K/V, fresh memory, the 4 x H100 step
 // ran 10% faster than its own kernels alone on random data, session 16). Timing a run with
 // either mode next to the real one shows what communication costs. Results are meaningless.
 // barrier, split and duplicate use the real communicator (the ranks still meet).
