@@ -15,20 +15,9 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 PYTHONUNBUFFERED=1
-PACK="${OUT:-/tmp/ra_ab}"
-OUT="$(mktemp -d /tmp/ra_ab_work.XXXX)"
+JOB=ra_ab JOB_LOGS=ab_logs.tar.gz
+source "$ROOT/tests/gpu/multi_gpu_job.sh"
 BUILD=build-gpu
-mkdir -p "$PACK"
-trap 'tar -czf "$PACK/ab_logs.tar.gz" -C "$OUT" . && echo "logs: $PACK/ab_logs.tar.gz"' EXIT
-start=$(date +%s)
-elapsed() { echo "[$(( $(date +%s) - start )) s] $*"; }
-GPUS=$(nvidia-smi -L | wc -l)
-MPIRUN=(mpirun --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST
-        -x NVSHMEM_DISABLE_NVLS)
-RESULTS="$OUT/results.jsonl"
-: > "$RESULTS"
 
 # This tree (tests and bench) and the baseline (bench only), configured and built side by side.
 source "$ROOT/tests/gpu/configure_gpu_build.sh"

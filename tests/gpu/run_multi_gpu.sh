@@ -25,22 +25,10 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 PYTHONUNBUFFERED=1
-PACK="${OUT:-/tmp/ra_gpu_multi}"
-OUT="$(mktemp -d /tmp/ra_gpu_multi_work.XXXX)"
+JOB=ra_gpu_multi JOB_LOGS=logs.tar.gz
+source "$ROOT/tests/gpu/multi_gpu_job.sh"
 BUILD="${BUILD_DIR:-build-gpu}"
 STAGES="${STAGES:-tests bench train}"
-mkdir -p "$PACK"
-trap 'tar -czf "$PACK/logs.tar.gz" -C "$OUT" . && echo "logs: $PACK/logs.tar.gz"' EXIT
-start=$(date +%s)
-elapsed() { echo "[$(( $(date +%s) - start )) s] $*"; }
-GPUS=$(nvidia-smi -L | wc -l)
-MPIRUN=(mpirun --allow-run-as-root --bind-to none -x TORCH_SYMM_MEM_DISABLE_MULTICAST
-        -x NVSHMEM_DISABLE_NVLS)
-for var in $(compgen -e | grep '^NCCL_'); do MPIRUN+=(-x "$var"); done  # every NCCL_* setting
-RESULTS="$OUT/results.jsonl"
-: > "$RESULTS"
 
 source "$ROOT/tests/gpu/configure_gpu_build.sh"
 targets="ra_gpu_ring_attention_tests ra_fault_probe ra_gpu_sparse_tests ra_gpu_sparse_ring_tests
