@@ -4,8 +4,9 @@
 # GPU. Builds both trees in parallel (the baseline from BASE_TAR, a `git archive` tarball in the
 # repository root, e.g. `git archive -o base.tar HEAD`; untracked, so it travels with the tree),
 # runs TEST_REGEX's GPU tests on this tree's build first (none if empty), then alternates the two
-# bench_ring_attention builds ROUNDS times per sequence length of SEQS and runs context_parallel
-# once per length; prints one table last. Logs and JSON are packed into $OUT/ab_logs.tar.gz.
+# bench_ring_attention builds ROUNDS times per sequence length of SEQS (default "128K 512K"; set
+# but empty: the tests only) and runs context_parallel once per length; prints one table last.
+# Logs and JSON are packed into $OUT/ab_logs.tar.gz.
 #   BASE_TAR=base.tar TEST_REGEX="gpu_ring_attention_np[24]" SEQS="128K 512K" ROUNDS="3 1" \
 #     STRATEGY=allgather bash tests/gpu/ab_dense.sh
 # VARIANTS: this tree's runs per round, "tag:strategy[:bench flag]" each (default
@@ -57,7 +58,7 @@ bench() {  # bench <tag> <binary> <S> <strategy> [bench flags...]
 }
 read -r -a rounds <<< "${ROUNDS:-3 1}"
 i=0
-for S in ${SEQS:-128K 512K}; do
+for S in ${SEQS-128K 512K}; do
   for (( r = 0; r < ${rounds[$i]:-1}; ++r )); do
     [ -n "${BASE_TAR:-}" ] &&
       bench base "$base_src/build/bench/bench_ring_attention" "$S" "${STRATEGY:-allgather}"
