@@ -56,8 +56,9 @@ po::options_description make_options(ra::TrainConfig& c, RawFlags& raw, std::str
       "attention", po::value(&c.attention_variant)->default_value(c.attention_variant),
       "attention variant: ring | allgather (sequence-parallel: exact at any number of ranks; "
       "allgather is faster where segments span shards and keeps their gathered K/V until "
-      "backward, ring needs less memory) | standard (each rank attends within its own shard "
-      "only) | sparse (where built)")(
+      "backward, which grows with the ranks a segment spans; the ring's memory does not "
+      "(docs/USAGE.md)) | standard (each rank attends within its own shard only) | sparse "
+      "(where built)")(
       "exchange-ctas", po::value(&c.exchange_ctas)->default_value(c.exchange_ctas),
       "allgather: CTAs (SMs) NCCL may use for the backward's dK/dV exchange, which runs beside "
       "the attention kernels (a communicator of its own); 0 = NCCL's choice (caps timed no "
