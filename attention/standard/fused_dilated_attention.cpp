@@ -25,6 +25,7 @@
 #include "attention/standard/cuda/write_kept_rows.h"
 #include "attention/standard/dilation_plan.h"
 #include "attention/standard/kernel_scalar_kind.h"
+#include "attention/standard/plan_kept_rows.h"
 #include "attention/standard/reference_attention.h"
 #include "runtime/error.h"
 #include "runtime/torch_compat.h"
@@ -48,36 +49,6 @@ cuda::ScalarKind scalar_kind(at::ScalarType type) {
 // t: [B, S, H, D] or [B, S, H] (then D = 1).
 cuda::TokenTensor token_tensor(const at::Tensor& t) {
   return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)};
-}
-
-// One branch head group of the plan, with its place in the branch list.
-struct GroupRows {
-  int branch = 0, group = 0;  // plan.branches[branch].groups[group]
-  cuda::KeptRows rows;
-  bool writes = false;  // in the plan's head cover: its gradients are written, not added
-};
-
-std::vector<GroupRows> plan_groups(const DilationPlan& plan, int64_t B, int64_t S, int64_t H,
-                                   bool partition) {
-  std::vector<GroupRows> groups;
-  for (const BranchPlan& branch : plan.branches) {
-    for (size_t gi = 0; gi < branch.groups.size(); ++gi) {
-      const HeadGroup& group = branch.groups[gi];
-      cuda::KeptRows r;
-      r.batch = int32_t(B);
-      r.seq_len = int32_t(S);
-      r.num_heads = int32_t(H);
-      r.segment = int32_t(branch.segment);
-      r.rate = int32_t(branch.rate);
-      r.offset = int32_t(group.offset);
-      r.head_start = int32_t(group.heads.front());
-      r.head_step = partition ? 1 : int32_t(branch.rate);
-      r.head_count = int32_t(group.heads.size());
-      r.kept = int32_t(branch.kept_per_segment(group.offset));
-      groups.push_back({branch.index, int(gi), r});
-    }
-  }
-  return groups;
 }
 
 // Rate 1, offset 0, every head in order, every segment: the rows are all of [B, S, H, *].
