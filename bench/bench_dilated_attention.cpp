@@ -19,6 +19,7 @@
 #include "attention/standard/dilation_plan.h"
 #include "attention/standard/fused_dilated_attention.h"
 #include "bench/bench_configs.h"
+#include "bench/bench_options.h"
 #include "bench/gpu_timing.h"
 #include "runtime/cli_values.h"
 #include "runtime/cuda_check.h"
@@ -127,12 +128,7 @@ int main(int argc, char** argv) {
         "after timing each row, record one more step as a Chrome trace at "
         "PREFIX.<config>.<S>.<causal|full>.<head mode>.<pass>.json");
     po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, opts), vm);
-    if (vm.count("help")) {
-      std::cout << opts << std::endl;
-      return 0;
-    }
-    po::notify(vm);
+    if (!ra::bench::parse_options(argc, argv, opts, vm)) return 0;
     RA_CHECK(torch::cuda::is_available(), "bench_dilated_attention needs a CUDA GPU");
     RA_CHECK(reps > 0 && warmup >= 0, "--reps = ", reps, ", --warmup = ", warmup,
              ": need reps > 0 and warmup >= 0");

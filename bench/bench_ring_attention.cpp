@@ -20,6 +20,7 @@
 #include "attention/factory.h"
 #include "attention/standard/dilation_plan.h"
 #include "bench/bench_configs.h"
+#include "bench/bench_options.h"
 #include "bench/gpu_timing.h"
 #include "bench/local_copy_communicator.h"
 #include "comm/mpi_context.h"
@@ -65,12 +66,7 @@ int main(int argc, char** argv) {
         "profile", po::value(&profile_path)->default_value(""),
         "after timing, rank 0 records one more step as a Chrome trace at this path");
     po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, opts), vm);
-    if (vm.count("help")) {
-      if (mpi.rank() == 0) std::cout << opts << std::endl;
-      return 0;
-    }
-    po::notify(vm);
+    if (!ra::bench::parse_options(argc, argv, opts, vm, /*print_help=*/mpi.rank() == 0)) return 0;
     const int64_t S = ra::parse_token_count(seq_text, "--seq-len");
     const int P = mpi.size();
 

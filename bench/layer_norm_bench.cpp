@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "attention/standard/layer_norm_op.h"
+#include "bench/bench_options.h"
 #include "bench/gpu_timing.h"
 #include "runtime/cli_values.h"
 
@@ -72,15 +73,10 @@ int main(int argc, char** argv) {
       "iters", po::value(&iters)->default_value(iters), "timed runs (the median is printed)");
   po::variables_map vm;
   try {
-    po::store(po::parse_command_line(argc, argv, opts), vm);
-    po::notify(vm);
+    if (!ra::bench::parse_options(argc, argv, opts, vm)) return 0;
   } catch (const po::error& e) {
     std::fprintf(stderr, "layer_norm_bench: error: %s (see --help)\n", e.what());
     return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << opts << "\n";
-    return 0;
   }
   try {
     if (!torch::cuda::is_available()) throw std::runtime_error("no CUDA device");

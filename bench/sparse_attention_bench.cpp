@@ -16,6 +16,7 @@
 
 #include "attention/factory.h"
 #include "attention/sparse/sparse_patterns.h"
+#include "bench/bench_options.h"
 #include "runtime/cli_values.h"
 #include "runtime/kernel_profiler.h"
 #include "runtime/torch_compat.h"
@@ -42,31 +43,29 @@ double time_ms(const std::function<void()>& fn, int warmup, int iters) {
   return ms / iters;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// The program; main turns what it throws into a message and exit code 2.
+int run(int argc, char** argv) {
   std::string seq_text = "64K", densities_text = "25,10,2", json_path = "sparse_bench.json",
               profile_prefix;
   int64_t heads = 16, head_dim = 128, block_size = 128, batch = 1;
   int warmup = 3, iters = 10;
   po::options_description opts("sparse_attention_bench");
-  opts.add_options()("help", "show options")("seq-len", po::value(&seq_text),
-                                             "sequence length (K/M suffixes)")(
-      "densities", po::value(&densities_text), "target densities in percent, comma-separated")(
-      "heads", po::value(&heads), "heads")("head-dim", po::value(&head_dim), "head dim (64/128)")(
-      "block-size", po::value(&block_size), "block size (64/128)")(
-      "batch", po::value(&batch), "batch")("warmup", po::value(&warmup), "warmup runs")(
-      "iters", po::value(&iters), "timed runs")("json", po::value(&json_path), "JSON output")(
-      "profile", po::value(&profile_prefix),
+  opts.add_options()("help,h", "show options")(
+      "seq-len", po::value(&seq_text)->default_value(seq_text), "sequence length (K/M suffixes)")(
+      "densities", po::value(&densities_text)->default_value(densities_text),
+      "target densities in percent, comma-separated")(
+      "heads", po::value(&heads)->default_value(heads), "heads")(
+      "head-dim", po::value(&head_dim)->default_value(head_dim), "head dim (64/128)")(
+      "block-size", po::value(&block_size)->default_value(block_size), "block size (64/128)")(
+      "batch", po::value(&batch)->default_value(batch), "batch")(
+      "warmup", po::value(&warmup)->default_value(warmup), "warmup runs")(
+      "iters", po::value(&iters)->default_value(iters), "timed runs")(
+      "json", po::value(&json_path)->default_value(json_path), "JSON output")(
+      "profile", po::value(&profile_prefix)->default_value(""),
       "after timing each density, record one forward+backward as a Chrome trace at "
       "PREFIX.<density>.json (bench/summarize_trace.py summarises it)");
   po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, opts), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << opts;
-    return 0;
-  }
+  if (!ra::bench::parse_options(argc, argv, opts, vm)) return 0;
   if (!torch::cuda::is_available()) {
     std::fprintf(stderr, "sparse_attention_bench: needs a CUDA device\n");
     return 1;
@@ -150,4 +149,15 @@ int main(int argc, char** argv) {
   }
   json << "]}\n";
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sparse_attention_bench: error: %s\n", e.what());
+    return 2;
+  }
 }
