@@ -17,37 +17,14 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 JOB=ra_ab JOB_LOGS=ab_logs.tar.gz
-source "$ROOT/tests/gpu/multi_gpu_job.sh"
+source "$ROOT/tests/gpu/gpu_job.sh"
 BUILD=build-gpu
 
-# This tree (tests and bench) and the baseline (bench only), configured and built side by side.
-source "$ROOT/tests/gpu/configure_gpu_build.sh"
-base_src=/tmp/ra_base
-if [ -n "${BASE_TAR:-}" ]; then
-  rm -rf "$base_src" && mkdir -p "$base_src" && tar -xf "$ROOT/$BASE_TAR" -C "$base_src"
-  # No .deps there: the Boost/json unpacked above serve both (no second unpack mid-build).
-  (ROOT="$base_src" BUILD="$base_src/build" OUT="$OUT/base" && mkdir -p "$OUT" &&
-   source "$ROOT/tests/gpu/configure_gpu_build.sh" > "$OUT/base_configure.log" 2>&1 &&
-   cmake --build "$BUILD" -j "$(( $(nproc) / 2 ))" --target bench_ring_attention \
-     > "$OUT/base_build.log" 2>&1) &
-  base_pid=$!
-fi
-targets="bench_ring_attention"
-[ -n "${TEST_REGEX:-}" ] && targets="$targets ra_gpu_ring_attention_tests ra_gpu_tests ra_fault_probe"
-cmake --build "$BUILD" -j "$(nproc)" --target $targets > "$OUT/build.log" 2>&1 \
-  || { grep -E "error|Error" -A5 "$OUT/build.log" | head -60; exit 1; }
-if [ -n "${base_pid:-}" ]; then
-  wait "$base_pid" || { echo "baseline build failed"; tail -30 "$OUT/base_build.log"; exit 1; }
-fi
-elapsed "builds done ($GPUS GPUs)"
-
-if [ -n "${TEST_REGEX:-}" ]; then
-  timeout 300 ctest --test-dir "$BUILD" -R "$TEST_REGEX" --output-on-failure --timeout 200 \
-    > "$OUT/ctest.log" 2>&1
-  grep -E "Failure|Expected|Which is|error:|FAILED" "$OUT/ctest.log" | head -30
-  grep -E "tests passed|tests failed|Test +#" "$OUT/ctest.log"
-  elapsed "tests done"
-fi
+# This tree (tests and bench) and the baseline (bench only), built side by side; the tests.
+TARGETS="bench_ring_attention"
+[ -n "${TEST_REGEX:-}" ] && TARGETS="$TARGETS ra_gpu_ring_attention_tests ra_gpu_tests ra_fault_probe"
+BASE_TARGETS="bench_ring_attention"
+source "$ROOT/tests/gpu/ab_builds.sh"
 
 bench() {  # bench <tag> <binary> <S> <strategy> [bench flags...]
   echo "== $1 $3" >> "$OUT/bench.log"
@@ -81,14 +58,6 @@ for S in ${SEQS-128K 512K}; do
 done
 
 echo "## results ($(head -1 "$OUT/device.txt"), $GPUS GPUs, strategy ${STRATEGY:-allgather})"
-python3 - "$RESULTS" <<'PY'
-import json, sys
-print("| run | S | ms fwd+bwd | TFLOP/s/GPU | peak GiB |")
-print("|---|---|---|---|---|")
-for line in open(sys.argv[1]):
-    if line.strip():
-        r = json.loads(line)
-        print(f"| {r['tag']} | {r['seq_len']} | {r['fwd_bwd_ms']:.1f} | "
-              f"{r['tflops_per_gpu']:.1f} | {r['peak_gib']:.2f} |")
-PY
+python3 bench/results_table.py "$RESULTS" "run=tag" "S=seq_len" "ms fwd+bwd=fwd_bwd_ms:.1f" \
+  "TFLOP/s/GPU=tflops_per_gpu:.1f" "peak GiB=peak_gib:.2f"
 for f in "$OUT"/kernels_alone_*.md; do [ -f "$f" ] && cat "$f"; done

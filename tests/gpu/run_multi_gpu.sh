@@ -26,7 +26,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 JOB=ra_gpu_multi JOB_LOGS=logs.tar.gz
-source "$ROOT/tests/gpu/multi_gpu_job.sh"
+source "$ROOT/tests/gpu/gpu_job.sh"
 BUILD="${BUILD_DIR:-build-gpu}"
 STAGES="${STAGES:-tests bench train}"
 

@@ -1,8 +1,8 @@
-# Sourced by the multi-GPU job scripts (run_multi_gpu.sh, ab_dense.sh) from the repository root:
-# the environment every process needs on the GPU machine, a work folder ($OUT) packed at exit
-# into one archive $PACK/$JOB_LOGS (the GPU machine's tool brings back only a few files; PACK is
-# the caller's $OUT, default /tmp/$JOB), elapsed(), the GPU count, the mpirun command (every
-# NCCL_* variable passed on) and an empty $RESULTS (JSON lines).
+# Sourced by the GPU job scripts (run_multi_gpu.sh, ab_dense.sh, ab_dilated.sh) from the
+# repository root: the environment every process needs on the GPU machine, a work folder ($OUT)
+# packed at exit into one archive $PACK/$JOB_LOGS (the GPU machine's tool brings back only a few
+# files; PACK is the caller's $OUT, default /tmp/$JOB), elapsed(), the GPU count, the mpirun
+# command (every NCCL_* variable passed on) and an empty $RESULTS (JSON lines).
 # In: JOB (the work folder's prefix), JOB_LOGS (the archive's name).
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Same-machine A/B of single-GPU dilated attention (issue 3's benchmark rows) between this
+# working tree and a baseline commit, on GPU 0. Builds both (ab_builds.sh: BASE_TAR, a `git
+# archive` tarball in the repository root, e.g. `git archive -o base.tar main`; delete it after),
+# runs TEST_REGEX's GPU tests on this tree's build (none if empty), alternates the two
+# bench_dilated_attention builds ROUNDS times over CONFIGS x SEQS x CAUSAL x HEAD_MODES (fwd+bwd;
+# comma lists as the bench takes them), then runs this tree's kept_row_write_bench (the
+# partition groups' write kernel alone) per config and length; prints the tables last. Logs and
+# JSON are packed into $OUT/ab_dilated_logs.tar.gz.
+#   BASE_TAR=base.tar TEST_REGEX="gpu_Fused" CONFIGS=longnet-base SEQS=1M CAUSAL=1 \
+#     HEAD_MODES=partition ROUNDS=3 bash tests/gpu/ab_dilated.sh
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+JOB=ra_ab_dilated JOB_LOGS=ab_dilated_logs.tar.gz
+source "$ROOT/tests/gpu/gpu_job.sh"
+export CUDA_VISIBLE_DEVICES=0
+BUILD=build-gpu
+CONFIGS="${CONFIGS:-longnet-base}" SEQS="${SEQS:-1M}" CAUSAL="${CAUSAL:-1}"
+HEAD_MODES="${HEAD_MODES:-partition}"
+
+TARGETS="bench_dilated_attention kept_row_write_bench"
+[ -n "${TEST_REGEX:-}" ] && TARGETS="$TARGETS ra_gpu_tests"
+BASE_TARGETS="bench_dilated_attention"
+source "$ROOT/tests/gpu/ab_builds.sh"
+
+dilated() {  # dilated <tag> <binary>: one pass over the rows, tagged into $RESULTS
+  local json="$OUT/$1.$(date +%s%N).jsonl"
+  echo "== $1" >> "$OUT/bench.log"
+  timeout 300 "$2" --configs "$CONFIGS" --seq-lens "$SEQS" --causal "$CAUSAL" \
+    --head-modes "$HEAD_MODES" --passes fwdbwd --json "$json" >> "$OUT/bench.log" 2>&1 \
+    || echo "bench $1 failed" | tee -a "$OUT/bench.log"
+  [ -f "$json" ] && sed "s/^{/{\"tag\": \"$1\", /" "$json" >> "$RESULTS"
+}
+for (( r = 0; r < ${ROUNDS:-3}; ++r )); do
+  [ -n "${BASE_TAR:-}" ] && dilated base "$base_src/build/bench/bench_dilated_attention"
+  dilated new "$BUILD/bench/bench_dilated_attention"
+done
+elapsed "dilated rows done"
+for config in ${CONFIGS//,/ }; do
+  for S in ${SEQS//,/ }; do
+    timeout 120 "$BUILD/bench/kept_row_write_bench" --config "$config" --seq-len "$S" \
+      > "$OUT/kept_rows_${config}_$S.md" 2>&1 || echo "kept_row_write_bench failed: $config $S"
+  done
+done
+
+echo "## results ($(head -1 "$OUT/device.txt"), GPU 0)"
+python3 bench/results_table.py "$RESULTS" "run=tag" "config=config" "S=S" "causal=causal" \
+  "head mode=head_mode" "ms fwd+bwd=ms:.2f" "TFLOP/s=tflops:.1f" "peak GiB=peak_gib:.2f"
+for f in "$OUT"/kept_rows_*.md; do [ -f "$f" ] && cat "$f"; done
