@@ -1,8 +1,10 @@
 // kept_row_write_bench: write_kept_rows alone on one GPU, for a config's partition-mode head
 // groups (each group writes its heads' rows of every token, zeros where it keeps nothing), in
-// the two forms the fused path runs: forward (the layer's output, times 1/G, and its lse; one
-// launch per group) and backward (a group's dq, dk, dv in one launch; whole groups here, the
-// fused path cuts large ones into chunks). Reported in GB/s of the bytes they must move, beside
+// the two forms the fused path runs: forward (the layer's output, times 1/G, one launch per
+// group, and its lse: by the same launches into [B, S, H] or a head-major [B, H, S], or after
+// them for every group in one pass, cuda/partition_lse.h, the fused path's form) and backward (a
+// group's dq, dk, dv in one launch; whole groups here, the fused path cuts large ones into
+// chunks). Reported in GB/s of the bytes they must move, beside
 // cudaMemset and cudaMemcpy of one [B, S, H, D] tensor: the kernel's distance from the card's
 // copy bandwidth is what a faster write_kept_rows can win (issue 3). The sources hold constant
 // bytes; the timing of these memory-bound copies does not depend on the values.
@@ -18,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "attention/standard/cuda/partition_lse.h"
 #include "attention/standard/cuda/write_kept_rows.h"
 #include "attention/standard/dilation_plan.h"
 #include "attention/standard/plan_kept_rows.h"
@@ -163,16 +166,28 @@ int main(int argc, char** argv) {
                     forward({lse, S * H, 1, S});
                   },
                   reps));
-    print_row("forward: out only", int(groups.size()), forward_bytes - double(S) * H * 4,
+    // The fused path's form: out per group, then the lse of every group in one pass.
+    auto write_out = [&] {
+      for (size_t g = 0; g < groups.size(); ++g) {
+        ra::cuda::launch_write_kept_rows(groups[g].rows, sources[g].rows[0], token(out), D, bf16,
+                                         stream, float(plan.output_scale));
+      }
+    };
+    std::vector<ra::cuda::LseGroup> lse_groups;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const ra::cuda::KeptRows& r = groups[g].rows;
+      lse_groups.push_back({r, sources[g].lse, int64_t(r.head_count) * r.kept, r.kept, 1});
+    }
+    print_row("forward: out, then lse in one pass", int(groups.size()) + 1, forward_bytes,
               time_ms(
                   [&] {
-                    for (size_t g = 0; g < groups.size(); ++g) {
-                      ra::cuda::launch_write_kept_rows(groups[g].rows, sources[g].rows[0],
-                                                       token(out), D, bf16, stream,
-                                                       float(plan.output_scale));
-                    }
+                    write_out();
+                    ra::cuda::launch_write_partition_lse(lse_groups.data(), int(lse_groups.size()),
+                                                         1, S, H, lse, stream);
                   },
                   reps));
+    print_row("forward: out only", int(groups.size()), forward_bytes - double(S) * H * 4,
+              time_ms(write_out, reps));
 
     // Backward: every group writes dq, dk, dv (dv x 1/G) in one launch; bytes = the three
     // tensors written once, three kept-row sources read per group.

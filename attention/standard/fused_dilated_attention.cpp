@@ -17,10 +17,13 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "attention/standard/cuda/gather_kept_rows.h"
 #include "attention/standard/cuda/merge_branches.h"
+#include "attention/standard/cuda/partition_lse.h"
 #include "attention/standard/cuda/scatter_add_kept_rows.h"
 #include "attention/standard/cuda/write_kept_rows.h"
 #include "attention/standard/dilation_plan.h"
@@ -225,19 +228,36 @@ FusedPlanForward forward_with_kernel(const FusedPlanSpec& spec, FusedKernel kern
     // Every (token, head) is kept by at most one group (partition mode's head cover is every
     // group), so the merge is that group's row: each group writes its heads' rows, times the
     // output scale, with zeros and lse -inf where it keeps nothing. Plain stores, no branch walk.
+    // RA_PARTITION_LSE=one-pass: the lse in one pass for all groups afterwards (cuda/
+    // partition_lse.h: whole rows; a group's launch writes 2-3 of a token's H floats, leaving
+    // its sectors partly written), where the kernel's table holds the plan. Opt-in until timed
+    // on a GPU (docs/PERFORMANCE.md, session 16); by default each group's launch writes its lse.
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+    const char* lse_choice = std::getenv("RA_PARTITION_LSE");
+    const bool lse_in_one_pass = lse_choice != nullptr && std::string(lse_choice) == "one-pass" &&
+                                 groups.size() <= size_t(cuda::kMaxLseGroups) &&
+                                 H <= cuda::kMaxLseHeads;
+    std::vector<cuda::LseGroup> lse_groups(groups.size());
     for (size_t gi = 0; gi < groups.size(); ++gi) {
       const cuda::MergeGroup& mg = merge_groups[gi];  // empty where the group keeps nothing
       const cuda::RowTensor rows{const_cast<void*>(mg.out), mg.out_stride_n, mg.out_stride_h,
                                  mg.out_stride_l};
-      cuda::KeptLse lse_rows;
-      lse_rows.src = mg.lse;
-      lse_rows.src_sn = mg.lse_stride_n, lse_rows.src_sh = mg.lse_stride_h;
-      lse_rows.src_sl = mg.lse_stride_l;
-      lse_rows.dst = lse.data_ptr<float>();
-      lse_rows.dst_sb = S * H, lse_rows.dst_ss = H, lse_rows.dst_sh = 1;
-      cuda::launch_write_kept_rows(
-          groups[gi].rows, rows, token_tensor(out), q.size(3), scalar_kind(q.scalar_type()),
-          at::cuda::getCurrentCUDAStream().stream(), float(plan.output_scale), lse_rows);
+      lse_groups[gi] = {groups[gi].rows, mg.lse, mg.lse_stride_n, mg.lse_stride_h, mg.lse_stride_l};
+      cuda::KeptLse lse_rows;  // no lse here where it is written in one pass
+      if (!lse_in_one_pass) {
+        lse_rows.src = mg.lse;
+        lse_rows.src_sn = mg.lse_stride_n, lse_rows.src_sh = mg.lse_stride_h;
+        lse_rows.src_sl = mg.lse_stride_l;
+        lse_rows.dst = lse.data_ptr<float>();
+        lse_rows.dst_sb = S * H, lse_rows.dst_ss = H, lse_rows.dst_sh = 1;
+      }
+      cuda::launch_write_kept_rows(groups[gi].rows, rows, token_tensor(out), q.size(3),
+                                   scalar_kind(q.scalar_type()), stream, float(plan.output_scale),
+                                   lse_rows);
+    }
+    if (lse_in_one_pass) {
+      cuda::launch_write_partition_lse(lse_groups.data(), int(lse_groups.size()), B, S, H,
+                                       lse.data_ptr<float>(), stream);
     }
     return {out, lse, state};
   }

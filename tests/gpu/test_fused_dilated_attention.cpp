@@ -14,9 +14,11 @@
 #include <sstream>
 
 #include "attention/standard/cuda/gather_kept_rows.h"
+#include "attention/standard/cuda/partition_lse.h"
 #include "attention/standard/cuda/write_kept_rows.h"
 #include "attention/standard/dilated_attention.h"
 #include "attention/standard/fused_dilated_attention.h"
+#include "attention/standard/plan_kept_rows.h"
 #include "runtime/error.h"
 #include "tests/support/dense_reference.h"
 
@@ -392,6 +394,77 @@ TEST_F(FusedRowKernels, CoverWriteCopiesKeptRowsAndZerosTheRest) {
   }
 }
 
+// The partition lse in one pass: for groups that hold each head at most once (a partition plan's
+// groups; one all-mode branch's groups, whose heads step by the rate), every kept row's lse at
+// its token and head, -inf everywhere else, also for a head no group holds. The expectation
+// scatters each group's rows to their tokens (the kernel gathers per token instead).
+TEST_F(FusedRowKernels, PartitionLseWritesEveryGroupsRowsInOnePass) {
+  SKIP_WITHOUT_GPU();
+  const auto stream = at::cuda::getCurrentCUDAStream().stream();
+  const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat);
+  const float inf = std::numeric_limits<float>::infinity();
+  const int64_t B = 2, S = 64, H = 7;
+  auto config = [](HeadMode mode) {
+    DilatedAttentionConfig c;
+    c.segment_lengths = {8, 16, 32};
+    c.dilation_rates = {1, 2, 4};
+    c.head_mode = mode;
+    return c;
+  };
+  const DilationPlan partition = DilationPlan::build(config(HeadMode::kPartition), S, H);
+  const DilationPlan all = DilationPlan::build(config(HeadMode::kAll), S, H);
+  std::vector<GroupRows> one_branch;  // all mode, branch 2 (r 4): heads {0, 4}, {1, 5}, ...
+  for (const GroupRows& g : plan_groups(all, B, S, H, /*partition=*/false)) {
+    if (g.branch == 2) one_branch.push_back(g);
+  }
+  std::vector<GroupRows> missing = plan_groups(partition, B, S, H, /*partition=*/true);
+  missing.erase(missing.begin() + 1);  // heads 3, 4 in no group
+  for (const auto& [name, groups] :
+       {std::pair<std::string, std::vector<GroupRows>>{
+            "partition", plan_groups(partition, B, S, H, /*partition=*/true)},
+        {"one all-mode branch", one_branch},
+        {"a group missing", missing}}) {
+    SCOPED_TRACE(name);
+    std::vector<torch::Tensor> sources;
+    std::vector<cuda::LseGroup> lse_groups;
+    torch::Tensor want = torch::full({B, S, H}, -inf, f32).cpu();
+    for (const GroupRows& g : groups) {
+      const cuda::KeptRows& r = g.rows;
+      // [N, h, L] as the kernels return it, inside a wider tensor: strides that are not dense.
+      torch::Tensor src =
+          torch::randn({r.total_n(), r.head_count, r.kept + 3}, f32).narrow(2, 1, r.kept);
+      sources.push_back(src);
+      lse_groups.push_back({r, src.data_ptr<float>(), src.stride(0), src.stride(1), src.stride(2)});
+      const torch::Tensor host = src.cpu();
+      const int64_t segments = S / r.segment;
+      for (int64_t n = 0; n < r.total_n(); ++n) {
+        for (int64_t j = 0; j < r.head_count; ++j) {
+          for (int64_t l = 0; l < r.kept; ++l) {
+            want[n / segments][(n % segments) * r.segment + r.offset + l * r.rate]
+                [r.head_start + j * r.head_step] = host[n][j][l];
+          }
+        }
+      }
+    }
+    torch::Tensor got = torch::full({B, S, H}, std::numeric_limits<float>::quiet_NaN(), f32);
+    cuda::launch_write_partition_lse(lse_groups.data(), int(lse_groups.size()), B, S, H,
+                                     got.data_ptr<float>(), stream);
+    EXPECT_TRUE(same_bits(got.cpu(), want));
+  }
+  // Two groups holding one head: refused, nothing written.
+  std::vector<GroupRows> groups = plan_groups(partition, B, S, H, /*partition=*/true);
+  std::vector<cuda::LseGroup> twice;
+  const torch::Tensor src = torch::zeros({S, H, S}, f32);
+  for (int i = 0; i < 2; ++i) {
+    twice.push_back(
+        {groups[0].rows, src.data_ptr<float>(), src.stride(0), src.stride(1), src.stride(2)});
+  }
+  torch::Tensor got = torch::empty({B, S, H}, f32);
+  EXPECT_THROW(
+      cuda::launch_write_partition_lse(twice.data(), 2, B, S, H, got.data_ptr<float>(), stream),
+      std::exception);
+}
+
 // The merge's branch-loop kernel (kept for more than 8 branches; RA_MERGE_KERNEL=loop selects it
 // for A/B runs) against the float64 reference too: every other case runs the batched one.
 TEST(FusedPathBehaviour, MergeLoopKernelMatchesDense) {
@@ -406,6 +479,22 @@ TEST(FusedPathBehaviour, MergeLoopKernelMatchesDense) {
                     torch::kBFloat16, /*dense_float64=*/true);
   }
   unsetenv("RA_MERGE_KERNEL");
+}
+
+// The partition forward with its lse written in one pass (RA_PARTITION_LSE=one-pass) against
+// the float64 reference: out, lse and the gradients computed from that lse, on head-cover
+// geometries (gaps no group keeps, a group keeping nothing, a branch without heads).
+TEST(FusedPathBehaviour, PartitionLseInOnePassMatchesDense) {
+  SKIP_WITHOUT_GPU();
+  setenv("RA_PARTITION_LSE", "one-pass", 1);
+  for (int index : {0, 1, 2, 4}) {
+    const Geometry& g = kCover[index];
+    SCOPED_TRACE(describe_case(g, torch::kBFloat16, true, HeadMode::kPartition,
+                               AttentionBackend::kCudnn, FusedInputLayout::kStridedView));
+    run_and_compare(make_config(g, /*causal=*/true, HeadMode::kPartition, AttentionBackend::kCudnn),
+                    g, torch::kBFloat16, /*dense_float64=*/true);
+  }
+  unsetenv("RA_PARTITION_LSE");
 }
 
 // GQA through the fused path, fp32 fallback, and the errors users can hit.
