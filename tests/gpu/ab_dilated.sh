@@ -6,9 +6,12 @@
 # bench_dilated_attention builds ROUNDS times over CONFIGS x SEQS x CAUSAL x HEAD_MODES (fwd+bwd;
 # comma lists as the bench takes them), then runs this tree's kept_row_write_bench (the
 # partition groups' write kernel alone) per config and length; prints the tables last. Logs and
-# JSON are packed into $OUT/ab_dilated_logs.tar.gz.
+# JSON are packed into $OUT/ab_dilated_logs.tar.gz. VARIANTS: this tree's runs per round,
+# "tag:VAR=value,VAR=value" each (environment; default "new:"), e.g. an opt-in switch against
+# the default without a baseline build.
 #   BASE_TAR=base.tar TEST_REGEX="gpu_Fused" CONFIGS=longnet-base SEQS=1M CAUSAL=1 \
 #     HEAD_MODES=partition ROUNDS=3 bash tests/gpu/ab_dilated.sh
+#   VARIANTS="per-group: one-pass:RA_PARTITION_LSE=one-pass" bash tests/gpu/ab_dilated.sh
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -24,17 +27,20 @@ TARGETS="bench_dilated_attention kept_row_write_bench"
 BASE_TARGETS="bench_dilated_attention"
 source "$ROOT/tests/gpu/ab_builds.sh"
 
-dilated() {  # dilated <tag> <binary>: one pass over the rows, tagged into $RESULTS
+dilated() {  # dilated <tag> <binary> [VAR=value...]: one pass over the rows, into $RESULTS
   local json="$OUT/$1.$(date +%s%N).jsonl"
   echo "== $1" >> "$OUT/bench.log"
-  timeout 300 "$2" --configs "$CONFIGS" --seq-lens "$SEQS" --causal "$CAUSAL" \
+  timeout 300 env "${@:3}" "$2" --configs "$CONFIGS" --seq-lens "$SEQS" --causal "$CAUSAL" \
     --head-modes "$HEAD_MODES" --passes fwdbwd --json "$json" >> "$OUT/bench.log" 2>&1 \
     || echo "bench $1 failed" | tee -a "$OUT/bench.log"
   [ -f "$json" ] && sed "s/^{/{\"tag\": \"$1\", /" "$json" >> "$RESULTS"
 }
 for (( r = 0; r < ${ROUNDS:-3}; ++r )); do
   [ -n "${BASE_TAR:-}" ] && dilated base "$base_src/build/bench/bench_dilated_attention"
-  dilated new "$BUILD/bench/bench_dilated_attention"
+  for variant in ${VARIANTS:-new:}; do
+    IFS=: read -r tag settings <<< "$variant"
+    dilated "$tag" "$BUILD/bench/bench_dilated_attention" ${settings//,/ }
+  done
 done
 elapsed "dilated rows done"
 for config in ${CONFIGS//,/ }; do
