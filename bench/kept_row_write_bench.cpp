@@ -2,7 +2,8 @@
 // groups (each group writes its heads' rows of every token, zeros where it keeps nothing), in
 // the two forms the fused path runs: forward (the layer's output, times 1/G, one launch per
 // group, and its lse: by the same launches into [B, S, H] or a head-major [B, H, S], or after
-// them for every group in one pass, cuda/partition_lse.h, the fused path's form) and backward (a
+// them for every group in one pass; or output and lse in one pass, cuda/partition_forward.h)
+// and backward (a
 // group's dq, dk, dv in one launch; whole groups here, the fused path cuts large ones into
 // chunks). Reported in GB/s of the bytes they must move, beside
 // cudaMemset and cudaMemcpy of one [B, S, H, D] tensor: the kernel's distance from the card's
@@ -20,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "attention/standard/cuda/partition_lse.h"
+#include "attention/standard/cuda/partition_forward.h"
 #include "attention/standard/cuda/write_kept_rows.h"
 #include "attention/standard/dilation_plan.h"
 #include "attention/standard/plan_kept_rows.h"
@@ -166,26 +167,34 @@ int main(int argc, char** argv) {
                     forward({lse, S * H, 1, S});
                   },
                   reps));
-    // The fused path's form: out per group, then the lse of every group in one pass.
+    // The output per group (write_kept_rows), alone or before the lse in one pass; both in one
+    // pass (partition_forward.h).
     auto write_out = [&] {
       for (size_t g = 0; g < groups.size(); ++g) {
         ra::cuda::launch_write_kept_rows(groups[g].rows, sources[g].rows[0], token(out), D, bf16,
                                          stream, float(plan.output_scale));
       }
     };
-    std::vector<ra::cuda::LseGroup> lse_groups;
+    std::vector<ra::cuda::PartitionGroup> pass;
     for (size_t g = 0; g < groups.size(); ++g) {
       const ra::cuda::KeptRows& r = groups[g].rows;
-      lse_groups.push_back({r, sources[g].lse, int64_t(r.head_count) * r.kept, r.kept, 1});
+      const ra::cuda::RowTensor& rows = sources[g].rows[0];
+      pass.push_back({r, rows.data, rows.stride_n, rows.stride_h, rows.stride_l, sources[g].lse,
+                      int64_t(r.head_count) * r.kept, r.kept, 1});
     }
+    auto one_pass = [&](void* out_or_null) {
+      ra::cuda::launch_write_partition_forward(pass.data(), int(pass.size()), 1, S, H, D, bf16,
+                                               float(plan.output_scale), out_or_null, lse, stream);
+    };
     print_row("forward: out, then lse in one pass", int(groups.size()) + 1, forward_bytes,
               time_ms(
                   [&] {
                     write_out();
-                    ra::cuda::launch_write_partition_lse(lse_groups.data(), int(lse_groups.size()),
-                                                         1, S, H, lse, stream);
+                    one_pass(nullptr);
                   },
                   reps));
+    print_row("forward: out and lse in one pass", 1, forward_bytes,
+              time_ms([&] { one_pass(out); }, reps));
     print_row("forward: out only", int(groups.size()), forward_bytes - double(S) * H * 4,
               time_ms(write_out, reps));
 

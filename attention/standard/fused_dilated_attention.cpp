@@ -23,7 +23,7 @@
 
 #include "attention/standard/cuda/gather_kept_rows.h"
 #include "attention/standard/cuda/merge_branches.h"
-#include "attention/standard/cuda/partition_lse.h"
+#include "attention/standard/cuda/partition_forward.h"
 #include "attention/standard/cuda/scatter_add_kept_rows.h"
 #include "attention/standard/cuda/write_kept_rows.h"
 #include "attention/standard/dilation_plan.h"
@@ -228,22 +228,26 @@ FusedPlanForward forward_with_kernel(const FusedPlanSpec& spec, FusedKernel kern
     // Every (token, head) is kept by at most one group (partition mode's head cover is every
     // group), so the merge is that group's row: each group writes its heads' rows, times the
     // output scale, with zeros and lse -inf where it keeps nothing. Plain stores, no branch walk.
-    // RA_PARTITION_LSE=one-pass: the lse in one pass for all groups afterwards (cuda/
-    // partition_lse.h: whole rows; a group's launch writes 2-3 of a token's H floats, leaving
-    // its sectors partly written), where the kernel's table holds the plan. Opt-in until timed
-    // on a GPU (docs/PERFORMANCE.md, session 16); by default each group's launch writes its lse.
+    // RA_PARTITION_FORWARD picks how (opt-in until timed on a GPU; docs/PERFORMANCE.md,
+    // session 16): unset or "per-group": a launch per group writes its heads' output and lse
+    // rows; "lse-one-pass": the same for the output, then the lse of every group in one pass of
+    // whole rows; "one-pass": output and lse in one pass (cuda/partition_forward.h: a group's
+    // launch writes 2-3 of a token's H heads, leaving the lse's sectors partly written).
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
-    const char* lse_choice = std::getenv("RA_PARTITION_LSE");
-    const bool lse_in_one_pass = lse_choice != nullptr && std::string(lse_choice) == "one-pass" &&
-                                 groups.size() <= size_t(cuda::kMaxLseGroups) &&
-                                 H <= cuda::kMaxLseHeads;
-    std::vector<cuda::LseGroup> lse_groups(groups.size());
+    const char* env = std::getenv("RA_PARTITION_FORWARD");
+    const std::string choice = env != nullptr ? env : "per-group";
+    const bool fits =
+        groups.size() <= size_t(cuda::kMaxPartitionGroups) && H <= cuda::kMaxPartitionHeads;
+    const bool lse_in_one_pass = fits && (choice == "lse-one-pass" || choice == "one-pass");
+    const bool out_in_one_pass = fits && choice == "one-pass";
+    std::vector<cuda::PartitionGroup> pass_groups(groups.size());
     for (size_t gi = 0; gi < groups.size(); ++gi) {
       const cuda::MergeGroup& mg = merge_groups[gi];  // empty where the group keeps nothing
-      const cuda::RowTensor rows{const_cast<void*>(mg.out), mg.out_stride_n, mg.out_stride_h,
-                                 mg.out_stride_l};
-      lse_groups[gi] = {groups[gi].rows, mg.lse, mg.lse_stride_n, mg.lse_stride_h, mg.lse_stride_l};
-      cuda::KeptLse lse_rows;  // no lse here where it is written in one pass
+      pass_groups[gi] = {groups[gi].rows, mg.out,          mg.out_stride_n,
+                         mg.out_stride_h, mg.out_stride_l, mg.lse,
+                         mg.lse_stride_n, mg.lse_stride_h, mg.lse_stride_l};
+      if (out_in_one_pass) continue;
+      cuda::KeptLse lse_rows;  // none where the lse is written in one pass
       if (!lse_in_one_pass) {
         lse_rows.src = mg.lse;
         lse_rows.src_sn = mg.lse_stride_n, lse_rows.src_sh = mg.lse_stride_h;
@@ -251,13 +255,17 @@ FusedPlanForward forward_with_kernel(const FusedPlanSpec& spec, FusedKernel kern
         lse_rows.dst = lse.data_ptr<float>();
         lse_rows.dst_sb = S * H, lse_rows.dst_ss = H, lse_rows.dst_sh = 1;
       }
+      const cuda::RowTensor rows{const_cast<void*>(mg.out), mg.out_stride_n, mg.out_stride_h,
+                                 mg.out_stride_l};
       cuda::launch_write_kept_rows(groups[gi].rows, rows, token_tensor(out), q.size(3),
                                    scalar_kind(q.scalar_type()), stream, float(plan.output_scale),
                                    lse_rows);
     }
     if (lse_in_one_pass) {
-      cuda::launch_write_partition_lse(lse_groups.data(), int(lse_groups.size()), B, S, H,
-                                       lse.data_ptr<float>(), stream);
+      cuda::launch_write_partition_forward(
+          pass_groups.data(), int(pass_groups.size()), B, S, H, q.size(3),
+          scalar_kind(q.scalar_type()), float(plan.output_scale),
+          out_in_one_pass ? out.data_ptr() : nullptr, lse.data_ptr<float>(), stream);
     }
     return {out, lse, state};
   }

@@ -11,7 +11,8 @@
 # the default without a baseline build.
 #   BASE_TAR=base.tar TEST_REGEX="gpu_Fused" CONFIGS=longnet-base SEQS=1M CAUSAL=1 \
 #     HEAD_MODES=partition ROUNDS=3 bash tests/gpu/ab_dilated.sh
-#   VARIANTS="per-group: one-pass:RA_PARTITION_LSE=one-pass" bash tests/gpu/ab_dilated.sh
+#   VARIANTS="per-group: lse-pass:RA_PARTITION_FORWARD=lse-one-pass \
+#     one-pass:RA_PARTITION_FORWARD=one-pass" bash tests/gpu/ab_dilated.sh
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"

@@ -14,7 +14,7 @@
 #include <sstream>
 
 #include "attention/standard/cuda/gather_kept_rows.h"
-#include "attention/standard/cuda/partition_lse.h"
+#include "attention/standard/cuda/partition_forward.h"
 #include "attention/standard/cuda/write_kept_rows.h"
 #include "attention/standard/dilated_attention.h"
 #include "attention/standard/fused_dilated_attention.h"
@@ -394,14 +394,16 @@ TEST_F(FusedRowKernels, CoverWriteCopiesKeptRowsAndZerosTheRest) {
   }
 }
 
-// The partition lse in one pass: for groups that hold each head at most once (a partition plan's
-// groups; one all-mode branch's groups, whose heads step by the rate), every kept row's lse at
-// its token and head, -inf everywhere else, also for a head no group holds. The expectation
+// The partition forward in one pass: for groups that hold each head at most once (a partition
+// plan's groups; one all-mode branch's groups, whose heads step by the rate; a plan missing a
+// group), every kept row at its token and head, times the scale (rounded once), zeros and lse
+// -inf everywhere else; with no output, the lse alone (the output untouched). The expectation
 // scatters each group's rows to their tokens (the kernel gathers per token instead).
-TEST_F(FusedRowKernels, PartitionLseWritesEveryGroupsRowsInOnePass) {
+TEST_F(FusedRowKernels, PartitionForwardWritesEveryGroupsRowsInOnePass) {
   SKIP_WITHOUT_GPU();
   const auto stream = at::cuda::getCurrentCUDAStream().stream();
   const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
   const float inf = std::numeric_limits<float>::infinity();
   const int64_t B = 2, S = 64, H = 7;
   auto config = [](HeadMode mode) {
@@ -419,50 +421,82 @@ TEST_F(FusedRowKernels, PartitionLseWritesEveryGroupsRowsInOnePass) {
   }
   std::vector<GroupRows> missing = plan_groups(partition, B, S, H, /*partition=*/true);
   missing.erase(missing.begin() + 1);  // heads 3, 4 in no group
-  for (const auto& [name, groups] :
-       {std::pair<std::string, std::vector<GroupRows>>{
-            "partition", plan_groups(partition, B, S, H, /*partition=*/true)},
-        {"one all-mode branch", one_branch},
-        {"a group missing", missing}}) {
-    SCOPED_TRACE(name);
-    std::vector<torch::Tensor> sources;
-    std::vector<cuda::LseGroup> lse_groups;
-    torch::Tensor want = torch::full({B, S, H}, -inf, f32).cpu();
-    for (const GroupRows& g : groups) {
-      const cuda::KeptRows& r = g.rows;
-      // [N, h, L] as the kernels return it, inside a wider tensor: strides that are not dense.
-      torch::Tensor src =
-          torch::randn({r.total_n(), r.head_count, r.kept + 3}, f32).narrow(2, 1, r.kept);
-      sources.push_back(src);
-      lse_groups.push_back({r, src.data_ptr<float>(), src.stride(0), src.stride(1), src.stride(2)});
-      const torch::Tensor host = src.cpu();
-      const int64_t segments = S / r.segment;
-      for (int64_t n = 0; n < r.total_n(); ++n) {
-        for (int64_t j = 0; j < r.head_count; ++j) {
-          for (int64_t l = 0; l < r.kept; ++l) {
-            want[n / segments][(n % segments) * r.segment + r.offset + l * r.rate]
-                [r.head_start + j * r.head_step] = host[n][j][l];
+  const std::vector<std::pair<std::string, std::vector<GroupRows>>> cases = {
+      {"partition", plan_groups(partition, B, S, H, /*partition=*/true)},
+      {"one all-mode branch", one_branch},
+      {"a group missing", missing}};
+  for (const auto& [name, groups] : cases) {
+    for (const auto dtype : {torch::kBFloat16, torch::kHalf}) {
+      for (const int64_t D : {64, 128}) {
+        for (const float scale : {1.f, 1.f / 3}) {
+          SCOPED_TRACE(name + (dtype == torch::kHalf ? " fp16" : " bf16") + " D " +
+                       std::to_string(D) + " scale " + std::to_string(scale));
+          const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
+          std::vector<torch::Tensor> keep;  // the sources, alive until the launch is done
+          std::vector<cuda::PartitionGroup> pass;
+          torch::Tensor want = torch::zeros({B, S, H, D}, torch::kFloat);
+          torch::Tensor want_lse = torch::full({B, S, H}, -inf, torch::kFloat);
+          for (const GroupRows& g : groups) {
+            const cuda::KeptRows& r = g.rows;
+            // [N, h, L, D] and [N, h, L] inside wider tensors: strides that are not dense.
+            torch::Tensor rows =
+                torch::randn({r.total_n(), r.head_count, r.kept + 1, D}, opts).narrow(2, 1, r.kept);
+            torch::Tensor lse =
+                torch::randn({r.total_n(), r.head_count, r.kept + 3}, f32).narrow(2, 2, r.kept);
+            keep.push_back(rows);
+            keep.push_back(lse);
+            pass.push_back({r, rows.data_ptr(), rows.stride(0), rows.stride(1), rows.stride(2),
+                            lse.data_ptr<float>(), lse.stride(0), lse.stride(1), lse.stride(2)});
+            // The scaled rows as the kernel rounds them: in the input dtype, from fp32.
+            const torch::Tensor host =
+                (rows.to(torch::kFloat) * scale).to(dtype).cpu().to(torch::kFloat);
+            const torch::Tensor host_lse = lse.cpu();
+            const int64_t segments = S / r.segment;
+            for (int64_t n = 0; n < r.total_n(); ++n) {
+              for (int64_t j = 0; j < r.head_count; ++j) {
+                for (int64_t l = 0; l < r.kept; ++l) {
+                  const int64_t b = n / segments, head = r.head_start + j * r.head_step;
+                  const int64_t s = (n % segments) * r.segment + r.offset + l * r.rate;
+                  want[b][s][head] = host[n][j][l];
+                  want_lse[b][s][head] = host_lse[n][j][l];
+                }
+              }
+            }
           }
+          const cuda::ScalarKind kind =
+              dtype == torch::kHalf ? cuda::ScalarKind::kHalf : cuda::ScalarKind::kBFloat16;
+          torch::Tensor out = torch::full({B, S, H, D}, nan, opts);
+          torch::Tensor lse = torch::full({B, S, H}, nan, f32);
+          cuda::launch_write_partition_forward(pass.data(), int(pass.size()), B, S, H, D, kind,
+                                               scale, out.data_ptr(), lse.data_ptr<float>(),
+                                               stream);
+          EXPECT_TRUE(same_bits(out.cpu(), want));
+          EXPECT_TRUE(same_bits(lse.cpu(), want_lse));
+          // The lse alone: the output keeps its NaN.
+          out.fill_(nan);
+          lse.fill_(nan);
+          cuda::launch_write_partition_forward(pass.data(), int(pass.size()), B, S, H, D, kind,
+                                               scale, nullptr, lse.data_ptr<float>(), stream);
+          EXPECT_TRUE(same_bits(lse.cpu(), want_lse)) << "lse alone";
+          EXPECT_TRUE(out.isnan().all().item<bool>()) << "lse alone wrote the output";
         }
       }
     }
-    torch::Tensor got = torch::full({B, S, H}, std::numeric_limits<float>::quiet_NaN(), f32);
-    cuda::launch_write_partition_lse(lse_groups.data(), int(lse_groups.size()), B, S, H,
-                                     got.data_ptr<float>(), stream);
-    EXPECT_TRUE(same_bits(got.cpu(), want));
   }
   // Two groups holding one head: refused, nothing written.
   std::vector<GroupRows> groups = plan_groups(partition, B, S, H, /*partition=*/true);
-  std::vector<cuda::LseGroup> twice;
   const torch::Tensor src = torch::zeros({S, H, S}, f32);
-  for (int i = 0; i < 2; ++i) {
-    twice.push_back(
-        {groups[0].rows, src.data_ptr<float>(), src.stride(0), src.stride(1), src.stride(2)});
+  std::vector<cuda::PartitionGroup> twice(2);
+  for (auto& g : twice) {
+    g.rows = groups[0].rows;
+    g.lse = src.data_ptr<float>(), g.lse_sn = src.stride(0), g.lse_sh = src.stride(1);
+    g.lse_sl = src.stride(2);
   }
-  torch::Tensor got = torch::empty({B, S, H}, f32);
-  EXPECT_THROW(
-      cuda::launch_write_partition_lse(twice.data(), 2, B, S, H, got.data_ptr<float>(), stream),
-      std::exception);
+  torch::Tensor lse = torch::empty({B, S, H}, f32);
+  EXPECT_THROW(cuda::launch_write_partition_forward(twice.data(), 2, B, S, H, 64,
+                                                    cuda::ScalarKind::kBFloat16, 1.f, nullptr,
+                                                    lse.data_ptr<float>(), stream),
+               std::exception);
 }
 
 // The merge's branch-loop kernel (kept for more than 8 branches; RA_MERGE_KERNEL=loop selects it
@@ -481,20 +515,25 @@ TEST(FusedPathBehaviour, MergeLoopKernelMatchesDense) {
   unsetenv("RA_MERGE_KERNEL");
 }
 
-// The partition forward with its lse written in one pass (RA_PARTITION_LSE=one-pass) against
-// the float64 reference: out, lse and the gradients computed from that lse, on head-cover
-// geometries (gaps no group keeps, a group keeping nothing, a branch without heads).
-TEST(FusedPathBehaviour, PartitionLseInOnePassMatchesDense) {
+// The partition forward's one-pass forms (RA_PARTITION_FORWARD=lse-one-pass: the lse after the
+// per-group output writes; one-pass: output and lse together) against the float64 reference:
+// out, lse and the gradients computed from that lse, on head-cover geometries (gaps no group
+// keeps, a group keeping nothing, a branch without heads).
+TEST(FusedPathBehaviour, PartitionForwardInOnePassMatchesDense) {
   SKIP_WITHOUT_GPU();
-  setenv("RA_PARTITION_LSE", "one-pass", 1);
-  for (int index : {0, 1, 2, 4}) {
-    const Geometry& g = kCover[index];
-    SCOPED_TRACE(describe_case(g, torch::kBFloat16, true, HeadMode::kPartition,
-                               AttentionBackend::kCudnn, FusedInputLayout::kStridedView));
-    run_and_compare(make_config(g, /*causal=*/true, HeadMode::kPartition, AttentionBackend::kCudnn),
-                    g, torch::kBFloat16, /*dense_float64=*/true);
+  for (const char* choice : {"lse-one-pass", "one-pass"}) {
+    setenv("RA_PARTITION_FORWARD", choice, 1);
+    for (int index : {0, 1, 2, 4}) {
+      const Geometry& g = kCover[index];
+      SCOPED_TRACE(describe_case(g, torch::kBFloat16, true, HeadMode::kPartition,
+                                 AttentionBackend::kCudnn, FusedInputLayout::kStridedView) +
+                   " RA_PARTITION_FORWARD=" + choice);
+      run_and_compare(
+          make_config(g, /*causal=*/true, HeadMode::kPartition, AttentionBackend::kCudnn), g,
+          torch::kBFloat16, /*dense_float64=*/true);
+    }
   }
-  unsetenv("RA_PARTITION_LSE");
+  unsetenv("RA_PARTITION_FORWARD");
 }
 
 // GQA through the fused path, fp32 fallback, and the errors users can hit.

@@ -69,6 +69,18 @@ __device__ inline void store8(T* dst, const float (&src)[8]) {
   *reinterpret_cast<uint4*>(dst) = raw;
 }
 
+// 8 packed fp16/bf16 values times scale, rounded once.
+template <typename T>
+__device__ inline uint4 scaled8(uint4 raw, float scale) {
+  float v[8];
+  unpack8<T>(raw, v);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) v[e] *= scale;
+  uint4 out;
+  store8(reinterpret_cast<T*>(&out), v);
+  return out;
+}
+
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 }  // namespace ra::cuda

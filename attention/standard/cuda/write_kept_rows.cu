@@ -17,18 +17,6 @@ namespace {
 
 constexpr int kTokensPerThread = 4;
 
-// 8 fp16/bf16 values times scale, rounded once.
-template <typename T>
-__device__ inline uint4 scaled8(uint4 raw, float scale) {
-  float v[8];
-  unpack8<T>(raw, v);
-#pragma unroll
-  for (int e = 0; e < 8; ++e) v[e] *= scale;
-  uint4 out;
-  store8(reinterpret_cast<T*>(&out), v);
-  return out;
-}
-
 // Up to kMaxWrites copies of one group's rows (src [N, h, L, D] -> dst [B, S, H, D], e.g. its dq,
 // dk and dv), strides in 16-byte words, each with its scale (1: the bytes are copied).
 constexpr int kMaxWrites = 3;
