@@ -236,6 +236,8 @@ FusedPlanForward forward_with_kernel(const FusedPlanSpec& spec, FusedKernel kern
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
     const char* env = std::getenv("RA_PARTITION_FORWARD");
     const std::string choice = env != nullptr ? env : "per-group";
+    RA_CHECK(choice == "per-group" || choice == "lse-one-pass" || choice == "one-pass",
+             "RA_PARTITION_FORWARD = '", choice, "': use per-group, lse-one-pass or one-pass");
     const bool fits =
         groups.size() <= size_t(cuda::kMaxPartitionGroups) && H <= cuda::kMaxPartitionHeads;
     const bool lse_in_one_pass = fits && (choice == "lse-one-pass" || choice == "one-pass");
