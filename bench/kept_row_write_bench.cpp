@@ -1,14 +1,13 @@
-// kept_row_write_bench: write_kept_rows alone on one GPU, for a config's partition-mode head
-// groups (each group writes its heads' rows of every token, zeros where it keeps nothing), in
-// the two forms the fused path runs: forward (the layer's output, times 1/G, one launch per
-// group, and its lse: by the same launches into [B, S, H] or a head-major [B, H, S], or after
-// them for every group in one pass; or output and lse in one pass, cuda/partition_forward.h)
-// and backward (a
-// group's dq, dk, dv in one launch; whole groups here, the fused path cuts large ones into
-// chunks). Reported in GB/s of the bytes they must move, beside
-// cudaMemset and cudaMemcpy of one [B, S, H, D] tensor: the kernel's distance from the card's
-// copy bandwidth is what a faster write_kept_rows can win (issue 3). The sources hold constant
-// bytes; the timing of these memory-bound copies does not depend on the values.
+// kept_row_write_bench: the partition mode's row writes alone on one GPU, for a config's head
+// groups (each group writes its heads' rows of every token, zeros where it keeps nothing).
+// Forward: the layer's output (times 1/G) per group with write_kept_rows, its lse by the same
+// launches into [B, S, H] or a head-major [B, H, S], or after them in one pass for every group,
+// or output and lse together in one pass (cuda/partition_forward.h). Backward: a group's dq, dk,
+// dv in one write_kept_rows launch (whole groups here; the fused path cuts large ones into
+// chunks). Reported in GB/s of the bytes each must move, beside cudaMemset and cudaMemcpy of one
+// [B, S, H, D] tensor: the distance from the card's copy bandwidth is what faster writes can win
+// (issue 3). The sources hold constant bytes; these memory-bound copies do not time differently
+// on other values.
 //   kept_row_write_bench --config longnet-base --seq-len 1M
 #include <cuda_runtime.h>
 
