@@ -1,6 +1,7 @@
 // Fused dilated attention on one GPU. Forward: per branch head group, fused attention over the
 // group's kept rows ([N = B * S / w', h, L, D]), then launch_merge_branches writes out and lse
-// for all tokens in one fp32 pass (partition mode: each group writes its heads' rows). Backward:
+// for all tokens in one fp32 pass (partition mode: each group writes its heads' rows, or every
+// group's in one pass of whole rows: cuda/partition_forward.h, RA_PARTITION_FORWARD). Backward:
 // the merged output is one joint softmax over the union of every branch's keys, so each group's
 // fused backward, given the MERGED out and lse in that group's layout, returns exactly that group's
 // share of dq, dk, dv. The groups of the plan's head cover (each head in one of them: partition
