@@ -1,8 +1,8 @@
 // kept_row_write_bench: the partition mode's row writes alone on one GPU, for a config's head
 // groups (each group writes its heads' rows of every token, zeros where it keeps nothing).
 // Forward: the layer's output (times 1/G) per group with write_kept_rows, its lse by the same
-// launches into [B, S, H] or a head-major [B, H, S], or after them in one pass for every group,
-// or output and lse together in one pass (cuda/partition_forward.h). Backward: a group's dq, dk,
+// launches or after them in one pass for every group, or output and lse together in one pass
+// (cuda/partition_forward.h). Backward: a group's dq, dk,
 // dv in one write_kept_rows launch (whole groups here; the fused path cuts large ones into
 // chunks). Reported in GB/s of the bytes each must move, beside cudaMemset and cudaMemcpy of one
 // [B, S, H, D] tensor: the distance from the card's copy bandwidth is what faster writes can win
@@ -138,32 +138,21 @@ int main(int argc, char** argv) {
     // written once, every group's kept rows read.
     double forward_bytes = tensor_bytes + double(S) * H * 4;
     for (const Sources& s : sources) forward_bytes += s.row_bytes + s.lse_bytes;
-    // lse_dst: [1, S, H] as the layer returns it, or head-major [1, H, S] (the fused path
-    // writes that and transposes it once).
-    auto forward = [&](const ra::cuda::TokenTensor& lse_dst) {
-      for (size_t g = 0; g < groups.size(); ++g) {
-        ra::cuda::KeptLse lse_rows;
-        const ra::cuda::KeptRows& r = groups[g].rows;
-        lse_rows.src = sources[g].lse;
-        lse_rows.src_sn = int64_t(r.head_count) * r.kept;
-        lse_rows.src_sh = r.kept, lse_rows.src_sl = 1;
-        lse_rows.dst = static_cast<float*>(lse_dst.data);
-        lse_rows.dst_sb = lse_dst.stride_b, lse_rows.dst_ss = lse_dst.stride_s;
-        lse_rows.dst_sh = lse_dst.stride_h;
-        ra::cuda::launch_write_kept_rows(r, sources[g].rows[0], token(out), D, bf16, stream,
-                                         float(plan.output_scale), lse_rows);
-      }
-    };
-    print_row("forward: out and lse [B, S, H]", int(groups.size()), forward_bytes,
+    // Per group (the default): each launch writes its heads' output and lse rows.
+    print_row("forward: out and lse per group", int(groups.size()), forward_bytes,
               time_ms(
                   [&] {
-                    forward({lse, S * H, H, 1});
-                  },
-                  reps));
-    print_row("forward: out and lse [B, H, S]", int(groups.size()), forward_bytes,
-              time_ms(
-                  [&] {
-                    forward({lse, S * H, 1, S});
+                    for (size_t g = 0; g < groups.size(); ++g) {
+                      const ra::cuda::KeptRows& r = groups[g].rows;
+                      ra::cuda::KeptLse lse_rows;
+                      lse_rows.src = sources[g].lse;
+                      lse_rows.src_sn = int64_t(r.head_count) * r.kept;
+                      lse_rows.src_sh = r.kept, lse_rows.src_sl = 1;
+                      lse_rows.dst = lse, lse_rows.dst_sb = S * H, lse_rows.dst_ss = H;
+                      lse_rows.dst_sh = 1;
+                      ra::cuda::launch_write_kept_rows(r, sources[g].rows[0], token(out), D, bf16,
+                                                       stream, float(plan.output_scale), lse_rows);
+                    }
                   },
                   reps));
     // The output per group (write_kept_rows), alone or before the lse in one pass; both in one

@@ -41,6 +41,20 @@ at::Tensor strided_rows(const RowCase& c, const at::TensorOptions& options) {
 }
 
 // lse [a0, a1, a2] with about a quarter of the rows -inf.
+// `count` fresh strided GPU sources of `dtype`, and their sum on the CPU in `sum_dtype`.
+std::pair<std::vector<at::Tensor>, at::Tensor> random_sources(const RowCase& c,
+                                                              at::ScalarType dtype, int count,
+                                                              at::ScalarType sum_dtype) {
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  std::vector<at::Tensor> srcs;
+  at::Tensor sum = torch::zeros({c.a0, c.a1, c.a2, c.d}, sum_dtype);
+  for (int i = 0; i < count; ++i) {
+    srcs.push_back(strided_rows(c, cuda.dtype(dtype)));
+    sum += srcs.back().cpu().to(sum_dtype);
+  }
+  return {srcs, sum};
+}
+
 at::Tensor random_lse(const RowCase& c, const at::TensorOptions& options) {
   at::Tensor lse = torch::randn({c.a0, c.a1, c.a2}, options.dtype(at::kDouble)) * 3.0;
   lse.masked_fill_(torch::rand(lse.sizes(), lse.options()) < 0.25, -kInf);
@@ -174,12 +188,7 @@ TEST(GpuRowAccumulate, SumOfSourcesMatchesFloat64) {
       SCOPED_TRACE(describe(c, dtype) + " sources=" + std::to_string(count));
       at::Tensor dst = strided_rows(c, cuda.dtype(at::kFloat));
       dst.fill_(std::numeric_limits<float>::quiet_NaN());  // must not be read
-      std::vector<at::Tensor> srcs;
-      at::Tensor want = torch::zeros({c.a0, c.a1, c.a2, c.d}, torch::kDouble);
-      for (int i = 0; i < count; ++i) {
-        srcs.push_back(strided_rows(c, cuda.dtype(dtype)));
-        want += srcs.back().cpu().to(at::kDouble);
-      }
+      const auto [srcs, want] = random_sources(c, dtype, count, at::kDouble);
       ASSERT_TRUE(try_sum_rows_cuda(dst, srcs, /*accumulate=*/false)) << "the kernel did not run";
       const at::Tensor got = dst.cpu().to(at::kDouble);
       ASSERT_FALSE(torch::isnan(got).any().item<bool>());
@@ -201,12 +210,7 @@ TEST(GpuRowAccumulate, SumIntoTheSourcesDtypeRoundsOnce) {
       for (int count : {1, 3, 8}) {
         SCOPED_TRACE(describe(c, dtype) + " sources=" + std::to_string(count));
         at::Tensor dst = strided_rows(c, cuda.dtype(dtype));
-        std::vector<at::Tensor> srcs;
-        at::Tensor sum = torch::zeros({c.a0, c.a1, c.a2, c.d}, torch::kFloat);
-        for (int i = 0; i < count; ++i) {
-          srcs.push_back(strided_rows(c, cuda.dtype(dtype)));
-          sum += srcs.back().cpu().to(at::kFloat);
-        }
+        const auto [srcs, sum] = random_sources(c, dtype, count, at::kFloat);
         ASSERT_TRUE(try_sum_rows_cuda(dst, srcs, /*accumulate=*/false)) << "the kernel did not run";
         EXPECT_TRUE(torch::equal(dst.cpu(), sum.to(dtype)));
       }
