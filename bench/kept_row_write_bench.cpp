@@ -1,9 +1,9 @@
 // kept_row_write_bench: the partition mode's row writes alone on one GPU, for a config's head
 // groups (each group writes its heads' rows of every token, zeros where it keeps nothing).
-// Forward: the layer's output (times 1/G) per group with write_kept_rows, its lse by the same
-// launches or after them in one pass for every group, or output and lse together in one pass
-// (cuda/partition_forward.h). Backward: a group's dq, dk,
-// dv in one write_kept_rows launch (whole groups here; the fused path cuts large ones into
+// Forward: the layer's output (times 1/G) and lse per group with write_kept_rows (the fallback
+// beyond 16 groups), the output alone that way, or output and lse together in one pass of whole
+// rows (cuda/partition_forward.h, the fused path's form). Backward: a group's dq, dk, dv in one
+// write_kept_rows launch (whole groups here; the fused path cuts large ones into
 // chunks). Reported in GB/s of the bytes each must move, beside cudaMemset and cudaMemcpy of one
 // [B, S, H, D] tensor: the distance from the card's copy bandwidth is what faster writes can win
 // (issue 3). The sources hold constant bytes; these memory-bound copies do not time differently
@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
     // written once, every group's kept rows read.
     double forward_bytes = tensor_bytes + double(S) * H * 4;
     for (const Sources& s : sources) forward_bytes += s.row_bytes + s.lse_bytes;
-    // Per group (the default): each launch writes its heads' output and lse rows.
+    // Per group: each launch writes its heads' output and lse rows.
     print_row("forward: out and lse per group", int(groups.size()), forward_bytes,
               time_ms(
                   [&] {
@@ -155,8 +155,7 @@ int main(int argc, char** argv) {
                     }
                   },
                   reps));
-    // The output per group (write_kept_rows), alone or before the lse in one pass; both in one
-    // pass (partition_forward.h).
+    // Both in one pass (partition_forward.h); the output alone per group (write_kept_rows).
     auto write_out = [&] {
       for (size_t g = 0; g < groups.size(); ++g) {
         ra::cuda::launch_write_kept_rows(groups[g].rows, sources[g].rows[0], token(out), D, bf16,
@@ -170,19 +169,14 @@ int main(int argc, char** argv) {
       pass.push_back({r, rows.data, rows.stride_n, rows.stride_h, rows.stride_l, sources[g].lse,
                       int64_t(r.head_count) * r.kept, r.kept, 1});
     }
-    auto one_pass = [&](void* out_or_null) {
-      ra::cuda::launch_write_partition_forward(pass.data(), int(pass.size()), 1, S, H, D, bf16,
-                                               float(plan.output_scale), out_or_null, lse, stream);
-    };
-    print_row("forward: out, then lse in one pass", int(groups.size()) + 1, forward_bytes,
+    print_row("forward: out and lse in one pass", 1, forward_bytes,
               time_ms(
                   [&] {
-                    write_out();
-                    one_pass(nullptr);
+                    ra::cuda::launch_write_partition_forward(pass.data(), int(pass.size()), 1, S, H,
+                                                             D, bf16, float(plan.output_scale), out,
+                                                             lse, stream);
                   },
                   reps));
-    print_row("forward: out and lse in one pass", 1, forward_bytes,
-              time_ms([&] { one_pass(out); }, reps));
     print_row("forward: out only", int(groups.size()), forward_bytes - double(S) * H * 4,
               time_ms(write_out, reps));
 

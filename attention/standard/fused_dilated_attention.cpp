@@ -1,13 +1,13 @@
 // Fused dilated attention on one GPU. Forward: per branch head group, fused attention over the
 // group's kept rows ([N = B * S / w', h, L, D]), then launch_merge_branches writes out and lse
-// for all tokens in one fp32 pass (partition mode: each group writes its heads' rows, or every
-// group's in one pass of whole rows: cuda/partition_forward.h, RA_PARTITION_FORWARD). Backward:
-// the merged output is one joint softmax over the union of every branch's keys, so each group's
-// fused backward, given the MERGED out and lse in that group's layout, returns exactly that group's
-// share of dq, dk, dv. The groups of the plan's head cover (each head in one of them: partition
-// mode's groups, or one branch in all mode) write their shares into dq, dk, dv, zeros included,
-// with launch_write_kept_rows; the other groups add theirs in place (launch_scatter_add_kept_rows).
-// A rate-1 all-heads group's gradients become dq, dk, dv outright (no copy, no zero fill).
+// for all tokens in one fp32 pass (partition mode, where the merge is a copy: every group's rows
+// in one pass of whole rows, cuda/partition_forward.h). Backward: the merged output is one joint
+// softmax over the union of every branch's keys, so each group's fused backward, given the
+// MERGED out and lse in that group's layout, returns exactly that group's share of dq, dk, dv. The
+// groups of the plan's head cover (each head in one of them: partition mode's groups, or one branch
+// in all mode) write their shares into dq, dk, dv, zeros included, with launch_write_kept_rows; the
+// other groups add theirs in place (launch_scatter_add_kept_rows). A rate-1 all-heads group's
+// gradients become dq, dk, dv outright (no copy, no zero fill).
 #include "attention/standard/fused_dilated_attention.h"
 
 #include <ATen/cuda/CUDAContext.h>
@@ -227,48 +227,32 @@ FusedPlanForward forward_with_kernel(const FusedPlanSpec& spec, FusedKernel kern
   at::Tensor lse = at::empty({B, S, H}, q.options().dtype(at::kFloat));
   if (partition && plan.head_cover(H).size() == groups.size()) {
     // Every (token, head) is kept by at most one group (partition mode's head cover is every
-    // group), so the merge is that group's row: each group writes its heads' rows, times the
-    // output scale, with zeros and lse -inf where it keeps nothing. Plain stores, no branch walk.
-    // RA_PARTITION_FORWARD picks how (opt-in until timed on a GPU; docs/PERFORMANCE.md,
-    // session 16): unset or "per-group": a launch per group writes its heads' output and lse
-    // rows; "lse-one-pass": the same for the output, then the lse of every group in one pass of
-    // whole rows; "one-pass": output and lse in one pass (cuda/partition_forward.h: a group's
-    // launch writes 2-3 of a token's H heads, leaving the lse's sectors partly written).
+    // group), so the merge is that group's row, times the output scale, with zeros and lse -inf
+    // where no group keeps it: plain stores, no branch walk. Written for every group in one
+    // pass of whole rows (cuda/partition_forward.h), or, beyond that kernel's limits, by a
+    // launch per group of its heads' rows.
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
-    const char* env = std::getenv("RA_PARTITION_FORWARD");
-    const std::string choice = env != nullptr ? env : "per-group";
-    RA_CHECK(choice == "per-group" || choice == "lse-one-pass" || choice == "one-pass",
-             "RA_PARTITION_FORWARD = '", choice, "': use per-group, lse-one-pass or one-pass");
-    const bool fits =
-        groups.size() <= size_t(cuda::kMaxPartitionGroups) && H <= cuda::kMaxPartitionHeads;
-    const bool lse_in_one_pass = fits && (choice == "lse-one-pass" || choice == "one-pass");
-    const bool out_in_one_pass = fits && choice == "one-pass";
     std::vector<cuda::PartitionGroup> pass_groups(groups.size());
     for (size_t gi = 0; gi < groups.size(); ++gi) {
       const cuda::MergeGroup& mg = merge_groups[gi];  // empty where the group keeps nothing
       pass_groups[gi] = {groups[gi].rows, mg.out,          mg.out_stride_n,
                          mg.out_stride_h, mg.out_stride_l, mg.lse,
                          mg.lse_stride_n, mg.lse_stride_h, mg.lse_stride_l};
-      if (out_in_one_pass) continue;
-      cuda::KeptLse lse_rows;  // none where the lse is written in one pass
-      if (!lse_in_one_pass) {
-        lse_rows.src = mg.lse;
-        lse_rows.src_sn = mg.lse_stride_n, lse_rows.src_sh = mg.lse_stride_h;
-        lse_rows.src_sl = mg.lse_stride_l;
-        lse_rows.dst = lse.data_ptr<float>();
-        lse_rows.dst_sb = S * H, lse_rows.dst_ss = H, lse_rows.dst_sh = 1;
-      }
-      const cuda::RowTensor rows{const_cast<void*>(mg.out), mg.out_stride_n, mg.out_stride_h,
-                                 mg.out_stride_l};
-      cuda::launch_write_kept_rows(groups[gi].rows, rows, token_tensor(out), q.size(3),
+    }
+    if (groups.size() <= size_t(cuda::kMaxPartitionGroups) && H <= cuda::kMaxPartitionHeads) {
+      cuda::launch_write_partition_forward(pass_groups.data(), int(pass_groups.size()), B, S, H,
+                                           q.size(3), scalar_kind(q.scalar_type()),
+                                           float(plan.output_scale), out.data_ptr(),
+                                           lse.data_ptr<float>(), stream);
+      return {out, lse, state};
+    }
+    for (const cuda::PartitionGroup& g : pass_groups) {
+      const cuda::KeptLse lse_rows{g.lse, g.lse_sn, g.lse_sh, g.lse_sl, lse.data_ptr<float>(),
+                                   S * H, H,        1};
+      const cuda::RowTensor rows{const_cast<void*>(g.out), g.out_sn, g.out_sh, g.out_sl};
+      cuda::launch_write_kept_rows(g.rows, rows, token_tensor(out), q.size(3),
                                    scalar_kind(q.scalar_type()), stream, float(plan.output_scale),
                                    lse_rows);
-    }
-    if (lse_in_one_pass) {
-      cuda::launch_write_partition_forward(
-          pass_groups.data(), int(pass_groups.size()), B, S, H, q.size(3),
-          scalar_kind(q.scalar_type()), float(plan.output_scale),
-          out_in_one_pass ? out.data_ptr() : nullptr, lse.data_ptr<float>(), stream);
     }
     return {out, lse, state};
   }

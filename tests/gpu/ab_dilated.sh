@@ -8,11 +8,13 @@
 # partition groups' write kernel alone) per config and length; prints the tables last. Logs and
 # JSON are packed into $OUT/ab_dilated_logs.tar.gz. VARIANTS: this tree's runs per round,
 # "tag:VAR=value,VAR=value" each (environment; default "new:"), e.g. an opt-in switch against
-# the default without a baseline build.
+# the default without a baseline build. EXTRA_TARGETS: more of this tree's targets to build.
+# DENSE_SEQS (e.g. 64K): dense cuDNN SDPA with each config's heads, every round (bench/
+# dense_sdpa.py), the reference of issue 3's "60% of dense" target on the same card.
 #   BASE_TAR=base.tar TEST_REGEX="gpu_Fused" CONFIGS=longnet-base SEQS=1M CAUSAL=1 \
 #     HEAD_MODES=partition ROUNDS=3 bash tests/gpu/ab_dilated.sh
-#   VARIANTS="per-group: lse-pass:RA_PARTITION_FORWARD=lse-one-pass \
-#     one-pass:RA_PARTITION_FORWARD=one-pass" bash tests/gpu/ab_dilated.sh
+#   VARIANTS="batched: loop:RA_MERGE_KERNEL=loop" HEAD_MODES=all DENSE_SEQS=64K \
+#     bash tests/gpu/ab_dilated.sh
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -25,6 +27,7 @@ HEAD_MODES="${HEAD_MODES:-partition}"
 
 TARGETS="bench_dilated_attention kept_row_write_bench"
 [ -n "${TEST_REGEX:-}" ] && TARGETS="$TARGETS ra_gpu_tests"
+TARGETS="$TARGETS ${EXTRA_TARGETS:-}"  # more of this tree to build (e.g. benches to compile-check)
 BASE_TARGETS="bench_dilated_attention"
 source "$ROOT/tests/gpu/ab_builds.sh"
 
@@ -42,6 +45,12 @@ for (( r = 0; r < ${ROUNDS:-3}; ++r )); do
     IFS=: read -r tag settings <<< "$variant"
     dilated "$tag" "$BUILD/bench/bench_dilated_attention" ${settings//,/ }
   done
+  if [ -n "${DENSE_SEQS:-}" ]; then
+    echo "== dense-sdpa" >> "$OUT/bench.log"
+    timeout 300 python3 bench/dense_sdpa.py --configs "$CONFIGS" --seq-lens "$DENSE_SEQS" \
+      --causal "$CAUSAL" 2>> "$OUT/bench.log" | sed 's/^{/{"tag": "dense-sdpa", /' \
+      | tee -a "$OUT/bench.log" >> "$RESULTS" || echo "dense_sdpa failed" | tee -a "$OUT/bench.log"
+  fi
 done
 elapsed "dilated rows done"
 for config in ${CONFIGS//,/ }; do

@@ -472,13 +472,6 @@ TEST_F(FusedRowKernels, PartitionForwardWritesEveryGroupsRowsInOnePass) {
                                                stream);
           EXPECT_TRUE(same_bits(out.cpu(), want));
           EXPECT_TRUE(same_bits(lse.cpu(), want_lse));
-          // The lse alone: the output keeps its NaN.
-          out.fill_(nan);
-          lse.fill_(nan);
-          cuda::launch_write_partition_forward(pass.data(), int(pass.size()), B, S, H, D, kind,
-                                               scale, nullptr, lse.data_ptr<float>(), stream);
-          EXPECT_TRUE(same_bits(lse.cpu(), want_lse)) << "lse alone";
-          EXPECT_TRUE(out.isnan().all().item<bool>()) << "lse alone wrote the output";
         }
       }
     }
@@ -492,10 +485,12 @@ TEST_F(FusedRowKernels, PartitionForwardWritesEveryGroupsRowsInOnePass) {
     g.lse = src.data_ptr<float>(), g.lse_sn = src.stride(0), g.lse_sh = src.stride(1);
     g.lse_sl = src.stride(2);
   }
+  torch::Tensor out =
+      torch::empty({B, S, H, 64}, torch::TensorOptions(torch::kCUDA).dtype(torch::kBFloat16));
   torch::Tensor lse = torch::empty({B, S, H}, f32);
   EXPECT_THROW(cuda::launch_write_partition_forward(twice.data(), 2, B, S, H, 64,
-                                                    cuda::ScalarKind::kBFloat16, 1.f, nullptr,
-                                                    lse.data_ptr<float>(), stream),
+                                                    cuda::ScalarKind::kBFloat16, 1.f,
+                                                    out.data_ptr(), lse.data_ptr<float>(), stream),
                std::exception);
 }
 
@@ -515,25 +510,29 @@ TEST(FusedPathBehaviour, MergeLoopKernelMatchesDense) {
   unsetenv("RA_MERGE_KERNEL");
 }
 
-// The partition forward's one-pass forms (RA_PARTITION_FORWARD=lse-one-pass: the lse after the
-// per-group output writes; one-pass: output and lse together) against the float64 reference:
-// out, lse and the gradients computed from that lse, on head-cover geometries (gaps no group
-// keeps, a group keeping nothing, a branch without heads).
-TEST(FusedPathBehaviour, PartitionForwardInOnePassMatchesDense) {
+// 17 groups, beyond the partition forward's one-pass kernel (16): the forward falls back to a
+// launch per group writing its heads' output and lse rows (every other partition case runs the
+// one-pass kernel), against the float64 reference.
+TEST(FusedPathBehaviour, PartitionBeyondOnePassLimitsMatchesDense) {
   SKIP_WITHOUT_GPU();
-  for (const char* choice : {"lse-one-pass", "one-pass"}) {
-    setenv("RA_PARTITION_FORWARD", choice, 1);
-    for (int index : {0, 1, 2, 4}) {
-      const Geometry& g = kCover[index];
-      SCOPED_TRACE(describe_case(g, torch::kBFloat16, true, HeadMode::kPartition,
-                                 AttentionBackend::kCudnn, FusedInputLayout::kStridedView) +
-                   " RA_PARTITION_FORWARD=" + choice);
-      run_and_compare(
-          make_config(g, /*causal=*/true, HeadMode::kPartition, AttentionBackend::kCudnn), g,
-          torch::kBFloat16, /*dense_float64=*/true);
-    }
+  Geometry many{{}, {}, 1, 1024, 17, 64};
+  for (int i = 0; i < 17; ++i) {
+    many.w.push_back(int64_t(64) << (i % 4));
+    many.r.push_back(1 + i % 3);
   }
-  unsetenv("RA_PARTITION_FORWARD");
+  ASSERT_GT(plan_groups(DilationPlan::build(
+                            make_config(many, true, HeadMode::kPartition, AttentionBackend::kCudnn),
+                            many.S, many.H),
+                        many.B, many.S, many.H, /*partition=*/true)
+                .size(),
+            size_t(cuda::kMaxPartitionGroups));
+  for (bool causal : {false, true}) {
+    SCOPED_TRACE(describe_case(many, torch::kBFloat16, causal, HeadMode::kPartition,
+                               AttentionBackend::kCudnn, FusedInputLayout::kStridedView) +
+                 " 17 groups");
+    run_and_compare(make_config(many, causal, HeadMode::kPartition, AttentionBackend::kCudnn), many,
+                    torch::kBFloat16, /*dense_float64=*/true);
+  }
 }
 
 // GQA through the fused path, fp32 fallback, and the errors users can hit.

@@ -1,5 +1,5 @@
-// One thread per (run of kTokensPerThread tokens, 16-byte word of a token's whole output row;
-// with the lse alone, per head): the words fastest, so a warp stores whole contiguous rows. The
+// One thread per (run of kTokensPerThread tokens, 16-byte word of a token's whole output row):
+// the words fastest, so a warp stores whole contiguous rows. The
 // run's first token is placed in its head's group once (divisions); the thread then steps token
 // by token, tracking the segment position incrementally, as write_kept_rows does. The head ->
 // group table and the groups sit in the kernel's parameters (__grid_constant__: read in place).
@@ -32,19 +32,19 @@ struct ForwardParams {
 };
 
 // Index: the flat index's type (uint32_t where the launch fits 31 bits). T: the output's
-// element type. kOut: write the output rows too (else the lse alone, one item per head).
-template <typename Index, typename T, bool kOut>
+// element type.
+template <typename Index, typename T>
 __global__ void write_partition_forward_kernel(const __grid_constant__ ForwardParams p,
                                                Index tokens, Index seq_len, int heads,
                                                int words_per_head, float scale, uint4* out,
                                                float* lse, Index total) {
-  const Index row_items = Index(heads) * Index(kOut ? words_per_head : 1);
+  const Index row_items = Index(heads) * Index(words_per_head);
   for (Index t = blockIdx.x * Index(blockDim.x) + threadIdx.x; t < total;
        t += Index(gridDim.x) * blockDim.x) {
     const Index run = t / row_items;
     const int item = int(t - run * row_items);
-    const int h = kOut ? item / words_per_head : item;
-    const int word = kOut ? item - h * words_per_head : 0;
+    const int h = item / words_per_head;
+    const int word = item - h * words_per_head;
     Index token = run * kTokensPerThread;
     const int gi = p.group_of_head[h];
     const GroupArgs* g = gi >= 0 ? &p.groups[gi] : nullptr;
@@ -65,14 +65,12 @@ __global__ void write_partition_forward_kernel(const __grid_constant__ ForwardPa
     }
     for (int i = 0; i < kTokensPerThread && token < tokens; ++i, ++token) {
       const bool keeps = g != nullptr && from >= 0 && phase == 0 && l < g->kept;
-      if constexpr (kOut) {
-        uint4 value = make_uint4(0, 0, 0, 0);
-        if (keeps) {
-          value = g->out[n * g->out_sn + j * g->out_sh + int64_t(l) * g->out_sl + word];
-          if (scale != 1.f) value = scaled8<T>(value, scale);
-        }
-        out[int64_t(token) * row_items + item] = value;
+      uint4 value = make_uint4(0, 0, 0, 0);
+      if (keeps) {
+        value = g->out[n * g->out_sn + j * g->out_sh + int64_t(l) * g->out_sl + word];
+        if (scale != 1.f) value = scaled8<T>(value, scale);
       }
+      out[int64_t(token) * row_items + item] = value;
       if (word == 0) {
         lse[int64_t(token) * heads + h] =
             keeps ? g->lse[n * g->lse_sn + j * g->lse_sh + int64_t(l) * g->lse_sl] : -INFINITY;
@@ -92,14 +90,12 @@ void launch_write_partition_forward(const PartitionGroup* groups, int count, int
                                     int64_t seq_len, int64_t heads, int64_t head_dim,
                                     ScalarKind kind, float scale, void* out, float* lse,
                                     cudaStream_t stream) {
-  const bool with_out = out != nullptr;
   RA_CHECK(count >= 0 && count <= kMaxPartitionGroups, "partition forward: ", count,
            " groups; at most ", kMaxPartitionGroups);
   RA_CHECK(heads >= 1 && heads <= kMaxPartitionHeads, "partition forward: heads = ", heads,
            "; 1 to ", kMaxPartitionHeads);
-  RA_CHECK(lse != nullptr, "partition forward: no lse output");
-  RA_CHECK(!with_out || (kind != ScalarKind::kFloat && head_dim > 0 && (head_dim * 2) % 16 == 0 &&
-                         aligned16(out)),
+  RA_CHECK(out != nullptr && lse != nullptr, "partition forward: no output or no lse");
+  RA_CHECK(kind != ScalarKind::kFloat && head_dim > 0 && (head_dim * 2) % 16 == 0 && aligned16(out),
            "partition forward: the output must be fp16/bf16, 16-byte aligned, with rows of a "
            "multiple of 16 bytes (head_dim = ",
            head_dim, ")");
@@ -119,9 +115,8 @@ void launch_write_partition_forward(const PartitionGroup* groups, int count, int
              "; it takes whole groups");
     RA_CHECK(r.kept == 0 || g.lse != nullptr, "partition forward: group ", gi,
              " keeps rows but has no lse rows");
-    RA_CHECK(!with_out || r.kept == 0 ||
-                 (g.out != nullptr && aligned16(g.out) && g.out_sn % 8 == 0 && g.out_sh % 8 == 0 &&
-                  g.out_sl % 8 == 0),
+    RA_CHECK(r.kept == 0 || (g.out != nullptr && aligned16(g.out) && g.out_sn % 8 == 0 &&
+                             g.out_sh % 8 == 0 && g.out_sl % 8 == 0),
              "partition forward: group ", gi,
              "'s output rows must exist and allow 16-byte loads (pointer and strides)");
     for (int c = 0; c < r.head_count; ++c) {
@@ -134,12 +129,12 @@ void launch_write_partition_forward(const PartitionGroup* groups, int count, int
     a.segment = r.segment, a.rate = r.rate, a.offset = r.offset, a.kept = r.kept;
     a.head_start = r.head_start, a.head_step = r.head_step;
     a.segments_per_sequence = r.seq_len / r.segment;
-    a.out = static_cast<const uint4*>(with_out ? g.out : nullptr);
+    a.out = static_cast<const uint4*>(g.out);
     a.out_sn = g.out_sn / 8, a.out_sh = g.out_sh / 8, a.out_sl = g.out_sl / 8;
     a.lse = g.lse;
     a.lse_sn = g.lse_sn, a.lse_sh = g.lse_sh, a.lse_sl = g.lse_sl;
   }
-  const int words_per_head = with_out ? int(head_dim * 2 / 16) : 1;
+  const int words_per_head = int(head_dim * 2 / 16);
   const int64_t tokens = batch * seq_len;
   const int64_t runs = (tokens + kTokensPerThread - 1) / kTokensPerThread;
   const int64_t row_items = heads * words_per_head;
@@ -150,15 +145,9 @@ void launch_write_partition_forward(const PartitionGroup* groups, int count, int
   auto launch = [&](auto index, auto type) {
     using Index = decltype(index);
     using T = decltype(type);
-    if (with_out) {
-      write_partition_forward_kernel<Index, T, true><<<blocks, threads, 0, stream>>>(
-          p, Index(tokens), Index(seq_len), int(heads), words_per_head, scale,
-          static_cast<uint4*>(out), lse, Index(total));
-    } else {
-      write_partition_forward_kernel<Index, T, false>
-          <<<blocks, threads, 0, stream>>>(p, Index(tokens), Index(seq_len), int(heads),
-                                           words_per_head, scale, nullptr, lse, Index(total));
-    }
+    write_partition_forward_kernel<Index, T><<<blocks, threads, 0, stream>>>(
+        p, Index(tokens), Index(seq_len), int(heads), words_per_head, scale,
+        static_cast<uint4*>(out), lse, Index(total));
   };
   // 32-bit divisions where every flat index (items and the output's words) stays below 2^31.
   const bool small = tokens * row_items < (int64_t(1) << 31);
