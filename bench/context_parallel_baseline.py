@@ -26,17 +26,22 @@ BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTEN
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seq-len", type=int, nargs="+", default=[131072])
-    p.add_argument("--heads", type=int, default=16)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--backend", choices=sorted(BACKENDS), default="cudnn")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--json", default="")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seq-len", type=int, nargs="+", default=[131072],
+                   help="total sequence lengths S in tokens (sharded over the ranks), one run each")
+    p.add_argument("--heads", type=int, default=16, help="attention heads H")
+    p.add_argument("--head-dim", type=int, default=128, help="head dimension D")
+    p.add_argument("--batch", type=int, default=1, help="batch size B")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default="cudnn",
+                   help="SDPA backend under context_parallel")
+    p.add_argument("--warmup", type=int, default=3, help="untimed fwd+bwd steps first")
+    p.add_argument("--reps", type=int, default=10,
+                   help="timed fwd+bwd steps (median reported, slowest rank)")
+    p.add_argument("--json", default="", help="rank 0 writes the JSON rows here; empty: no file")
     p.add_argument("--profile", default="",
-                   help="after timing, rank 0 records one more step as a Chrome trace here")
+                   help="after timing, rank 0 records one more step as a Chrome trace here "
+                        "(.json becomes .<S>.json); empty: no trace")
     args = p.parse_args()
 
     world = int(os.environ["WORLD_SIZE"])

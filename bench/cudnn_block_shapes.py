@@ -45,11 +45,13 @@ def timed(*fns):
 
 def shape_arguments(doc, reps):
     """The options both block-call scripts take (this one and cudnn_call_merge.py)."""
-    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--chunk", type=int, default=16384, help="rows per zigzag chunk (S / 2P)")
-    p.add_argument("--heads", type=int, default=16)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--reps", type=int, default=reps)
+    p.add_argument("--heads", type=int, default=16, help="attention heads H")
+    p.add_argument("--head-dim", type=int, default=128, help="head dimension D")
+    p.add_argument("--reps", type=int, default=reps,
+                   help="timed repetitions per measurement, after one warm-up (median reported)")
     return p
 
 

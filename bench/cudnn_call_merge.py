@@ -43,7 +43,8 @@ def plans(r, P, c):
 
 def main():
     p = shape_arguments(__doc__, reps=6)
-    p.add_argument("--ranks", type=int, default=4)
+    p.add_argument("--ranks", type=int, default=4,
+                   help="ranks P of the zigzag step; each rank's calls are timed in turn")
     args = p.parse_args()
     P, c = args.ranks, args.chunk
     print(f"# {torch.cuda.get_device_name()}, P = {P}, chunk = {c}, H = {args.heads}, "

@@ -16,14 +16,15 @@ from run_bench import tokens  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--configs", default="longnet-base", help="comma list (default longnet-base)")
-    p.add_argument("--seq-lens", default="64K", help="comma list, K/M suffixes (default 64K)")
-    p.add_argument("--causal", default="1", help="comma list of 0/1 (default 1)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--configs", default="longnet-base", help="comma list")
+    p.add_argument("--seq-lens", default="64K", help="comma list, K/M suffixes")
+    p.add_argument("--causal", default="1", help="comma list of 0/1")
     p.add_argument("--passes", choices=("fwd", "fwdbwd"), default="fwdbwd",
-                   help="default fwdbwd")
-    p.add_argument("--warmup", type=int, default=2, help="default 2")
-    p.add_argument("--reps", type=int, default=5, help="default 5")
+                   help="fwd: forward only; fwdbwd: forward+backward")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--reps", type=int, default=5, help="timed steps (median reported)")
     a = p.parse_args()
     for config in a.configs.split(","):
         if config not in bl.CONFIGS:

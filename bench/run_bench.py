@@ -40,21 +40,31 @@ def measure(row, bench):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--bench-bin", required=True)
-    p.add_argument("--configs", default="longnet-base,wide")
-    p.add_argument("--seq-lens", default="64K,256K,1M")
-    p.add_argument("--causal", default="0,1")
-    p.add_argument("--head-modes", default="all,partition")
-    p.add_argument("--passes", default="fwd,fwdbwd")
-    p.add_argument("--naive-seq-lens", default=None, help="subset for the naive baseline")
-    p.add_argument("--dense-seq-lens", default="64K", help="S for dense SDPA")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--bench-bin", required=True,
+                   help="path of the built bench_dilated_attention binary")
+    p.add_argument("--configs", default="longnet-base,wide",
+                   help="comma list of configs (dilated_baselines.CONFIGS)")
+    p.add_argument("--seq-lens", default="64K,256K,1M",
+                   help="comma list of S in tokens; K/M suffixes allowed")
+    p.add_argument("--causal", default="0,1", help="comma list of 0/1")
+    p.add_argument("--head-modes", default="all,partition",
+                   help="comma list of all (every head uses every branch) and/or partition "
+                        "(heads split into one group per branch)")
+    p.add_argument("--passes", default="fwd,fwdbwd", help="comma list of fwd/fwdbwd")
+    p.add_argument("--naive-seq-lens", default=None,
+                   help="subset for the naive baseline; unset: all of --seq-lens")
+    p.add_argument("--dense-seq-lens", default="64K",
+                   help="S for dense SDPA (b), run whatever --seq-lens holds")
     p.add_argument("--profile-seq-lens", default="1M",
                    help="S where ringattn also runs with --layout gathered and the fused "
                         "kernels are timed alone (fwd+bwd only)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--out", default="bench.json")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed steps first (dense SDPA (b) always does 1)")
+    p.add_argument("--reps", type=int, default=5,
+                   help="timed steps, median reported (dense SDPA (b) does at most 3)")
+    p.add_argument("--out", default="bench.json", help="write every row here (JSON)")
     a = p.parse_args()
 
     rows = []
@@ -104,11 +114,18 @@ def main():
                                        head_mode=m, device=device, **{"pass": p_})
                             rows.append(measure(row, lambda: fn(
                                 config, S, c == "1", m == "partition", bwd, a.warmup, a.reps)))
-                    if s_text in split(a.dense_seq_lens):
-                        row = dict(impl="dense_cudnn", config=config, S=S, causal=c == "1",
-                                   head_mode="-", device=device, **{"pass": p_})
-                        rows.append(measure(row, lambda: bl.bench_dense(
-                            config, S, c == "1", bwd, 1, max(1, min(a.reps, 3)))))
+
+    # (b), the reference of the "TFLOP/s vs (b)" column: at --dense-seq-lens whatever --seq-lens
+    # holds (dense attention at 1M would take seconds per step).
+    for config in split(a.configs):
+        for s_text in split(a.dense_seq_lens):
+            S = tokens(s_text)
+            for c in split(a.causal):
+                for p_ in split(a.passes):
+                    row = dict(impl="dense_cudnn", config=config, S=S, causal=c == "1",
+                               head_mode="-", device=device, **{"pass": p_})
+                    rows.append(measure(row, lambda: bl.bench_dense(
+                        config, S, c == "1", p_ == "fwdbwd", 1, max(1, min(a.reps, 3)))))
 
     with open(a.out, "w") as f:
         json.dump(dict(device=device, torch=torch.__version__, seconds=time.time() - t0,

@@ -29,15 +29,18 @@ def time_ms(fn, warmup, iters):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--seq-len", default="64K")
-    p.add_argument("--densities", default="25,10,2")
-    p.add_argument("--heads", type=int, default=16)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--block-size", type=int, default=128)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--json", default="sparse_flex_bench.json")
+    p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seq-len", default="64K",
+                   help="sequence length S in tokens; K/M suffixes allowed")
+    p.add_argument("--densities", default="25,10,2",
+                   help="comma list of target block densities in percent (integers)")
+    p.add_argument("--heads", type=int, default=16, help="attention heads H")
+    p.add_argument("--head-dim", type=int, default=128, help="head dimension D")
+    p.add_argument("--block-size", type=int, default=128,
+                   help="mask block size in tokens (query and key blocks)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before each timing")
+    p.add_argument("--iters", type=int, default=10, help="timed calls (mean reported)")
+    p.add_argument("--json", default="sparse_flex_bench.json", help="write the results here")
     a = p.parse_args()
     S, H, D, b = tokens(a.seq_len), a.heads, a.head_dim, a.block_size
     nb = S // b

@@ -47,17 +47,20 @@ def union_length(intervals):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("trace")
-    p.add_argument("--top", type=int, default=15)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("trace", help="Kineto Chrome trace (JSON file)")
+    p.add_argument("--top", type=int, default=15,
+                   help="how many kernels to list (and launching ops with --by-op)")
     p.add_argument("--by-op", action="store_true",
                    help="also attribute GPU time to the innermost CPU op that launched it")
     p.add_argument("--gaps", type=int, default=0, metavar="N",
                    help="list the N longest idle gaps and total the idle time by the host "
-                        "activity it waited on")
+                        "activity it waited on; 0: off")
     p.add_argument("--calls", default="", metavar="REGEX",
                    help="list each call of the kernels whose name matches (case-insensitive): "
-                        "start within the span, duration, grid, and what ran beside it")
+                        "start within the span, duration, grid, and what ran beside it; "
+                        "empty: off")
     a = p.parse_args()
     with open(a.trace) as f:
         events = json.load(f)["traceEvents"]
