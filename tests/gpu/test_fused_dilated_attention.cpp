@@ -494,18 +494,21 @@ TEST_F(FusedRowKernels, PartitionForwardWritesEveryGroupsRowsInOnePass) {
                std::exception);
 }
 
-// The merge's branch-loop kernel (kept for more than 8 branches; RA_MERGE_KERNEL=loop selects it
-// for A/B runs) against the float64 reference too: every other case runs the batched one.
-TEST(FusedPathBehaviour, MergeLoopKernelMatchesDense) {
+// The merge's other kernels (RA_MERGE_KERNEL selects them for A/B runs; the loop kernel also
+// serves more than 8 branches, the batched one more than 2^31 items) against the float64
+// reference too: every other case runs the flat one.
+TEST(FusedPathBehaviour, MergeLoopAndBatchedKernelsMatchDense) {
   SKIP_WITHOUT_GPU();
-  setenv("RA_MERGE_KERNEL", "loop", 1);
-  const Geometry& g = kSmall[2];
-  for (bool causal : {false, true}) {
-    SCOPED_TRACE(describe_case(g, torch::kBFloat16, causal, HeadMode::kAll,
-                               AttentionBackend::kCudnn, FusedInputLayout::kStridedView) +
-                 " merge loop");
-    run_and_compare(make_config(g, causal, HeadMode::kAll, AttentionBackend::kCudnn), g,
-                    torch::kBFloat16, /*dense_float64=*/true);
+  for (const char* kernel : {"loop", "batched"}) {
+    setenv("RA_MERGE_KERNEL", kernel, 1);
+    const Geometry& g = kSmall[2];
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE(describe_case(g, torch::kBFloat16, causal, HeadMode::kAll,
+                                 AttentionBackend::kCudnn, FusedInputLayout::kStridedView) +
+                   " merge " + kernel);
+      run_and_compare(make_config(g, causal, HeadMode::kAll, AttentionBackend::kCudnn), g,
+                      torch::kBFloat16, /*dense_float64=*/true);
+    }
   }
   unsetenv("RA_MERGE_KERNEL");
 }

@@ -1,11 +1,12 @@
-// One thread block per few tokens, a thread per (head, 8 head-dim elements): walks the
-// branches, and for the ones that keep this token for this head merges the branch outputs
-// online (running max, fp32), then writes out and lse. The index math that decides which
-// branch keeps what is done once per block (head table) and once per token (token slots) in
-// shared memory: per element it was ~30 integer divisions, which made the kernel compute-bound
-// at ~1/3 of the memory bandwidth (31 ms of a 1M LongNet-base training step on H100). The batched
-// kernel (the default up to 8 branches) issues every branch's loads before merging: 11.5 -> 9.9
-// ms per 1M LongNet-base training step on H200.
+// The merge in three kernels. Flat (the default): a thread per (token, head, 8 head-dim
+// elements) places its token in every branch with FastDivmod multiplies, issues every kept
+// branch's loads, merges (max first, then the weighted sum) and stores; no barrier. Batched (more
+// than 2^31 items): a block per few tokens, the branch placement computed once per block (head
+// table) and once per token (token slots) in shared memory, two barriers per token. Loop (more
+// than 8 branches): the batched kernel's layout with an online merge, one branch at a time.
+// History: per element ~30 integer divisions made the first kernel compute-bound at ~1/3 of the
+// memory bandwidth (31 ms of a 1M LongNet-base training step on H100); the shared tables and the
+// batched loads (11.5 -> 9.9 ms per step on H200) then left it at the barriers' pace.
 #include "attention/standard/cuda/merge_branches.h"
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "attention/standard/cuda/fast_divmod.h"
 #include "attention/standard/cuda/vector_io.cuh"
 #include "runtime/cuda_check.h"
 
@@ -126,13 +128,40 @@ __global__ void merge_branches_kernel(const MergeBranch* __restrict__ branches, 
   }
 }
 
+constexpr int kMaxBatchedBranches = 8;
+
+// The batched and flat kernels' merge of the loaded branches (lse -inf: not kept; max first,
+// then the weighted sum), stored as store_merged does.
+template <typename T>
+__device__ inline void merge_loaded(const float (&lse_i)[kMaxBatchedBranches],
+                                    const uint4 (&raw)[kMaxBatchedBranches], float out_scale,
+                                    const TokenTensor& out, int b, int s, int h, int chunk,
+                                    float* lse_out, int64_t lse_index) {
+  float max_lse = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < kMaxBatchedBranches; ++i) max_lse = fmaxf(max_lse, lse_i[i]);
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sum = 0.f;
+  if (max_lse != -INFINITY) {
+#pragma unroll
+    for (int i = 0; i < kMaxBatchedBranches; ++i) {
+      if (lse_i[i] == -INFINITY) continue;
+      const float w = __expf(lse_i[i] - max_lse);
+      float o[8];
+      unpack8<T>(raw[i], o);
+      sum += w;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[e] += w * o[e];
+    }
+  }
+  store_merged<T>(acc, max_lse, sum, out_scale, out, b, s, h, chunk, lse_out, lse_index);
+}
+
 // The same merge with every branch's loads issued before any is used: each (token, head) thread
 // first looks up which of the (at most kMaxBatchedBranches) branches keep it and loads their lse
 // and 16 output bytes, all in flight together, then merges (max first, then the weighted sum).
 // The loop above waits for one branch's lse, then its output, then the next branch's: two memory
 // latencies per branch, with ~2 branches keeping a token in LongNet's all mode. The group table
 // is copied to shared memory too (the loop reads it from global memory per branch).
-constexpr int kMaxBatchedBranches = 8;
 
 template <typename T>
 __global__ void merge_branches_batched_kernel(const MergeBranch* __restrict__ branches,
@@ -178,29 +207,87 @@ __global__ void merge_branches_batched_kernel(const MergeBranch* __restrict__ br
           }
         }
       }
-      float max_lse = -INFINITY;
-#pragma unroll
-      for (int i = 0; i < kMaxBatchedBranches; ++i) max_lse = fmaxf(max_lse, lse_i[i]);
-      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sum = 0.f;
-      if (max_lse != -INFINITY) {
-#pragma unroll
-        for (int i = 0; i < kMaxBatchedBranches; ++i) {
-          if (lse_i[i] == -INFINITY) continue;
-          const float w = __expf(lse_i[i] - max_lse);
-          float o[8];
-          unpack8<T>(raw[i], o);
-          sum += w;
-#pragma unroll
-          for (int e = 0; e < 8; ++e) acc[e] += w * o[e];
-        }
-      }
-      store_merged<T>(acc, max_lse, sum, out_scale, out, b, s, h, chunk, lse_out,
+      merge_loaded<T>(lse_i, raw, out_scale, out, b, s, h, chunk, lse_out,
                       (first + k) * num_heads + h);
     }
     if (++s == seq_len) s = 0, ++b;
   }
 }
 
+// The same merge with no barrier and no per-block token loop: a thread per (token, head, 8
+// head-dim elements) places its token in every branch itself, with divisions by the launch's
+// fixed divisors done as multiplies (FastDivmod). The batched kernel above stops every block at
+// two barriers per token while 5 of its threads compute the token's slots; its loads then wait
+// for that, and the merge ran at ~1.5 TB/s (3.1 ms of LongNet-base all mode at 1M on H100).
+// Consecutive threads write consecutive 16 bytes of a token's output row.
+struct BranchDivs {
+  FastDivmod segment, rate;
+  int32_t segments_per_sequence;  // seq_len / segment
+  int32_t partition, head_start, head_count, offset, first_group;
+};
+
+template <typename T>
+__global__ void merge_branches_flat_kernel(const MergeBranch* __restrict__ branches,
+                                           int num_branches, const MergeGroup* __restrict__ groups,
+                                           int num_groups, FastDivmod seq_len, FastDivmod heads,
+                                           FastDivmod chunks, float out_scale, TokenTensor out,
+                                           float* __restrict__ lse_out, uint32_t total) {
+  extern __shared__ int64_t shared[];                         // int64_t: MergeGroup's alignment
+  MergeGroup* table = reinterpret_cast<MergeGroup*>(shared);  // [num_groups]
+  BranchDivs* divs = reinterpret_cast<BranchDivs*>(table + num_groups);  // [num_branches]
+  for (int e = threadIdx.x; e < num_groups; e += blockDim.x) table[e] = groups[e];
+  for (int i = threadIdx.x; i < num_branches; i += blockDim.x) {
+    const MergeBranch br = branches[i];
+    divs[i] = {FastDivmod(uint32_t(br.segment)),
+               FastDivmod(uint32_t(br.rate)),
+               int32_t(seq_len.divisor / uint32_t(br.segment)),
+               br.partition,
+               br.head_start,
+               br.head_count,
+               br.offset,
+               br.first_group};
+  }
+  __syncthreads();
+  for (uint32_t item = blockIdx.x * blockDim.x + threadIdx.x; item < total;
+       item += gridDim.x * blockDim.x) {
+    uint32_t row, chunk, token, h, b, s;
+    chunks.divmod(item, row, chunk);  // row = token * heads + h
+    heads.divmod(row, token, h);
+    seq_len.divmod(token, b, s);
+    float lse_i[kMaxBatchedBranches];
+    uint4 raw[kMaxBatchedBranches];
+#pragma unroll
+    for (int i = 0; i < kMaxBatchedBranches; ++i) {
+      lse_i[i] = -INFINITY;
+      raw[i] = make_uint4(0, 0, 0, 0);
+      if (i >= num_branches) continue;
+      const BranchDivs& d = divs[i];
+      // Head h's group, its index there and the offset of the rows it keeps (as HeadSlot).
+      int group = d.first_group, head_index = int(h) - d.head_start;
+      uint32_t offset = uint32_t(d.offset);
+      if (!d.partition) {
+        uint32_t q, r;
+        d.rate.divmod(h, q, r);
+        group += int(r), head_index = int(q), offset = r;
+      } else if (head_index < 0 || head_index >= d.head_count) {
+        continue;
+      }
+      uint32_t segment_index, pos, kept_row, phase;
+      d.segment.divmod(s, segment_index, pos);
+      d.rate.divmod(pos, kept_row, phase);
+      if (phase != offset) continue;
+      const int64_t n = int64_t(b) * d.segments_per_sequence + segment_index;
+      const MergeGroup& g = table[group];
+      lse_i[i] = g.lse[n * g.lse_stride_n + head_index * g.lse_stride_h +
+                       int64_t(kept_row) * g.lse_stride_l];
+      raw[i] = *reinterpret_cast<const uint4*>(static_cast<const T*>(g.out) + n * g.out_stride_n +
+                                               head_index * g.out_stride_h +
+                                               int64_t(kept_row) * g.out_stride_l + chunk * 8);
+    }
+    merge_loaded<T>(lse_i, raw, out_scale, out, int(b), int(s), int(h), int(chunk), lse_out,
+                    int64_t(row));
+  }
+}
 }  // namespace
 
 void launch_merge_branches(const MergeBranch* branches, int num_branches, const MergeGroup* groups,
@@ -224,16 +311,31 @@ void launch_merge_branches(const MergeBranch* branches, int num_branches, const 
   const size_t shared = num_branches * (sizeof(TokenSlot) + num_heads * sizeof(HeadSlot));
   RA_CHECK(shared <= 48 * 1024, "merge_branches: ", num_branches, " branches x ", num_heads,
            " heads need ", shared, " bytes of shared memory (at most 48 KiB)");
-  // The batched kernel unless RA_MERGE_KERNEL=loop (A/B runs) or there are too many branches.
+  // The flat kernel up to 8 branches and 2^31 items; beyond, the loop kernel (or the batched
+  // one for more items). RA_MERGE_KERNEL=batched or loop picks one for A/B runs.
   const char* choice = std::getenv("RA_MERGE_KERNEL");
-  const bool loop =
-      num_branches > kMaxBatchedBranches || (choice != nullptr && std::strcmp(choice, "loop") == 0);
+  const bool force_loop = choice != nullptr && std::strcmp(choice, "loop") == 0;
+  const bool force_batched = choice != nullptr && std::strcmp(choice, "batched") == 0;
+  RA_CHECK(choice == nullptr || force_loop || force_batched || std::strcmp(choice, "flat") == 0,
+           "RA_MERGE_KERNEL = '", choice, "': use flat, batched or loop");
+  const bool loop = num_branches > kMaxBatchedBranches || force_loop;
+  const int64_t items = tokens * num_heads * chunks_per_row;
+  const bool flat = !loop && !force_batched && items < (int64_t(1) << 31);
   const size_t batched_shared = shared + num_groups * sizeof(MergeGroup);
-  RA_CHECK(loop || batched_shared <= 48 * 1024, "merge_branches: ", num_groups,
-           " head groups need ", batched_shared, " bytes of shared memory (at most 48 KiB)");
+  const size_t flat_shared = num_groups * sizeof(MergeGroup) + num_branches * sizeof(BranchDivs);
+  RA_CHECK(loop || (flat ? flat_shared : batched_shared) <= 48 * 1024,
+           "merge_branches: ", num_groups, " head groups need ",
+           flat ? flat_shared : batched_shared, " bytes of shared memory (at most 48 KiB)");
   auto run = [&](auto type) {
     using T = decltype(type);
-    if (loop) {
+    if (flat) {
+      const int threads = 256;
+      const int64_t blocks = std::min<int64_t>((items + threads - 1) / threads, 8192);
+      merge_branches_flat_kernel<T><<<unsigned(blocks), threads, flat_shared, stream>>>(
+          branches, num_branches, groups, num_groups, FastDivmod(uint32_t(seq_len)),
+          FastDivmod(uint32_t(num_heads)), FastDivmod(uint32_t(chunks_per_row)), out_scale, out,
+          lse, uint32_t(items));
+    } else if (loop) {
       merge_branches_kernel<T><<<grid, block, shared, stream>>>(
           branches, num_branches, groups, batch, seq_len, num_heads, out_scale, out, lse);
     } else {
