@@ -309,8 +309,6 @@ void launch_merge_branches(const MergeBranch* branches, int num_branches, const 
   RA_CHECK((tokens + kTokensPerBlock - 1) / kTokensPerBlock < (int64_t(1) << 31),
            "merge_branches: ", tokens, " tokens exceed the grid");
   const size_t shared = num_branches * (sizeof(TokenSlot) + num_heads * sizeof(HeadSlot));
-  RA_CHECK(shared <= 48 * 1024, "merge_branches: ", num_branches, " branches x ", num_heads,
-           " heads need ", shared, " bytes of shared memory (at most 48 KiB)");
   // The flat kernel up to 8 branches and 2^31 items; beyond, the loop kernel (or the batched
   // one for more items). RA_MERGE_KERNEL=batched or loop picks one for A/B runs.
   const char* choice = std::getenv("RA_MERGE_KERNEL");
@@ -321,6 +319,8 @@ void launch_merge_branches(const MergeBranch* branches, int num_branches, const 
   const bool loop = num_branches > kMaxBatchedBranches || force_loop;
   const int64_t items = tokens * num_heads * chunks_per_row;
   const bool flat = !loop && !force_batched && items < (int64_t(1) << 31);
+  RA_CHECK(flat || shared <= 48 * 1024, "merge_branches: ", num_branches, " branches x ", num_heads,
+           " heads need ", shared, " bytes of shared memory (at most 48 KiB)");
   const size_t batched_shared = shared + num_groups * sizeof(MergeGroup);
   const size_t flat_shared = num_groups * sizeof(MergeGroup) + num_branches * sizeof(BranchDivs);
   RA_CHECK(loop || (flat ? flat_shared : batched_shared) <= 48 * 1024,
