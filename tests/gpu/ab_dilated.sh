@@ -13,7 +13,7 @@
 # dense_sdpa.py), the reference of issue 3's "60% of dense" target on the same card.
 #   BASE_TAR=base.tar TEST_REGEX="gpu_Fused" CONFIGS=longnet-base SEQS=1M CAUSAL=1 \
 #     HEAD_MODES=partition ROUNDS=3 bash tests/gpu/ab_dilated.sh
-#   VARIANTS="batched: loop:RA_MERGE_KERNEL=loop" HEAD_MODES=all DENSE_SEQS=64K \
+#   VARIANTS="flat: batched:RA_MERGE_KERNEL=batched" HEAD_MODES=all DENSE_SEQS=64K \
 #     bash tests/gpu/ab_dilated.sh
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
