@@ -494,23 +494,28 @@ TEST_F(FusedRowKernels, PartitionForwardWritesEveryGroupsRowsInOnePass) {
                std::exception);
 }
 
-// The merge's other kernels (RA_MERGE_KERNEL selects them for A/B runs; the loop kernel also
-// serves more than 8 branches, the batched one more than 2^31 items) against the float64
-// reference too: every other case runs the flat one.
-TEST(FusedPathBehaviour, MergeLoopAndBatchedKernelsMatchDense) {
+// The merge's other kernels and the flat kernel's other piece widths (RA_MERGE_KERNEL and
+// RA_MERGE_VEC select them for A/B runs; the loop kernel also serves more than 8 branches, the
+// batched one more than 2^31 items, 16-byte pieces odd multiples of 8 head-dim elements) against
+// the float64 reference too: every other case runs the flat kernel with its default width.
+TEST(FusedPathBehaviour, MergeKernelsAndPieceWidthsMatchDense) {
   SKIP_WITHOUT_GPU();
-  for (const char* kernel : {"loop", "batched"}) {
+  const std::pair<const char*, const char*> choices[] = {
+      {"loop", "1"}, {"batched", "1"}, {"flat", "1"}, {"flat", "2"}};
+  for (const auto& [kernel, vec] : choices) {
     setenv("RA_MERGE_KERNEL", kernel, 1);
+    setenv("RA_MERGE_VEC", vec, 1);
     const Geometry& g = kSmall[2];
     for (bool causal : {false, true}) {
       SCOPED_TRACE(describe_case(g, torch::kBFloat16, causal, HeadMode::kAll,
                                  AttentionBackend::kCudnn, FusedInputLayout::kStridedView) +
-                   " merge " + kernel);
+                   " merge " + kernel + " vec " + vec);
       run_and_compare(make_config(g, causal, HeadMode::kAll, AttentionBackend::kCudnn), g,
                       torch::kBFloat16, /*dense_float64=*/true);
     }
   }
   unsetenv("RA_MERGE_KERNEL");
+  unsetenv("RA_MERGE_VEC");
 }
 
 // 17 groups, beyond the partition forward's one-pass kernel (16): the forward falls back to a

@@ -1,4 +1,4 @@
-// The merge in three kernels. Flat (the default): a thread per (token, head, 8 head-dim
+// The merge in three kernels. Flat (the default): a thread per (token, head, 4 x 8 head-dim
 // elements) places its token in every branch with FastDivmod multiplies, issues every kept
 // branch's loads, merges (max first, then the weighted sum) and stores; no barrier. Batched (more
 // than 2^31 items): a block per few tokens, the branch placement computed once per block (head
@@ -6,13 +6,15 @@
 // than 8 branches): the batched kernel's layout with an online merge, one branch at a time.
 // History: per element ~30 integer divisions made the first kernel compute-bound at ~1/3 of the
 // memory bandwidth (31 ms of a 1M LongNet-base training step on H100); the shared tables and the
-// batched loads (11.5 -> 9.9 ms per step on H200) then left it at the barriers' pace.
+// batched loads (11.5 -> 9.9 ms per step on H200) then left it at the barriers' pace; the flat
+// kernel with 16 bytes per thread ran at 1.8-2.0 TB/s, with 64 bytes at 2.9 (bytes in flight).
 #include "attention/standard/cuda/merge_branches.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "attention/standard/cuda/fast_divmod.h"
 #include "attention/standard/cuda/vector_io.cuh"
@@ -130,30 +132,36 @@ __global__ void merge_branches_kernel(const MergeBranch* __restrict__ branches, 
 
 constexpr int kMaxBatchedBranches = 8;
 
-// The batched and flat kernels' merge of the loaded branches (lse -inf: not kept; max first,
-// then the weighted sum), stored as store_merged does.
-template <typename T>
-__device__ inline void merge_loaded(const float (&lse_i)[kMaxBatchedBranches],
-                                    const uint4 (&raw)[kMaxBatchedBranches], float out_scale,
-                                    const TokenTensor& out, int b, int s, int h, int chunk,
-                                    float* lse_out, int64_t lse_index) {
+// The batched and flat kernels' merge of N loaded branches (lse -inf: not kept; max first, then
+// the weighted sum) for kVec 16-byte pieces of the row (chunks chunk, chunk + chunk_step, ...),
+// each stored as store_merged does.
+template <typename T, int N, int kVec>
+__device__ inline void merge_loaded(const float (&lse_i)[N], const uint4 (&raw)[N][kVec],
+                                    float out_scale, const TokenTensor& out, int b, int s, int h,
+                                    int chunk, int chunk_step, float* lse_out, int64_t lse_index) {
   float max_lse = -INFINITY;
 #pragma unroll
-  for (int i = 0; i < kMaxBatchedBranches; ++i) max_lse = fmaxf(max_lse, lse_i[i]);
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sum = 0.f;
-  if (max_lse != -INFINITY) {
+  for (int i = 0; i < N; ++i) max_lse = fmaxf(max_lse, lse_i[i]);
+  float w[N], sum = 0.f;
 #pragma unroll
-    for (int i = 0; i < kMaxBatchedBranches; ++i) {
-      if (lse_i[i] == -INFINITY) continue;
-      const float w = __expf(lse_i[i] - max_lse);
-      float o[8];
-      unpack8<T>(raw[i], o);
-      sum += w;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc[e] += w * o[e];
-    }
+  for (int i = 0; i < N; ++i) {
+    w[i] = lse_i[i] == -INFINITY ? 0.f : __expf(lse_i[i] - max_lse);
+    sum += w[i];
   }
-  store_merged<T>(acc, max_lse, sum, out_scale, out, b, s, h, chunk, lse_out, lse_index);
+#pragma unroll
+  for (int v = 0; v < kVec; ++v) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      if (lse_i[i] == -INFINITY) continue;  // not kept, or a row that attended nothing
+      float o[8];
+      unpack8<T>(raw[i][v], o);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[e] += w[i] * o[e];
+    }
+    store_merged<T>(acc, max_lse, sum, out_scale, out, b, s, h, chunk + v * chunk_step, lse_out,
+                    lse_index);
+  }
 }
 
 // The same merge with every branch's loads issued before any is used: each (token, head) thread
@@ -189,11 +197,11 @@ __global__ void merge_branches_batched_kernel(const MergeBranch* __restrict__ br
     __syncthreads();
     if (h < num_heads) {
       float lse_i[kMaxBatchedBranches];
-      uint4 raw[kMaxBatchedBranches];
+      uint4 raw[kMaxBatchedBranches][1];
 #pragma unroll
       for (int i = 0; i < kMaxBatchedBranches; ++i) {
         lse_i[i] = -INFINITY;
-        raw[i] = make_uint4(0, 0, 0, 0);
+        raw[i][0] = make_uint4(0, 0, 0, 0);
         if (i < num_branches) {
           const HeadSlot hs = heads[i * num_heads + h];
           const TokenSlot ts = token[i];
@@ -201,42 +209,86 @@ __global__ void merge_branches_batched_kernel(const MergeBranch* __restrict__ br
             const MergeGroup& g = table[hs.group];
             lse_i[i] = g.lse[ts.n * g.lse_stride_n + hs.head_index * g.lse_stride_h +
                              ts.kept_row * g.lse_stride_l];
-            raw[i] = *reinterpret_cast<const uint4*>(
+            raw[i][0] = *reinterpret_cast<const uint4*>(
                 static_cast<const T*>(g.out) + ts.n * g.out_stride_n +
                 hs.head_index * g.out_stride_h + ts.kept_row * g.out_stride_l + chunk * 8);
           }
         }
       }
-      merge_loaded<T>(lse_i, raw, out_scale, out, b, s, h, chunk, lse_out,
-                      (first + k) * num_heads + h);
+      merge_loaded<T, kMaxBatchedBranches, 1>(lse_i, raw, out_scale, out, b, s, h, chunk, 0,
+                                              lse_out, (first + k) * num_heads + h);
     }
     if (++s == seq_len) s = 0, ++b;
   }
 }
 
-// The same merge with no barrier and no per-block token loop: a thread per (token, head, 8
-// head-dim elements) places its token in every branch itself, with divisions by the launch's
-// fixed divisors done as multiplies (FastDivmod). The batched kernel above stops every block at
-// two barriers per token while 5 of its threads compute the token's slots; its loads then wait
-// for that, and the merge ran at ~1.5 TB/s (3.1 ms of LongNet-base all mode at 1M on H100).
-// Consecutive threads write consecutive 16 bytes of a token's output row.
+// The same merge with no barrier and no per-block token loop: a thread per (token, head, kVec
+// 16-byte pieces of the row) places its token in every branch itself, with divisions by the
+// launch's fixed divisors done as multiplies (FastDivmod). The batched kernel above stops every
+// block at two barriers per token while 5 of its threads compute the token's slots; its loads then
+// wait for that, and the merge ran at ~1.5 TB/s (3.1 ms of LongNet-base all mode at 1M on H100).
+// Each of a warp's load and store instructions covers consecutive 16-byte pieces of a row.
 struct BranchDivs {
   FastDivmod segment, rate;
   int32_t segments_per_sequence;  // seq_len / segment
   int32_t partition, head_start, head_count, offset, first_group;
 };
 
-template <typename T>
-__global__ void merge_branches_flat_kernel(const MergeBranch* __restrict__ branches,
-                                           int num_branches, const MergeGroup* __restrict__ groups,
-                                           int num_groups, FastDivmod seq_len, FastDivmod heads,
-                                           FastDivmod chunks, float out_scale, TokenTensor out,
-                                           float* __restrict__ lse_out, uint32_t total) {
+// Where (b, s, h) sits in each branch, and its kept branches' lse and kVec 16-byte pieces of
+// output (chunks chunk, chunk + chunk_step, ...); lse -inf and no load where a branch does not
+// keep it.
+template <typename T, int kBranches, int kVec>
+__device__ inline void load_kept(const BranchDivs* divs, const MergeGroup* table, uint32_t b,
+                                 uint32_t s, uint32_t h, uint32_t chunk, uint32_t chunk_step,
+                                 float (&lse_i)[kBranches], uint4 (&raw)[kBranches][kVec]) {
+#pragma unroll
+  for (int i = 0; i < kBranches; ++i) {
+    lse_i[i] = -INFINITY;
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) raw[i][v] = make_uint4(0, 0, 0, 0);
+    const BranchDivs& d = divs[i];
+    // Head h's group, its index there and the offset of the rows it keeps (as HeadSlot).
+    int group = d.first_group, head_index = int(h) - d.head_start;
+    uint32_t offset = uint32_t(d.offset);
+    if (!d.partition) {
+      uint32_t q, r;
+      d.rate.divmod(h, q, r);
+      group += int(r), head_index = int(q), offset = r;
+    } else if (head_index < 0 || head_index >= d.head_count) {
+      continue;
+    }
+    uint32_t segment_index, pos, kept_row, phase;
+    d.segment.divmod(s, segment_index, pos);
+    d.rate.divmod(pos, kept_row, phase);
+    if (phase != offset) continue;
+    const int64_t n = int64_t(b) * d.segments_per_sequence + segment_index;
+    const MergeGroup& g = table[group];
+    lse_i[i] = g.lse[n * g.lse_stride_n + head_index * g.lse_stride_h +
+                     int64_t(kept_row) * g.lse_stride_l];
+    const T* row = static_cast<const T*>(g.out) + n * g.out_stride_n + head_index * g.out_stride_h +
+                   int64_t(kept_row) * g.out_stride_l;
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) {
+      raw[i][v] = *reinterpret_cast<const uint4*>(row + (chunk + v * chunk_step) * 8);
+    }
+  }
+}
+
+// kBranches: the launch's branch count (registers for exactly its loads). kVec: 16-byte pieces
+// of a row per thread (chunks part, part + parts, ...: each load instruction of a warp stays
+// contiguous), all loaded before the first is merged; the branch placement is shared by them.
+template <typename T, int kBranches, int kVec>
+__global__ void __launch_bounds__(256)
+    merge_branches_flat_kernel(const MergeBranch* __restrict__ branches,
+                               const MergeGroup* __restrict__ groups, int num_groups,
+                               FastDivmod seq_len, FastDivmod heads, FastDivmod parts,
+                               float out_scale, TokenTensor out, float* __restrict__ lse_out,
+                               uint32_t total) {
   extern __shared__ int64_t shared[];                         // int64_t: MergeGroup's alignment
   MergeGroup* table = reinterpret_cast<MergeGroup*>(shared);  // [num_groups]
-  BranchDivs* divs = reinterpret_cast<BranchDivs*>(table + num_groups);  // [num_branches]
+  BranchDivs* divs = reinterpret_cast<BranchDivs*>(table + num_groups);  // [kBranches]
   for (int e = threadIdx.x; e < num_groups; e += blockDim.x) table[e] = groups[e];
-  for (int i = threadIdx.x; i < num_branches; i += blockDim.x) {
+  for (int i = threadIdx.x; i < kBranches; i += blockDim.x) {
     const MergeBranch br = branches[i];
     divs[i] = {FastDivmod(uint32_t(br.segment)),
                FastDivmod(uint32_t(br.rate)),
@@ -250,44 +302,51 @@ __global__ void merge_branches_flat_kernel(const MergeBranch* __restrict__ branc
   __syncthreads();
   for (uint32_t item = blockIdx.x * blockDim.x + threadIdx.x; item < total;
        item += gridDim.x * blockDim.x) {
-    uint32_t row, chunk, token, h, b, s;
-    chunks.divmod(item, row, chunk);  // row = token * heads + h
+    uint32_t row, part, token, h, b, s;
+    parts.divmod(item, row, part);  // row = token * heads + h
     heads.divmod(row, token, h);
     seq_len.divmod(token, b, s);
-    float lse_i[kMaxBatchedBranches];
-    uint4 raw[kMaxBatchedBranches];
-#pragma unroll
-    for (int i = 0; i < kMaxBatchedBranches; ++i) {
-      lse_i[i] = -INFINITY;
-      raw[i] = make_uint4(0, 0, 0, 0);
-      if (i >= num_branches) continue;
-      const BranchDivs& d = divs[i];
-      // Head h's group, its index there and the offset of the rows it keeps (as HeadSlot).
-      int group = d.first_group, head_index = int(h) - d.head_start;
-      uint32_t offset = uint32_t(d.offset);
-      if (!d.partition) {
-        uint32_t q, r;
-        d.rate.divmod(h, q, r);
-        group += int(r), head_index = int(q), offset = r;
-      } else if (head_index < 0 || head_index >= d.head_count) {
-        continue;
-      }
-      uint32_t segment_index, pos, kept_row, phase;
-      d.segment.divmod(s, segment_index, pos);
-      d.rate.divmod(pos, kept_row, phase);
-      if (phase != offset) continue;
-      const int64_t n = int64_t(b) * d.segments_per_sequence + segment_index;
-      const MergeGroup& g = table[group];
-      lse_i[i] = g.lse[n * g.lse_stride_n + head_index * g.lse_stride_h +
-                       int64_t(kept_row) * g.lse_stride_l];
-      raw[i] = *reinterpret_cast<const uint4*>(static_cast<const T*>(g.out) + n * g.out_stride_n +
-                                               head_index * g.out_stride_h +
-                                               int64_t(kept_row) * g.out_stride_l + chunk * 8);
-    }
-    merge_loaded<T>(lse_i, raw, out_scale, out, int(b), int(s), int(h), int(chunk), lse_out,
-                    int64_t(row));
+    float lse_i[kBranches];
+    uint4 raw[kBranches][kVec];
+    load_kept<T, kBranches, kVec>(divs, table, b, s, h, part, parts.divisor, lse_i, raw);
+    merge_loaded<T, kBranches, kVec>(lse_i, raw, out_scale, out, int(b), int(s), int(h), int(part),
+                                     int(parts.divisor), lse_out, int64_t(row));
   }
 }
+
+// The flat kernel for the launch's branch count (1 to kMaxBatchedBranches).
+template <typename T, int kVec, int kBranches = 1>
+void launch_flat(int num_branches, dim3 grid, size_t shared, cudaStream_t stream,
+                 const MergeBranch* branches, const MergeGroup* groups, int num_groups,
+                 FastDivmod seq_len, FastDivmod heads, FastDivmod parts, float out_scale,
+                 const TokenTensor& out, float* lse, uint32_t total) {
+  if constexpr (kBranches < kMaxBatchedBranches) {
+    if (num_branches != kBranches) {
+      launch_flat<T, kVec, kBranches + 1>(num_branches, grid, shared, stream, branches, groups,
+                                          num_groups, seq_len, heads, parts, out_scale, out, lse,
+                                          total);
+      return;
+    }
+  }
+  merge_branches_flat_kernel<T, kBranches, kVec><<<grid, 256, shared, stream>>>(
+      branches, groups, num_groups, seq_len, heads, parts, out_scale, out, lse, total);
+}
+
+// 16-byte pieces per thread of the flat kernel: RA_MERGE_VEC = 1, 2 or 4 (A/B runs), default
+// 4; fewer where the row's pieces do not divide. Merge alone at 1M on H100 (all_mode_glue_bench):
+// LongNet-base 2.45 / 1.79 / 1.72 ms for 1 / 2 / 4 pieces (2.91 TB/s at 4, cudaMemcpy 3.01),
+// wide 4.18 / 3.62 / 3.56: each thread's loads are what keeps bytes in flight.
+int flat_vec(int chunks_per_row) {
+  const char* env = std::getenv("RA_MERGE_VEC");
+  int n = 4;
+  if (env != nullptr) {
+    n = std::atoi(env);
+    RA_CHECK(n == 1 || n == 2 || n == 4, "RA_MERGE_VEC = '", env, "': use 1, 2 or 4");
+  }
+  while (chunks_per_row % n != 0) n /= 2;
+  return n;
+}
+
 }  // namespace
 
 void launch_merge_branches(const MergeBranch* branches, int num_branches, const MergeGroup* groups,
@@ -329,12 +388,18 @@ void launch_merge_branches(const MergeBranch* branches, int num_branches, const 
   auto run = [&](auto type) {
     using T = decltype(type);
     if (flat) {
-      const int threads = 256;
-      const int64_t blocks = std::min<int64_t>((items + threads - 1) / threads, 8192);
-      merge_branches_flat_kernel<T><<<unsigned(blocks), threads, flat_shared, stream>>>(
-          branches, num_branches, groups, num_groups, FastDivmod(uint32_t(seq_len)),
-          FastDivmod(uint32_t(num_heads)), FastDivmod(uint32_t(chunks_per_row)), out_scale, out,
-          lse, uint32_t(items));
+      const int vec = flat_vec(chunks_per_row);
+      const int64_t flat_items = items / vec;
+      const int64_t blocks = std::min<int64_t>((flat_items + 255) / 256, 8192);
+      auto launch = [&](auto vec_tag) {
+        launch_flat<T, decltype(vec_tag)::value>(
+            num_branches, dim3(unsigned(blocks)), flat_shared, stream, branches, groups, num_groups,
+            FastDivmod(uint32_t(seq_len)), FastDivmod(uint32_t(num_heads)),
+            FastDivmod(uint32_t(chunks_per_row / vec)), out_scale, out, lse, uint32_t(flat_items));
+      };
+      if (vec == 1) launch(std::integral_constant<int, 1>{});
+      if (vec == 2) launch(std::integral_constant<int, 2>{});
+      if (vec == 4) launch(std::integral_constant<int, 4>{});
     } else if (loop) {
       merge_branches_kernel<T><<<grid, block, shared, stream>>>(
           branches, num_branches, groups, batch, seq_len, num_heads, out_scale, out, lse);
