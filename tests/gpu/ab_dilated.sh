@@ -5,7 +5,9 @@
 # runs TEST_REGEX's GPU tests on this tree's build (none if empty), alternates the two
 # bench_dilated_attention builds ROUNDS times over CONFIGS x SEQS x CAUSAL x HEAD_MODES (fwd+bwd;
 # comma lists as the bench takes them), then runs this tree's kept_row_write_bench (the
-# partition groups' write kernel alone) per config and length; prints the tables last. Logs and
+# partition groups' write kernel alone) and/or all_mode_glue_bench (head mode all's merge and
+# gradient scatter-adds alone), as HEAD_MODES holds, per config and length; prints the tables
+# last. Logs and
 # JSON are packed into $OUT/ab_dilated_logs.tar.gz. VARIANTS: this tree's runs per round,
 # "tag:VAR=value,VAR=value" each (environment; default "new:"), e.g. an opt-in switch against
 # the default without a baseline build. EXTRA_TARGETS: more of this tree's targets to build.
@@ -25,7 +27,7 @@ BUILD=build-gpu
 CONFIGS="${CONFIGS:-longnet-base}" SEQS="${SEQS:-1M}" CAUSAL="${CAUSAL:-1}"
 HEAD_MODES="${HEAD_MODES:-partition}"
 
-TARGETS="bench_dilated_attention kept_row_write_bench"
+TARGETS="bench_dilated_attention kept_row_write_bench all_mode_glue_bench"
 [ -n "${TEST_REGEX:-}" ] && TARGETS="$TARGETS ra_gpu_tests"
 TARGETS="$TARGETS ${EXTRA_TARGETS:-}"  # more of this tree to build (e.g. benches to compile-check)
 BASE_TARGETS="bench_dilated_attention"
@@ -55,12 +57,16 @@ done
 elapsed "dilated rows done"
 for config in ${CONFIGS//,/ }; do
   for S in ${SEQS//,/ }; do
-    timeout 120 "$BUILD/bench/kept_row_write_bench" --config "$config" --seq-len "$S" \
-      > "$OUT/kept_rows_${config}_$S.md" 2>&1 || echo "kept_row_write_bench failed: $config $S"
+    for mode in ${HEAD_MODES//,/ }; do
+      bench=kept_row_write_bench
+      [ "$mode" = all ] && bench=all_mode_glue_bench
+      timeout 120 "$BUILD/bench/$bench" --config "$config" --seq-len "$S" \
+        > "$OUT/kernels_${mode}_${config}_$S.md" 2>&1 || echo "$bench failed: $config $S"
+    done
   done
 done
 
 echo "## results ($(head -1 "$OUT/device.txt"), GPU 0)"
 python3 bench/results_table.py "$RESULTS" "run=tag" "config=config" "S=S" "causal=causal" \
   "head mode=head_mode" "ms fwd+bwd=ms:.2f" "TFLOP/s=tflops:.1f" "peak GiB=peak_gib:.2f"
-for f in "$OUT"/kept_rows_*.md; do [ -f "$f" ] && cat "$f"; done
+for f in "$OUT"/kernels_*.md; do [ -f "$f" ] && cat "$f"; done
