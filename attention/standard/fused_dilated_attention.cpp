@@ -99,6 +99,71 @@ at::Tensor gather_kept_rows(const at::Tensor& t, const cuda::KeptRows& g, float 
   return dst;
 }
 
+// Consecutive groups that run as one fused-attention call. All mode's one-head groups of a
+// branch (rate >= H) with equal kept rows stack along the head dim: group o keeps head o at
+// rows o + r * l of each segment, so in a contiguous [B, S, H, D] tensor groups o and o + 1 sit
+// (H + 1) * D elements apart, one strided view for all. LongNet-base's rate-12 branch runs as 2
+// calls instead of 12, wide's rate-16 branch as 1 instead of 16: bigger calls, which cuDNN
+// runs faster. RA_STACK_GROUPS=0 turns it off (A/B runs, tests).
+struct GroupStack {
+  size_t first = 0;  // index of its first group
+  int count = 1;
+};
+
+// Group j of a stack whose first group is c (same n range).
+cuda::KeptRows stacked_group(cuda::KeptRows c, int j) {
+  c.offset += j;
+  c.head_start += j;
+  return c;
+}
+
+bool stacking_enabled() {
+  const char* env = std::getenv("RA_STACK_GROUPS");
+  if (env == nullptr || std::strcmp(env, "1") == 0) return true;
+  RA_CHECK(std::strcmp(env, "0") == 0, "RA_STACK_GROUPS = '", env, "': use 0 or 1");
+  return false;
+}
+
+std::vector<GroupStack> group_stacks(const std::vector<GroupRows>& groups, bool partition) {
+  const bool enabled = !partition && stacking_enabled();
+  std::vector<GroupStack> stacks;
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    const GroupRows& g = groups[gi];
+    if (enabled && !stacks.empty()) {
+      const GroupRows& last = groups[gi - 1];
+      const bool joins =
+          stacks.back().first + stacks.back().count == gi && g.branch == last.branch &&
+          g.writes == last.writes && g.rows.head_count == 1 && last.rows.head_count == 1 &&
+          g.rows.offset == last.rows.offset + 1 && g.rows.head_start == last.rows.head_start + 1 &&
+          g.rows.kept == last.rows.kept && g.rows.kept >= 2;
+      if (joins) {
+        ++stacks.back().count;
+        continue;
+      }
+    }
+    stacks.push_back({gi, 1});
+  }
+  return stacks;
+}
+
+// The rows of a stack of `count` groups (the first one's KeptRows c, the others at the next
+// offsets and heads) of t [B, S, H, D]: [n, count, L, D], a strided view where `view` and t is
+// contiguous, else gathered.
+at::Tensor stack_rows(const at::Tensor& t, const cuda::KeptRows& c, int count, bool view) {
+  if (count == 1) return view ? kept_rows_view(t, c) : gather_kept_rows(t, c);
+  const int64_t H = t.size(2), D = t.size(3);
+  if (view && t.is_contiguous()) {
+    return t.as_strided(
+        {c.size_n(), count, c.kept, D}, {c.segment * H * D, (H + 1) * D, c.rate * H * D, 1},
+        t.storage_offset() + (c.n_begin * c.segment + c.offset) * H * D + c.head_start * D);
+  }
+  at::Tensor rows = at::empty({c.size_n(), count, c.kept, D}, t.options());
+  for (int j = 0; j < count; ++j) {
+    gather_kept_rows(t, stacked_group(c, j), 1.f, rows.narrow(1, j, 1));
+  }
+  return rows;
+}
+
 // cuDNN's attention takes no one-row blocks (s_q = s_kv = 1): a group that keeps one row per
 // segment runs on flash whatever the kernel, forward and backward (its lse is then [N, h, L]).
 FusedKernel group_kernel(FusedKernel kernel, const cuda::KeptRows& g) {
@@ -192,14 +257,12 @@ FusedPlanForward forward_with_kernel(const FusedPlanSpec& spec, FusedKernel kern
     first += b.groups.size();
   }
 
-  for (size_t gi = 0; gi < groups.size(); ++gi) {
-    const cuda::KeptRows& g = groups[gi].rows;
+  for (const GroupStack& stack : group_stacks(groups, partition)) {
+    const cuda::KeptRows& g = groups[stack.first].rows;
     if (g.kept == 0) continue;  // offset >= w': the group keeps nothing; the merge skips it
     const FusedKernel gk = group_kernel(kernel, g);
     compat::FusedAttentionForward f = with_layout(gk, [&](bool view) {
-      auto rows = [&](const at::Tensor& t) {
-        return view ? kept_rows_view(t, g) : gather_kept_rows(t, g);
-      };
+      auto rows = [&](const at::Tensor& t) { return stack_rows(t, g, stack.count, view); };
       return compat::fused_attention_forward(gk, rows(q), rows(k), rows(v), spec.causal,
                                              spec.scale);
     });
@@ -212,8 +275,17 @@ FusedPlanForward forward_with_kernel(const FusedPlanSpec& spec, FusedKernel kern
     RA_CHECK(lse.scalar_type() == at::kFloat && lse.size(2) == g.kept,
              "fused kernel returned lse of shape ", f.lse.sizes(), " and dtype ",
              f.lse.scalar_type(), "; expected [N, h, L(, 1)] float32 with L = ", g.kept);
-    merge_groups[gi] = {out.data_ptr(),        out.stride(0), out.stride(1), out.stride(2),
-                        lse.data_ptr<float>(), lse.stride(0), lse.stride(1), lse.stride(2)};
+    for (int j = 0; j < stack.count; ++j) {  // group j: head j of the call
+      merge_groups[stack.first + j] = {
+          static_cast<char*>(out.data_ptr()) + j * out.stride(1) * out.element_size(),
+          out.stride(0),
+          out.stride(1),
+          out.stride(2),
+          lse.data_ptr<float>() + j * lse.stride(1),
+          lse.stride(0),
+          lse.stride(1),
+          lse.stride(2)};
+    }
     keep_alive.push_back(out);
     keep_alive.push_back(lse);
     if (!state.philox_seed.defined()) {  // unused without dropout, but the ops take them
@@ -309,7 +381,8 @@ std::array<at::Tensor, 3> backward_impl(const FusedPlanSpec& spec, const FusedKe
       *acc = cover ? at::empty({B, S, H, D}, q.options()) : at::zeros({B, S, H, D}, q.options());
     }
   }
-  for (const GroupRows& group : groups) {
+  for (const GroupStack& stack : group_stacks(groups, partition)) {
+    const GroupRows& group = groups[stack.first];  // the stack's groups all write or all add
     const cuda::KeptRows& g = group.rows;
     if (g.kept == 0) {  // offset >= w': keeps nothing, but a cover group owes its heads' zeros
       if (!group.writes) continue;
@@ -318,26 +391,26 @@ std::array<at::Tensor, 3> backward_impl(const FusedPlanSpec& spec, const FusedKe
       }
       continue;
     }
-    // The merged lse in this group's layout, contiguous, shaped as the kernel's forward
+    // The merged lse in this stack's layout, contiguous, shaped as the kernel's forward
     // returned it: [N, h, L] (flash) or [N, h, L, 1] (cuDNN).
     const FusedKernel gk = group_kernel(state.kernel, g);
-    at::Tensor lse_group = gather_kept_rows(lse_rows_src, g);
+    at::Tensor lse_group = stack_rows(lse_rows_src, g, stack.count, /*view=*/false);
     if (gk == FusedKernel::kFlash || state.lse_dim == 3) lse_group = lse_group.squeeze(-1);
     // The group whose gradients become dq/dk/dv runs whole; the others in chunks of
     // segment rows, which bounds the temporaries at no cost in kernel efficiency.
-    const bool whole = adopt && &group == &groups.front();
-    const int64_t step = whole ? g.total_n() : backward_chunk_n(g, q);
+    const bool whole = adopt && stack.first == 0;
+    cuda::KeptRows stack_size = g;  // for the chunk budget: every head of the stack
+    stack_size.head_count *= stack.count;
+    const int64_t step = whole ? g.total_n() : backward_chunk_n(stack_size, q);
     for (int64_t n0 = 0; n0 < g.total_n(); n0 += step) {
       cuda::KeptRows c = g;
       c.n_begin = n0;
       c.n_count = std::min(step, g.total_n() - n0);
       const at::Tensor lse_c = lse_group.narrow(0, n0, c.n_count);
       compat::FusedAttentionGrads grads_c = with_layout(gk, [&](bool view) {
-        auto rows = [&](const at::Tensor& t) {
-          return view ? kept_rows_view(t, c) : gather_kept_rows(t, c);
-        };
+        auto rows = [&](const at::Tensor& t) { return stack_rows(t, c, stack.count, view); };
         const at::Tensor q_c = rows(q);  // [n, h, L, D]
-        // Scaled: dense in q_c's dimension order (empty_like).
+        // Scaled (partition mode: no stacks): dense in q_c's dimension order (empty_like).
         const at::Tensor v_c =
             scaled ? gather_kept_rows(v, c, float(out_scale), at::empty_like(q_c)) : rows(v);
         const compat::FusedAttentionForward merged{rows(out), lse_c, state.philox_seed,
@@ -345,44 +418,48 @@ std::array<at::Tensor, 3> backward_impl(const FusedPlanSpec& spec, const FusedKe
         return compat::fused_attention_backward(gk, rows(grad_out), q_c, rows(k), v_c, merged,
                                                 spec.causal, spec.scale);
       });
-      at::Tensor parts[3] = {std::get<0>(grads_c), std::get<1>(grads_c), std::get<2>(grads_c)};
-      // A group's dq, dk, dv go out in one launch (one index decode for the three): written by
-      // a cover group, else added.
-      std::array<cuda::KeptRowsWrite, 3> writes;
-      std::array<cuda::KeptRowsAdd, 3> adds;
-      std::array<at::Tensor, 3> keep_parts;  // the parts, alive until the launches
-      int num_writes = 0, num_adds = 0;
-      for (int i = 0; i < 3; ++i) {
-        at::Tensor part = parts[i];  // [n, h, L, D]
-        // dV / s (see above): multiplied by s as the write below stores it, else here.
-        const bool rescale = scaled && i == 2;
-        const bool rescale_in_write = rescale && group.writes && accs[i]->defined();
-        if (rescale && !rescale_in_write) part = part * out_scale;
-        if (!accs[i]->defined()) {                 // the adopted group, run whole
-          at::Tensor full = part.transpose(1, 2);  // [N, L, h, D] = [B * S / w', w', H, D]
-          if (full.is_contiguous()) {
-            *accs[i] = full.view({B, S, H, D});
-            continue;
+      const at::Tensor parts[3] = {std::get<0>(grads_c), std::get<1>(grads_c),
+                                   std::get<2>(grads_c)};
+      for (int j = 0; j < stack.count; ++j) {
+        // A group's dq, dk, dv go out in one launch (one index decode for the three): written
+        // by a cover group, else added.
+        const cuda::KeptRows cj = stacked_group(c, j);
+        std::array<cuda::KeptRowsWrite, 3> writes;
+        std::array<cuda::KeptRowsAdd, 3> adds;
+        std::array<at::Tensor, 3> keep_parts;  // the parts, alive until the launches
+        int num_writes = 0, num_adds = 0;
+        for (int i = 0; i < 3; ++i) {
+          at::Tensor part = stack.count == 1 ? parts[i] : parts[i].narrow(1, j, 1);  // [n, h, L, D]
+          // dV / s (see above): multiplied by s as the write below stores it, else here.
+          const bool rescale = scaled && i == 2;
+          const bool rescale_in_write = rescale && group.writes && accs[i]->defined();
+          if (rescale && !rescale_in_write) part = part * out_scale;
+          if (!accs[i]->defined()) {                 // the adopted group, run whole
+            at::Tensor full = part.transpose(1, 2);  // [N, L, h, D] = [B * S / w', w', H, D]
+            if (full.is_contiguous()) {
+              *accs[i] = full.view({B, S, H, D});
+              continue;
+            }
+            *accs[i] = at::empty({B, S, H, D}, q.options());  // the cover: written below
           }
-          *accs[i] = at::empty({B, S, H, D}, q.options());  // the cover: written below
+          if (part.stride(3) != 1 || part.stride(0) % 8 || part.stride(1) % 8 ||
+              part.stride(2) % 8 || reinterpret_cast<uintptr_t>(part.data_ptr()) % 16) {
+            part = part.contiguous();
+          }
+          if (group.writes) {  // written together below
+            writes[num_writes++] = {row_tensor(part), token_tensor(*accs[i]),
+                                    rescale_in_write ? float(out_scale) : 1.f};
+          } else {  // added together below
+            adds[num_adds++] = {row_tensor(part), token_tensor(*accs[i])};
+          }
+          keep_parts[i] = part;
         }
-        if (part.stride(3) != 1 || part.stride(0) % 8 || part.stride(1) % 8 || part.stride(2) % 8 ||
-            reinterpret_cast<uintptr_t>(part.data_ptr()) % 16) {
-          part = part.contiguous();
+        if (num_writes > 0) {
+          cuda::launch_write_kept_rows(cj, writes.data(), num_writes, D, kind, stream);
         }
-        if (group.writes) {  // written together below
-          writes[num_writes++] = {row_tensor(part), token_tensor(*accs[i]),
-                                  rescale_in_write ? float(out_scale) : 1.f};
-        } else {  // added together below
-          adds[num_adds++] = {row_tensor(part), token_tensor(*accs[i])};
+        if (num_adds > 0) {
+          cuda::launch_scatter_add_kept_rows(cj, adds.data(), num_adds, D, kind, stream);
         }
-        keep_parts[i] = part;
-      }
-      if (num_writes > 0) {
-        cuda::launch_write_kept_rows(c, writes.data(), num_writes, D, kind, stream);
-      }
-      if (num_adds > 0) {
-        cuda::launch_scatter_add_kept_rows(c, adds.data(), num_adds, D, kind, stream);
       }
     }
   }

@@ -518,6 +518,30 @@ TEST(FusedPathBehaviour, MergeKernelsAndPieceWidthsMatchDense) {
   unsetenv("RA_MERGE_VEC");
 }
 
+// All mode's one-head groups of a branch run as one stacked call by default (LongNet's rate-12
+// branch: 2 calls); RA_STACK_GROUPS=0 runs them one by one. Both against float64, cuDNN and
+// flash, strided views and gathered rows (the forced view throws if a kernel refuses it).
+TEST(FusedPathBehaviour, StackedAndSingleGroupCallsMatchDense) {
+  SKIP_WITHOUT_GPU();
+  const Geometry& g = kSmall[2];
+  for (const char* stack : {"1", "0"}) {
+    setenv("RA_STACK_GROUPS", stack, 1);
+    for (auto backend : {AttentionBackend::kCudnn, AttentionBackend::kFlash}) {
+      for (auto layout : {FusedInputLayout::kStridedView, FusedInputLayout::kGathered}) {
+        set_fused_input_layout(layout);
+        for (bool causal : {false, true}) {
+          SCOPED_TRACE(describe_case(g, torch::kBFloat16, causal, HeadMode::kAll, backend, layout) +
+                       " RA_STACK_GROUPS=" + stack);
+          run_and_compare(make_config(g, causal, HeadMode::kAll, backend), g, torch::kBFloat16,
+                          /*dense_float64=*/true);
+        }
+      }
+    }
+  }
+  set_fused_input_layout(FusedInputLayout::kAuto);
+  unsetenv("RA_STACK_GROUPS");
+}
+
 // 17 groups, beyond the partition forward's one-pass kernel (16): the forward falls back to a
 // launch per group writing its heads' output and lse rows (every other partition case runs the
 // one-pass kernel), against the float64 reference.
