@@ -1,13 +1,14 @@
 // Fused dilated attention on one GPU. Forward: per branch head group, fused attention over the
-// group's kept rows ([N = B * S / w', h, L, D]), then launch_merge_branches writes out and lse
-// for all tokens in one fp32 pass (partition mode, where the merge is a copy: every group's rows
-// in one pass of whole rows, cuda/partition_forward.h). Backward: the merged output is one joint
-// softmax over the union of every branch's keys, so each group's fused backward, given the
-// MERGED out and lse in that group's layout, returns exactly that group's share of dq, dk, dv. The
-// groups of the plan's head cover (each head in one of them: partition mode's groups, or one branch
-// in all mode) write their shares into dq, dk, dv, zeros included, with launch_write_kept_rows; the
-// other groups add theirs in place (launch_scatter_add_kept_rows). A rate-1 all-heads group's
-// gradients become dq, dk, dv outright (no copy, no zero fill).
+// group's kept rows ([N = B * S / w', h, L, D]; all mode's one-head groups of a branch in one
+// stacked call, see GroupStack), then launch_merge_branches writes out and lse for all tokens in
+// one fp32 pass (partition mode, where the merge is a copy: every group's rows in one pass of
+// whole rows, cuda/partition_forward.h). Backward: the merged output is one joint softmax over
+// the union of every branch's keys, so each group's fused backward, given the MERGED out and lse
+// in that group's layout, returns exactly that group's share of dq, dk, dv. The groups of the
+// plan's head cover (each head in one of them: partition mode's groups, or one branch in all
+// mode) write their shares into dq, dk, dv, zeros included, with launch_write_kept_rows; the other
+// groups add theirs in place (launch_scatter_add_kept_rows). A rate-1 all-heads group's gradients
+// become dq, dk, dv outright (no copy, no zero fill).
 #include "attention/standard/fused_dilated_attention.h"
 
 #include <ATen/cuda/CUDAContext.h>
