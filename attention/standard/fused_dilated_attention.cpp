@@ -29,6 +29,7 @@
 #include "attention/standard/cuda/scatter_add_kept_rows.h"
 #include "attention/standard/cuda/write_kept_rows.h"
 #include "attention/standard/dilation_plan.h"
+#include "attention/standard/kept_rows_view.h"
 #include "attention/standard/kernel_scalar_kind.h"
 #include "attention/standard/plan_kept_rows.h"
 #include "attention/standard/reference_attention.h"
@@ -78,16 +79,6 @@ int64_t backward_chunk_n(const cuda::KeptRows& g, const at::Tensor& q) {
   return std::max<int64_t>(1, budget / std::max<int64_t>(1, bytes_per_n));
 }
 
-// The group's kept rows of t [B, S, H, D] as a strided view [N, h, L, D] (no copy).
-at::Tensor kept_rows_view(const at::Tensor& t, const cuda::KeptRows& g) {
-  at::Tensor v = t.view({g.total_n(), g.segment, t.size(2), t.size(3)})  // [N, w', H, D]
-                     .narrow(0, g.n_begin, g.size_n());
-  v = v.slice(1, g.offset, g.offset + int64_t(g.kept - 1) * g.rate + 1, g.rate)
-          .slice(2, g.head_start, g.head_start + int64_t(g.head_count - 1) * g.head_step + 1,
-                 g.head_step);  // [N, L, h, D]
-  return v.transpose(1, 2);     // [N, h, L, D]
-}
-
 // The same rows times `scale` (exact copy when 1), gathered by the gather kernel into `dst`
 // ([N, h, L, D], any strides with D contiguous; undefined: a new contiguous tensor).
 at::Tensor gather_kept_rows(const at::Tensor& t, const cuda::KeptRows& g, float scale = 1.f,
@@ -100,24 +91,7 @@ at::Tensor gather_kept_rows(const at::Tensor& t, const cuda::KeptRows& g, float 
   return dst;
 }
 
-// Consecutive groups that run as one fused-attention call. All mode's one-head groups of a
-// branch (rate >= H) with equal kept rows stack along the head dim: group o keeps head o at
-// rows o + r * l of each segment, so in a contiguous [B, S, H, D] tensor groups o and o + 1 sit
-// (H + 1) * D elements apart, one strided view for all. LongNet-base's rate-12 branch runs as 2
-// calls instead of 12, wide's rate-16 branch as 1 instead of 16: bigger calls, which cuDNN
-// runs faster. RA_STACK_GROUPS=0 turns it off (A/B runs, tests).
-struct GroupStack {
-  size_t first = 0;  // index of its first group
-  int count = 1;
-};
-
-// Group j of a stack whose first group is c (same n range).
-cuda::KeptRows stacked_group(cuda::KeptRows c, int j) {
-  c.offset += j;
-  c.head_start += j;
-  return c;
-}
-
+// RA_STACK_GROUPS=0: all mode's one-head groups one call each (GroupStack, A/B runs, tests).
 bool stacking_enabled() {
   const char* env = std::getenv("RA_STACK_GROUPS");
   if (env == nullptr || std::strcmp(env, "1") == 0) return true;
@@ -125,40 +99,13 @@ bool stacking_enabled() {
   return false;
 }
 
-std::vector<GroupStack> group_stacks(const std::vector<GroupRows>& groups, bool partition) {
-  const bool enabled = !partition && stacking_enabled();
-  std::vector<GroupStack> stacks;
-  for (size_t gi = 0; gi < groups.size(); ++gi) {
-    const GroupRows& g = groups[gi];
-    if (enabled && !stacks.empty()) {
-      const GroupRows& last = groups[gi - 1];
-      const bool joins =
-          stacks.back().first + stacks.back().count == gi && g.branch == last.branch &&
-          g.writes == last.writes && g.rows.head_count == 1 && last.rows.head_count == 1 &&
-          g.rows.offset == last.rows.offset + 1 && g.rows.head_start == last.rows.head_start + 1 &&
-          g.rows.kept == last.rows.kept && g.rows.kept >= 2;
-      if (joins) {
-        ++stacks.back().count;
-        continue;
-      }
-    }
-    stacks.push_back({gi, 1});
-  }
-  return stacks;
-}
-
 // The rows of a stack of `count` groups (the first one's KeptRows c, the others at the next
 // offsets and heads) of t [B, S, H, D]: [n, count, L, D], a strided view where `view` and t is
 // contiguous, else gathered.
 at::Tensor stack_rows(const at::Tensor& t, const cuda::KeptRows& c, int count, bool view) {
   if (count == 1) return view ? kept_rows_view(t, c) : gather_kept_rows(t, c);
-  const int64_t H = t.size(2), D = t.size(3);
-  if (view && t.is_contiguous()) {
-    return t.as_strided(
-        {c.size_n(), count, c.kept, D}, {c.segment * H * D, (H + 1) * D, c.rate * H * D, 1},
-        t.storage_offset() + (c.n_begin * c.segment + c.offset) * H * D + c.head_start * D);
-  }
-  at::Tensor rows = at::empty({c.size_n(), count, c.kept, D}, t.options());
+  if (view && t.is_contiguous()) return stacked_rows_view(t, c, count);
+  at::Tensor rows = at::empty({c.size_n(), count, c.kept, t.size(3)}, t.options());
   for (int j = 0; j < count; ++j) {
     gather_kept_rows(t, stacked_group(c, j), 1.f, rows.narrow(1, j, 1));
   }
@@ -258,7 +205,7 @@ FusedPlanForward forward_with_kernel(const FusedPlanSpec& spec, FusedKernel kern
     first += b.groups.size();
   }
 
-  for (const GroupStack& stack : group_stacks(groups, partition)) {
+  for (const GroupStack& stack : group_stacks(groups, !partition && stacking_enabled())) {
     const cuda::KeptRows& g = groups[stack.first].rows;
     if (g.kept == 0) continue;  // offset >= w': the group keeps nothing; the merge skips it
     const FusedKernel gk = group_kernel(kernel, g);
@@ -382,7 +329,7 @@ std::array<at::Tensor, 3> backward_impl(const FusedPlanSpec& spec, const FusedKe
       *acc = cover ? at::empty({B, S, H, D}, q.options()) : at::zeros({B, S, H, D}, q.options());
     }
   }
-  for (const GroupStack& stack : group_stacks(groups, partition)) {
+  for (const GroupStack& stack : group_stacks(groups, !partition && stacking_enabled())) {
     const GroupRows& group = groups[stack.first];  // the stack's groups all write or all add
     const cuda::KeptRows& g = group.rows;
     if (g.kept == 0) {  // offset >= w': keeps nothing, but a cover group owes its heads' zeros

@@ -1,4 +1,5 @@
-// Builds the kernels' KeptRows for every head group of a dilation plan (plan_kept_rows.h).
+// Builds the kernels' KeptRows for every head group of a dilation plan, and the stacks of them
+// that run as one call (plan_kept_rows.h).
 #include "attention/standard/plan_kept_rows.h"
 
 namespace ra {
@@ -24,6 +25,33 @@ std::vector<GroupRows> plan_groups(const DilationPlan& plan, int64_t B, int64_t 
     }
   }
   return groups;
+}
+
+std::vector<GroupStack> group_stacks(const std::vector<GroupRows>& groups, bool stack) {
+  std::vector<GroupStack> stacks;
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    const GroupRows& g = groups[gi];
+    if (stack && !stacks.empty()) {
+      const GroupRows& last = groups[gi - 1];
+      const bool joins =
+          stacks.back().first + stacks.back().count == gi && g.branch == last.branch &&
+          g.writes == last.writes && g.rows.head_count == 1 && last.rows.head_count == 1 &&
+          g.rows.offset == last.rows.offset + 1 && g.rows.head_start == last.rows.head_start + 1 &&
+          g.rows.kept == last.rows.kept && g.rows.kept >= 2;  // one-row groups run on flash
+      if (joins) {
+        ++stacks.back().count;
+        continue;
+      }
+    }
+    stacks.push_back({gi, 1});
+  }
+  return stacks;
+}
+
+cuda::KeptRows stacked_group(cuda::KeptRows first, int j) {
+  first.offset += j;
+  first.head_start += j;
+  return first;
 }
 
 }  // namespace ra
