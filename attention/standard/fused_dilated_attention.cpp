@@ -19,7 +19,6 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -33,6 +32,7 @@
 #include "attention/standard/kernel_scalar_kind.h"
 #include "attention/standard/plan_kept_rows.h"
 #include "attention/standard/reference_attention.h"
+#include "runtime/env_switch.h"
 #include "runtime/error.h"
 #include "runtime/torch_compat.h"
 
@@ -93,10 +93,8 @@ at::Tensor gather_kept_rows(const at::Tensor& t, const cuda::KeptRows& g, float 
 
 // RA_STACK_GROUPS=0: all mode's one-head groups one call each (GroupStack, A/B runs, tests).
 bool stacking_enabled() {
-  const char* env = std::getenv("RA_STACK_GROUPS");
-  if (env == nullptr || std::strcmp(env, "1") == 0) return true;
-  RA_CHECK(std::strcmp(env, "0") == 0, "RA_STACK_GROUPS = '", env, "': use 0 or 1");
-  return false;
+  const char* env = env_switch("RA_STACK_GROUPS", {"0", "1"});
+  return env == nullptr || std::strcmp(env, "1") == 0;
 }
 
 // The rows of a stack of `count` groups (the first one's KeptRows c, the others at the next

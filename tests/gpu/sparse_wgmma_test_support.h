@@ -8,13 +8,13 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <cstdlib>
 #include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "attention/sparse/cuda/block_sparse_cuda.h"
+#include "tests/support/scoped_env.h"
 
 namespace ra::testing {
 
@@ -29,33 +29,6 @@ inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
                  << at::cuda::getCurrentDeviceProperties()->major << "."          \
                  << at::cuda::getCurrentDeviceProperties()->minor;                \
   }
-
-// Sets environment variable `name` (a kernel choice, read at every call) for one scope; unset
-// when value is null. The old value comes back at the end of the scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
-    if (value != nullptr) {
-      setenv(name, value, 1);
-    } else {
-      unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (had_) {
-      setenv(name_.c_str(), old_.c_str(), 1);
-    } else {
-      unsetenv(name_.c_str());
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  std::string name_, old_;
-  bool had_ = false;
-};
 
 inline at::Tensor random_on_gpu(at::IntArrayRef shape, at::ScalarType dtype) {
   return torch::randn(shape, torch::TensorOptions().dtype(dtype).device(torch::kCUDA));

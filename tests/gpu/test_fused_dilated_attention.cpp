@@ -21,6 +21,7 @@
 #include "attention/standard/plan_kept_rows.h"
 #include "runtime/error.h"
 #include "tests/support/dense_reference.h"
+#include "tests/support/scoped_env.h"
 
 namespace ra {
 namespace {
@@ -503,8 +504,7 @@ TEST(FusedPathBehaviour, MergeKernelsAndPieceWidthsMatchDense) {
   const std::pair<const char*, const char*> choices[] = {
       {"loop", "1"}, {"batched", "1"}, {"flat", "1"}, {"flat", "2"}};
   for (const auto& [kernel, vec] : choices) {
-    setenv("RA_MERGE_KERNEL", kernel, 1);
-    setenv("RA_MERGE_VEC", vec, 1);
+    testing::ScopedEnv kernel_env("RA_MERGE_KERNEL", kernel), vec_env("RA_MERGE_VEC", vec);
     const Geometry& g = kSmall[2];
     for (bool causal : {false, true}) {
       SCOPED_TRACE(describe_case(g, torch::kBFloat16, causal, HeadMode::kAll,
@@ -514,8 +514,28 @@ TEST(FusedPathBehaviour, MergeKernelsAndPieceWidthsMatchDense) {
                       torch::kBFloat16, /*dense_float64=*/true);
     }
   }
-  unsetenv("RA_MERGE_KERNEL");
-  unsetenv("RA_MERGE_VEC");
+}
+
+// A kernel switch with a value it does not take is an error naming it, not the default kernel.
+TEST(FusedPathBehaviour, UnknownKernelSwitchValuesThrow) {
+  SKIP_WITHOUT_GPU();
+  const Geometry& g = kSmall[2];
+  const auto config = make_config(g, /*causal=*/false, HeadMode::kAll, AttentionBackend::kCudnn);
+  const auto opts = torch::TensorOptions().dtype(torch::kBFloat16).device(torch::kCUDA);
+  const torch::Tensor q = torch::randn({g.B, g.S, g.H, g.D}, opts);
+  for (const auto& [name, value] : {std::pair<const char*, const char*>{"RA_MERGE_KERNEL", "flatt"},
+                                    {"RA_MERGE_VEC", "3"},
+                                    {"RA_STACK_GROUPS", "yes"}}) {
+    testing::ScopedEnv env(name, value);
+    try {
+      fused_dilated_attention(config, q, q, q);
+      ADD_FAILURE() << name << "=" << value << " ran";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string(name) + " = '" + value + "'"),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 // All mode's one-head groups of a branch run as one stacked call by default (LongNet's rate-12
@@ -525,7 +545,7 @@ TEST(FusedPathBehaviour, StackedAndSingleGroupCallsMatchDense) {
   SKIP_WITHOUT_GPU();
   const Geometry& g = kSmall[2];
   for (const char* stack : {"1", "0"}) {
-    setenv("RA_STACK_GROUPS", stack, 1);
+    testing::ScopedEnv env("RA_STACK_GROUPS", stack);
     for (auto backend : {AttentionBackend::kCudnn, AttentionBackend::kFlash}) {
       for (auto layout : {FusedInputLayout::kStridedView, FusedInputLayout::kGathered}) {
         set_fused_input_layout(layout);
@@ -539,7 +559,6 @@ TEST(FusedPathBehaviour, StackedAndSingleGroupCallsMatchDense) {
     }
   }
   set_fused_input_layout(FusedInputLayout::kAuto);
-  unsetenv("RA_STACK_GROUPS");
 }
 
 // 17 groups, beyond the partition forward's one-pass kernel (16): the forward falls back to a

@@ -16,6 +16,7 @@
 #include "attention/sparse/cuda/block_sparse_cuda.h"
 #include "attention/sparse/cuda/block_sparse_kernels.h"
 #include "attention/sparse/sparse_patterns.h"
+#include "runtime/error.h"
 #include "tests/gpu/sparse_wgmma_test_support.h"
 #include "tests/support/dense_reference.h"
 #include "tests/support/sparse_cases.h"
@@ -138,6 +139,14 @@ TEST(GpuSparseWgmma, ChoiceFollowsEnvironment) {
   {
     testing::ScopedEnv env("RA_SPARSE_FORWARD", "wgmma_ws_pingpong");
     EXPECT_EQ(choice_for_d128_b128(), cuda::SparseForwardKernel::kWgmmaWsPingpong);
+  }
+  {
+    testing::ScopedEnv env("RA_SPARSE_FORWARD", "");  // empty: the default
+    EXPECT_EQ(choice_for_d128_b128(), cuda::SparseForwardKernel::kWgmmaWsPingpong);
+  }
+  {
+    testing::ScopedEnv env("RA_SPARSE_FORWARD", "wgmma_pingpong");  // not a name: an error
+    EXPECT_THROW(choice_for_d128_b128(), Error);
   }
   cuda::BlockSparseShape d64;
   d64.head_dim = 64;

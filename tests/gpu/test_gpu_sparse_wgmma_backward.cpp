@@ -18,6 +18,7 @@
 #include "attention/sparse/cuda/block_sparse_cuda.h"
 #include "attention/sparse/cuda/block_sparse_kernels.h"
 #include "attention/sparse/sparse_patterns.h"
+#include "runtime/error.h"
 #include "tests/gpu/sparse_wgmma_test_support.h"
 #include "tests/support/dense_reference.h"
 #include "tests/support/sparse_cases.h"
@@ -188,6 +189,14 @@ TEST(GpuSparseWgmmaBackward, ChoiceFollowsEnvironment) {
   {
     testing::ScopedEnv env("RA_SPARSE_BACKWARD", "mma");
     EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kMma);
+  }
+  {
+    testing::ScopedEnv env("RA_SPARSE_BACKWARD", "");  // empty: the default
+    EXPECT_EQ(choice_for(128, 128), cuda::SparseBackwardKernel::kWgmmaFusedDq);
+  }
+  {
+    testing::ScopedEnv env("RA_SPARSE_BACKWARD", "deterministic");  // not a name: an error
+    EXPECT_THROW(choice_for(64, 128), Error);
   }
 }
 

@@ -10,7 +10,6 @@
 // from the wgmma kernels of block_sparse_backward_sm90.cu instead (block_sparse_backward_choice),
 // optionally (kWgmmaFusedDq) dQ from inside the dK/dV kernel, with fp32 atomics.
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "attention/sparse/cuda/block_sparse_backward_sm90.h"
@@ -18,6 +17,7 @@
 #include "attention/sparse/cuda/block_sparse_kernels.h"
 #include "attention/sparse/cuda/block_sparse_tiles.cuh"
 #include "attention/standard/cuda/vector_io.cuh"
+#include "runtime/env_switch.h"
 
 namespace ra::cuda {
 namespace {
@@ -337,7 +337,8 @@ cudaError_t launch_backward(const void* q, const void* k, const void* v, const v
 }  // namespace
 
 SparseBackwardKernel block_sparse_backward_choice(const BlockSparseShape& shape) {
-  const char* env = std::getenv("RA_SPARSE_BACKWARD");
+  const char* env =
+      env_switch("RA_SPARSE_BACKWARD", {"mma", "wgmma", "wgmma_sync", "wgmma_dkdv", "wgmma_fused"});
   if (env != nullptr && std::strcmp(env, "mma") == 0) return SparseBackwardKernel::kMma;
   if (!detail::sm90_backward_supports(shape)) return SparseBackwardKernel::kMma;
   if (!current_device_runs_sm90a()) return SparseBackwardKernel::kMma;

@@ -5,13 +5,13 @@
 // and the LSE. block_sparse_forward sends D 128 / block 128 on compute capability 9.0 to the
 // wgmma kernel of block_sparse_forward_sm90.cu instead (block_sparse_forward_choice).
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "attention/sparse/cuda/block_sparse_diagonal.cuh"
 #include "attention/sparse/cuda/block_sparse_forward_sm90.h"
 #include "attention/sparse/cuda/block_sparse_kernels.h"
 #include "attention/sparse/cuda/block_sparse_tiles.cuh"
+#include "runtime/env_switch.h"
 
 namespace ra::cuda {
 namespace {
@@ -227,7 +227,8 @@ bool current_device_runs_sm90a() {
 }
 
 SparseForwardKernel block_sparse_forward_choice(const BlockSparseShape& shape) {
-  const char* env = std::getenv("RA_SPARSE_FORWARD");
+  const char* env = env_switch("RA_SPARSE_FORWARD", {"mma", "wgmma", "wgmma128", "wgmma_overlap",
+                                                     "wgmma_ws", "wgmma_ws_pingpong"});
   if (env != nullptr && std::strcmp(env, "mma") == 0) return SparseForwardKernel::kMma;
   if (!detail::sm90_forward_supports(shape)) return SparseForwardKernel::kMma;
   if (!current_device_runs_sm90a()) return SparseForwardKernel::kMma;

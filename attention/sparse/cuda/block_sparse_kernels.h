@@ -73,7 +73,7 @@ enum class SparseForwardKernel {
 // RA_SPARSE_FORWARD (read at every call) overrides: "mma" forces the mma.sync kernel; where wgmma
 // applies, "wgmma" asks for the 64-key cp.async kernel, "wgmma128" for its 128-key variant,
 // "wgmma_overlap" for the overlapped one and "wgmma_ws" for the warp-specialized one without
-// pingpong; unset or anything else is the default.
+// pingpong; unset, empty or "wgmma_ws_pingpong" is the default; any other value throws ra::Error.
 SparseForwardKernel block_sparse_forward_choice(const BlockSparseShape& shape);
 
 // out: [B, q_len, H, D]; lse: [B, q_len, H] float32, contiguous.
@@ -93,7 +93,8 @@ enum class SparseBackwardKernel { kMma, kWgmma, kWgmmaSync, kWgmmaDkdv, kWgmmaFu
 // block_size 128 on compute capability 9.0, else mma.sync. The environment variable
 // RA_SPARSE_BACKWARD (read at every call) overrides: "mma" forces the mma.sync kernels; where
 // wgmma applies, "wgmma" selects kWgmma (deterministic: no atomics), "wgmma_sync" kWgmmaSync and
-// "wgmma_dkdv" kWgmmaDkdv; unset, "wgmma_fused" or anything else is the default.
+// "wgmma_dkdv" kWgmmaDkdv; unset, empty or "wgmma_fused" is the default; any other value throws
+// ra::Error.
 SparseBackwardKernel block_sparse_backward_choice(const BlockSparseShape& shape);
 
 // Bytes of the dq workspace block_sparse_backward needs for `shape` with `kernels` (its choice):

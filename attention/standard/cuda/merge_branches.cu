@@ -19,6 +19,7 @@
 #include "attention/standard/cuda/fast_divmod.h"
 #include "attention/standard/cuda/vector_io.cuh"
 #include "runtime/cuda_check.h"
+#include "runtime/env_switch.h"
 
 namespace ra::cuda {
 namespace {
@@ -337,12 +338,8 @@ void launch_flat(int num_branches, dim3 grid, size_t shared, cudaStream_t stream
 // LongNet-base 2.45 / 1.79 / 1.72 ms for 1 / 2 / 4 pieces (2.91 TB/s at 4, cudaMemcpy 3.01),
 // wide 4.18 / 3.62 / 3.56: each thread's loads are what keeps bytes in flight.
 int flat_vec(int chunks_per_row) {
-  const char* env = std::getenv("RA_MERGE_VEC");
-  int n = 4;
-  if (env != nullptr) {
-    n = std::atoi(env);
-    RA_CHECK(n == 1 || n == 2 || n == 4, "RA_MERGE_VEC = '", env, "': use 1, 2 or 4");
-  }
+  const char* env = env_switch("RA_MERGE_VEC", {"1", "2", "4"});
+  int n = env != nullptr ? std::atoi(env) : 4;
   while (chunks_per_row % n != 0) n /= 2;
   return n;
 }
@@ -370,11 +367,9 @@ void launch_merge_branches(const MergeBranch* branches, int num_branches, const 
   const size_t shared = num_branches * (sizeof(TokenSlot) + num_heads * sizeof(HeadSlot));
   // The flat kernel up to 8 branches and 2^31 items; beyond, the loop kernel (or the batched
   // one for more items). RA_MERGE_KERNEL=batched or loop picks one for A/B runs.
-  const char* choice = std::getenv("RA_MERGE_KERNEL");
+  const char* choice = env_switch("RA_MERGE_KERNEL", {"flat", "batched", "loop"});
   const bool force_loop = choice != nullptr && std::strcmp(choice, "loop") == 0;
   const bool force_batched = choice != nullptr && std::strcmp(choice, "batched") == 0;
-  RA_CHECK(choice == nullptr || force_loop || force_batched || std::strcmp(choice, "flat") == 0,
-           "RA_MERGE_KERNEL = '", choice, "': use flat, batched or loop");
   const bool loop = num_branches > kMaxBatchedBranches || force_loop;
   const int64_t items = tokens * num_heads * chunks_per_row;
   const bool flat = !loop && !force_batched && items < (int64_t(1) << 31);
