@@ -398,8 +398,8 @@ TEST_F(FusedRowKernels, CoverWriteCopiesKeptRowsAndZerosTheRest) {
 // The partition forward in one pass: for groups that hold each head at most once (a partition
 // plan's groups; one all-mode branch's groups, whose heads step by the rate; a plan missing a
 // group), every kept row at its token and head, times the scale (rounded once), zeros and lse
-// -inf everywhere else; with no output, the lse alone (the output untouched). The expectation
-// scatters each group's rows to their tokens (the kernel gathers per token instead).
+// -inf everywhere else. The expectation scatters each group's rows to their tokens (the kernel
+// gathers per token instead).
 TEST_F(FusedRowKernels, PartitionForwardWritesEveryGroupsRowsInOnePass) {
   SKIP_WITHOUT_GPU();
   const auto stream = at::cuda::getCurrentCUDAStream().stream();
@@ -477,22 +477,34 @@ TEST_F(FusedRowKernels, PartitionForwardWritesEveryGroupsRowsInOnePass) {
       }
     }
   }
-  // Two groups holding one head: refused, nothing written.
+  // Refused, each for its own reason (the message says which): two groups holding one head, and
+  // a missing output (there is no lse-only form).
   std::vector<GroupRows> groups = plan_groups(partition, B, S, H, /*partition=*/true);
-  const torch::Tensor src = torch::zeros({S, H, S}, f32);
+  const auto bf16 = torch::TensorOptions(torch::kCUDA).dtype(torch::kBFloat16);
+  const torch::Tensor lse_src = torch::zeros({S, H, S}, f32);
+  const torch::Tensor out_src = torch::zeros({S, H, S, 64}, bf16);
   std::vector<cuda::PartitionGroup> twice(2);
   for (auto& g : twice) {
     g.rows = groups[0].rows;
-    g.lse = src.data_ptr<float>(), g.lse_sn = src.stride(0), g.lse_sh = src.stride(1);
-    g.lse_sl = src.stride(2);
+    g.lse = lse_src.data_ptr<float>(), g.lse_sn = lse_src.stride(0);
+    g.lse_sh = lse_src.stride(1), g.lse_sl = lse_src.stride(2);
+    g.out = out_src.data_ptr(), g.out_sn = out_src.stride(0), g.out_sh = out_src.stride(1);
+    g.out_sl = out_src.stride(2);
   }
-  torch::Tensor out =
-      torch::empty({B, S, H, 64}, torch::TensorOptions(torch::kCUDA).dtype(torch::kBFloat16));
+  torch::Tensor out = torch::empty({B, S, H, 64}, bf16);
   torch::Tensor lse = torch::empty({B, S, H}, f32);
-  EXPECT_THROW(cuda::launch_write_partition_forward(twice.data(), 2, B, S, H, 64,
-                                                    cuda::ScalarKind::kBFloat16, 1.f,
-                                                    out.data_ptr(), lse.data_ptr<float>(), stream),
-               std::exception);
+  auto expect_refused = [&](int count, void* out_ptr, const std::string& reason) {
+    try {
+      cuda::launch_write_partition_forward(twice.data(), count, B, S, H, 64,
+                                           cuda::ScalarKind::kBFloat16, 1.f, out_ptr,
+                                           lse.data_ptr<float>(), stream);
+      ADD_FAILURE() << "not refused: " << reason;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(reason), std::string::npos) << e.what();
+    }
+  };
+  expect_refused(2, out.data_ptr(), "in an earlier group");
+  expect_refused(1, nullptr, "no output or no lse");
 }
 
 // The merge's other kernels and the flat kernel's other piece widths (RA_MERGE_KERNEL and
